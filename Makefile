@@ -1,0 +1,62 @@
+# HybridInference: the Quick start commands, proto generation, benchmarks.
+# Everything runs from a project-local virtual environment (.venv) built with Python 3.11.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROTO_SRC := workers/proto/kv.proto
+PROTO_OUT := workers/hybrid_workers/kv/proto
+
+.PHONY: serve test lint typecheck unit proto bench system-deps clean
+
+# Quick start 1: install, then run both roles locally on the embedded demo model.
+serve: $(STAMP) proto
+	$(BIN)/hybrid-inference serve
+
+# Quick start 2: install everything (pip + Debian packages the tests use), then the whole suite.
+test: $(STAMP) proto system-deps lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check workers operator tests bench
+	$(BIN)/ruff format --check workers operator tests bench
+
+typecheck: $(STAMP) proto
+	$(BIN)/mypy workers/hybrid_workers operator/hybrid_operator
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned to the CPU wheel that pip finds locally; a bare `torch` would pull a multi-GB CUDA build.
+$(STAMP): $(VENV)/bin/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Generated gRPC stubs (never hand-edited, not committed).
+proto: $(STAMP)
+	@if [ -f $(PROTO_SRC) ]; then \
+	  mkdir -p $(PROTO_OUT) && \
+	  $(BIN)/python -m grpc_tools.protoc -I workers/proto --python_out=$(PROTO_OUT) \
+	    --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) $(PROTO_SRC); \
+	fi
+
+# Debian packages used by tests: prometheus (+promtool) and iproute2 (ip netns, tc). Needs root.
+system-deps:
+	@missing=""; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "note: not root, not installing:$$missing (the tests that need them skip)"; fi; \
+	fi
+
+bench: $(STAMP) proto
+	$(BIN)/hybrid-inference bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info $(PROTO_OUT)/*_pb2*.py

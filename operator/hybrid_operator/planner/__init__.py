@@ -1,0 +1,1 @@
+"""Roofline planner: predicts TTFT and decode TPS per placement from hardware, link and model shapes."""

@@ -1,0 +1,54 @@
+"""Command-line options shared by several commands; every flag has a HYBRID_INFERENCE_<FLAG> env mirror."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from enum import StrEnum
+
+
+class Device(StrEnum):
+    """Where a worker runs its model."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+
+class DType(StrEnum):
+    """Weight and activation dtype; `auto` takes the model's own (float32 on CPU when it is half)."""
+
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+def env_name(flag: str) -> str:
+    """`--max-tokens` -> `HYBRID_INFERENCE_MAX_TOKENS` (the operator sets these in pods)."""
+    return "HYBRID_INFERENCE_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def env_default(flag: str, default: object = None) -> object:
+    """The flag's default: its environment variable when set, else `default`."""
+    return os.environ.get(env_name(flag), default)
+
+
+def add_option(parser: argparse.ArgumentParser, flag: str, *, default: object = None, **kwargs: object) -> None:
+    """Add `flag` whose default comes from its HYBRID_INFERENCE_* variable; the help text names it."""
+    help_text = str(kwargs.pop("help", ""))
+    help_text = f"{help_text} [env {env_name(flag)}; default: %(default)s]".strip()
+    parser.add_argument(flag, default=env_default(flag, default), help=help_text, **kwargs)  # type: ignore[arg-type]
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --device and --dtype, as every command that loads a model takes them."""
+    add_option(
+        parser,
+        "--model",
+        default=None,
+        help="local model folder or Hugging Face id from the local HF cache; none: the embedded demo model",
+    )
+    add_option(parser, "--device", default="auto", type=Device, choices=list(Device), help="compute device")
+    add_option(parser, "--dtype", default="auto", type=DType, choices=list(DType), help="model dtype")
