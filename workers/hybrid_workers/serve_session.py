@@ -1,0 +1,123 @@
+"""One `hybrid-inference serve` session: worker command lines, readiness, the banner, the exit report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import urllib.request
+
+from hybrid_workers.cli.serve import (
+    FORWARDED,
+    LOOPBACK,
+    Ports,
+    client_host,
+    example_curl,
+    say,
+    stop_signals,
+)
+from hybrid_workers.supervisor import ChildSpec, ExitCode, Outcome, Supervisor, http_ok
+
+
+def worker_argv(role: str, args: argparse.Namespace, model: str) -> list[str]:
+    """`python -m hybrid_workers <role>` with the model options (the worker's own device wins)."""
+    device = getattr(args, f"{role}_device") or args.device
+    argv = [sys.executable, "-m", "hybrid_workers", role, "--model", model]
+    return [*argv, "--device", str(device), "--dtype", str(args.dtype)]
+
+
+def forwarded(role: str, args: argparse.Namespace) -> list[str]:
+    """The pass-through options given to `serve` that `role` takes, then its --<role>-arg extras."""
+    out: list[str] = []
+    for flag, roles in FORWARDED.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if role in roles and value is not None:
+            out += [flag, str(value)]
+    return out + list(getattr(args, f"{role}_arg"))
+
+
+def prefill_spec(args: argparse.Namespace, model: str, ports: Ports) -> ChildSpec:
+    """The prefill worker: gRPC and metrics on loopback only (the decode worker is its only client)."""
+    argv = worker_argv("prefill", args, model)
+    argv += ["--host", LOOPBACK, "--port", str(ports.prefill), "--metrics-port", str(ports.prefill_metrics)]
+    return ChildSpec("prefill", tuple(argv + forwarded("prefill", args)), ExitCode.PREFILL_EXITED)
+
+
+def decode_spec(args: argparse.Namespace, model: str, ports: Ports) -> ChildSpec:
+    """The decode worker: the OpenAI API on --host:--port, prefill over loopback gRPC."""
+    argv = worker_argv("decode", args, model)
+    argv += ["--prefill", f"{LOOPBACK}:{ports.prefill}", "--host", args.host, "--port", str(ports.api)]
+    return ChildSpec("decode", tuple(argv + forwarded("decode", args)), ExitCode.DECODE_EXITED)
+
+
+def tcp_open(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def served_model(api: str, fallback: str) -> str:
+    """The first model id /v1/models lists (what clients put in `model`), or `fallback`."""
+    try:
+        with urllib.request.urlopen(f"{api}/v1/models", timeout=2.0) as response:  # loopback URL we built
+            return str(json.load(response)["data"][0]["id"])
+    except (OSError, ValueError, KeyError, IndexError):
+        return fallback
+
+
+def supervise(args: argparse.Namespace, model: str, ports: Ports) -> int:
+    """Run both workers until Ctrl-C/SIGTERM or until one exits; stop the other; return the exit code."""
+    api = f"http://{client_host(args.host)}:{ports.api}"
+    supervisor = Supervisor(
+        [prefill_spec(args, model, ports), decode_spec(args, model, ports)], sys.stdout, args.stop_timeout
+    )
+    with stop_signals(lambda *_: supervisor.stop_requested.set()):
+        supervisor.start()
+        prefill, decode = supervisor.children
+        say(
+            f"prefill worker pid {prefill.pid}: gRPC {LOOPBACK}:{ports.prefill}, metrics "
+            f"http://{LOOPBACK}:{ports.prefill_metrics}/metrics"
+        )
+        say(f"decode worker pid {decode.pid}: API {api}, metrics {api}/metrics; loading {model}")
+
+        def ready() -> bool:
+            return tcp_open(LOOPBACK, ports.prefill) and http_ok(f"{api}/ready")
+
+        outcome = supervisor.wait_ready(ready, args.ready_timeout)
+        if outcome is None:
+            announce(api, served_model(api, model))
+            outcome = supervisor.run()
+        say("stopping both workers")
+        statuses = supervisor.stop_all()
+    report(outcome, statuses, args.ready_timeout)
+    return int(outcome.code)
+
+
+def announce(api: str, model: str) -> None:
+    """The ready banner: URL, a curl example, how to stop."""
+    say(f"ready: OpenAI-compatible API at {api}/v1 (model {model!r})")
+    say(f"try:   {example_curl(api, model)}")
+    say("one line per request follows (prompt tokens, prefill remote/local, TTFT, TPS, exposed KV)")
+    say("Ctrl-C stops both workers")
+
+
+def report(outcome: Outcome, statuses: dict[str, int], ready_timeout: float) -> None:
+    """Explain on stderr why the session ended, unless it was stopped on request."""
+    if outcome.code == ExitCode.STOPPED:
+        say(f"stopped (worker exit statuses: {statuses})")
+        return
+    if outcome.code == ExitCode.NOT_READY:
+        message = f"the API was not ready after {ready_timeout:g} s (--ready-timeout); stopped both workers"
+    else:
+        assert outcome.child is not None
+        other = "decode" if outcome.child.name == "prefill" else "prefill"
+        message = (
+            f"the {outcome.child.name} worker exited with status {outcome.child_status}; "
+            f"stopped the {other} worker; its last lines:\n"
+            + "\n".join(f"  {line}" for line in outcome.child.tail())
+        )
+    print(f"hybrid-inference serve: error (exit {int(outcome.code)}): {message}", file=sys.stderr, flush=True)
