@@ -1,0 +1,51 @@
+"""Shared fixtures: the tiny demo model, written once per test session, and loaded models on CPU."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Tests never download anything.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def demo_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh HYBRID_INFERENCE_CACHE_DIR for the session: demo models are written once, by this code.
+
+    Child processes started by tests inherit it, so `hybrid-inference ...` without --model finds the
+    same demo model instead of a stale one from ~/.cache.
+    """
+    path = tmp_path_factory.mktemp("hybrid-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HYBRID_INFERENCE_CACHE_DIR", str(path))
+        patch.setenv("HYBRID_INFERENCE_DEMO_PRESET", "tiny")
+        yield path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(demo_cache_dir: Path) -> Path:
+    """Folder of the tiny demo model (4 layers, hidden 64, 2 KV heads, vocab 1024, context 512)."""
+    from hybrid_workers.engine import demo_model_dir
+
+    return demo_model_dir("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_model_dir: Path):  # -> LoadedModel
+    """The tiny demo model loaded on CPU in float32 (shared: do not modify it)."""
+    from hybrid_workers.engine import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu", dtype="float32", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_bf16(tiny_model_dir: Path):  # -> LoadedModel
+    """The tiny demo model loaded on CPU in bfloat16 (shared: do not modify it)."""
+    from hybrid_workers.engine import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16", progress=False)

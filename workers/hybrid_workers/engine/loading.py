@@ -1,0 +1,206 @@
+"""Model loading: a local folder or a Hugging Face id from the local cache, onto a device, in a dtype."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hybrid_workers.engine.demo_model import DEFAULT_PRESET_ENV, demo_model_dir
+from hybrid_workers.errors import UserError
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+_SAMPLES_PER_TENSOR = 4096  # elements of each weight that enter the fingerprint
+_UNSTABLE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "name_or_path"})
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A causal LM ready for inference, with the facts the workers need about it."""
+
+    model: Any  # transformers PreTrainedModel, in eval mode, on `device`, in `dtype`
+    tokenizer: Any  # transformers tokenizer
+    name: str  # what the user asked for (folder or HF id)
+    device: torch.device
+    dtype: torch.dtype
+    fingerprint: str  # hex digest of config + dtype + weight samples: equal iff same model and dtype
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    max_context: int  # max_position_embeddings
+    eos_token_ids: frozenset[int]
+    vocab_size: int
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` -> cuda, else mps, else cpu; an explicit device must be available."""
+    device = str(device)
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if device not in available:
+        raise UserError(f"--device {device}: unknown device; use one of auto, cpu, cuda, mps")
+    if not available[device]:
+        raise UserError(f"--device {device}: not available on this machine; use --device auto or cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, config: Any, device: torch.device) -> torch.dtype:
+    """`auto` -> the model's own dtype, but float32 on CPU when that is float16 (slow and inexact there)."""
+    dtype = str(dtype)
+    if dtype != "auto":
+        if dtype not in DTYPES:
+            raise UserError(f"--dtype {dtype}: unknown dtype; use one of auto, {', '.join(DTYPES)}")
+        return DTYPES[dtype]
+    own = getattr(config, "dtype", None) or torch.float32
+    own = DTYPES.get(own, torch.float32) if isinstance(own, str) else own
+    if own not in DTYPES.values() or (own == torch.float16 and device.type == "cpu"):
+        return torch.float32
+    return own
+
+
+def _model_path(model: str | None) -> str:
+    """The folder or HF id to load; None means the cached demo model."""
+    if model is None or model == "":
+        return str(demo_model_dir(os.environ.get(DEFAULT_PRESET_ENV, "tiny")))
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(
+                f"--model {model}: folder has no config.json; point to a Hugging Face model folder"
+            )
+        return str(path)
+    if looks_local:
+        raise UserError(f"--model {model}: no such folder; give a model folder or a Hugging Face id")
+    return model
+
+
+def _load_config(path: str, name: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=True)
+    except OSError as exc:
+        raise UserError(
+            f"--model {name}: not a local folder and not in the local Hugging Face cache "
+            f"(downloads are off); fetch it first with `hf download {name}` or pass a folder"
+        ) from exc
+    except ValueError as exc:
+        raise UserError(f"--model {name}: unreadable model config: {exc}") from exc
+
+
+def check_causal_lm(config: Any, name: str) -> None:
+    """Refuse configs that are not decoder-only causal language models."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architectures = list(getattr(config, "architectures", None) or [])
+    causal_arch = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    known = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    encoder = getattr(config, "is_encoder_decoder", False) or (
+        not architectures and getattr(config, "is_decoder", None) is False
+    )
+    if not known or encoder or (architectures and not causal_arch):
+        kind = ", ".join(architectures) or config.model_type
+        raise UserError(
+            f"--model {name}: {kind} is not a decoder-only causal language model; "
+            "use a model with a ...ForCausalLM architecture (e.g. Llama, Qwen, Mistral)"
+        )
+
+
+def _decoder_layers(model: Any) -> Any:
+    """The model's list of decoder layers (model.model.layers for Llama-style models)."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:
+        raise UserError(f"{type(model).__name__}: no decoder layer list at model.model.layers; unsupported")
+    return layers
+
+
+def weights_fingerprint(model: Any, config: Any, dtype: torch.dtype) -> str:
+    """Digest of the config, the dtype and evenly spaced samples of every weight (cheap for 8B models)."""
+    digest = hashlib.sha256()
+    # Where it was loaded from and which library version wrote it must not matter.
+    shape = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k not in _UNSTABLE_KEYS}
+    digest.update(json.dumps(shape, sort_keys=True, default=str).encode())
+    digest.update(str(dtype).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)  # [numel]
+        step = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
+        sample = flat[::step].to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _from_pretrained(path: str, dtype: torch.dtype, device: torch.device, progress: bool) -> Any:
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if progress else hf_logging.disable_progress_bar)()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    finally:
+        (hf_logging.enable_progress_bar if was_enabled else hf_logging.disable_progress_bar)()
+    model.to(device)  # type: ignore[arg-type]  # transformers types .to() for its own use
+    return model.eval()
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """EOS ids from the generation config (may be a list), the model config and the tokenizer."""
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        ids.update([value] if isinstance(value, int) else list(value or []))
+    return frozenset(ids)
+
+
+def load_model(
+    model: str | None = None, device: str = "auto", dtype: str = "auto", progress: bool = True
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer for inference (never downloads).
+
+    `model`: a local folder or a Hugging Face id present in the local HF cache; None loads the cached
+    demo model of preset $HYBRID_INFERENCE_DEMO_PRESET (default tiny), writing it on first use.
+    Raises UserError, with a one-line message, for a missing path, an unknown dtype or device, or a
+    model that is not a decoder-only causal LM.
+    """
+    from transformers import AutoTokenizer
+
+    torch_device = resolve_device(device)
+    if str(dtype) != "auto" and str(dtype) not in DTYPES:
+        raise UserError(f"--dtype {dtype}: unknown dtype; use one of auto, {', '.join(DTYPES)}")
+    path = _model_path(model)
+    name = model or path
+    config = _load_config(path, name)
+    check_causal_lm(config, name)
+    torch_dtype = resolve_dtype(dtype, config, torch_device)
+    hf_model = _from_pretrained(path, torch_dtype, torch_device, progress)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    text_config = hf_model.config
+    heads = text_config.num_attention_heads
+    return LoadedModel(
+        model=hf_model,
+        tokenizer=tokenizer,
+        name=name,
+        device=torch_device,
+        dtype=torch_dtype,
+        fingerprint=weights_fingerprint(hf_model, text_config, torch_dtype),
+        num_layers=len(_decoder_layers(hf_model)),
+        num_kv_heads=getattr(text_config, "num_key_value_heads", None) or heads,
+        head_dim=getattr(text_config, "head_dim", None) or text_config.hidden_size // heads,
+        max_context=int(text_config.max_position_embeddings),
+        eos_token_ids=_eos_ids(hf_model, tokenizer),
+        vocab_size=int(text_config.vocab_size),
+    )
