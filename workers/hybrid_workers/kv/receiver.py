@@ -1,0 +1,223 @@
+"""Receiver state machine: validates every frame of one hand-off and assembles layers as they complete.
+
+Order (docs/kv-wire.md): Header; for layer 0..L-1: keys chunks at offsets 0, c, 2c, ... then values
+chunks likewise; Trailer. Anything else raises KVProtocolError with a specific Reason, after which the
+receiver holds no tensor memory (the buffers of the layer in flight are dropped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hybrid_workers.kv import compression
+from hybrid_workers.kv.checks import DTYPES, ReceiverModel, check_header, check_trailer
+from hybrid_workers.kv.errors import KVProtocolError, Reason
+from hybrid_workers.kv.frames import (
+    Frame,
+    Header,
+    KVRequest,
+    LayerChunk,
+    TensorKind,
+    Trailer,
+    WireEncoding,
+    checksum,
+)
+
+# Called with (layer index, keys, values) as soon as a layer is complete; tensors are
+# [batch, kv_heads, seq, head_dim] on the CPU in the model's dtype.
+LayerSink = Callable[[int, torch.Tensor, torch.Tensor], None]
+_KIND_ORDER = {TensorKind.KEYS: 0, TensorKind.VALUES: 1}  # keys travel before values
+
+
+@dataclass
+class _TensorBuffer:
+    """The tensor being received: its bytes so far and its scales."""
+
+    kind: TensorKind
+    data: np.ndarray  # [nbytes] uint8, filled in order
+    filled: int = 0
+    scales: np.ndarray | None = None  # [kv_heads] float32
+
+
+class KVReceiver:
+    """Feeds on frames of one request; hands each complete layer to `sink`; `trailer` once done."""
+
+    def __init__(self, model: ReceiverModel, request: KVRequest, sink: LayerSink) -> None:
+        self.model = model
+        self.request = request
+        self.sink = sink
+        self.header: Header | None = None
+        self.trailer: Trailer | None = None
+        self.layer = 0  # the layer being received
+        self.wire_bytes = 0  # tensor + scale bytes received
+        self._keys: torch.Tensor | None = None  # this layer's keys, once complete
+        self._buffer: _TensorBuffer | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the trailer was accepted."""
+        return self.trailer is not None
+
+    def feed(self, frame: Frame) -> int | None:
+        """Validate and take one frame; returns the index of a layer it completed, else None."""
+        try:
+            return self._feed(frame)
+        except KVProtocolError:
+            self.release()
+            raise
+
+    def finish(self) -> Trailer:
+        """The trailer; KVProtocolError(STREAM_ENDED) when the stream ended before it."""
+        if self.trailer is None:
+            where = self._position()
+            self.release()
+            raise KVProtocolError(Reason.STREAM_ENDED, f"stream ended before the trailer, {where}")
+        return self.trailer
+
+    def release(self) -> None:
+        """Drop the tensors of the layer in flight (layers already handed to the sink are the caller's)."""
+        self._buffer = None
+        self._keys = None
+
+    def _feed(self, frame: Frame) -> int | None:
+        if self.trailer is not None:
+            raise KVProtocolError(Reason.TRAILING_DATA, f"{type(frame).__name__} frame after the trailer")
+        if isinstance(frame, Header):
+            self._take_header(frame)
+            return None
+        if self.header is None:
+            raise KVProtocolError(Reason.ORDER, f"{type(frame).__name__} frame before the header")
+        if isinstance(frame, LayerChunk):
+            return self._take_chunk(frame, self.header)
+        self._take_trailer(frame)
+        return None
+
+    def _take_header(self, header: Header) -> None:
+        if self.header is not None:
+            raise KVProtocolError(Reason.ORDER, "a second header")
+        check_header(header, self.request, self.model)
+        self.header = header
+
+    def _take_trailer(self, trailer: Trailer) -> None:
+        if self.layer < self.model.num_layers:
+            raise KVProtocolError(
+                Reason.MISSING_LAYER,
+                f"trailer arrived with layers {self.layer}..{self.model.num_layers - 1} missing "
+                f"({self._position()})",
+            )
+        check_trailer(trailer, self.model)
+        self.trailer = trailer
+
+    def _take_chunk(self, chunk: LayerChunk, header: Header) -> int | None:
+        self._check_place(chunk)
+        buffer = self._buffer or self._start_tensor(chunk.kind, header)
+        self._check_size(chunk, buffer, header.chunk_bytes)
+        if chunk.crc32 != checksum(chunk.data, chunk.scales):
+            raise KVProtocolError(
+                Reason.CHECKSUM,
+                f"layer {chunk.layer} {chunk.kind} chunk at offset {chunk.offset}: crc32 mismatch",
+            )
+        if chunk.offset == 0:
+            buffer.scales = self._check_scales(chunk, header.encoding)
+        elif chunk.scales:
+            raise KVProtocolError(
+                Reason.BAD_SCALES, f"layer {chunk.layer} {chunk.kind}: scales after offset 0"
+            )
+        buffer.data[buffer.filled : buffer.filled + len(chunk.data)] = np.frombuffer(chunk.data, np.uint8)
+        buffer.filled += len(chunk.data)
+        self.wire_bytes += len(chunk.data) + len(chunk.scales)
+        return self._complete_tensor(buffer, header) if buffer.filled == len(buffer.data) else None
+
+    def _check_place(self, chunk: LayerChunk) -> None:
+        """The chunk must be for the current layer, tensor and offset."""
+        kind = (
+            self._buffer.kind
+            if self._buffer
+            else (TensorKind.VALUES if self._keys is not None else TensorKind.KEYS)
+        )
+        where = f"layer {chunk.layer} {chunk.kind} chunk at offset {chunk.offset}"
+        if chunk.layer >= self.model.num_layers:
+            raise KVProtocolError(
+                Reason.ORDER, f"{where}: layer index out of range 0..{self.model.num_layers - 1}"
+            )
+        if chunk.layer < self.layer or (
+            chunk.layer == self.layer and _KIND_ORDER[chunk.kind] < _KIND_ORDER[kind]
+        ):
+            raise KVProtocolError(Reason.DUPLICATE_LAYER, f"{where}: that tensor was already complete")
+        if chunk.layer > self.layer:
+            raise KVProtocolError(Reason.MISSING_LAYER, f"{where} arrived while {self._position()}")
+        if chunk.kind != kind:
+            raise KVProtocolError(Reason.ORDER, f"{where} arrived while {self._position()}")
+        filled = self._buffer.filled if self._buffer else 0
+        if chunk.offset != filled:
+            raise KVProtocolError(Reason.ORDER, f"{where}: expected offset {filled}")
+
+    def _check_size(self, chunk: LayerChunk, buffer: _TensorBuffer, chunk_bytes: int) -> None:
+        expected = min(chunk_bytes, len(buffer.data) - buffer.filled)
+        where = f"layer {chunk.layer} {chunk.kind} chunk at offset {chunk.offset}"
+        if len(chunk.data) > chunk_bytes:
+            raise KVProtocolError(
+                Reason.OVERSIZE_FRAME, f"{where} holds {len(chunk.data)} bytes, chunk size is {chunk_bytes}"
+            )
+        if len(chunk.data) > expected:
+            raise KVProtocolError(
+                Reason.OVERSIZE_FRAME,
+                f"{where} holds {len(chunk.data)} bytes, past the tensor's end ({len(buffer.data)} bytes)",
+            )
+        if len(chunk.data) < expected:
+            raise KVProtocolError(
+                Reason.TRUNCATED_CHUNK, f"{where} holds {len(chunk.data)} bytes, expected {expected}"
+            )
+
+    def _check_scales(self, chunk: LayerChunk, encoding: WireEncoding) -> np.ndarray | None:
+        where = f"layer {chunk.layer} {chunk.kind}"
+        if encoding is WireEncoding.NONE:
+            if chunk.scales:
+                raise KVProtocolError(Reason.BAD_SCALES, f"{where}: scales sent with encoding none")
+            return None
+        expected = 4 * self.model.num_kv_heads
+        if len(chunk.scales) != expected:
+            raise KVProtocolError(
+                Reason.BAD_SCALES, f"{where}: {len(chunk.scales)} bytes of scales, expected {expected}"
+            )
+        scales = np.frombuffer(chunk.scales, dtype="<f4")  # [kv_heads]
+        if not (np.isfinite(scales).all() and (scales > 0).all()):
+            raise KVProtocolError(
+                Reason.BAD_SCALES, f"{where}: scales {scales.tolist()} not finite and positive"
+            )
+        return scales
+
+    def _start_tensor(self, kind: TensorKind, header: Header) -> _TensorBuffer:
+        shape = self.model.layer_shape(header.prompt_tokens)
+        nbytes = compression.wire_nbytes(shape, DTYPES[header.dtype], header.encoding)
+        self._buffer = _TensorBuffer(kind=kind, data=np.empty(nbytes, dtype=np.uint8))
+        return self._buffer
+
+    def _complete_tensor(self, buffer: _TensorBuffer, header: Header) -> int | None:
+        shape = self.model.layer_shape(header.prompt_tokens)
+        tensor = compression.decode(buffer.data, buffer.scales, shape, self.model.dtype, header.encoding)
+        self._buffer = None
+        if buffer.kind is TensorKind.KEYS:
+            self._keys = tensor
+            return None
+        keys, self._keys = self._keys, None
+        assert keys is not None  # values are accepted only after complete keys
+        index = self.layer
+        self.layer += 1
+        self.sink(index, keys, tensor)
+        return index
+
+    def _position(self) -> str:
+        if self.header is None:
+            return "waiting for the header"
+        if self.layer >= self.model.num_layers:
+            return "all layers received, waiting for the trailer"
+        if self._buffer is not None:
+            total = len(self._buffer.data)
+            return f"in layer {self.layer} {self._buffer.kind} ({self._buffer.filled} of {total} bytes)"
+        kind = TensorKind.VALUES if self._keys is not None else TensorKind.KEYS
+        return f"waiting for layer {self.layer} {kind}"
