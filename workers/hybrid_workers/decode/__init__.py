@@ -1,0 +1,17 @@
+"""The decode worker: OpenAI-compatible HTTP API, request scheduler, remote prefill with fallback.
+
+Module map:
+- config.py      DecodeConfig (one frozen dataclass built from the command line)
+- schemas.py     pydantic request models (the HTTP edge only)
+- api_errors.py  OpenAI-shaped JSON errors; every bad request is a 4xx
+- requests.py    HTTP request -> GenerationRequest (tokenized prompt + SamplingParams), validated
+- scheduler.py   bounded concurrency and waiting queue (429 beyond it)
+- routing.py     remote prefill through the PrefillClient, or local, with the fallback policy
+- runner.py      one request's model work in a worker thread, events back to the event loop
+- stats.py       per-request timings -> Prometheus metrics and one log line
+- responses.py   OpenAI response and SSE chunk shapes
+- logprobs.py    prompt scoring (echo) and top logprobs
+- worker.py      DecodeWorker: ties the above together for the app
+- app.py         the FastAPI application
+- prefill_client.py / receiver*.py   the gRPC client of the KV stream (KV hand-off issue)
+"""

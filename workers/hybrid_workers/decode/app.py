@@ -1,0 +1,98 @@
+"""The decode worker's FastAPI application: OpenAI-compatible endpoints, health, readiness, metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from hybrid_workers import metrics
+from hybrid_workers.decode.api_errors import ApiError, from_validation_errors, install_error_handlers
+from hybrid_workers.decode.exchange import Exchange
+from hybrid_workers.decode.requests import GenerationRequest, Limits, from_chat, from_completion
+from hybrid_workers.decode.schemas import ChatCompletionRequest, CompletionRequest
+from hybrid_workers.decode.stats import RequestStats
+from hybrid_workers.decode.worker import ClientGone, DecodeWorker
+from hybrid_workers.metrics import Outcome
+
+Body = TypeVar("Body", bound=BaseModel)
+Translate = Callable[[Any, Any, Limits], GenerationRequest]
+_CLIENT_CLOSED = 499
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def create_app(worker: DecodeWorker) -> FastAPI:
+    """The HTTP app serving `worker` (which must outlive it)."""
+    app = FastAPI(title="HybridInference decode worker", version="1", docs_url="/docs", redoc_url=None)
+    app.state.worker = worker
+    app.state.started = int(time.time())
+    install_error_handlers(app)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: Request) -> Response:
+        return await _generate(worker, request, CompletionRequest, from_completion)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> Response:
+        return await _generate(worker, request, ChatCompletionRequest, from_chat)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {
+            "id": worker.config.served_model_name,
+            "object": "model",
+            "created": app.state.started,
+            "owned_by": "hybrid-inference",
+            "max_model_len": worker.limits.context,
+        }
+        return {"object": "list", "data": [card]}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", response_model=None)
+    async def ready() -> JSONResponse:
+        ok, detail = await worker.readiness()
+        return JSONResponse({"ready": ok, "detail": detail}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+def parse_body(raw: bytes, model: type[Body]) -> Body:
+    """The request body validated as `model`; 400 naming the problem otherwise."""
+    if not raw.strip():
+        raise ApiError(400, "request body is empty; send a JSON object", code="invalid_json")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise from_validation_errors(exc.errors()) from None
+
+
+async def _generate(
+    worker: DecodeWorker, request: Request, model: type[Body], translate: Translate
+) -> Response:
+    stats = RequestStats(worker.model_label, uuid.uuid4().hex[:8])
+    try:
+        generation = translate(parse_body(await request.body(), model), worker.lm.tokenizer, worker.limits)
+    except ApiError:
+        stats.finish(Outcome.INVALID)
+        raise
+    exchange = Exchange(worker, generation, stats)
+    try:
+        await exchange.prepare(request.is_disconnected)
+        if generation.stream:
+            return StreamingResponse(exchange.stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
+        return JSONResponse(await exchange.collect(request.is_disconnected))
+    except ClientGone:
+        return Response(status_code=_CLIENT_CLOSED)  # nobody reads it; nginx's code for the access log

@@ -1,0 +1,101 @@
+"""DecodeWorker: the model, the prefill router, the scheduler and the thread pool, shared by all requests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from hybrid_workers import metrics
+from hybrid_workers.decode.api_errors import ApiError
+from hybrid_workers.decode.config import DecodeConfig
+from hybrid_workers.decode.requests import GenerationRequest, Limits
+from hybrid_workers.decode.routing import PrefillPeer, PrefillRouter
+from hybrid_workers.decode.runner import RequestRun
+from hybrid_workers.decode.scheduler import QueueFull, Scheduler, Slot
+from hybrid_workers.engine.loading import LoadedModel
+
+# How often a request waiting without sending anything checks whether its client is still there.
+DISCONNECT_POLL_S = 0.2
+
+T = TypeVar("T")
+IsDisconnected = Callable[[], Awaitable[bool]]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its response was complete."""
+
+
+class DecodeWorker:
+    """Everything the HTTP app needs; one per process."""
+
+    def __init__(self, lm: LoadedModel, config: DecodeConfig, peer: PrefillPeer | None = None) -> None:
+        self.lm = lm
+        self.config = config
+        self.model_label = config.served_model_name
+        self.limits = Limits(config.served_model_name, config.context_limit(lm.max_context), lm.vocab_size)
+        self.router = PrefillRouter(config, self.model_label, peer)
+        self.scheduler = Scheduler(config.max_concurrency, config.max_queue, observe=self._observe)
+        self.executor = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="decode")
+        self._observe(0, 0)
+        self._export_predictions()
+
+    def _observe(self, running: int, waiting: int) -> None:
+        metrics.requests_running.labels(self.model_label).set(running)
+        metrics.requests_waiting.labels(self.model_label).set(waiting)
+
+    def _export_predictions(self) -> None:
+        if self.config.predicted_ttft_s is not None:
+            metrics.predicted_ttft_seconds.labels(self.model_label).set(self.config.predicted_ttft_s)
+        if self.config.predicted_decode_tps is not None:
+            gauge = metrics.predicted_decode_tokens_per_second.labels(self.model_label)
+            gauge.set(self.config.predicted_decode_tps)
+
+    async def start(self, request: GenerationRequest, is_disconnected: IsDisconnected) -> RequestRun:
+        """Wait for a slot (429 when the queue is full) and start the request's thread."""
+        slot = await self._admit(is_disconnected)
+        loop = asyncio.get_running_loop()
+        run = RequestRun(self.lm, self.router, request, loop, on_exit=slot.release)
+        try:
+            loop.run_in_executor(self.executor, run.work)
+        except RuntimeError:  # executor shut down: the server is stopping
+            slot.release()
+            raise ApiError(503, "server is shutting down", type="server_error") from None
+        return run
+
+    async def _admit(self, is_disconnected: IsDisconnected) -> Slot:
+        acquiring = asyncio.ensure_future(self.scheduler.acquire())
+        try:
+            return await wait_unless_disconnected(acquiring, is_disconnected)
+        except QueueFull as exc:
+            raise _too_many(exc) from None
+
+    async def readiness(self) -> tuple[bool, str]:
+        """(ready, why): the model is loaded; the prefill side is reachable or may be done locally."""
+        return await asyncio.to_thread(self.router.readiness)
+
+    def close(self) -> None:
+        """Stop accepting model work; running threads finish their current token and end."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def wait_unless_disconnected(waiting: asyncio.Future[T], is_disconnected: IsDisconnected) -> T:
+    """The result of `waiting`, unless the client goes away first (then ClientGone, `waiting` cancelled)."""
+    while True:
+        done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return waiting.result()
+        if await is_disconnected():
+            waiting.cancel()
+            raise ClientGone()
+
+
+def _too_many(exc: QueueFull) -> ApiError:
+    return ApiError(
+        429,
+        f"{exc}; or raise --max-queue / --max-concurrency",
+        type="rate_limit_error",
+        code="queue_full",
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
