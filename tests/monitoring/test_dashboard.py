@@ -91,3 +91,10 @@ def test_worker_queries_are_filtered_by_every_variable(dashboard_json: dict[str,
 def test_dashboard_json_is_what_grafana_imports(dashboard_json: dict[str, Any]) -> None:
     text = (ROOT / "monitoring/grafana/hybrid-inference.json").read_text()
     assert json.loads(text) == dashboard_json
+
+
+def test_every_panel_is_explained_in_the_docs(dashboard_json: dict[str, Any]) -> None:
+    docs = (ROOT / "docs/monitoring.md").read_text()
+    headings = {line[4:].strip() for line in docs.splitlines() if line.startswith("### ")}
+    missing = [panel["title"] for panel in dashboard_json["panels"] if panel["type"] != "row"]
+    assert [title for title in missing if title not in headings] == []
