@@ -1,0 +1,173 @@
+"""Hardware profiles: peak and sustained compute per dtype, memory bandwidth and size, with sources.
+
+Built-in profiles live in `devices.yaml` next to this module; `hybrid-inference calibrate` writes
+measured profiles (JSON) in the same shape, which `device_profile()` loads from a path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hybrid_operator.planner.errors import PlannerError
+
+DTYPES = ("float32", "bfloat16", "float16")
+_DATA = Path(__file__).with_name("devices.yaml")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One machine as the planner sees it. Rates are per second; sustained = what a model reaches."""
+
+    id: str  # profile id (`dgx-spark`) or the name a calibrated file gives
+    name: str  # human-readable description
+    kind: str  # gpu | apple | cpu
+    memory_gb: float  # memory the model and KV cache can use, 1e9 bytes
+    memory_gbps: float  # peak memory bandwidth, 1e9 bytes/s
+    peak_tflops: Mapping[str, float]  # dtype -> peak dense TFLOP/s (spec sheet)
+    sustained_tflops: Mapping[str, float]  # dtype -> dense TFLOP/s a prefill sustains
+    sustained_memory_gbps: float  # bytes/s a batch-1 decode step streams, 1e9
+    source: str  # where the numbers come from
+    # Fixed cost per decoder layer per decode step (kernel launches, Python dispatch); measured by
+    # `calibrate`, 0 for built-in accelerator profiles whose runtimes fuse or graph-capture kernels.
+    layer_overhead_seconds: float = 0.0
+    gpu_products: tuple[str, ...] = field(default=())  # substrings of nvidia.com/gpu.product
+    measured: bool = False  # True when the sustained numbers were measured on the machine
+
+    def flops_per_second(self, dtype: str) -> float:
+        """Sustained dense FLOP/s for `dtype`; PlannerError when the profile has no number for it."""
+        if dtype not in self.sustained_tflops:
+            raise PlannerError(
+                f"device {self.id!r} has no compute rate for dtype {dtype!r}; "
+                f"it has {', '.join(sorted(self.sustained_tflops))}"
+            )
+        return self.sustained_tflops[dtype] * 1e12
+
+    @property
+    def bytes_per_second(self) -> float:
+        """Sustained decode memory bandwidth in bytes/s."""
+        return self.sustained_memory_gbps * 1e9
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form `calibrate` writes and `device_from_dict` reads."""
+        return {
+            "kind_of_profile": "device",
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "memory_gb": self.memory_gb,
+            "memory_gbps": self.memory_gbps,
+            "peak_tflops": dict(self.peak_tflops),
+            "sustained_tflops": dict(self.sustained_tflops),
+            "sustained_memory_gbps": self.sustained_memory_gbps,
+            "layer_overhead_seconds": self.layer_overhead_seconds,
+            "source": self.source,
+            "measured": self.measured,
+        }
+
+
+@cache
+def _builtin_table() -> tuple[dict[str, float], dict[str, DeviceProfile]]:
+    raw = yaml.safe_load(_DATA.read_text())
+    factors = {k: float(v) for k, v in raw["utilisation"].items()}
+    devices = {d["id"]: device_from_dict(d, factors) for d in raw["devices"]}
+    return factors, devices
+
+
+def utilisation_factors() -> dict[str, float]:
+    """The two stated utilisation factors (`compute`, `bandwidth`) built-in profiles are derived with."""
+    return dict(_builtin_table()[0])
+
+
+def builtin_devices() -> dict[str, DeviceProfile]:
+    """Built-in profiles by id."""
+    return dict(_builtin_table()[1])
+
+
+def _positive(data: Mapping[str, Any], key: str, where: str) -> float:
+    try:
+        value = float(data[key])
+    except KeyError:
+        raise PlannerError(f"{where}: missing field {key!r}") from None
+    except (TypeError, ValueError):
+        raise PlannerError(f"{where}: field {key!r} = {data[key]!r} is not a number") from None
+    if not value > 0:
+        raise PlannerError(f"{where}: field {key!r} = {value} must be > 0")
+    return value
+
+
+def _rates(data: Mapping[str, Any], key: str, where: str) -> dict[str, float]:
+    table = data.get(key)
+    if not isinstance(table, Mapping) or not table:
+        raise PlannerError(f"{where}: field {key!r} must map dtypes ({', '.join(DTYPES)}) to TFLOP/s")
+    unknown = sorted(set(table) - set(DTYPES))
+    if unknown:
+        raise PlannerError(f"{where}: {key} has unknown dtype {unknown[0]!r}; use {', '.join(DTYPES)}")
+    return {dtype: _positive(table, dtype, f"{where}: {key}") for dtype in table}
+
+
+def device_from_dict(data: Mapping[str, Any], factors: Mapping[str, float] | None = None) -> DeviceProfile:
+    """A profile from its YAML/JSON form; sustained rates default to peak x the utilisation factors."""
+    if not isinstance(data, Mapping):
+        raise PlannerError(f"a device profile must be a mapping, got {type(data).__name__}")
+    where = f"device profile {data.get('id', '?')!r}"
+    factors = factors if factors is not None else utilisation_factors()
+    peak = _rates(data, "peak_tflops", where)
+    memory_gbps = _positive(data, "memory_gbps", where)
+    if "sustained_tflops" in data:
+        sustained = _rates(data, "sustained_tflops", where)
+    else:
+        sustained = {dtype: rate * factors["compute"] for dtype, rate in peak.items()}
+    if "sustained_memory_gbps" in data:
+        sustained_gbps = _positive(data, "sustained_memory_gbps", where)
+    else:
+        sustained_gbps = memory_gbps * factors["bandwidth"]
+    return DeviceProfile(
+        id=str(data.get("id") or "unnamed"),
+        name=str(data.get("name", data.get("id", "unnamed"))),
+        kind=str(data.get("kind", "cpu")),
+        memory_gb=_positive(data, "memory_gb", where),
+        memory_gbps=memory_gbps,
+        peak_tflops=peak,
+        sustained_tflops=sustained,
+        sustained_memory_gbps=sustained_gbps,
+        source=str(data.get("source", "unknown")),
+        layer_overhead_seconds=float(data.get("layer_overhead_seconds", 0.0)),
+        gpu_products=tuple(str(p) for p in data.get("gpu_products", ())),
+        measured=bool(data.get("measured", False)),
+    )
+
+
+def read_profile_file(path: Path) -> dict[str, Any]:
+    """The mapping in a JSON or YAML profile file; PlannerError naming the path when unreadable."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PlannerError(f"cannot read profile file {str(path)!r}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise PlannerError(f"profile file {str(path)!r} is not valid JSON/YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise PlannerError(f"profile file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def device_profile(ref: str) -> DeviceProfile:
+    """A built-in profile by id, or a profile file (`calibrate --out`) by path."""
+    devices = builtin_devices()
+    if ref in devices:
+        return devices[ref]
+    path = Path(ref)
+    if path.suffix in (".json", ".yaml", ".yml") or path.exists():
+        return device_from_dict(read_profile_file(path))
+    raise PlannerError(
+        f"unknown device {ref!r}; use a profile file from `hybrid-inference calibrate` or one of "
+        f"{', '.join(sorted(devices))}"
+    )

@@ -1,0 +1,111 @@
+"""Roofline model of one request: prefill, decode and the KV transfer between them.
+
+Every phase takes max(FLOPs / sustained FLOP/s, bytes / sustained bytes/s) — the roofline — so short
+prompts come out bandwidth-bound and long ones compute-bound without a special case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hybrid_operator.planner.errors import PlannerError
+from hybrid_operator.planner.hardware import DeviceProfile
+from hybrid_operator.planner.links import LinkProfile
+from hybrid_operator.planner.model_shape import WIRE_BYTES, ModelShape, dtype_bytes
+
+MODES = ("single", "bulk", "layerwise")
+
+
+@dataclass(frozen=True)
+class Request:
+    """The request shape a plan is for."""
+
+    prompt_tokens: int  # tokens prefilled
+    output_tokens: int  # decode steps after the first token (EXO's convention: 32 -> 32 steps)
+    dtype: str = "float16"  # model weights, activations and KV cache
+    kv_compression: str = "none"  # KV wire encoding: none | fp8 | int8
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "output_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise PlannerError(f"{name} = {value!r} must be an integer >= 0")
+        dtype_bytes(self.dtype)
+        if self.kv_compression not in WIRE_BYTES:
+            raise PlannerError(
+                f"unknown KV compression {self.kv_compression!r}; use one of {', '.join(WIRE_BYTES)}"
+            )
+
+
+def prefill_layer_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:
+    """Time one decoder layer takes to prefill the prompt on `device` (all layers are alike)."""
+    if request.prompt_tokens == 0:
+        return 0.0
+    flops = model.layer_flops(request.prompt_tokens)
+    weight_bytes = model.linear_params_per_layer * dtype_bytes(request.dtype)
+    compute = flops / device.flops_per_second(request.dtype)
+    return max(compute, weight_bytes / device.bytes_per_second)
+
+
+def head_seconds(model: ModelShape, device: DeviceProfile, dtype: str) -> float:
+    """Time of the lm_head for one token (bandwidth-bound: it reads vocab x hidden weights)."""
+    compute = model.head_flops / device.flops_per_second(dtype)
+    return max(compute, model.embedding_params * dtype_bytes(dtype) / device.bytes_per_second)
+
+
+def prefill_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:
+    """Prefill of the whole prompt, ending with the first token's logits (= TTFT on one node)."""
+    if request.prompt_tokens == 0:
+        return 0.0
+    layers = model.layers * prefill_layer_seconds(model, device, request)
+    return layers + head_seconds(model, device, request.dtype)
+
+
+def decode_step_seconds(model: ModelShape, device: DeviceProfile, dtype: str, context: int) -> float:
+    """One decode step with `context` tokens cached: reads all weights and the whole KV cache."""
+    read = model.decode_read_bytes(dtype) + context * model.kv_bytes_per_token(dtype)
+    flops = model.layers * model.layer_flops(1, past=context) + model.head_flops
+    roofline = max(read / device.bytes_per_second, flops / device.flops_per_second(dtype))
+    return roofline + model.layers * device.layer_overhead_seconds
+
+
+def decode_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:
+    """All `output_tokens` decode steps; step i sees prompt_tokens + i cached tokens."""
+    # Step time is affine in context, so the sum is n x (step at the mean context).
+    n = request.output_tokens
+    if n == 0:
+        return 0.0
+    mean_context = request.prompt_tokens + (n - 1) / 2
+    first = decode_step_seconds(model, device, request.dtype, request.prompt_tokens)
+    later = decode_step_seconds(model, device, request.dtype, request.prompt_tokens + n - 1)
+    if first == later or n == 1:
+        return n * first
+    # Affine unless the roofline switches between bound regimes mid-way; sum exactly then.
+    mid = decode_step_seconds(model, device, request.dtype, round(mean_context))
+    if abs((first + later) / 2 - mid) <= 1e-9 * mid:
+        return n * (first + later) / 2
+    steps = range(request.prompt_tokens, request.prompt_tokens + n)
+    return sum(decode_step_seconds(model, device, request.dtype, ctx) for ctx in steps)
+
+
+def layer_send_seconds(model: ModelShape, link: LinkProfile, request: Request) -> float:
+    """Time to send one layer's K and V for the whole prompt over `link`."""
+    wire = model.kv_wire_bytes_per_layer(request.prompt_tokens, request.dtype, request.kv_compression)
+    return wire / link.bytes_per_second
+
+
+def exposed_transfer_seconds(mode: str, layers: int, t_compute: float, t_send: float) -> float:
+    """Transfer time left after the prefill's last layer finishes (per-layer times are uniform).
+
+    bulk: the whole cache is sent after the prefill: layers · t_send. layerwise: layer i leaves as
+    soon as it is computed and the link is free, so the last send ends at
+    max_i((i+1)·t_compute + (layers-i)·t_send); only the last layer is exposed while
+    t_send <= t_compute, and the excess piles up (layers-1 times) when the link is slower.
+    """
+    if mode == "bulk":
+        return layers * t_send
+    if mode != "layerwise":
+        raise PlannerError(f"unknown KV transfer mode {mode!r}; use bulk or layerwise")
+    if layers == 0 or t_send == 0:
+        return 0.0
+    return t_send + max(0.0, (layers - 1) * (t_send - t_compute))

@@ -1,0 +1,122 @@
+"""`hybrid-inference plan`: predict TTFT, decode TPS and total time for every placement (no torch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from hybrid_workers.errors import UserError
+from hybrid_workers.options import add_option
+
+PLAN_DTYPES = ("float32", "bfloat16", "float16")
+COMPRESSIONS = ("none", "fp8", "int8")
+
+
+def register(subparsers: Any) -> None:
+    """Add the `plan` command."""
+    parser = subparsers.add_parser(
+        "plan",
+        help="predict where prefill and decode should run (roofline model)",
+        description="Predict TTFT, decode tokens/s and total time for each device alone and for every "
+        "split between them, from hardware, link and model shapes alone.",
+    )
+    add_option(parser, "--model", help="built-in model shape (e.g. llama-3.1-8b) or a config.json path")
+    add_option(parser, "--prefill-device", help="device profile id (e.g. dgx-spark) or calibrate file")
+    add_option(parser, "--decode-device", help="device profile id (e.g. m3-ultra) or calibrate file")
+    add_option(parser, "--link", default="10gbe", help="link profile id (e.g. 10gbe) or measured link file")
+    add_option(parser, "--prompt-tokens", default=8192, type=int, help="prompt length")
+    add_option(parser, "--output-tokens", default=32, type=int, help="decode steps after the first token")
+    add_option(parser, "--dtype", default="float16", help=f"model dtype: {', '.join(PLAN_DTYPES)}")
+    add_option(
+        parser, "--kv-compression", default="none", help=f"KV wire encoding: {', '.join(COMPRESSIONS)}"
+    )
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--plot", type=Path, default=None, help="write the best split's timeline as PNG")
+    parser.set_defaults(func=run)
+
+
+def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"{flag} {value}: unknown value; use one of {', '.join(choices)}")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for flag in ("model", "prefill_device", "decode_device"):
+        if not getattr(args, flag):
+            name = "--" + flag.replace("_", "-")
+            raise UserError(f"{name} is required (or set HYBRID_INFERENCE_{flag.upper()})")
+    _check_choice("--dtype", args.dtype, PLAN_DTYPES)
+    _check_choice("--kv-compression", args.kv_compression, COMPRESSIONS)
+    for flag in ("prompt_tokens", "output_tokens"):
+        if getattr(args, flag) < 0:
+            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 0")
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise UserError(f"--plot {args.plot}: the timeline is written as PNG; give a path ending in .png")
+
+
+def _table(plan: Any) -> str:
+    names = f"{'prefill':<14}{'decode':<14}{'mode':<10}"
+    header = names + f"{'TTFT s':>9}{'tok/s':>9}{'total s':>9}{'KV exposed s':>14}"
+    lines = [header, "-" * len(header)]
+    for p in plan.placements:
+        mark = "  <- best" if p == plan.best else ("  (does not fit: " + p.note + ")" if not p.fits else "")
+        lines.append(
+            f"{p.prefill:<14}{p.decode:<14}{p.mode:<10}{p.ttft_seconds:>9.3f}"
+            f"{p.decode_tokens_per_second:>9.1f}{p.total_seconds:>9.3f}{p.kv_exposed_seconds:>14.3f}{mark}"
+        )
+    return "\n".join(lines)
+
+
+def _threshold_line(plan: Any) -> str:
+    if plan.best.mode == "single":
+        return "remote prefill: not used (the best placement is a single node)"
+    if plan.remote_prefill_min_tokens is None:
+        return "remote prefill never beats local prefill on the decode node"
+    return f"remote prefill pays from {plan.remote_prefill_min_tokens} prompt tokens (remotePrefillMinTokens)"
+
+
+def _plot(plan: Any, path: Path) -> None:
+    from hybrid_operator.planner.timeline import draw_timeline
+
+    splits = [p for p in plan.placements if p.mode == "layerwise" and p.fits]
+    if not splits:
+        raise UserError(f"--plot {path}: no split placement to draw (give two different devices)")
+    best = min(splits, key=lambda p: p.total_seconds)
+    title = (
+        f"{plan.model.name}, {plan.request.prompt_tokens}-token prompt: prefill on {best.prefill}, "
+        f"decode on {best.decode}, over {plan.link.id}"
+    )
+    try:
+        draw_timeline(best, plan.model.layers, path, title)
+    except OSError as exc:
+        raise UserError(f"--plot {path}: cannot write: {exc.strerror}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the plan (table + verdict, or JSON); draw the timeline when --plot is given."""
+    from hybrid_operator.planner import PlannerError, Request, device_profile, link_profile, make_plan
+    from hybrid_operator.planner import model_shape as shape_of
+
+    _check_args(args)
+    try:
+        model = shape_of(args.model)
+        devices = [device_profile(args.prefill_device), device_profile(args.decode_device)]
+        request = Request(args.prompt_tokens, args.output_tokens, args.dtype, args.kv_compression)
+        plan = make_plan(model, devices, link_profile(args.link), request)
+    except PlannerError as exc:
+        raise UserError(str(exc)) from None
+    if args.plot is not None:
+        _plot(plan, args.plot)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return 0
+    print(
+        f"{model.name} ({model.params / 1e9:.2f} B params, {args.dtype}), {args.prompt_tokens} prompt + "
+        f"{args.output_tokens} output tokens, link {plan.link.id}, KV wire {args.kv_compression}"
+    )
+    print(_table(plan))
+    print(_threshold_line(plan))
+    print(plan.verdict())
+    return 0
