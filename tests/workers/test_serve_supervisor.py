@@ -13,26 +13,13 @@ import time
 
 import pytest
 from hybrid_workers.supervisor import ChildSpec, ExitCode, Supervisor
+from support.serve import process_gone as gone
 
 SLEEPER = (sys.executable, "-c", "import time; print('up', flush=True); time.sleep(600)")
 
 
 def spec(name: str, code: str, exit_code: ExitCode = ExitCode.PREFILL_EXITED) -> ChildSpec:
     return ChildSpec(name, (sys.executable, "-c", textwrap.dedent(code)), exit_code)
-
-
-def gone(pid: int, timeout: float = 10.0) -> bool:
-    """True once no process (or only a zombie) has `pid`; polls up to `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().split(")")[-1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_child_output_is_relayed_with_its_name_and_kept_as_tail() -> None:
