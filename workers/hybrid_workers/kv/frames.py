@@ -13,6 +13,11 @@ MAX_CHUNK_BYTES = 16 << 20
 # gRPC message limit: a chunk plus the frame's other fields (scales, offsets, checksums).
 MESSAGE_HEADROOM_BYTES = 64 << 10
 MAX_MESSAGE_BYTES = MAX_CHUNK_BYTES + MESSAGE_HEADROOM_BYTES
+# gRPC channel/server options of both ends: messages up to the largest chunk plus headroom.
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
 
 
 class WireEncoding(StrEnum):

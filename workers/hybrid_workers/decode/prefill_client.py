@@ -1,0 +1,243 @@
+"""PrefillClient: the decode worker's side of the KV hand-off (remote prefill over gRPC).
+
+It sends the prompt, validates every frame with kv.receiver.KVReceiver, puts each complete layer
+into an engine CacheBuilder as it arrives, and returns the cache with the first token and timings.
+Every failure - a frame that breaks the protocol, a lost connection, a timeout, a refusal - raises
+KVProtocolError; the partial cache is dropped with the call.
+
+Exposed transfer, without comparing the two hosts' clocks: the decode side measures
+`t_kv` = request sent -> last KV chunk received (its clock); the prefill side reports
+`d_done` = request arrived -> last layer final (its clock). exposed = t_kv - d_done. Both are
+durations, so clock offsets cancel; the request's one-way network latency stays in, so the value is
+an upper bound (conservative) by that latency (a small request: one RTT/2).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+import torch
+
+from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
+from hybrid_workers.kv.checks import ReceiverModel
+from hybrid_workers.kv.convert import frame_from_pb, request_to_pb
+from hybrid_workers.kv.errors import KVProtocolError, Reason
+from hybrid_workers.kv.frames import GRPC_OPTIONS, KVRequest, Trailer, TransferMode, WireEncoding
+from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
+from hybrid_workers.kv.receiver import KVReceiver
+from hybrid_workers.kv.tls import TLSConfig, channel_credentials
+
+
+@dataclass(frozen=True)
+class TransferTimings:
+    """One remote prefill's costs. `_s` fields are seconds; `at` fields count from the request's send."""
+
+    prefill_compute_s: float  # prefill worker: its prefill start -> first token sampled
+    queue_s: float  # prefill worker: waiting behind other prefills
+    transfer_s: float  # decode clock: first KV chunk received -> last KV chunk received
+    exposed_transfer_s: float  # last layer final (prefill) -> last KV chunk received (see module doc)
+    total_s: float  # decode clock: request sent -> trailer received
+    bytes: int  # KV bytes received (wire size, scales included)
+    first_chunk_at_s: float  # decode clock: request sent -> first KV chunk received
+    layer_received_at_s: tuple[float, ...]  # decode clock: request sent -> layer i complete
+    layer_done_at_s: tuple[float, ...]  # prefill clock: request arrived -> layer i final
+    layer_compute_s: tuple[float, ...]  # prefill clock: compute time of layer i
+
+
+@dataclass(frozen=True)
+class RemotePrefill:
+    """A prompt prefilled remotely: the rebuilt cache, the first token (step 0) and the costs."""
+
+    cache: object  # transformers DynamicCache, every layer of the prompt, on the local device
+    first_token: int
+    first_logprob: float
+    timings: TransferTimings
+    trailer: Trailer
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a prefill worker serves (its Info reply)."""
+
+    model_name: str
+    fingerprint: str
+    dtype: str
+    device: str
+    num_layers: int
+    protocol_version: int
+    default_chunk_bytes: int
+
+
+class PrefillClient:
+    """A channel to one prefill worker, for a decode worker running `lm`; thread-safe, reusable."""
+
+    def __init__(
+        self,
+        target: str,
+        lm: LoadedModel,
+        *,
+        tls: TLSConfig | None = None,
+        timeout_s: float = 60.0,
+        encoding: WireEncoding | str = WireEncoding.NONE,
+        mode: TransferMode | str = TransferMode.LAYERWISE,
+        chunk_bytes: int = 0,
+    ) -> None:
+        self.target = target
+        self.lm = lm
+        self.timeout_s = timeout_s
+        self.encoding = WireEncoding(encoding)
+        self.mode = TransferMode(mode)
+        self.chunk_bytes = chunk_bytes
+        self._model = ReceiverModel.of(lm)
+        if tls is None:
+            self._channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+        else:
+            self._channel = grpc.secure_channel(target, channel_credentials(tls), options=GRPC_OPTIONS)
+        self._stub = kv_pb2_grpc.PrefillWorkerStub(self._channel)
+
+    def prefill(self, token_ids: Sequence[int], params: SamplingParams) -> RemotePrefill:
+        """Prefill `token_ids` remotely, sampling the first token with `params` (step 0).
+
+        Blocks until the trailer arrived (call from a worker thread). Raises KVProtocolError.
+        """
+        request = self._request(token_ids, params)
+        builder = CacheBuilder(self.lm)
+        clock = _Clock(self.lm.num_layers)
+
+        def sink(index: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+            clock.layer_received(index)
+            builder.add_layer(index, keys.to(self.lm.device), values.to(self.lm.device))
+
+        receiver = KVReceiver(self._model, request, sink)
+        call = self._stub.Prefill(request_to_pb(request), timeout=self.timeout_s)
+        try:
+            for message in call:
+                frame = frame_from_pb(message)
+                clock.frame_received(frame)
+                receiver.feed(frame)
+            trailer = receiver.finish()
+        except grpc.RpcError as exc:
+            receiver.release()
+            raise rpc_failure(exc, self.target) from None
+        except KVProtocolError:
+            call.cancel()  # the prefill worker stops computing for us
+            raise
+        clock.done()
+        return RemotePrefill(
+            cache=builder.build(),
+            first_token=trailer.first_token,
+            first_logprob=trailer.first_logprob,
+            timings=clock.timings(trailer, receiver.wire_bytes),
+            trailer=trailer,
+        )
+
+    def health(self, timeout_s: float = 2.0) -> int:
+        """Number of prefills queued there; raises KVProtocolError when unreachable or not ready."""
+        try:
+            reply = self._stub.Health(kv_pb2.HealthRequest(), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise rpc_failure(exc, self.target) from None
+        if not reply.ready:
+            raise KVProtocolError(Reason.REJECTED, f"prefill worker {self.target} is not ready")
+        return int(reply.queued_requests)
+
+    def info(self, timeout_s: float = 5.0) -> WorkerInfo:
+        """The worker's model, fingerprint, dtype, device and layer count."""
+        try:
+            reply = self._stub.Info(kv_pb2.InfoRequest(), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise rpc_failure(exc, self.target) from None
+        return WorkerInfo(
+            model_name=reply.model_name,
+            fingerprint=reply.model_fingerprint,
+            dtype=reply.dtype,
+            device=reply.device,
+            num_layers=reply.num_layers,
+            protocol_version=reply.protocol_version,
+            default_chunk_bytes=reply.default_chunk_bytes,
+        )
+
+    def close(self) -> None:
+        """Close the channel (pending calls are cancelled)."""
+        self._channel.close()
+
+    def __enter__(self) -> PrefillClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _request(self, token_ids: Sequence[int], params: SamplingParams) -> KVRequest:
+        return KVRequest(
+            token_ids=tuple(int(t) for t in token_ids),
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            seed=params.seed,
+            encoding=self.encoding,
+            mode=self.mode,
+            expected_fingerprint=self.lm.fingerprint,
+            chunk_bytes=self.chunk_bytes,
+            request_id=uuid.uuid4().hex[:16],
+        )
+
+
+class _Clock:
+    """Receipt times on the decode side (perf_counter, relative to the request's send)."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.start = time.perf_counter()
+        self.first_chunk: float | None = None
+        self.last_chunk = 0.0
+        self.end = 0.0
+        self.layers = [0.0] * num_layers
+
+    def frame_received(self, frame: object) -> None:
+        now = time.perf_counter() - self.start
+        if type(frame).__name__ == "LayerChunk":
+            self.first_chunk = now if self.first_chunk is None else self.first_chunk
+            self.last_chunk = now
+
+    def layer_received(self, index: int) -> None:
+        self.layers[index] = time.perf_counter() - self.start
+
+    def done(self) -> None:
+        self.end = time.perf_counter() - self.start
+
+    def timings(self, trailer: Trailer, wire_bytes: int) -> TransferTimings:
+        first = self.first_chunk or 0.0
+        return TransferTimings(
+            prefill_compute_s=trailer.prefill_seconds,
+            queue_s=trailer.queue_seconds,
+            transfer_s=self.last_chunk - first,
+            exposed_transfer_s=max(0.0, self.last_chunk - trailer.layer_done_seconds[-1]),
+            total_s=self.end,
+            bytes=wire_bytes,
+            first_chunk_at_s=first,
+            layer_received_at_s=tuple(self.layers),
+            layer_done_at_s=trailer.layer_done_seconds,
+            layer_compute_s=trailer.layer_seconds,
+        )
+
+
+def rpc_failure(error: grpc.RpcError, target: str) -> KVProtocolError:
+    """The KVProtocolError for a failed gRPC call (status code -> Reason)."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (error.details() if isinstance(error, grpc.Call) else str(error)) or code.name
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return KVProtocolError(Reason.TIMEOUT, f"prefill worker {target} did not finish in time: {details}")
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        return KVProtocolError(
+            Reason.OVERSIZE_FRAME, f"prefill worker {target} sent an oversize frame: {details}"
+        )
+    if code is grpc.StatusCode.INTERNAL and "deserializ" in details.lower():
+        return KVProtocolError(
+            Reason.BAD_FRAME, f"prefill worker {target} sent an undecodable frame: {details}"
+        )
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED):
+        return KVProtocolError(Reason.TRANSPORT, f"prefill worker {target} unreachable or lost: {details}")
+    return KVProtocolError(Reason.REJECTED, f"prefill worker {target} refused ({code.name}): {details}")

@@ -1,0 +1,186 @@
+"""The PrefillWorker gRPC service: Prefill streams Header, each layer's chunks, Trailer; Health; Info."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+
+from hybrid_workers import metrics
+from hybrid_workers.engine import LoadedModel, SamplingParams
+from hybrid_workers.engine.prefill import check_token_ids
+from hybrid_workers.errors import UserError
+from hybrid_workers.kv.checks import dtype_name
+from hybrid_workers.kv.chunker import build_header, layer_chunks
+from hybrid_workers.kv.convert import frame_to_pb, request_from_pb
+from hybrid_workers.kv.errors import KVProtocolError, Reason
+from hybrid_workers.kv.frames import (
+    PROTOCOL_VERSION,
+    KVRequest,
+    TransferMode,
+    WireEncoding,
+    check_chunk_bytes,
+)
+from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
+from hybrid_workers.prefill.job import PrefillJob
+from hybrid_workers.prefill.pipe import Cancelled, LayerPipe, LayerReady, PrefillDone
+
+log = logging.getLogger("hybrid_inference.prefill")
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """Per-worker defaults and limits of the Prefill service."""
+
+    chunk_bytes: int  # default chunk size when the request leaves it 0
+    mode: TransferMode = TransferMode.LAYERWISE  # when the request leaves it unspecified
+    encoding: WireEncoding = WireEncoding.NONE  # when the request leaves it unspecified
+    max_queue: int = 16  # prefills waiting or running; beyond it: RESOURCE_EXHAUSTED
+    pipe_layers: int = 3  # layerwise: finished layers buffered ahead of the network at most
+
+
+class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
+    """Serves one loaded model; prefills run one at a time on a single compute thread (the lane)."""
+
+    def __init__(self, lm: LoadedModel, options: ServiceOptions) -> None:
+        self.lm = lm
+        self.options = options
+        self._lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-lane")
+        self._lock = threading.Lock()
+        self._pending = 0  # requests admitted and not finished
+
+    def Prefill(
+        self, request: kv_pb2.PrefillRequest, context: grpc.ServicerContext
+    ) -> Iterator[kv_pb2.Frame]:
+        """Validate, queue the prefill on the lane, and stream its frames as layers finish."""
+        arrival = time.perf_counter()
+        kv_request, params = self._admit(request, context)
+        pipe = LayerPipe(0 if kv_request.mode is TransferMode.BULK else self.options.pipe_layers)
+        context.add_callback(pipe.cancel)  # fires when the RPC ends for any reason, e.g. the client left
+        try:
+            self._lane.submit(PrefillJob(self.lm, kv_request, params, pipe, arrival).run)
+            yield from self._stream(kv_request, pipe, context)
+        except Cancelled:
+            log.info("request %s: client went away, prefill stopped", kv_request.request_id or "-")
+        finally:
+            pipe.cancel()  # stops the compute thread if the stream ended early; frees its layers
+            with self._lock:
+                self._pending -= 1
+
+    def Health(self, request: kv_pb2.HealthRequest, context: grpc.ServicerContext) -> kv_pb2.HealthReply:
+        """Ready as soon as the server runs (the model was loaded before it started)."""
+        return kv_pb2.HealthReply(ready=True, queued_requests=self._pending)
+
+    def Info(self, request: kv_pb2.InfoRequest, context: grpc.ServicerContext) -> kv_pb2.InfoReply:
+        """What this worker serves."""
+        lm = self.lm
+        return kv_pb2.InfoReply(
+            model_name=lm.name,
+            model_fingerprint=lm.fingerprint,
+            dtype=dtype_name(lm.dtype),
+            device=str(lm.device),
+            num_layers=lm.num_layers,
+            num_kv_heads=lm.num_kv_heads,
+            head_dim=lm.head_dim,
+            protocol_version=PROTOCOL_VERSION,
+            default_chunk_bytes=self.options.chunk_bytes,
+            max_context=lm.max_context,
+        )
+
+    def close(self) -> None:
+        """Stop the compute lane after the running prefill (queued ones see their pipe cancelled)."""
+        self._lane.shutdown(wait=False, cancel_futures=True)
+
+    def _admit(
+        self, message: kv_pb2.PrefillRequest, context: grpc.ServicerContext
+    ) -> tuple[KVRequest, SamplingParams]:
+        """Parse and validate the request and take a queue slot, or abort the RPC with the reason."""
+        try:
+            request, params = self._parse(message)
+        except (UserError, ValueError, KVProtocolError) as exc:
+            context.abort(_status_of(exc), str(exc))
+        with self._lock:
+            if self._pending >= self.options.max_queue:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{self._pending} prefills already queued (limit {self.options.max_queue}); retry later",
+                )
+            self._pending += 1
+        return request, params
+
+    def _parse(self, message: kv_pb2.PrefillRequest) -> tuple[KVRequest, SamplingParams]:
+        request = request_from_pb(message, self.options.encoding, self.options.mode)
+        if request.protocol_version != PROTOCOL_VERSION:
+            raise KVProtocolError(
+                Reason.VERSION,
+                f"request speaks protocol {request.protocol_version}, this worker {PROTOCOL_VERSION}",
+            )
+        if request.expected_fingerprint and request.expected_fingerprint != self.lm.fingerprint:
+            raise KVProtocolError(
+                Reason.FINGERPRINT,
+                f"decode worker expects fingerprint {request.expected_fingerprint[:16]}, this prefill worker "
+                f"serves {self.lm.name!r} {dtype_name(self.lm.dtype)} ({self.lm.fingerprint[:16]}); "
+                "run the same model and --dtype on both workers",
+            )
+        chunk_bytes = check_chunk_bytes(request.chunk_bytes or self.options.chunk_bytes)
+        check_token_ids(self.lm, request.token_ids)
+        params = SamplingParams(
+            max_tokens=1,
+            temperature=request.temperature,
+            top_k=request.top_k,
+            top_p=request.top_p,
+            seed=request.seed,
+        )
+        return dataclasses.replace(request, chunk_bytes=chunk_bytes), params
+
+    def _stream(
+        self, request: KVRequest, pipe: LayerPipe, context: grpc.ServicerContext
+    ) -> Iterator[kv_pb2.Frame]:
+        model = self.lm.name
+        header = build_header(
+            request,
+            model_name=model,
+            fingerprint=self.lm.fingerprint,
+            num_layers=self.lm.num_layers,
+            layer_shape=(1, self.lm.num_kv_heads, len(request.token_ids), self.lm.head_dim),
+            dtype=dtype_name(self.lm.dtype),
+            chunk_bytes=request.chunk_bytes,
+        )
+        yield frame_to_pb(header)
+        metrics.kv_frames_sent_total.labels(model).inc()
+        while True:
+            item = pipe.get()
+            if isinstance(item, LayerReady):
+                yield from self._layer_frames(item, request)
+            elif isinstance(item, PrefillDone):
+                tail = time.perf_counter() - item.last_layer_done
+                yield frame_to_pb(dataclasses.replace(item.trailer, send_tail_seconds=tail))
+                metrics.kv_frames_sent_total.labels(model).inc()
+                metrics.prefill_seconds.labels(model).observe(item.trailer.prefill_seconds)
+                metrics.prefill_tokens_total.labels(model).inc(len(request.token_ids))
+                return
+            else:
+                log.error("request %s: prefill failed: %s", request.request_id or "-", item.error)
+                context.abort(_status_of(item.error), f"prefill failed: {item.error}")
+
+    def _layer_frames(self, item: LayerReady, request: KVRequest) -> Iterator[kv_pb2.Frame]:
+        model = self.lm.name
+        for chunk in layer_chunks(item.index, item.keys, item.values, request.encoding, request.chunk_bytes):
+            yield frame_to_pb(chunk)
+            metrics.kv_frames_sent_total.labels(model).inc()
+            metrics.kv_send_bytes_total.labels(model).inc(len(chunk.data) + len(chunk.scales))
+
+
+def _status_of(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status a failure maps to: the caller's fault, a model mismatch, or ours."""
+    if isinstance(error, KVProtocolError):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(error, UserError | ValueError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.INTERNAL
