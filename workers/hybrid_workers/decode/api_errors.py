@@ -69,7 +69,7 @@ def from_validation_errors(errors: Sequence[Any]) -> ApiError:
     """A 400 naming the first offending parameter and its value, from pydantic's error list."""
     if not errors:
         return bad_request("invalid request")
-    first = errors[0]
+    first = max(errors, key=lambda e: len(_param_path(e.get("loc", ())) or ""))  # the most specific
     kind = first.get("type", "")
     if kind == "json_invalid":
         detail = first.get("ctx", {}).get("error", "")
@@ -97,9 +97,8 @@ def _param_path(loc: Sequence[Any]) -> str | None:
 
 
 def _is_type_tag(part: str) -> bool:
-    return (
-        part in ("str", "int", "float", "bool", "dict", "none") or "[" in part or part.startswith("function")
-    )
+    scalar = part in ("str", "int", "float", "bool", "dict", "none")
+    return scalar or "[" in part or part.startswith(("function", "constrained-"))
 
 
 def _short_repr(value: Any) -> str:
