@@ -105,15 +105,19 @@ def evaluate(
 
 
 def all_placements(
-    model: ModelShape, devices: Sequence[DeviceProfile], link: LinkProfile, request: Request
+    model: ModelShape,
+    devices: Sequence[DeviceProfile],
+    link: LinkProfile,
+    request: Request,
+    split_modes: Sequence[str] = ("bulk", "layerwise"),
 ) -> list[Placement]:
-    """Each device alone, then each ordered pair of distinct devices in bulk and layerwise mode."""
+    """Each device alone, then each ordered pair of distinct devices in each of `split_modes`."""
     unique = list({device.id: device for device in devices}.values())
     results = [evaluate(model, d, d, link, request, "single") for d in unique]
     for p in unique:
         for d in unique:
             if p.id != d.id:
-                results += [evaluate(model, p, d, link, request, m) for m in ("bulk", "layerwise")]
+                results += [evaluate(model, p, d, link, request, m) for m in split_modes]
     return results
 
 

@@ -91,12 +91,16 @@ def remote_prefill_min_tokens(
 
 
 def make_plan(
-    model: ModelShape, devices: Sequence[DeviceProfile], link: LinkProfile, request: Request
+    model: ModelShape,
+    devices: Sequence[DeviceProfile],
+    link: LinkProfile,
+    request: Request,
+    split_modes: Sequence[str] = ("bulk", "layerwise"),
 ) -> Plan:
-    """Evaluate every placement of `request` on `devices` and pick the best that fits."""
+    """Evaluate every placement of `request` on `devices` (splits in `split_modes`), pick the best."""
     if not devices:
         raise PlannerError("no devices to plan for")
-    placements = all_placements(model, devices, link, request)
+    placements = all_placements(model, devices, link, request, split_modes)
     best = best_of(placements)
     if best is None:
         raise PlannerError(

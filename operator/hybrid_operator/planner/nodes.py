@@ -1,0 +1,126 @@
+"""Kubernetes Node facts -> device profile, or an explicit "unknown" with the reason (never a guess).
+
+Evidence, strongest first: a calibrated profile in the `hybridinference.dev/profile` annotation (JSON
+written by `hybrid-inference calibrate`), a `hybridinference.dev/device` label naming a built-in
+profile, then an NVIDIA GPU (`nvidia.com/gpu` capacity with an `nvidia.com/gpu.product` label, as GPU
+feature discovery sets it). An arm64 or amd64 node with none of these is unknown: its architecture
+alone cannot tell an M3 Ultra from a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hybrid_operator.planner.errors import PlannerError
+from hybrid_operator.planner.hardware import DeviceProfile, builtin_devices, device_from_dict
+
+PROFILE_ANNOTATION = "hybridinference.dev/profile"
+DEVICE_LABEL = "hybridinference.dev/device"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+ARCH_LABEL = "kubernetes.io/arch"
+
+
+class NodeLike(Protocol):
+    """What the planner reads from a node (the operator's NodeFacts has these attributes)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def annotations(self) -> Mapping[str, str]: ...
+    @property
+    def gpus(self) -> int: ...  # allocatable nvidia.com/gpu
+    @property
+    def schedulable(self) -> bool: ...  # Ready and not cordoned
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A plain NodeLike, for callers that have no NodeFacts of their own."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    gpus: int = 0
+    schedulable: bool = True
+
+
+@dataclass(frozen=True)
+class NodeProfile:
+    """A node's device profile (None when unknown or unusable) and how it was decided."""
+
+    node: str  # node name
+    device: DeviceProfile | None  # None: excluded from planning
+    reason: str  # the evidence used, or why the node is excluded
+
+
+def _tokens(text: str) -> list[str]:
+    return [t for t in re.split(r"[^a-z0-9]+", text.lower()) if t]
+
+
+def _product_matches(product: str, pattern: str) -> bool:
+    """`RTX-4090` matches `NVIDIA-GeForce-RTX-4090` as whole tokens (so `L4` does not match `L40S`)."""
+    have, want = _tokens(product), _tokens(pattern)
+    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
+
+
+def _from_annotation(node: NodeLike, text: str) -> NodeProfile:
+    try:
+        device = device_from_dict(json.loads(text))
+    except (json.JSONDecodeError, PlannerError) as exc:
+        return NodeProfile(node.name, None, f"annotation {PROFILE_ANNOTATION} is not a usable profile: {exc}")
+    return NodeProfile(node.name, device, f"calibrated profile in annotation {PROFILE_ANNOTATION}")
+
+
+def _from_label(node: NodeLike, device_id: str) -> NodeProfile:
+    devices = builtin_devices()
+    if device_id not in devices:
+        known = ", ".join(sorted(devices))
+        return NodeProfile(
+            node.name, None, f"label {DEVICE_LABEL}={device_id} names no profile (known: {known})"
+        )
+    return NodeProfile(node.name, devices[device_id], f"label {DEVICE_LABEL}={device_id}")
+
+
+def _from_gpu(node: NodeLike) -> NodeProfile:
+    product = node.labels.get(GPU_PRODUCT_LABEL)
+    if not product:
+        return NodeProfile(
+            node.name,
+            None,
+            f"{node.gpus} nvidia.com/gpu but no {GPU_PRODUCT_LABEL} label (run GPU feature discovery, "
+            f"or label the node {DEVICE_LABEL}=<profile>)",
+        )
+    for device in builtin_devices().values():
+        if any(_product_matches(product, pattern) for pattern in device.gpu_products):
+            return NodeProfile(node.name, device, f"{GPU_PRODUCT_LABEL}={product}")
+    return NodeProfile(
+        node.name,
+        None,
+        f"GPU {product} has no profile (label the node {DEVICE_LABEL}=<profile> or calibrate it)",
+    )
+
+
+def profile_node(node: NodeLike) -> NodeProfile:
+    """The profile for `node`, or None with the reason it is excluded."""
+    if not node.schedulable:
+        return NodeProfile(node.name, None, "not schedulable (NotReady or cordoned)")
+    if PROFILE_ANNOTATION in node.annotations:
+        return _from_annotation(node, node.annotations[PROFILE_ANNOTATION])
+    if DEVICE_LABEL in node.labels:
+        return _from_label(node, node.labels[DEVICE_LABEL])
+    if node.gpus > 0:
+        return _from_gpu(node)
+    arch = node.labels.get(ARCH_LABEL, "unknown-arch")
+    return NodeProfile(
+        node.name,
+        None,
+        f"{arch} node without a GPU, a {DEVICE_LABEL} label or a {PROFILE_ANNOTATION} annotation: "
+        "its speed is unknown (label it, e.g. m3-ultra, "
+        "or annotate it with the JSON `hybrid-inference calibrate` writes)",
+    )
