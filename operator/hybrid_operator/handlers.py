@@ -1,0 +1,102 @@
+"""kopf handlers: each one only finds the object and calls the one reconcile pass (reconcile.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+import prometheus_client
+
+from hybrid_operator import metrics
+from hybrid_operator.config import OperatorConfig
+from hybrid_operator.kube import KubeClient, KubeError
+from hybrid_operator.models import GROUP, PLURAL, VERSION
+from hybrid_operator.reconcile import reconcile
+from hybrid_operator.render_common import MANAGED_BY
+from hybrid_operator.settings import configure
+
+CONFIG = OperatorConfig.from_env()
+# Only children this operator created trigger passes (label filter runs in kopf, before the handler).
+CHILD_LABELS = {"app.kubernetes.io/name": "hybrid-inference", "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+class _State:
+    """Per-process state: the API client (set at login) and one lock per object so passes never overlap."""
+
+    client: KubeClient | None = None
+    locks: dict[tuple[str, str], asyncio.Lock] = {}  # noqa: RUF012 (process-wide by design)
+
+
+def _login_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no in-cluster service account and no kubeconfig (set KUBECONFIG)")
+    return info
+
+
+@kopf.on.startup(id="configure")
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Apply our kopf settings; serve operator metrics when a port is configured."""
+    configure(settings)
+    if CONFIG.metrics_port:
+        prometheus_client.start_http_server(CONFIG.metrics_port)
+
+
+@kopf.on.login(id="login")
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """In-cluster service account, else kubeconfig; kube.py shares these credentials with kopf."""
+    info = _login_info(settings)
+    _State.client = KubeClient(info, CONFIG.field_manager, relogin=lambda: _login_info(settings))
+    return info
+
+
+@kopf.on.cleanup(id="close")
+async def cleanup(**_: Any) -> None:
+    """Close the API client's session."""
+    if _State.client is not None:
+        await _State.client.close()
+
+
+async def run_pass(trigger: str, namespace: str, name: str) -> None:
+    """Re-read the object and reconcile it, one pass at a time per object."""
+    client = _State.client
+    if client is None:
+        raise kopf.TemporaryError("not logged in yet", delay=1)
+    lock = _State.locks.setdefault((namespace, name), asyncio.Lock())
+    async with lock:
+        with metrics.observe(trigger) as outcome:
+            try:
+                body = await client.get_owner(namespace, name)
+                if body is None:
+                    return  # deleted meanwhile; children go with it (owner references)
+                result = await reconcile(client, body, CONFIG)
+            except KubeError as exc:
+                raise kopf.TemporaryError(str(exc), delay=5) from exc
+            outcome["phase"] = result.status["phase"]
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, id="resume")
+@kopf.on.create(GROUP, VERSION, PLURAL, id="create")
+@kopf.on.update(GROUP, VERSION, PLURAL, id="update")
+async def changed(reason: str, namespace: str | None, name: str, **_: Any) -> None:
+    """The resource appeared, changed, or the operator restarted: reconcile it."""
+    await run_pass(str(reason), namespace or "default", name)
+
+
+# Drift repair: a deleted Service or an edited Deployment comes back within one interval. Deployment
+# changes are noticed sooner by `child_changed`; the timer also catches Services/NetworkPolicies.
+@kopf.timer(
+    GROUP, VERSION, PLURAL, id="resync", interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds
+)
+async def resync(namespace: str | None, name: str, **_: Any) -> None:
+    """Periodic pass."""
+    await run_pass("timer", namespace or "default", name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, id="child-deployment")
+async def child_changed(meta: kopf.Meta, namespace: str | None, **_: Any) -> None:
+    """A child Deployment changed (availability) or vanished: reconcile its owner."""
+    owner = meta.get("labels", {}).get("app.kubernetes.io/instance")
+    if owner:
+        await run_pass("child", namespace or "default", owner)

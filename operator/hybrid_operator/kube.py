@@ -1,0 +1,274 @@
+"""The only module that talks to the Kubernetes API: a small aiohttp client on kopf's login credentials.
+
+Every call goes through `KubeClient._call`, which refuses any (group, resource, verb) missing from
+PERMISSIONS; the chart's RBAC is checked against that same table (tests/operator/test_rbac.py), so
+the operator can never need a permission the chart does not grant, nor be granted one it never uses.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kopf
+
+from hybrid_operator.models import GROUP, PLURAL, VERSION
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One RBAC rule the operator needs; `namespaced=False` marks cluster-scoped resources."""
+
+    group: str
+    resource: str
+    verbs: tuple[str, ...]
+    why: str
+    namespaced: bool = True
+
+
+# Every API request the operator process makes, its own and kopf's on its behalf.
+PERMISSIONS: tuple[Permission, ...] = (
+    Permission(
+        GROUP,
+        PLURAL,
+        ("get", "list", "watch", "patch"),
+        "kopf watches them and keeps handler state in annotations; each pass re-reads its object",
+    ),
+    Permission(GROUP, f"{PLURAL}/status", ("patch",), "status is written once per reconcile pass"),
+    Permission(
+        GROUP, f"{PLURAL}/finalizers", ("update",), "children's owner references set blockOwnerDeletion"
+    ),
+    Permission(
+        "apps",
+        "deployments",
+        ("get", "list", "watch", "create", "patch"),
+        "prefill/decode Deployments; watched for availability and deletion",
+    ),
+    Permission("", "services", ("get", "create", "patch"), "<name>-prefill and <name>-api Services"),
+    Permission("networking.k8s.io", "networkpolicies", ("get", "create", "patch"), "prefill NetworkPolicy"),
+    Permission(
+        "monitoring.coreos.com", "servicemonitors", ("get", "create", "patch"), "optional ServiceMonitor"
+    ),
+    Permission("", "secrets", ("get",), "checks that the KV TLS Secret exists and has its keys"),
+    Permission("", "events", ("create",), "events on the HybridInference (operator and kopf)"),
+    Permission(
+        "", "nodes", ("list",), "placement reads node labels, taints and GPU capacity", namespaced=False
+    ),
+)
+
+# apiVersion, kind -> (group, plural) of every kind the operator reads or writes.
+KINDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("apps/v1", "Deployment"): ("apps", "deployments"),
+    ("v1", "Service"): ("", "services"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("networking.k8s.io", "networkpolicies"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): ("monitoring.coreos.com", "servicemonitors"),
+    ("v1", "Secret"): ("", "secrets"),
+    ("v1", "Event"): ("", "events"),
+    ("v1", "Node"): ("", "nodes"),
+    (f"{GROUP}/{VERSION}", "HybridInference"): (GROUP, PLURAL),
+}
+
+
+class KubeError(Exception):
+    """The API answered with an error status; `status` is the HTTP code."""
+
+    def __init__(self, status: int, method: str, path: str, message: str) -> None:
+        super().__init__(f"{method} {path}: HTTP {status}: {message}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What `apply` did (created, updated, unchanged) and the object as the API holds it now."""
+
+    action: str
+    obj: dict[str, Any]
+
+
+def is_subset(desired: Any, current: Any) -> bool:
+    """Whether every field of `desired` holds the same value in `current` (server defaults may add more)."""
+    if isinstance(desired, Mapping):
+        return isinstance(current, Mapping) and all(
+            key in current and is_subset(value, current[key]) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(current, list)
+            and len(desired) == len(current)
+            and all(is_subset(d, c) for d, c in zip(desired, current, strict=True))
+        )
+    return bool(desired == current)
+
+
+def allowed(group: str, resource: str, verb: str) -> bool:
+    """Whether PERMISSIONS grants `verb` on `group/resource`."""
+    return any(p.group == group and p.resource == resource and verb in p.verbs for p in PERMISSIONS)
+
+
+def object_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+    """REST path of a collection (name None) or of one object."""
+    _, plural = KINDS[(api_version, kind)]
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    where = f"/namespaces/{namespace}" if namespace else ""
+    return f"{prefix}{where}/{plural}" + (f"/{name}" if name else "")
+
+
+class KubeClient:
+    """Async Kubernetes client on the credentials kopf logged in with; one per operator process."""
+
+    def __init__(
+        self, info: kopf.ConnectionInfo, field_manager: str, relogin: Callable[[], kopf.ConnectionInfo]
+    ):
+        self._info = info
+        self._field_manager = field_manager
+        self._relogin = relogin
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            ssl = self._info.as_ssl_context() if self._info.server.startswith("https") else False
+            self._session = aiohttp.ClientSession(
+                headers=self._info.as_http_headers(),
+                connector=aiohttp.TCPConnector(ssl=ssl),
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the HTTP session (on operator shutdown)."""
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(self, verb: str, api_version: str, kind: str, method: str, path: str, **kw: Any) -> Any:
+        group, plural = KINDS[(api_version, kind)]
+        resource = plural + kw.pop("subresource", "")
+        if not allowed(group, resource, verb):
+            raise PermissionError(f"{verb} {group or 'core'}/{resource} is not in kube.PERMISSIONS")
+        for attempt in (1, 2):
+            async with self._open().request(method, self._info.server.rstrip("/") + path, **kw) as response:
+                if response.status == 401 and attempt == 1:
+                    await self._refresh()  # rotated service-account token: log in again, retry once
+                    continue
+                if response.status >= 400:
+                    raise KubeError(response.status, method, path, await response.text())
+                return await response.json()
+        raise AssertionError("unreachable")
+
+    async def _refresh(self) -> None:
+        self._info = self._relogin()
+        if self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        """One object, or None when it does not exist."""
+        try:
+            path = object_path(api_version, kind, namespace, name)
+            result: dict[str, Any] = await self._call("get", api_version, kind, "GET", path)
+            return result
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def apply(self, manifest: Mapping[str, Any]) -> ApplyResult:
+        """Server-side apply `manifest` unless the live object already holds every field of it."""
+        api_version, kind, meta = manifest["apiVersion"], manifest["kind"], manifest["metadata"]
+        current = await self.get(api_version, kind, meta.get("namespace"), meta["name"])
+        if current is not None and is_subset(manifest, current):
+            return ApplyResult("unchanged", current)
+        path = object_path(api_version, kind, meta.get("namespace"), meta["name"])
+        params = {"fieldManager": self._field_manager, "force": "true"}
+        headers = {"Content-Type": "application/apply-patch+yaml"}  # JSON is YAML
+        try:
+            obj = await self._call(
+                "patch", api_version, kind, "PATCH", path, json=manifest, params=params, headers=headers
+            )
+        except KubeError as exc:
+            if exc.status != 404 or current is not None:
+                raise
+            # API servers create on apply; emulators without apply-create (kmock) answer 404: create.
+            collection = object_path(api_version, kind, meta.get("namespace"))
+            obj = await self._call(
+                "create", api_version, kind, "POST", collection, json=manifest, params=params
+            )
+        return ApplyResult("created" if current is None else "updated", obj)
+
+    async def list_nodes(self) -> list[dict[str, Any]] | None:
+        """All nodes, or None when the operator may not list them (placement checks are then skipped)."""
+        try:
+            result = await self._call("list", "v1", "Node", "GET", object_path("v1", "Node", None))
+        except KubeError as exc:
+            if exc.status == 403:
+                logger.warning("not allowed to list nodes: placement checks skipped (%s)", exc)
+                return None
+            raise
+        return list(result.get("items", []))
+
+    async def get_secret_keys(self, namespace: str, name: str) -> set[str] | None:
+        """The data keys of a Secret (never its values), or None when it does not exist."""
+        secret = await self.get("v1", "Secret", namespace, name)
+        return None if secret is None else set(secret.get("data", {})) | set(secret.get("stringData", {}))
+
+    async def get_owner(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A HybridInference by name, or None."""
+        return await self.get(f"{GROUP}/{VERSION}", "HybridInference", namespace, name)
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch the status subresource (conditions replace the old list as a whole)."""
+        path = object_path(f"{GROUP}/{VERSION}", "HybridInference", namespace, name) + "/status"
+        headers = {"Content-Type": "application/merge-patch+json"}
+        body = {"status": dict(status)}
+        await self._call(
+            "patch",
+            f"{GROUP}/{VERSION}",
+            "HybridInference",
+            "PATCH",
+            path,
+            json=body,
+            headers=headers,
+            subresource="/status",
+        )
+
+    async def post_event(
+        self, owner: Mapping[str, Any], reason: str, message: str, warning: bool = False
+    ) -> None:
+        """A core/v1 Event on `owner`; best effort: a failure is logged, never raised."""
+        event = event_body(owner, reason, message, warning, self._field_manager)
+        path = object_path("v1", "Event", event["metadata"]["namespace"])
+        try:
+            await self._call("create", "v1", "Event", "POST", path, json=event)
+        except (KubeError, aiohttp.ClientError) as exc:
+            logger.warning("could not post event %s on %s: %s", reason, owner["metadata"]["name"], exc)
+
+
+def event_body(
+    owner: Mapping[str, Any], reason: str, message: str, warning: bool, component: str
+) -> dict[str, Any]:
+    """A core/v1 Event about `owner`, with a unique name (as kubectl's events have)."""
+    meta = owner["metadata"]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    involved = {key: owner[key] for key in ("apiVersion", "kind")}
+    involved.update({key: meta.get(key) for key in ("name", "namespace", "uid")})
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta.get("namespace")},
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message[:1024],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": component},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

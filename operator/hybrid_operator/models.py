@@ -1,0 +1,251 @@
+"""Pydantic models of the HybridInference custom resource; they mirror crds/hybridinference.yaml.
+
+The CRD's openAPIV3Schema is what the API server enforces; these models are what the operator parses.
+Both must give the same verdict on every sample in tests/data/ (tests/operator/test_crd_parity.py),
+including the CEL rules, which appear here as `model_validator`s carrying the same messages.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "hybridinference.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "HybridInference"
+PLURAL = "hybridinferences"
+# "<name>-prefill" must stay a DNS-1035 label (≤ 63 characters) for the Service of the same name.
+MAX_NAME_LENGTH = 55
+# DNS-1035 label: Service names must start with a letter (a HybridInference name alone may not).
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _Spec(BaseModel):
+    """Base of every spec model: frozen, camelCase field names as in the CRD, unknown fields rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class Device(StrEnum):
+    """Compute device of a worker pool (`mps` is absent: Metal is not reachable from Linux containers)."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class DType(StrEnum):
+    """Weight and activation dtype of the workers."""
+
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+class TransferMode(StrEnum):
+    """How the KV cache travels: each layer as soon as it is final, or all at once after prefill."""
+
+    LAYERWISE = "layerwise"
+    BULK = "bulk"
+
+
+class Compression(StrEnum):
+    """KV wire compression (per-head scales for fp8/int8)."""
+
+    NONE = "none"
+    FP8 = "fp8"
+    INT8 = "int8"
+
+
+class Fallback(StrEnum):
+    """What decode does when the prefill worker is unreachable: prefill locally, or fail the request."""
+
+    LOCAL = "local"
+    FAIL = "fail"
+
+
+class PlacementMode(StrEnum):
+    """`manual`: per-role nodeSelector; `auto`: the operator asks the planner."""
+
+    MANUAL = "manual"
+    AUTO = "auto"
+
+
+class ModelVolume(_Spec):
+    """Where model weights live: a PVC, a hostPath, or (neither) an emptyDir the workers download into."""
+
+    pvc: str | None = Field(default=None, min_length=1, max_length=253)  # PersistentVolumeClaim name
+    host_path: str | None = Field(default=None, pattern=r"^/")  # absolute path on the node
+    mount_path: str = Field(default="/models", pattern=r"^/")  # also HF_HOME inside the pods
+    read_only: bool = True  # mount read-only (weights are never written by the workers)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelVolume:
+        if self.pvc is not None and self.host_path is not None:
+            raise ValueError("model.volume: set at most one of pvc and hostPath")
+        return self
+
+
+class ModelSpec(_Spec):
+    """The model both roles load; they must load the same one (the KV fingerprint checks it)."""
+
+    source: str = Field(min_length=1, max_length=512)  # HF id (from the HF cache in the volume) or a path
+    dtype: DType = DType.AUTO
+    volume: ModelVolume = ModelVolume()
+
+
+class Toleration(_Spec):
+    """A Kubernetes toleration, as in a PodSpec."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Resources(_Spec):
+    """Container requests/limits (quantities as strings or integers, as in Kubernetes)."""
+
+    requests: dict[str, str | int] = {}
+    limits: dict[str, str | int] = {}
+
+
+class WorkerPoolSpec(_Spec):
+    """One role's pods (prefill or decode): the same type serves both."""
+
+    replicas: int = Field(default=1, ge=0, le=16)
+    device: Device = Device.AUTO
+    gpus: int = Field(default=0, ge=0, le=8)  # nvidia.com/gpu per pod
+    image: str | None = Field(default=None, min_length=1)  # default: the operator's image for the role
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    node_selector: dict[str, str] | None = None
+    tolerations: tuple[Toleration, ...] = ()
+    affinity: dict[str, Any] | None = None  # passed through to the PodSpec
+    resources: Resources = Resources()
+    runtime_class_name: str | None = Field(default=None, min_length=1)  # e.g. "nvidia" on k3s GPU nodes
+
+    @model_validator(mode="after")
+    def _gpus_need_gpu_device(self) -> WorkerPoolSpec:
+        if self.device == Device.CPU and self.gpus > 0:
+            raise ValueError("gpus > 0 needs device cuda or auto")
+        return self
+
+
+class TLSSpec(_Spec):
+    """TLS (or mutual TLS) on the gRPC KV link; the Secret holds tls.crt, tls.key and ca.crt."""
+
+    enabled: bool = False
+    secret_name: str | None = Field(default=None, min_length=1, max_length=253)
+    mutual: bool = False  # decode also presents a client certificate
+
+    @model_validator(mode="after")
+    def _enabled_needs_secret(self) -> TLSSpec:
+        if self.enabled and not self.secret_name:
+            raise ValueError(
+                "kvTransfer.tls.enabled needs tls.secretName (a Secret with tls.crt, tls.key, ca.crt)"
+            )
+        return self
+
+
+class KVTransferSpec(_Spec):
+    """The KV link between prefill and decode."""
+
+    mode: TransferMode = TransferMode.LAYERWISE
+    compression: Compression = Compression.NONE
+    chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=16 * 1024 * 1024)
+    tls: TLSSpec = TLSSpec()
+
+
+class ServingSpec(_Spec):
+    """The decode worker's OpenAI-compatible API."""
+
+    port: int = Field(default=8000, ge=1024, le=65535)
+    max_concurrency: int = Field(default=8, ge=1, le=1024)
+    max_model_len: int | None = Field(default=None, ge=16, le=1048576)
+    remote_prefill_min_tokens: int | Literal["auto"] = "auto"  # shorter prompts prefill locally
+    fallback: Fallback = Fallback.LOCAL
+
+    @model_validator(mode="after")
+    def _min_tokens_not_negative(self) -> ServingSpec:
+        if isinstance(self.remote_prefill_min_tokens, int) and self.remote_prefill_min_tokens < 0:
+            raise ValueError("serving.remotePrefillMinTokens must be 'auto' or an integer ≥ 0")
+        return self
+
+
+class PlacementSpec(_Spec):
+    """How nodes are chosen for the two roles."""
+
+    mode: PlacementMode = PlacementMode.MANUAL
+
+
+class MetricsSpec(_Spec):
+    """Prometheus scraping."""
+
+    service_monitor: bool = False  # render a monitoring.coreos.com/v1 ServiceMonitor
+    port: int = Field(default=9090, ge=1024, le=65535)  # prefill worker's metrics port
+
+
+class HybridInferenceSpec(_Spec):
+    """spec of a HybridInference: one model served by prefill pods and decode pods."""
+
+    model: ModelSpec
+    prefill: WorkerPoolSpec = WorkerPoolSpec()
+    decode: WorkerPoolSpec = WorkerPoolSpec()
+    kv_transfer: KVTransferSpec = KVTransferSpec()
+    serving: ServingSpec = ServingSpec()
+    placement: PlacementSpec = PlacementSpec()
+    metrics: MetricsSpec = MetricsSpec()
+
+    @model_validator(mode="after")
+    def _auto_has_no_selectors(self) -> HybridInferenceSpec:
+        if self.placement.mode == PlacementMode.AUTO and (
+            self.prefill.node_selector or self.decode.node_selector
+        ):
+            raise ValueError(
+                "placement.mode auto chooses nodes itself: remove prefill.nodeSelector and "
+                "decode.nodeSelector, or use placement.mode manual"
+            )
+        return self
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the operator uses (the API server owns the rest)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+
+
+class HybridInference(BaseModel):
+    """A whole HybridInference object as read from the API (status is ignored when parsing)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    api_version: Literal["hybridinference.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["HybridInference"]
+    metadata: ObjectMeta
+    spec: HybridInferenceSpec
+
+    @property
+    def name(self) -> str:
+        """metadata.name."""
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        """metadata.namespace ("default" when absent, as kubectl would)."""
+        return self.metadata.namespace or "default"
+
+
+def parse(body: dict[str, Any]) -> HybridInference:
+    """Parse an object body; raises pydantic.ValidationError naming each bad field and value."""
+    return HybridInference.model_validate(dict(body))

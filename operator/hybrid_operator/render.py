@@ -1,0 +1,40 @@
+"""Spec → manifests: every child object of one HybridInference, as plain dicts (pure; no API calls)."""
+
+from __future__ import annotations
+
+from hybrid_operator.config import OperatorConfig
+from hybrid_operator.models import HybridInference
+from hybrid_operator.placement import Placement
+from hybrid_operator.render_common import Manifest
+from hybrid_operator.render_network import (
+    api_service,
+    prefill_network_policy,
+    prefill_service,
+    service_monitor,
+)
+from hybrid_operator.render_workers import decode_deployment, prefill_deployment
+
+
+def with_placement(cr: HybridInference, placement: Placement) -> HybridInference:
+    """The resource with each role's nodeSelector replaced by the one placement chose (auto mode)."""
+    if placement.prefill_selector is None and placement.decode_selector is None:
+        return cr
+    prefill = cr.spec.prefill.model_copy(update={"node_selector": placement.prefill_selector})
+    decode = cr.spec.decode.model_copy(update={"node_selector": placement.decode_selector})
+    spec = cr.spec.model_copy(update={"prefill": prefill, "decode": decode})
+    return cr.model_copy(update={"spec": spec})
+
+
+def render(cr: HybridInference, placement: Placement, config: OperatorConfig) -> list[Manifest]:
+    """All children in apply order: the NetworkPolicy before the pods it protects, Services, Deployments."""
+    placed = with_placement(cr, placement)
+    manifests = [
+        prefill_network_policy(placed),
+        prefill_service(placed),
+        api_service(placed),
+        prefill_deployment(placed, config),
+        decode_deployment(placed, config),
+    ]
+    if cr.spec.metrics.service_monitor:
+        manifests.append(service_monitor(placed))
+    return manifests

@@ -1,0 +1,92 @@
+"""Services `<name>-prefill` (gRPC) and `<name>-api` (HTTP), the prefill NetworkPolicy, the ServiceMonitor."""
+
+from __future__ import annotations
+
+from hybrid_operator.models import HybridInference
+from hybrid_operator.render_common import (
+    DECODE,
+    PREFILL,
+    PREFILL_PORT,
+    Manifest,
+    child_name,
+    metadata,
+    selector_labels,
+)
+
+API_SUFFIX = "api"
+
+
+def prefill_service(cr: HybridInference) -> Manifest:
+    """ClusterIP Service in front of the prefill pods: the gRPC KV port and the metrics port."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(cr, child_name(cr, PREFILL), PREFILL),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(cr, PREFILL),
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": PREFILL_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+                {"name": "metrics", "port": cr.spec.metrics.port, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def api_service(cr: HybridInference) -> Manifest:
+    """ClusterIP Service `<name>-api` in front of the decode pods: the OpenAI-compatible API."""
+    port = cr.spec.serving.port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(cr, child_name(cr, API_SUFFIX), DECODE),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(cr, DECODE),
+            "ports": [
+                {"name": "http", "port": port, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+            ],
+        },
+    }
+
+
+def prefill_network_policy(cr: HybridInference) -> Manifest:
+    """Only this instance's decode pods may reach the prefill KV port; metrics stay open to scrapers."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(cr, child_name(cr, PREFILL), PREFILL),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(cr, PREFILL)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": selector_labels(cr, DECODE)}}],
+                    "ports": [{"port": PREFILL_PORT, "protocol": "TCP"}],
+                },
+                {"ports": [{"port": cr.spec.metrics.port, "protocol": "TCP"}]},
+            ],
+        },
+    }
+
+
+def service_monitor(cr: HybridInference) -> Manifest:
+    """Prometheus Operator ServiceMonitor scraping both Services (each matches the port it has)."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": metadata(cr, cr.name),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(cr)},
+            "endpoints": [
+                {"port": "metrics", "path": "/metrics", "interval": "15s"},
+                {"port": "http", "path": "/metrics", "interval": "15s"},
+            ],
+        },
+    }

@@ -1,0 +1,255 @@
+"""Deployments `<name>-prefill` and `<name>-decode`: worker command line (as env), probes, volumes."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from hybrid_workers.options import env_name
+
+from hybrid_operator.config import OperatorConfig
+from hybrid_operator.models import HybridInference, WorkerPoolSpec
+from hybrid_operator.placement import GPU_RESOURCE
+from hybrid_operator.render_common import (
+    DECODE,
+    PREFILL,
+    PREFILL_PORT,
+    Manifest,
+    child_name,
+    container_security_context,
+    labels,
+    metadata,
+    pod_security_context,
+    selector_labels,
+)
+
+TLS_DIR = "/etc/hybrid-inference/tls"
+CACHE_DIR = "/cache"
+# Model loading can take minutes (large weights from a network volume): startup probes allow 20 min
+# before liveness takes over, so a slow load is not mistaken for a hung worker.
+STARTUP_PERIOD_S = 10
+STARTUP_FAILURES = 120
+
+
+def env(flags: Mapping[str, object]) -> list[dict[str, str]]:
+    """`{"--model": "m"}` -> `[{"name": "HYBRID_INFERENCE_MODEL", "value": "m"}]`; None values left out."""
+    return [
+        {"name": env_name(flag), "value": str(value)} for flag, value in flags.items() if value is not None
+    ]
+
+
+def _common_flags(cr: HybridInference, pool: WorkerPoolSpec) -> dict[str, object]:
+    return {
+        "--model": cr.spec.model.source,
+        "--device": pool.device.value,
+        "--dtype": cr.spec.model.dtype.value,
+        "--host": "0.0.0.0",  # listen on the pod IP, not only loopback
+    }
+
+
+def _tls_flags(cr: HybridInference, role: str) -> dict[str, object]:
+    tls = cr.spec.kv_transfer.tls
+    if not tls.enabled:
+        return {}
+    # Prefill serves with the key pair and, for mTLS, checks clients against the CA; decode checks
+    # the server against the CA and, for mTLS, presents the same key pair.
+    key_pair = {"--tls-cert": f"{TLS_DIR}/tls.crt", "--tls-key": f"{TLS_DIR}/tls.key"}
+    ca = {"--tls-ca": f"{TLS_DIR}/ca.crt"}
+    if role == PREFILL:
+        return {**key_pair, **(ca if tls.mutual else {})}
+    return {**ca, **(key_pair if tls.mutual else {})}
+
+
+def prefill_flags(cr: HybridInference) -> dict[str, object]:
+    """The `hybrid-inference prefill` flags (ARCHITECTURE.md §3) this instance needs."""
+    kv = cr.spec.kv_transfer
+    return {
+        **_common_flags(cr, cr.spec.prefill),
+        "--port": PREFILL_PORT,
+        "--chunk-bytes": kv.chunk_bytes,
+        "--mode": kv.mode.value,
+        "--metrics-port": cr.spec.metrics.port,
+        **_tls_flags(cr, PREFILL),
+    }
+
+
+def decode_flags(cr: HybridInference) -> dict[str, object]:
+    """The `hybrid-inference decode` flags (ARCHITECTURE.md §3) this instance needs."""
+    serving = cr.spec.serving
+    return {
+        **_common_flags(cr, cr.spec.decode),
+        "--prefill": f"{child_name(cr, PREFILL)}:{PREFILL_PORT}",
+        "--port": serving.port,
+        "--remote-prefill-min-tokens": serving.remote_prefill_min_tokens,
+        "--fallback": serving.fallback.value,
+        "--max-concurrency": serving.max_concurrency,
+        "--max-model-len": serving.max_model_len,
+        "--kv-compression": cr.spec.kv_transfer.compression.value,
+        **_tls_flags(cr, DECODE),
+    }
+
+
+def _model_volume(cr: HybridInference) -> dict[str, Any]:
+    volume = cr.spec.model.volume
+    if volume.pvc:
+        return {
+            "name": "model",
+            "persistentVolumeClaim": {"claimName": volume.pvc, "readOnly": volume.read_only},
+        }
+    if volume.host_path:
+        return {"name": "model", "hostPath": {"path": volume.host_path, "type": "Directory"}}
+    return {"name": "model", "emptyDir": {}}
+
+
+def volumes(cr: HybridInference) -> list[dict[str, Any]]:
+    """Model volume, writable emptyDirs for /tmp and caches (the root filesystem is read-only), TLS."""
+    result = [_model_volume(cr), {"name": "tmp", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}]
+    tls = cr.spec.kv_transfer.tls
+    if tls.enabled:
+        result.append({"name": "tls", "secret": {"secretName": tls.secret_name, "defaultMode": 0o440}})
+    return result
+
+
+def volume_mounts(cr: HybridInference) -> list[dict[str, Any]]:
+    """Mounts matching `volumes`; an emptyDir model volume is writable (the worker downloads into it)."""
+    volume = cr.spec.model.volume
+    writable_model = not (volume.pvc or volume.host_path)
+    mounts: list[dict[str, Any]] = [
+        {
+            "name": "model",
+            "mountPath": volume.mount_path,
+            "readOnly": volume.read_only and not writable_model,
+        },
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache", "mountPath": CACHE_DIR},
+    ]
+    if cr.spec.kv_transfer.tls.enabled:
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+    return mounts
+
+
+def runtime_env(cr: HybridInference) -> list[dict[str, str]]:
+    """Non-flag environment: HF cache in the model volume, other caches in the writable emptyDir."""
+    return [
+        {"name": "HF_HOME", "value": cr.spec.model.volume.mount_path},
+        {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+
+
+def resources(pool: WorkerPoolSpec) -> dict[str, Any]:
+    """requests/limits from the spec, with the GPU count in both (extended resources need equal values)."""
+    requests = dict(pool.resources.requests)
+    limits = dict(pool.resources.limits)
+    if pool.gpus:
+        requests[GPU_RESOURCE] = pool.gpus
+        limits[GPU_RESOURCE] = pool.gpus
+    return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
+
+
+def prefill_probes(cr: HybridInference) -> dict[str, Any]:
+    """grpc.health.v1 probes on the KV port; TCP when TLS is on (kubelet's gRPC probe speaks no TLS)."""
+    check: dict[str, Any] = {"grpc": {"port": PREFILL_PORT}}
+    if cr.spec.kv_transfer.tls.enabled:
+        check = {"tcpSocket": {"port": PREFILL_PORT}}
+    return _probes(check, check)
+
+
+def decode_probes() -> dict[str, Any]:
+    """HTTP probes: /health (alive) and /ready (model loaded, prefill reachable or fallback allowed)."""
+    return _probes(
+        {"httpGet": {"path": "/health", "port": "http"}}, {"httpGet": {"path": "/ready", "port": "http"}}
+    )
+
+
+def _probes(live: dict[str, Any], ready: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "startupProbe": {
+            **copy.deepcopy(live),
+            "periodSeconds": STARTUP_PERIOD_S,
+            "failureThreshold": STARTUP_FAILURES,
+        },
+        "livenessProbe": {
+            **copy.deepcopy(live),
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            **copy.deepcopy(ready),
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 2,
+        },
+    }
+
+
+def _pod_spec(cr: HybridInference, pool: WorkerPoolSpec, container: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # workers never talk to the Kubernetes API
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes(cr),
+    }
+    optional = {
+        "nodeSelector": dict(pool.node_selector) if pool.node_selector else None,
+        "tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations] or None,
+        "affinity": pool.affinity,
+        "runtimeClassName": pool.runtime_class_name,
+    }
+    spec.update({key: value for key, value in optional.items() if value is not None})
+    return spec
+
+
+def _deployment(cr: HybridInference, role: str, pool: WorkerPoolSpec, container: dict[str, Any]) -> Manifest:
+    # A GPU pod holding the only GPU cannot surge: replace it instead of rolling.
+    strategy = {"type": "Recreate"} if pool.gpus else {"type": "RollingUpdate"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(cr, child_name(cr, role), role),
+        "spec": {
+            "replicas": pool.replicas,
+            "selector": {"matchLabels": selector_labels(cr, role)},
+            "strategy": strategy,
+            "template": {"metadata": {"labels": labels(cr, role)}, "spec": _pod_spec(cr, pool, container)},
+        },
+    }
+
+
+def _container(cr: HybridInference, role: str, pool: WorkerPoolSpec, image: str) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": role,
+        "image": pool.image or image,
+        "imagePullPolicy": pool.image_pull_policy,
+        "command": ["hybrid-inference", role],
+        "securityContext": container_security_context(),
+        "volumeMounts": volume_mounts(cr),
+    }
+    container_resources = resources(pool)
+    if container_resources:
+        container["resources"] = container_resources
+    return container
+
+
+def prefill_deployment(cr: HybridInference, config: OperatorConfig) -> Manifest:
+    """Deployment `<name>-prefill`: `hybrid-inference prefill` with gRPC on 50051 and metrics."""
+    container = _container(cr, PREFILL, cr.spec.prefill, config.prefill_image)
+    container["env"] = env(prefill_flags(cr)) + runtime_env(cr)
+    container["ports"] = [
+        {"name": "grpc", "containerPort": PREFILL_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": cr.spec.metrics.port, "protocol": "TCP"},
+    ]
+    container.update(prefill_probes(cr))
+    return _deployment(cr, PREFILL, cr.spec.prefill, container)
+
+
+def decode_deployment(cr: HybridInference, config: OperatorConfig) -> Manifest:
+    """Deployment `<name>-decode`: `hybrid-inference decode` serving the OpenAI API (and /metrics)."""
+    container = _container(cr, DECODE, cr.spec.decode, config.decode_image)
+    container["env"] = env(decode_flags(cr)) + runtime_env(cr)
+    container["ports"] = [{"name": "http", "containerPort": cr.spec.serving.port, "protocol": "TCP"}]
+    container.update(decode_probes())
+    return _deployment(cr, DECODE, cr.spec.decode, container)

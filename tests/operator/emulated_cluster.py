@@ -1,0 +1,121 @@
+"""kmock's Kubernetes emulator on 127.0.0.1 in a background thread, plus a kubeconfig pointing at it.
+
+The operator (kopf, in KopfRunner's thread) and the tests (plain HTTP from the test thread) both talk
+to it over HTTP, as they would to a real API server; nothing is monkey-patched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kmock
+import yaml
+
+CRD_RESOURCE = "hybridinference.dev/v1alpha1/hybridinferences"
+
+
+class EmulatedCluster:
+    """A running kmock KubernetesEmulator with our CRD's resource declared; sync HTTP helpers."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+            emulator.resources.load_bundled()
+            emulator.resources[CRD_RESOURCE] = kmock.ResourceInfo(
+                kind="HybridInference",
+                singular="hybridinference",
+                namespaced=True,
+                shortnames={"hinf"},
+                verbs={"get", "list", "watch", "create", "patch", "delete"},
+                subresources={"status"},
+            )
+            self.url = str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def start(self) -> EmulatedCluster:
+        """Start serving; returns once the URL is known."""
+        self._thread.start()
+        if not self._ready.wait(timeout=30):
+            raise RuntimeError("kmock emulator did not start within 30 s")
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the thread."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+    def write_kubeconfig(self, path: Path, namespace: str) -> Path:
+        """A kubeconfig whose current context is this emulator (token auth, plain HTTP)."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+            "users": [{"name": "test", "user": {"token": "test-token"}}],
+            "contexts": [
+                {"name": "kmock", "context": {"cluster": "kmock", "user": "test", "namespace": namespace}}
+            ],
+            "current-context": "kmock",
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> Any:
+        """One API call; returns the decoded JSON, or None for 404."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def create(self, collection: str, body: dict[str, Any]) -> Any:
+        """POST `body` to a collection path."""
+        return self.request("POST", collection, body)
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        """JSON merge patch of the object at `path`."""
+        return self.request("PATCH", path, body, "application/merge-patch+json")
+
+    def get(self, path: str) -> Any:
+        """GET an object (None when absent)."""
+        return self.request("GET", path)
+
+    def delete(self, path: str) -> Any:
+        """DELETE the object at `path`."""
+        return self.request("DELETE", path)
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll `probe` until it returns something truthy; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    value = probe()
+    while not value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {value!r}")
+        time.sleep(0.2)
+        value = probe()
+    return value
