@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from hybrid_workers.errors import UserError
 
@@ -19,24 +20,6 @@ class Fallback(StrEnum):
 
 
 @dataclass(frozen=True)
-class TlsFiles:
-    """PEM files for the gRPC channel to the prefill worker; all None means plaintext."""
-
-    ca_file: str | None = None  # trust this CA for the prefill worker's certificate
-    cert_file: str | None = None  # client certificate (mTLS)
-    key_file: str | None = None  # client key (mTLS)
-
-    def __post_init__(self) -> None:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise UserError("--tls-cert and --tls-key: give both for mTLS, or neither")
-
-    @property
-    def enabled(self) -> bool:
-        """True when the channel uses TLS."""
-        return any((self.ca_file, self.cert_file, self.key_file))
-
-
-@dataclass(frozen=True)
 class DecodeConfig:
     """Everything the decode worker needs besides the loaded model."""
 
@@ -49,11 +32,14 @@ class DecodeConfig:
     max_queue: int = 64  # requests waiting for a slot; beyond it: 429 with Retry-After
     max_model_len: int | None = None  # prompt + completion token limit; None: the model's context
     kv_compression: str = "none"  # wire compression asked of the prefill worker: none | fp8 | int8
-    tls: TlsFiles = TlsFiles()
+    tls: Any = None  # kv.tls.TLSConfig for the channel to the prefill worker; None: plaintext
     predicted_ttft_s: float | None = None  # the planner's TTFT for this placement (exported as a gauge)
     predicted_decode_tps: float | None = None  # the planner's decode tokens/s (exported as a gauge)
 
     def __post_init__(self) -> None:
+        if self.fallback not in {f.value for f in Fallback}:
+            raise UserError(f"--fallback {self.fallback!r}: use local or fail")
+        object.__setattr__(self, "fallback", Fallback(self.fallback))
         _positive("--remote-prefill-min-tokens", self.remote_prefill_min_tokens)
         _positive("--max-concurrency", self.max_concurrency)
         _positive("--prefill-timeout", self.prefill_timeout_s)

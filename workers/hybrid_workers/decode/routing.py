@@ -99,7 +99,8 @@ class PrefillRouter:
         return PrefillPlan(PrefillSite.REMOTE, first, kv_transfer(remote))
 
     def _failed(self, reason: FallbackReason, exc: Exception) -> PrefillPlan:
-        self._health = (time.monotonic(), False, str(exc))  # /ready learns it at once
+        with self._health_lock:  # /ready learns it at once
+            self._health = (time.monotonic(), False, str(exc))
         if self.config.fallback is Fallback.FAIL:
             raise RemotePrefillFailed(reason, exc) from exc
         metrics.prefill_fallback_total.labels(self.model_label, reason.value).inc()
@@ -136,11 +137,11 @@ class PrefillRouter:
 
 
 def kv_transfer(remote: Any) -> KvTransfer:
-    """The wire costs reported with a remote prefill (read from the client's RemotePrefill)."""
+    """The wire costs of a remote prefill (from prefill_client.RemotePrefill.timings)."""
     timings = remote.timings
     return KvTransfer(
-        compute_s=float(getattr(timings, "prefill_compute_s", 0.0)),
-        transfer_s=float(getattr(timings, "transfer_s", 0.0)),
-        exposed_s=float(getattr(timings, "exposed_transfer_s", 0.0)),
-        bytes=int(getattr(timings, "bytes", getattr(remote, "bytes", 0))),
+        compute_s=float(timings.prefill_compute_s),
+        transfer_s=float(timings.transfer_s),
+        exposed_s=float(timings.exposed_transfer_s),
+        bytes=int(timings.bytes),
     )

@@ -1,0 +1,148 @@
+"""Remote prefill through a real prefill worker (gRPC on loopback): equivalence, routing, fallback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hybrid_workers.decode.prefill_client import PrefillClient
+from hybrid_workers.metrics import sample_value
+from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+
+LONG_PROMPT = "Prefill is compute bound and decode is bandwidth bound, so each goes where it runs best. " * 3
+SHORT_PROMPT = "Hello there"
+
+
+@pytest.fixture
+def prefill_worker(tiny_lm: Any) -> Iterator[Any]:
+    """A real prefill worker (gRPC server) for the tiny model on a free loopback port."""
+    running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0))
+    yield running
+    running.stop(0)
+
+
+def remote_server(decode_server: Any, tiny_lm: Any, prefill_worker: Any, **overrides: Any) -> Any:
+    """A decode worker whose prefill peer is `prefill_worker`."""
+    target = f"127.0.0.1:{prefill_worker.port}"
+    return decode_server(PrefillClient(target, tiny_lm, timeout_s=30.0), prefill=target, **overrides)
+
+
+def metric(name: str, **labels: str) -> float:
+    return sample_value("hybrid_inference_" + name, labels)
+
+
+def complete(server: Any, prompt: str, **extra: Any) -> Any:
+    body = {
+        "model": server.name,
+        "prompt": prompt,
+        "max_tokens": 12,
+        "temperature": 0,
+        "logprobs": 0,
+        **extra,
+    }
+    with server.client() as client:
+        return client.post("/v1/completions", json=body)
+
+
+def kill_during_prefill(tiny_lm: Any, running: Any, layer: int = 1) -> None:
+    """Stop the prefill worker while it computes `layer` of the next prefill (one-shot hook).
+
+    The hook holds that layer back until the server is gone, so the KV stream breaks mid-way: the
+    earlier layers have been sent, the later ones never will be.
+    """
+    stopped = threading.Event()
+
+    def hook(*_: Any) -> None:
+        handle.remove()
+        threading.Thread(target=lambda: (running.server.stop(0).wait(), stopped.set()), daemon=True).start()
+        stopped.wait(timeout=10)
+        time.sleep(0.2)  # let the cancellation reach the client before this layer finishes
+
+    handle = tiny_lm.model.model.layers[layer].register_forward_hook(hook)
+
+
+def test_remote_and_local_prefill_give_identical_tokens(decode_server, prefill_worker, tiny_lm) -> None:
+    local = decode_server()
+    remote = remote_server(decode_server, tiny_lm, prefill_worker, remote_prefill_min_tokens=8)
+    bytes_before = metric("kv_transfer_bytes_total", model=remote.name)
+    for extra in ({}, {"temperature": 0.8, "seed": 11, "top_p": 0.9}):
+        want = complete(local, LONG_PROMPT, **extra).json()["choices"][0]
+        got = complete(remote, LONG_PROMPT, **extra).json()["choices"][0]
+        assert got["text"] == want["text"]
+        assert got["logprobs"]["tokens"] == want["logprobs"]["tokens"]
+        assert got["logprobs"]["token_logprobs"] == pytest.approx(
+            want["logprobs"]["token_logprobs"], abs=1e-4
+        )
+    prompt_tokens = len(tiny_lm.tokenizer.encode(LONG_PROMPT))
+    assert metric("prompt_tokens_total", model=remote.name, prefill="remote") == 2 * prompt_tokens
+    assert metric("prompt_tokens_total", model=remote.name, prefill="local") == 0
+    assert metric("kv_transfer_bytes_total", model=remote.name) > bytes_before
+    assert metric("time_to_first_token_seconds_count", model=remote.name, prefill="remote") == 2
+
+
+def test_prompts_below_the_threshold_prefill_locally(decode_server, prefill_worker, tiny_lm) -> None:
+    server = remote_server(decode_server, tiny_lm, prefill_worker, remote_prefill_min_tokens=32)
+    assert complete(server, SHORT_PROMPT).status_code == 200
+    short_tokens = len(tiny_lm.tokenizer.encode(SHORT_PROMPT))
+    assert metric("prompt_tokens_total", model=server.name, prefill="local") == short_tokens
+    assert metric("prompt_tokens_total", model=server.name, prefill="remote") == 0
+    assert metric("kv_transfer_bytes_total", model=server.name) == 0
+
+
+def test_prefill_worker_dies_mid_stream_fallback_local_completes(
+    decode_server, prefill_worker, tiny_lm
+) -> None:
+    reference = decode_server()
+    server = remote_server(
+        decode_server,
+        tiny_lm,
+        prefill_worker,
+        remote_prefill_min_tokens=8,
+        fallback="local",
+    )
+    want = complete(reference, LONG_PROMPT).json()["choices"][0]["text"]
+    kill_during_prefill(tiny_lm, prefill_worker)
+    reply = complete(server, LONG_PROMPT)
+    assert reply.status_code == 200 and reply.json()["choices"][0]["text"] == want
+    assert metric("prefill_fallback_total", model=server.name, reason="unreachable") == 1
+    assert metric("prompt_tokens_total", model=server.name, prefill="local") > 0
+    again = complete(server, LONG_PROMPT)  # the worker is gone for good: local again, still correct
+    assert again.json()["choices"][0]["text"] == want
+    with server.client() as client:
+        ready = client.get("/ready")
+    assert ready.status_code == 200 and "prefilling locally" in ready.json()["detail"]
+
+
+def test_prefill_worker_dies_mid_stream_fallback_fail_is_a_clean_503(
+    decode_server, prefill_worker, tiny_lm
+) -> None:
+    server = remote_server(
+        decode_server,
+        tiny_lm,
+        prefill_worker,
+        remote_prefill_min_tokens=8,
+        fallback="fail",
+    )
+    kill_during_prefill(tiny_lm, prefill_worker)
+    with server.client() as client:
+        body = {"model": server.name, "prompt": LONG_PROMPT, "max_tokens": 4, "stream": True}
+        failed = client.post("/v1/completions", json=body)
+        short = client.post("/v1/completions", json={**body, "prompt": SHORT_PROMPT, "stream": False})
+        ready = client.get("/ready")
+    assert failed.status_code == 503
+    assert failed.json()["error"]["code"] == "prefill_unavailable"
+    assert "fallback fail" in failed.json()["error"]["message"]
+    assert short.status_code == 200  # short prompts never needed the prefill worker
+    assert ready.status_code == 503 and "unreachable" in ready.json()["detail"]
+    assert metric("requests_total", model=server.name, outcome="unavailable") == 1
+    assert metric("requests_running", model=server.name) == 0
+
+
+def test_ready_reports_a_reachable_prefill_worker(decode_server, prefill_worker, tiny_lm) -> None:
+    server = remote_server(decode_server, tiny_lm, prefill_worker, fallback="fail")
+    with server.client() as client:
+        ready = client.get("/ready")
+    assert ready.status_code == 200 and "reachable" in ready.json()["detail"]

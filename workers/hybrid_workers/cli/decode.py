@@ -1,0 +1,143 @@
+"""`hybrid-inference decode`: the decode worker (OpenAI-compatible HTTP API + client of a prefill worker)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from hybrid_workers.errors import UserError
+from hybrid_workers.options import add_model_options, add_option
+
+DEFAULT_PORT = 8000
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `decode` command."""
+    parser = subparsers.add_parser(
+        "decode",
+        help="run the decode worker: OpenAI-compatible HTTP API, remote prefill over gRPC",
+        description="Serves /v1/completions and /v1/chat/completions. Prompts with at least "
+        "--remote-prefill-min-tokens tokens are prefilled on the prefill worker at --prefill, whose KV "
+        "cache streams back layer by layer; shorter prompts (or all, without --prefill) prefill here.",
+    )
+    add_model_options(parser)
+    add_option(
+        parser, "--prefill", default=None, help="HOST:PORT of the prefill worker; none: prefill locally"
+    )
+    add_option(parser, "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a pod)")
+    add_option(parser, "--port", default=DEFAULT_PORT, type=int, help="HTTP port")
+    add_option(
+        parser, "--served-model-name", default=None, help="the `model` clients send; none: from --model"
+    )
+    add_option(
+        parser, "--remote-prefill-min-tokens", default="32", help="shorter prompts prefill locally (or auto)"
+    )
+    add_option(
+        parser, "--fallback", default="local", choices=["local", "fail"], help="when remote prefill fails"
+    )
+    add_option(parser, "--prefill-timeout", default=60.0, type=float, help="seconds for one remote prefill")
+    add_option(parser, "--max-concurrency", default=2, type=int, help="requests running at once")
+    add_option(parser, "--max-queue", default=64, type=int, help="requests waiting; beyond: 429")
+    add_option(parser, "--max-model-len", default=None, type=int, help="prompt + completion tokens at most")
+    add_option(
+        parser, "--kv-compression", default="none", choices=["none", "fp8", "int8"], help="KV wire format"
+    )
+    add_option(
+        parser, "--tls-cert", default=None, help="client certificate (PEM) for mTLS to the prefill worker"
+    )
+    add_option(parser, "--tls-key", default=None, help="client key (PEM) for mTLS")
+    add_option(parser, "--tls-ca", default=None, help="CA (PEM) that signed the prefill worker's certificate")
+    add_option(parser, "--predicted-ttft-seconds", default=None, type=float, help="planner's TTFT (a gauge)")
+    add_option(
+        parser,
+        "--predicted-decode-tokens-per-second",
+        default=None,
+        type=float,
+        help="planner's TPS (a gauge)",
+    )
+    add_option(parser, "--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(func=run)
+
+
+def served_name(model: str | None) -> str:
+    """Default `model` id: a Hugging Face id as given, a folder's name, or demo-<preset> for the demo."""
+    if not model:
+        return "demo-" + os.environ.get("HYBRID_INFERENCE_DEMO_PRESET", "tiny")
+    if Path(model).expanduser().exists():
+        return Path(model).expanduser().resolve().name
+    return model
+
+
+def build_config(args: argparse.Namespace):  # -> DecodeConfig
+    """The DecodeConfig for the parsed flags (UserError for bad values)."""
+    from hybrid_workers.decode.config import DecodeConfig, Fallback, parse_min_tokens
+    from hybrid_workers.kv.tls import TLSConfig
+
+    return DecodeConfig(
+        served_model_name=args.served_model_name or served_name(args.model),
+        prefill=args.prefill or None,
+        remote_prefill_min_tokens=parse_min_tokens(args.remote_prefill_min_tokens),
+        fallback=Fallback(args.fallback),
+        prefill_timeout_s=args.prefill_timeout,
+        max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue,
+        max_model_len=args.max_model_len,
+        kv_compression=args.kv_compression,
+        tls=TLSConfig.from_flags(args.tls_cert, args.tls_key, args.tls_ca),
+        predicted_ttft_s=args.predicted_ttft_seconds,
+        predicted_decode_tps=args.predicted_decode_tokens_per_second,
+    )
+
+
+def _configure_logging(level: str) -> None:
+    """Request lines and warnings to stderr, one line each (`serve` shows them to the user)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("decode: %(message)s"))
+    logger = logging.getLogger("hybrid_inference")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, connect the prefill client, serve HTTP until interrupted."""
+    import uvicorn
+
+    from hybrid_workers.decode.app import create_app
+    from hybrid_workers.decode.worker import DecodeWorker
+    from hybrid_workers.engine import load_model
+
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port}: must be in 1..65535")
+    config = build_config(args)
+    _configure_logging(args.log_level)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=True)
+    peer = _prefill_client(config, lm)
+    worker = DecodeWorker(lm, config, peer)
+    logging.getLogger("hybrid_inference.decode").info(
+        "serving %s on http://%s:%d (prefill: %s)",
+        config.served_model_name,
+        args.host,
+        args.port,
+        config.prefill or "local only",
+    )
+    try:
+        uvicorn.run(create_app(worker), host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        worker.close()
+        if peer is not None:
+            peer.close()
+    return 0
+
+
+def _prefill_client(config, lm):  # -> PrefillClient | None
+    if config.prefill is None:
+        return None
+    from hybrid_workers.decode.prefill_client import PrefillClient
+
+    return PrefillClient(
+        config.prefill, lm, tls=config.tls, timeout_s=config.prefill_timeout_s, encoding=config.kv_compression
+    )
