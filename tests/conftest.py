@@ -35,17 +35,26 @@ def tiny_model_dir(demo_cache_dir: Path) -> Path:
     return demo_model_dir("tiny")
 
 
+def _one_thread() -> None:
+    """Tiny-model ops are too small to split; with 2 busy cores a second thread makes each op ~100x slower."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir: Path):  # -> LoadedModel
-    """The tiny demo model loaded on CPU in float32 (shared: do not modify it)."""
+    """The tiny demo model loaded on CPU in float32 (shared: do not modify it). Sets torch to 1 thread."""
     from hybrid_workers.engine import load_model
 
+    _one_thread()
     return load_model(str(tiny_model_dir), device="cpu", dtype="float32", progress=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_lm_bf16(tiny_model_dir: Path):  # -> LoadedModel
-    """The tiny demo model loaded on CPU in bfloat16 (shared: do not modify it)."""
+    """The tiny demo model loaded on CPU in bfloat16 (shared: do not modify it). Sets torch to 1 thread."""
     from hybrid_workers.engine import load_model
 
+    _one_thread()
     return load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16", progress=False)

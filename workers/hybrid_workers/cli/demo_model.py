@@ -1,0 +1,34 @@
+"""`hybrid-inference demo-model DIR`: write the embedded demo model (no download) into a folder."""
+
+from __future__ import annotations
+
+import argparse
+
+PRESET_CHOICES = ("tiny", "bench")  # engine.demo_model.PRESETS, repeated here to keep torch out of --help
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `demo-model` command."""
+    parser = subparsers.add_parser(
+        "demo-model",
+        help="write the demo model (Llama architecture, random weights, local tokenizer) into DIR",
+        description="Writes a Llama-architecture model with deterministic random weights and a BPE "
+        "tokenizer trained locally, loadable with AutoModelForCausalLM / AutoTokenizer. Presets: tiny "
+        "(4 layers, for tests) and bench (~200M parameters, 12 layers, for benchmarks).",
+    )
+    parser.add_argument("directory", metavar="DIR", help="folder to write (created if missing)")
+    parser.add_argument("--preset", default="tiny", choices=PRESET_CHOICES, help="model size [default: tiny]")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the model and say where it went."""
+    from hybrid_workers.engine.demo_model import PRESETS, write_demo_model
+
+    path = write_demo_model(args.directory, args.preset)
+    shape = PRESETS[args.preset]
+    print(
+        f"wrote demo model {args.preset!r} to {path}: {shape.layers} layers, hidden {shape.hidden}, "
+        f"{shape.heads} heads / {shape.kv_heads} KV heads, vocab {shape.vocab}, context {shape.context}"
+    )
+    return 0
