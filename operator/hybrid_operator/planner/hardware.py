@@ -37,7 +37,10 @@ class DeviceProfile:
     # Fixed cost per decoder layer per decode step (kernel launches, Python dispatch); measured by
     # `calibrate`, 0 for built-in accelerator profiles whose runtimes fuse or graph-capture kernels.
     layer_overhead_seconds: float = 0.0
-    gpu_products: tuple[str, ...] = field(default=())  # substrings of nvidia.com/gpu.product
+    # dtype -> measured decode bandwidth (GB/s) where it differs by dtype (CPUs convert bf16/fp16 on
+    # the fly); dtypes not listed use sustained_memory_gbps.
+    decode_gbps: Mapping[str, float] = field(default_factory=dict)
+    gpu_products: tuple[str, ...] = field(default=())  # token sequences of nvidia.com/gpu.product
     measured: bool = False  # True when the sustained numbers were measured on the machine
 
     def flops_per_second(self, dtype: str) -> float:
@@ -49,10 +52,9 @@ class DeviceProfile:
             )
         return self.sustained_tflops[dtype] * 1e12
 
-    @property
-    def bytes_per_second(self) -> float:
-        """Sustained decode memory bandwidth in bytes/s."""
-        return self.sustained_memory_gbps * 1e9
+    def bytes_per_second(self, dtype: str) -> float:
+        """Sustained decode memory bandwidth in bytes/s for weights and KV in `dtype`."""
+        return self.decode_gbps.get(dtype, self.sustained_memory_gbps) * 1e9
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form `calibrate` writes and `device_from_dict` reads."""
@@ -67,6 +69,7 @@ class DeviceProfile:
             "sustained_tflops": dict(self.sustained_tflops),
             "sustained_memory_gbps": self.sustained_memory_gbps,
             "layer_overhead_seconds": self.layer_overhead_seconds,
+            "decode_gbps": dict(self.decode_gbps),
             "source": self.source,
             "measured": self.measured,
         }
@@ -105,7 +108,7 @@ def _positive(data: Mapping[str, Any], key: str, where: str) -> float:
 def _rates(data: Mapping[str, Any], key: str, where: str) -> dict[str, float]:
     table = data.get(key)
     if not isinstance(table, Mapping) or not table:
-        raise PlannerError(f"{where}: field {key!r} must map dtypes ({', '.join(DTYPES)}) to TFLOP/s")
+        raise PlannerError(f"{where}: field {key!r} must map dtypes ({', '.join(DTYPES)}) to rates")
     unknown = sorted(set(table) - set(DTYPES))
     if unknown:
         raise PlannerError(f"{where}: {key} has unknown dtype {unknown[0]!r}; use {', '.join(DTYPES)}")
@@ -139,6 +142,7 @@ def device_from_dict(data: Mapping[str, Any], factors: Mapping[str, float] | Non
         sustained_memory_gbps=sustained_gbps,
         source=str(data.get("source", "unknown")),
         layer_overhead_seconds=float(data.get("layer_overhead_seconds", 0.0)),
+        decode_gbps=_rates(data, "decode_gbps", where) if data.get("decode_gbps") else {},
         gpu_products=tuple(str(p) for p in data.get("gpu_products", ())),
         measured=bool(data.get("measured", False)),
     )

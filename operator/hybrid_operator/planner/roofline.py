@@ -44,13 +44,13 @@ def prefill_layer_seconds(model: ModelShape, device: DeviceProfile, request: Req
     flops = model.layer_flops(request.prompt_tokens)
     weight_bytes = model.linear_params_per_layer * dtype_bytes(request.dtype)
     compute = flops / device.flops_per_second(request.dtype)
-    return max(compute, weight_bytes / device.bytes_per_second)
+    return max(compute, weight_bytes / device.bytes_per_second(request.dtype))
 
 
 def head_seconds(model: ModelShape, device: DeviceProfile, dtype: str) -> float:
     """Time of the lm_head for one token (bandwidth-bound: it reads vocab x hidden weights)."""
     compute = model.head_flops / device.flops_per_second(dtype)
-    return max(compute, model.embedding_params * dtype_bytes(dtype) / device.bytes_per_second)
+    return max(compute, model.embedding_params * dtype_bytes(dtype) / device.bytes_per_second(dtype))
 
 
 def prefill_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:
@@ -65,7 +65,7 @@ def decode_step_seconds(model: ModelShape, device: DeviceProfile, dtype: str, co
     """One decode step with `context` tokens cached: reads all weights and the whole KV cache."""
     read = model.decode_read_bytes(dtype) + context * model.kv_bytes_per_token(dtype)
     flops = model.layers * model.layer_flops(1, past=context) + model.head_flops
-    roofline = max(read / device.bytes_per_second, flops / device.flops_per_second(dtype))
+    roofline = max(read / device.bytes_per_second(dtype), flops / device.flops_per_second(dtype))
     return roofline + model.layers * device.layer_overhead_seconds
 
 

@@ -1,0 +1,69 @@
+"""`hybrid-inference calibrate`: a measured profile that `plan` and the node planner accept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hybrid_operator.planner import Request, device_profile, link_profile, make_plan, model_shape
+from hybrid_operator.planner.nodes import NodeInfo, profile_node
+from hybrid_workers.cli import main
+
+
+@pytest.fixture(scope="module")
+def profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("calibrate") / "box.json"
+    args = [
+        "calibrate",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--dtypes",
+        "float32",
+        "--budget-seconds",
+        "0.05",
+    ]
+    assert main([*args, "--id", "box"]) == 0
+    return out
+
+
+def test_the_profile_holds_positive_measured_rates(profile_file: Path) -> None:
+    data = json.loads(profile_file.read_text())
+    assert data["measured"] is True and data["id"] == "box"
+    assert data["sustained_tflops"]["float32"] > 0.001  # any CPU does > 1 GFLOP/s
+    assert data["decode_gbps"]["float32"] > 0.1
+    assert data["memory_gbps"] >= data["sustained_memory_gbps"]
+    assert 0 <= data["layer_overhead_seconds"] < 0.1
+    assert "calibrate" in data["source"]
+
+
+def test_plan_uses_the_measured_profile(profile_file: Path) -> None:
+    box = device_profile(str(profile_file))
+    plan = make_plan(model_shape("demo-bench"), [box], link_profile("loopback"), Request(64, 8, "float32"))
+    assert plan.best.prefill == "box"
+    # decode of the bench model reads ~0.67 GB per step at the measured GEMV rate, plus the overhead
+    step = 672_239_616 / (box.decode_gbps["float32"] * 1e9) + 12 * box.layer_overhead_seconds
+    assert plan.best.decode_tokens_per_second == pytest.approx(1 / step, rel=0.05)
+
+
+def test_the_profile_works_as_a_node_annotation(profile_file: Path) -> None:
+    node = NodeInfo("box-node", annotations={"hybridinference.dev/profile": profile_file.read_text()})
+    assert profile_node(node).device == device_profile(str(profile_file))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--dtypes", "float32,fp4"], "--dtypes float32,fp4: unknown dtype 'fp4'"),
+        (["--budget-seconds", "0"], "--budget-seconds 0.0: must be > 0"),
+        (["--out", "/no/such/dir/p.json"], "--out /no/such/dir/p.json: folder '/no/such/dir' does not exist"),
+        (["--device", "tpu"], "--device tpu: unknown device"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_value(
+    capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert main(["calibrate", "--budget-seconds", "0.01", *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,167 @@
+"""Measure this machine for the planner: dense matmul rate, memory read bandwidth, per-layer overhead.
+
+Each measurement repeats its operation for a time budget and keeps the median call, so a brief
+disturbance does not set the number. The result is a device profile in the planner's JSON shape
+(`hybrid_operator.planner.hardware.device_from_dict` reads it back).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Operand sizes per device kind: big enough to leave the caches and to amortise launches."""
+
+    gemm: tuple[int, int, int]  # (rows, inner, cols) of the prefill-like matmul
+    gemv_rows: int  # weight matrix [gemv_rows, gemv_cols] streamed by the decode-like GEMV
+    gemv_cols: int
+    read_elements: int  # float32 elements summed by the read-bandwidth test
+
+
+SIZES = {
+    "cpu": Sizes((1024, 2048, 2048), 8192, 8192, 64 * 1024 * 1024),
+    "cuda": Sizes((8192, 8192, 8192), 16384, 16384, 512 * 1024 * 1024),
+    "mps": Sizes((4096, 4096, 4096), 16384, 8192, 256 * 1024 * 1024),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def median_seconds(
+    fn: Callable[[], object], device: torch.device, budget: float, min_calls: int = 3
+) -> float:
+    """Median wall time of `fn()` over repeated calls for about `budget` seconds (after one warm-up)."""
+    fn()
+    _sync(device)
+    times: list[float] = []
+    deadline = time.perf_counter() + budget
+    while len(times) < min_calls or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, budget: float) -> float:
+    """Dense matmul TFLOP/s at a prefill-like shape (2·m·k·n FLOPs per call)."""
+    m, k, n = SIZES[device.type].gemm
+    a = torch.randn(m, k, device=device).to(dtype)  # [m, k] activations
+    b = torch.randn(k, n, device=device).to(dtype)  # [k, n] weights
+    with torch.no_grad():
+        seconds = median_seconds(lambda: a @ b, device, budget)
+    return 2 * m * k * n / seconds / 1e12
+
+
+def gemv_gbps(device: torch.device, dtype: torch.dtype, budget: float) -> float:
+    """GB/s of weight bytes a matrix-vector product streams (what a batch-1 decode step does)."""
+    size = SIZES[device.type]
+    weight = torch.randn(size.gemv_rows, size.gemv_cols, device=device).to(dtype)  # [out, in]
+    x = torch.randn(1, size.gemv_cols, device=device).to(dtype)  # [1, in]
+    with torch.no_grad():
+        seconds = median_seconds(lambda: torch.nn.functional.linear(x, weight), device, budget)
+    return weight.numel() * weight.element_size() / seconds / 1e9
+
+
+def read_gbps(device: torch.device, budget: float) -> float:
+    """GB/s of a plain reduction over a large float32 tensor (memory read bandwidth)."""
+    data = torch.ones(SIZES[device.type].read_elements, device=device)  # [n] float32
+    seconds = median_seconds(data.sum, device, budget)
+    return data.numel() * 4 / seconds / 1e9
+
+
+def _tiny_llama(layers: int, device: torch.device) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval().to(device)
+
+
+def _decode_step_seconds(layers: int, device: torch.device, budget: float) -> float:
+    """Median time of one decode forward (transformers eager path) of a hidden-64 Llama."""
+    model = _tiny_llama(layers, device)
+    with torch.no_grad():
+        prompt = torch.arange(16, device=device)[None]  # [1, 16]
+        cache = model(input_ids=prompt, use_cache=True).cache
+        token = torch.tensor([[1]], device=device)  # [1, 1]
+        position = torch.tensor([[16]], device=device)  # [1, 1]
+        # The same position each call: the cache grows by one token per call, which stays tiny.
+        step = lambda: model(input_ids=token, position_ids=position, cache=cache, use_cache=True)  # noqa: E731
+        return median_seconds(step, device, budget, min_calls=10)
+
+
+def layer_overhead_seconds(device: torch.device, budget: float) -> float:
+    """Fixed cost per decoder layer per decode step (dispatch, launches), from two tiny models.
+
+    A hidden-64 layer does almost no arithmetic, so (t(9 layers) - t(1 layer)) / 8 is what a layer
+    costs regardless of its size.
+    """
+    one = _decode_step_seconds(1, device, budget / 2)
+    nine = _decode_step_seconds(9, device, budget / 2)
+    return max(0.0, (nine - one) / 8)
+
+
+def memory_gb(device: torch.device) -> float:
+    """Memory a model can use: the GPU's for cuda, else the machine's RAM."""
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory) / 1e9
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) / 1e9
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable name of what was measured."""
+    if device.type == "cuda":
+        return str(torch.cuda.get_device_name(device))
+    threads = torch.get_num_threads()
+    return f"{platform.processor() or platform.machine()} ({device.type}, {threads} torch threads)"
+
+
+def measure_profile(device: torch.device, dtypes: list[str], budget: float, name: str) -> dict[str, Any]:
+    """A device profile (planner JSON) measured on `device`; `budget` seconds per measurement."""
+    tflops = {dtype: matmul_tflops(device, DTYPES[dtype], budget) for dtype in dtypes}
+    decode = {dtype: gemv_gbps(device, DTYPES[dtype], budget) for dtype in dtypes}
+    read = read_gbps(device, budget)
+    overhead = layer_overhead_seconds(device, 2 * budget)
+    rounded = {dtype: round(rate, 4) for dtype, rate in tflops.items()}
+    when = time.strftime("%Y-%m-%d %H:%M:%S")
+    return {
+        "kind_of_profile": "device",
+        "id": name,
+        "name": device_name(device),
+        "kind": {"cuda": "gpu", "mps": "apple"}.get(device.type, "cpu"),
+        "memory_gb": round(memory_gb(device), 2),
+        # The plain read is the bandwidth "peak"; the GEMV rate is what a decode step streams.
+        "memory_gbps": round(max(read, *decode.values()), 3),
+        "peak_tflops": rounded,
+        "sustained_tflops": rounded,
+        "sustained_memory_gbps": round(max(decode.values()), 3),
+        "decode_gbps": {dtype: round(rate, 3) for dtype, rate in decode.items()},
+        "layer_overhead_seconds": round(overhead, 7),
+        "measured": True,
+        "source": (
+            f"hybrid-inference calibrate on {platform.node()} at {when}: torch {torch.__version__} "
+            f"matmul {SIZES[device.type].gemm}, GEMV {SIZES[device.type].gemv_rows}x"
+            f"{SIZES[device.type].gemv_cols}, sum-reduction read {read:.1f} GB/s, median of repeats"
+        ),
+    }
