@@ -1,0 +1,149 @@
+"""The prefill worker's behaviour: overlap, concurrency, cancellation, admission and refusals."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import torch
+from handoff_helpers import prompt
+from hybrid_workers.decode.prefill_client import PrefillClient
+from hybrid_workers.engine import SamplingParams, prefill
+from hybrid_workers.kv.errors import KVProtocolError, Reason
+from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
+from hybrid_workers.prefill import job
+from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+
+GREEDY = SamplingParams(max_tokens=1, temperature=0)
+
+
+class SlowLayers:
+    """Wraps the engine's prefill: after each layer is handed over, waits as if the next one computed."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.layers_done = 0
+        self.aborted = threading.Event()
+
+    def __call__(self, lm, token_ids, on_layer):
+        def slow(index: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+            on_layer(index, keys, values)
+            self.layers_done += 1
+            time.sleep(self.seconds)
+
+        try:
+            return prefill(lm, token_ids, slow)
+        except BaseException:
+            self.aborted.set()
+            raise
+
+
+@pytest.fixture
+def slow_layers(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowLayers]:
+    slow = SlowLayers(0.25)
+    monkeypatch.setattr(job, "prefill", slow)
+    yield slow
+
+
+def test_layerwise_sends_layer_zero_before_the_last_layer_is_final(
+    tiny_lm, prefill_server, slow_layers
+) -> None:
+    with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm) as client:
+        timings = client.prefill(prompt(20), GREEDY).timings
+    # received-at counts from the send, done-at from the (later) arrival: the comparison is conservative
+    assert timings.layer_received_at_s[0] < timings.layer_done_at_s[-1]
+
+
+def test_bulk_sends_nothing_before_the_prefill_ends(tiny_lm, prefill_server, slow_layers) -> None:
+    with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm, mode="bulk") as client:
+        timings = client.prefill(prompt(20), GREEDY).timings
+    compute_end = timings.layer_done_at_s[-1] + slow_layers.seconds  # the last sleep is inside the prefill
+    assert timings.first_chunk_at_s >= compute_end
+
+
+def test_concurrent_requests_each_get_their_own_exact_cache(tiny_lm, prefill_server) -> None:
+    prompts = [prompt(30 + 10 * i, seed=i) for i in range(4)]
+    expected = [prefill(tiny_lm, ids).cache for ids in prompts]
+    results: dict[int, object] = {}
+
+    def fetch(i: int) -> None:
+        with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm, chunk_bytes=64 << 10) as client:
+            results[i] = client.prefill(prompts[i], GREEDY).cache
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, cache in results.items():
+        for mine, theirs in zip(cache.layers, expected[i].layers, strict=True):  # type: ignore[attr-defined]
+            assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)
+    assert sorted(results) == [0, 1, 2, 3]
+
+
+def test_client_leaving_mid_stream_stops_the_prefill(tiny_lm, prefill_server, slow_layers) -> None:
+    stub = kv_pb2_grpc.PrefillWorkerStub(grpc.insecure_channel(f"127.0.0.1:{prefill_server.port}"))
+    call = stub.Prefill(kv_pb2.PrefillRequest(protocol_version=1, token_ids=prompt(20)))
+    for frame in call:
+        if frame.WhichOneof("kind") == "layer":
+            break  # layer 0 arrived: leave
+    call.cancel()
+    assert slow_layers.aborted.wait(5), "the prefill kept running after the client left"
+    assert slow_layers.layers_done < tiny_lm.num_layers
+    slow_layers.seconds = 0
+    with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm) as client:
+        assert client.prefill(prompt(20), GREEDY).trailer.first_token >= 0
+        assert client.health() == 0  # nothing left queued
+
+
+def test_a_full_queue_refuses_with_the_limit(tiny_lm, slow_layers) -> None:
+    running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0, max_queue=1))
+    try:
+        with PrefillClient(f"127.0.0.1:{running.port}", tiny_lm) as client:
+            first = threading.Thread(target=client.prefill, args=(prompt(10), GREEDY))
+            first.start()
+            time.sleep(0.3)
+            with pytest.raises(KVProtocolError, match="limit 1") as caught:
+                client.prefill(prompt(10), GREEDY)
+            assert caught.value.reason is Reason.REJECTED
+            first.join()
+    finally:
+        running.stop(grace_s=0)
+
+
+@pytest.mark.parametrize(
+    ("token_ids", "message"),
+    [
+        ([], "empty"),
+        ([5, 100_000], "token id 100000 outside the vocabulary"),
+        (list(range(8, 600)), "exceed"),
+    ],
+)
+def test_bad_prompts_are_refused_with_the_value(tiny_lm, prefill_server, token_ids, message) -> None:
+    with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm) as client:
+        with pytest.raises(KVProtocolError, match=message) as caught:
+            client.prefill(token_ids, GREEDY)
+        assert caught.value.reason is Reason.REJECTED
+        assert client.prefill(prompt(5), GREEDY).first_token >= 0  # and the worker serves the next one
+
+
+def test_a_decode_worker_with_another_model_is_refused_before_any_compute(prefill_server) -> None:
+    stub = kv_pb2_grpc.PrefillWorkerStub(grpc.insecure_channel(f"127.0.0.1:{prefill_server.port}"))
+    request = kv_pb2.PrefillRequest(protocol_version=1, token_ids=[1, 2], expected_fingerprint="00" * 16)
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.Prefill(request))
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "fingerprint" in caught.value.details()
+
+
+def test_info_describes_the_served_model(tiny_lm, prefill_server) -> None:
+    with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm) as client:
+        info = client.info()
+    assert (info.fingerprint, info.num_layers, info.dtype) == (
+        tiny_lm.fingerprint,
+        tiny_lm.num_layers,
+        "float32",
+    )
