@@ -2,73 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
-from hybrid_workers.decode.app import create_app
-from hybrid_workers.decode.config import DecodeConfig
-from hybrid_workers.decode.worker import DecodeWorker
-
-
-@dataclass
-class RunningServer:
-    """A decode worker serving on `url`; `name` is its model name (and the metrics' model label)."""
-
-    url: str
-    name: str
-    worker: DecodeWorker
-
-    def client(self, **kwargs: Any) -> httpx.Client:
-        """A synchronous HTTP client for this server."""
-        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _ServerThread(threading.Thread):
-    def __init__(self, server: uvicorn.Server) -> None:
-        super().__init__(daemon=True)
-        self.server = server
-
-    def run(self) -> None:
-        asyncio.run(self.server.serve())
-
-
-def start_server(lm: Any, peer: Any = None, **overrides: Any) -> tuple[RunningServer, _ServerThread]:
-    """Serve `lm` with DecodeConfig `overrides` on a free port; returns the server and its thread."""
-    name = overrides.pop("served_model_name", f"tiny-{uuid.uuid4().hex[:8]}")
-    worker = DecodeWorker(lm, DecodeConfig(served_model_name=name, **overrides), peer)
-    port = free_port()
-    config = uvicorn.Config(create_app(worker), host="127.0.0.1", port=port, log_level="warning")
-    thread = _ServerThread(uvicorn.Server(config))
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not thread.server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("decode test server did not start")
-        time.sleep(0.02)
-    return RunningServer(f"http://127.0.0.1:{port}", name, worker), thread
-
-
-def stop_server(running: RunningServer, thread: _ServerThread) -> None:
-    """Stop the server and its worker's threads."""
-    thread.server.should_exit = True
-    thread.join(timeout=10)
-    running.worker.close()
+from decode_servers import ForwardGate, RunningServer, _ServerThread, start_server, stop_server
 
 
 @pytest.fixture
@@ -97,3 +35,13 @@ def module_decode_server(tiny_lm: Any) -> Iterator[Callable[..., RunningServer]]
     yield start
     for running, thread in started:
         stop_server(running, thread)
+
+
+@pytest.fixture
+def forward_gate(tiny_lm: Any) -> Iterator[ForwardGate]:
+    """A ForwardGate on the tiny model's first decoder layer, removed (and opened) after the test."""
+    gate = ForwardGate()
+    handle = tiny_lm.model.model.layers[0].register_forward_pre_hook(gate)
+    yield gate
+    gate.open()
+    handle.remove()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from decode_servers import wait_for
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.metrics import sample_value
 from hybrid_workers.prefill.server import PrefillServerConfig, start_server
@@ -138,7 +139,7 @@ def test_prefill_worker_dies_mid_stream_fallback_fail_is_a_clean_503(
     assert short.status_code == 200  # short prompts never needed the prefill worker
     assert ready.status_code == 503 and "unreachable" in ready.json()["detail"]
     assert metric("requests_total", model=server.name, outcome="unavailable") == 1
-    assert metric("requests_running", model=server.name) == 0
+    wait_for(lambda: metric("requests_running", model=server.name) == 0, "the slot to be released")
 
 
 def test_ready_reports_a_reachable_prefill_worker(decode_server, prefill_worker, tiny_lm) -> None:
