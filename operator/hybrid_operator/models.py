@@ -77,7 +77,7 @@ class PlacementMode(StrEnum):
 
 
 class ModelVolume(_Spec):
-    """Where model weights live: a PVC, a hostPath, or (neither) an emptyDir the workers download into."""
+    """Where model weights live: a PVC, a hostPath, or (neither) a scratch emptyDir (demo model)."""
 
     pvc: str | None = Field(default=None, min_length=1, max_length=253)  # PersistentVolumeClaim name
     host_path: str | None = Field(default=None, pattern=r"^/")  # absolute path on the node
@@ -94,7 +94,8 @@ class ModelVolume(_Spec):
 class ModelSpec(_Spec):
     """The model both roles load; they must load the same one (the KV fingerprint checks it)."""
 
-    source: str = Field(min_length=1, max_length=512)  # HF id (from the HF cache in the volume) or a path
+    # HF id (from the HF cache in the volume; workers never download) or a path; None: the demo model.
+    source: str | None = Field(default=None, min_length=1, max_length=512)
     dtype: DType = DType.AUTO
     volume: ModelVolume = ModelVolume()
 
@@ -194,7 +195,7 @@ class MetricsSpec(_Spec):
 class HybridInferenceSpec(_Spec):
     """spec of a HybridInference: one model served by prefill pods and decode pods."""
 
-    model: ModelSpec
+    model: ModelSpec = ModelSpec()
     prefill: WorkerPoolSpec = WorkerPoolSpec()
     decode: WorkerPoolSpec = WorkerPoolSpec()
     kv_transfer: KVTransferSpec = KVTransferSpec()

@@ -1,8 +1,9 @@
 """Placement: which nodes can run each role, from node facts and the spec (pure; no Kubernetes calls).
 
 `resolve_placement(spec, nodes)` is the seam: manual placement is decided here from each role's
-nodeSelector, tolerations and GPU count; `placement.mode: auto` is handed to the planner
-(hybrid_operator.planner) once it provides `plan_placement`, and reported as not available until then.
+nodeSelector, tolerations and GPU count; `placement.mode: auto` is handed to the planner through
+`hybrid_operator.planner.resolve_auto(spec, nodes) -> Placement` (filling prefill/decode_selector with
+the chosen nodes and the prediction fields), and reported as a spec problem until the planner has it.
 """
 
 from __future__ import annotations
@@ -127,11 +128,11 @@ def _manual(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Placement:
 
 def _auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Placement:
     try:
-        from hybrid_operator.planner import plan_placement  # type: ignore[attr-defined]
+        from hybrid_operator.planner import resolve_auto  # type: ignore[attr-defined]
     except ImportError:
-        problem = "placement.mode auto: the planner is not available in this operator build; use manual"
+        problem = "placement.mode auto: the planner is not wired into this operator build yet; use manual"
         return Placement((), (), reason=problem, problems=(problem,))
-    result: Placement = plan_placement(spec, nodes)
+    result: Placement = resolve_auto(spec, nodes)
     return result
 
 

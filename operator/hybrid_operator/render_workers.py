@@ -134,6 +134,7 @@ def runtime_env(cr: HybridInference) -> list[dict[str, str]]:
     return [
         {"name": "HF_HOME", "value": cr.spec.model.volume.mount_path},
         {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
+        {"name": "HYBRID_INFERENCE_CACHE_DIR", "value": CACHE_DIR},  # the demo model is written here
         {"name": "HOME", "value": "/tmp"},
     ]
 
