@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hybrid_operator.planner import Request, device_profile, link_profile, make_plan, model_shape
 from hybrid_operator.planner.nodes import NodeInfo, profile_node
 from hybrid_workers.cli import main
+
+
+@pytest.fixture(scope="module")
+def prefill_server(tiny_lm) -> Iterator:  # -> RunningServer
+    """A real prefill worker (gRPC, tiny model) on a free loopback port."""
+    from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+
+    running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0))
+    yield running
+    running.stop(grace_s=0)
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +78,25 @@ def test_bad_flags_exit_2_naming_the_value(
 ) -> None:
     assert main(["calibrate", "--budget-seconds", "0.01", *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_peer_measures_the_link_to_a_real_prefill_worker(
+    prefill_server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "link.json"
+    peer = f"127.0.0.1:{prefill_server.port}"
+    assert (
+        main(["calibrate", "--peer", peer, "--link-only", "--link-out", str(out), "--peer-tokens", "400"])
+        == 0
+    )
+    link = link_profile(str(out))
+    assert link.gbps > 0.01 and 0 < link.latency_seconds < 0.1
+    assert "bulk prefill" in link.source
+    shape, box = model_shape("demo-tiny"), device_profile("generic-cpu")
+    plan = make_plan(shape, [box, device_profile("m3-ultra")], link, Request(400, 4, "float32"))
+    assert plan.link.id == f"link-to-{peer}"
+
+
+def test_an_unreachable_peer_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calibrate", "--peer", "127.0.0.1:1", "--link-only"]) == 2
+    assert "--peer 127.0.0.1:1: prefill worker not reachable" in capsys.readouterr().err

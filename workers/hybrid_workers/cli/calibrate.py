@@ -29,6 +29,12 @@ def register(subparsers: Any) -> None:
     add_option(parser, "--dtypes", default="float32,bfloat16", help="comma-separated dtypes to measure")
     add_option(parser, "--budget-seconds", default=1.0, type=float, help="time spent per measurement")
     add_option(parser, "--threads", default=None, type=int, help="torch threads (default: torch's choice)")
+    add_option(
+        parser, "--peer", default=None, help="HOST:PORT of a running prefill worker: measure the link too"
+    )
+    add_option(parser, "--peer-tokens", default=0, type=int, help="prompt length for the link test (0: auto)")
+    add_option(parser, "--link-out", default=None, help="write the measured link profile JSON here")
+    parser.add_argument("--link-only", action="store_true", help="with --peer: measure only the link")
     parser.set_defaults(func=run)
 
 
@@ -48,9 +54,21 @@ def _check(args: argparse.Namespace) -> list[str]:
         raise UserError(f"--budget-seconds {args.budget_seconds}: must be > 0")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads}: must be >= 1")
-    if args.out is not None and not Path(args.out).parent.is_dir():
-        raise UserError(f"--out {args.out}: folder {str(Path(args.out).parent)!r} does not exist")
+    for flag in ("out", "link_out"):
+        value = getattr(args, flag)
+        if value is not None and not Path(value).parent.is_dir():
+            name = "--" + flag.replace("_", "-")
+            raise UserError(f"{name} {value}: folder {str(Path(value).parent)!r} does not exist")
+    if args.peer is not None and not _host_port(args.peer):
+        raise UserError(f"--peer {args.peer}: expected HOST:PORT, e.g. 10.0.0.5:50051")
+    if (args.link_only or args.link_out) and args.peer is None:
+        raise UserError("--link-only and --link-out need --peer HOST:PORT")
     return _dtypes(args.dtypes)
+
+
+def _host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _summary(profile: dict[str, Any]) -> str:
@@ -65,9 +83,35 @@ def _summary(profile: dict[str, Any]) -> str:
     )
 
 
+def _write(text: str, path: str | None) -> None:
+    if path is not None:
+        Path(path).write_text(text + "\n")
+    print(text)
+
+
+def _link(args: argparse.Namespace) -> None:
+    from hybrid_workers.link_calibration import measure_link
+
+    link = measure_link(args.peer, f"link-to-{args.peer}", tokens=args.peer_tokens)
+    print(
+        f"link to {args.peer}: {link['gbps']:.2f} Gb/s payload, "
+        f"{link['latency_seconds'] * 1e6:.0f} us one-way",
+        file=sys.stderr,
+    )
+    _write(json.dumps(link, indent=2), args.link_out)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Measure, print a one-line summary to stderr and the profile JSON to stdout (and --out)."""
+    """Measure, print one-line summaries to stderr and the profile JSON to stdout (and the files)."""
     dtypes = _check(args)
+    if not args.link_only:
+        _device(args, dtypes)
+    if args.peer is not None:
+        _link(args)
+    return 0
+
+
+def _device(args: argparse.Namespace, dtypes: list[str]) -> None:
     import torch
 
     from hybrid_workers.calibration import measure_profile
@@ -77,9 +121,5 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     profile = measure_profile(device, dtypes, args.budget_seconds, args.id)
-    text = json.dumps(profile, indent=2)
-    if args.out is not None:
-        Path(args.out).write_text(text + "\n")
     print(_summary(profile), file=sys.stderr)
-    print(text)
-    return 0
+    _write(json.dumps(profile, indent=2), args.out)
