@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +34,20 @@ def test_child_output_is_relayed_with_its_name_and_kept_as_tail() -> None:
     assert outcome.code == ExitCode.PREFILL_EXITED and outcome.child_status == 0
     assert "prefill | hello\n" in out.getvalue() and "prefill | oops\n" in out.getvalue()
     assert supervisor.children[0].tail() == ["hello", "oops"]
+
+
+def test_hidden_lines_are_not_relayed_but_kept_in_the_tail() -> None:
+    out = io.StringIO()
+    code = "print('GET /ready 200'); print('request 1: success')"
+    child = ChildSpec(
+        "decode", (sys.executable, "-c", code), ExitCode.DECODE_EXITED, hide=re.compile("/ready")
+    )
+    supervisor = Supervisor([child], out)
+    supervisor.start()
+    supervisor.run()
+    supervisor.stop_all()
+    assert out.getvalue() == "decode  | request 1: success\n"
+    assert supervisor.children[0].tail() == ["GET /ready 200", "request 1: success"]
 
 
 def test_when_one_child_exits_the_other_is_stopped_and_the_code_names_the_first() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import sys
 import urllib.request
@@ -18,6 +19,9 @@ from hybrid_workers.cli.serve import (
     stop_signals,
 )
 from hybrid_workers.supervisor import ChildSpec, ExitCode, Outcome, Supervisor, http_ok
+
+# uvicorn access-log lines that add nothing to the per-request line: successes, probes and scrapes.
+ROUTINE_ACCESS_LOG = re.compile(r'"[A-Z]+ (/ready|/health|/metrics)\S* HTTP/[0-9.]+" \d{3}|" 2\d\d( |$)')
 
 
 def worker_argv(role: str, args: argparse.Namespace, model: str) -> list[str]:
@@ -48,7 +52,8 @@ def decode_spec(args: argparse.Namespace, model: str, ports: Ports) -> ChildSpec
     """The decode worker: the OpenAI API on --host:--port, prefill over loopback gRPC."""
     argv = worker_argv("decode", args, model)
     argv += ["--prefill", f"{LOOPBACK}:{ports.prefill}", "--host", args.host, "--port", str(ports.api)]
-    return ChildSpec("decode", tuple(argv + forwarded("decode", args)), ExitCode.DECODE_EXITED)
+    hide = None if args.verbose else ROUTINE_ACCESS_LOG
+    return ChildSpec("decode", tuple(argv + forwarded("decode", args)), ExitCode.DECODE_EXITED, hide=hide)
 
 
 def tcp_open(host: str, port: int) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ class ChildSpec:
     argv: tuple[str, ...]
     exit_code: ExitCode  # what `serve` returns when this child exits first
     env: Mapping[str, str] = field(default_factory=dict)  # added to the inherited environment
+    hide: re.Pattern[str] | None = None  # output lines matching it are kept in the tail but not relayed
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -110,6 +112,8 @@ class Child:
         for line in stream:
             text = line.rstrip("\n")
             self._tail.append(text)
+            if self.spec.hide is not None and self.spec.hide.search(text):
+                continue
             with self._out_lock:
                 self._out.write(prefix + text + "\n")
                 self._out.flush()

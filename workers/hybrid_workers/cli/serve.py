@@ -26,7 +26,7 @@ FORWARDED: dict[str, tuple[str, ...]] = {
     "--fallback": ("decode",),
     "--max-concurrency": ("decode",),
     "--max-queue": ("decode",),
-    "--kv-compression": ("prefill",),
+    "--kv-compression": ("decode",),
     "--chunk-bytes": ("prefill",),
 }
 FORWARDED_HELP = {
@@ -34,10 +34,12 @@ FORWARDED_HELP = {
     "--fallback": "when the prefill worker fails: local (prefill on the decode worker) or fail (503)",
     "--max-concurrency": "requests the decode worker runs at once",
     "--max-queue": "requests that may wait for a slot; beyond it the API answers 429",
-    "--kv-compression": "KV wire compression: none, fp8 or int8",
+    "--kv-compression": "KV wire compression the decode worker asks for: none, fp8 or int8",
     "--chunk-bytes": "largest KV frame payload in bytes",
 }
 LOOPBACK = "127.0.0.1"
+# Ctrl-C, `kill`/orchestrators, a closed terminal: each stops both workers in order.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(parser, "--prefill-metrics-port", default=0, type=int, help="prefill /metrics; 0: a free port")
     add_option(parser, "--ready-timeout", default=600.0, type=float, help="seconds to wait for readiness")
     add_option(parser, "--stop-timeout", default=10.0, type=float, help="seconds a worker gets to stop")
+    parser.add_argument(
+        "--verbose", action="store_true", help="relay every worker line (also HTTP access lines of successes)"
+    )
     for flag, help_text in FORWARDED_HELP.items():
         roles = "/".join(FORWARDED[flag])
         add_option(parser, flag, default=None, help=f"{help_text} (passed to the {roles} worker)")
@@ -144,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
 
 @contextmanager
 def stop_signals(handler: object) -> Iterator[None]:
-    """Route SIGINT and SIGTERM to `handler` while the block runs; restore the old handlers after."""
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}  # type: ignore[arg-type]
+    """Route STOP_SIGNALS to `handler` while the block runs; restore the old handlers after."""
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}  # type: ignore[arg-type]
     try:
         yield
     finally:
