@@ -6,7 +6,14 @@ on its own HybridInference name, so the tests do not depend on each other's orde
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,3 +223,54 @@ def test_selector_matching_no_node_is_reported_and_builds_nothing(
     assert invalid["reason"] == "NoMatchingNode"
     assert "mac-that-never-joined" in invalid["message"]
     assert child(cluster, DEPLOYMENTS, "nowhere-prefill") is None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text: str = response.read().decode()
+            return text
+    except OSError:
+        return ""
+
+
+def test_operator_command_reconciles_and_serves_metrics_and_liveness(
+    cluster: EmulatedCluster, tmp_path: Path
+) -> None:
+    """`hybrid-inference operator` as the chart runs it, in its own process, on another namespace."""
+    ns, metrics_port, liveness_port = "cli", free_port(), free_port()
+    env = {**os.environ, "KUBECONFIG": str(cluster.write_kubeconfig(tmp_path / "config", ns))}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    command = [str(Path(sys.executable).with_name("hybrid-inference")), "operator", "--namespace", ns,
+               "--metrics-port", str(metrics_port), "--liveness", f"http://127.0.0.1:{liveness_port}/healthz",
+               "--decode-image", "reg/decode:cli"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        body = hybrid_inference("cli", {})
+        body["metadata"]["namespace"] = ns
+        cluster.create(f"/apis/hybridinference.dev/v1alpha1/namespaces/{ns}/hybridinferences", body)
+        decode = wait_for(
+            "cli-decode", lambda: cluster.get(f"/apis/apps/v1/namespaces/{ns}/deployments/cli-decode")
+        )
+        assert decode["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/decode:cli"
+        metrics = wait_for(
+            "reconcile metric",
+            lambda: (
+                "hybrid_inference_reconcile_total{"
+                in (t := http_get(f"http://127.0.0.1:{metrics_port}/metrics"))
+                and t
+            ),
+        )
+        assert 'hybrid_inference_reconcile_duration_seconds_count{trigger="create"}' in metrics
+        assert wait_for("liveness", lambda: http_get(f"http://127.0.0.1:{liveness_port}/healthz"))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr[-2000:]

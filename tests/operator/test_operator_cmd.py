@@ -1,0 +1,42 @@
+"""`hybrid-inference operator`: flag checks, the kopf command line it builds, light imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hybrid_workers.cli import build_parser, main
+from hybrid_workers.cli.operator_cmd import kopf_arguments
+
+
+def parse(*argv: str) -> object:
+    return build_parser().parse_args(["operator", *argv])
+
+
+def test_namespace_scope_becomes_kopf_namespace_and_liveness() -> None:
+    args = parse("--namespace", "inference", "--liveness", "http://0.0.0.0:8081/healthz")
+    assert kopf_arguments(args) == [  # type: ignore[arg-type]
+        "run", "-m", "hybrid_operator", "--standalone", "--namespace", "inference",
+        "--liveness", "http://0.0.0.0:8081/healthz",
+    ]  # fmt: skip
+
+
+def test_all_namespaces_from_its_environment_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRID_INFERENCE_ALL_NAMESPACES", "true")
+    assert "--all-namespaces" in kopf_arguments(parse())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("argv", [(), ("--namespace", "a", "--all-namespaces")])
+def test_scope_must_be_exactly_one(argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["operator", *argv]) == 2
+    assert "choose exactly one of --namespace NS and --all-namespaces" in capsys.readouterr().err
+
+
+def test_command_line_loads_without_importing_kopf_or_torch() -> None:
+    code = (
+        "import sys; from hybrid_workers.cli import build_parser; build_parser(); "
+        "print(sorted({'kopf', 'torch'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
