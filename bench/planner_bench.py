@@ -1,0 +1,96 @@
+"""Planner vs measured: calibrate this machine, predict the bench demo model's TTFT and decode TPS with
+`plan`, and compare with what `hybrid-inference generate` measures (docs/benchmarks.md, "Planner vs
+measured").
+
+Usage: python bench/planner_bench.py [--model DIR] [--prompt-words N] [--max-tokens N] [--rounds N]
+Without --model it uses the cached `bench` demo model (written on first use, ~1 minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "hybrid_workers"]
+GENERATED = re.compile(
+    r"prompt (\d+) tokens, completion (\d+) tokens .*TTFT ([\d.]+) ms, decode ([\d.]+) tokens/s"
+)
+
+
+def calibrate(out: Path) -> dict:
+    """Run `calibrate` (float32, the dtype `generate` uses on CPU) and return the profile."""
+    subprocess.run([*CLI, "calibrate", "--device", "cpu", "--dtypes", "float32", "--out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    return dict(json.loads(out.read_text()))
+
+
+def generate(model: str, prompt: str, max_tokens: int) -> tuple[int, int, float, float]:
+    """(prompt tokens, completion tokens, TTFT s, decode tok/s) of one greedy `generate`."""
+    result = subprocess.run(
+        [*CLI, "generate", "--model", model, "--device", "cpu", "--dtype", "float32", "--prompt", prompt,
+         "--max-tokens", str(max_tokens), "--temperature", "0"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    match = GENERATED.search(result.stderr)
+    if match is None:
+        raise SystemExit(f"cannot parse generate's timing line from: {result.stderr[-500:]}")
+    prompt_tokens, tokens, ttft_ms, tps = match.groups()
+    return int(prompt_tokens), int(tokens), float(ttft_ms) / 1000, float(tps)
+
+
+def plan(model: str, profile: Path, prompt_tokens: int, output_tokens: int) -> dict:
+    """The single-node placement `plan` predicts on the calibrated profile."""
+    result = subprocess.run(
+        [*CLI, "plan", "--model", model, "--prefill-device", str(profile), "--decode-device", str(profile),
+         "--link", "loopback", "--dtype", "float32", "--prompt-tokens", str(prompt_tokens),
+         "--output-tokens", str(output_tokens), "--json"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return dict(json.loads(result.stdout)["best"])
+
+
+def main() -> int:
+    """Alternate calibrate and generate `--rounds` times; print each pair and the medians."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model folder (default: the bench demo model)")
+    parser.add_argument("--prompt-words", type=int, default=300)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if args.model is None:
+        from hybrid_workers.engine import demo_model_dir
+
+        args.model = str(demo_model_dir("bench"))
+    prompt = " ".join(f"the {w} river runs past the old mill" for w in range(args.prompt_words // 8))
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for round_ in range(args.rounds):
+            profile = Path(folder) / f"profile-{round_}.json"
+            measured = calibrate(profile)
+            n_prompt, n_out, ttft, tps = generate(args.model, prompt, args.max_tokens)
+            predicted = plan(args.model, profile, n_prompt, max(1, n_out - 1))
+            rows.append((ttft, predicted["ttft_seconds"], tps, predicted["decode_tokens_per_second"]))
+            gflops = measured["sustained_tflops"]["float32"] * 1000
+            gemv, overhead = measured["decode_gbps"]["float32"], measured["layer_overhead_seconds"] * 1e6
+            print(
+                f"round {round_}: calibrated {gflops:.0f} GFLOP/s, GEMV {gemv:.1f} GB/s, "
+                f"{overhead:.0f} us/layer overhead"
+                f" | prompt {n_prompt}, {n_out} tokens"
+                f" | TTFT measured {ttft:.3f} s, planned {predicted['ttft_seconds']:.3f} s"
+                f" | TPS measured {tps:.1f}, planned {predicted['decode_tokens_per_second']:.1f}",
+                flush=True,
+            )
+    ttft_m, ttft_p, tps_m, tps_p = (statistics.median(column) for column in zip(*rows, strict=True))
+    print(f"median: TTFT measured {ttft_m:.3f} s vs planned {ttft_p:.3f} s ({ttft_p / ttft_m - 1:+.0%}); "
+          f"TPS measured {tps_m:.1f} vs planned {tps_p:.1f} ({tps_p / tps_m - 1:+.0%})")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
