@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from hybrid_workers.engine.growing_cache import reserve
 from hybrid_workers.engine.loading import LoadedModel
 from hybrid_workers.engine.sampling import SamplingParams, sample
 
@@ -35,12 +36,14 @@ def decode(
 ) -> Iterator[Step]:
     """Yield the tokens after `first_token` (generation steps 1, 2, ...), one forward pass each.
 
-    `cache` holds the prompt's `prompt_len` positions and is extended in place. The iterator never
-    stops on EOS, stop strings or max_tokens (the caller decides); it ends only when the model's
-    context is full.
+    `cache` holds the prompt's `prompt_len` positions and is extended in place; its layers move once
+    into buffers with room for `params.max_tokens` more (the tensors it held are not modified). The
+    iterator never stops on EOS, stop strings or max_tokens (the caller decides); it ends only when
+    the model's context is full.
     """
     if cache.get_seq_length() != prompt_len:
         raise ValueError(f"cache holds {cache.get_seq_length()} positions, prompt_len is {prompt_len}")
+    reserve(cache, min(lm.max_context, prompt_len + params.max_tokens))
     token, position, step = first_token, prompt_len, 1
     while position < lm.max_context:
         with torch.no_grad():

@@ -1,0 +1,192 @@
+"""Engine benchmark: per-layer emission overhead on prefill, and decode speed / bandwidth vs transformers.
+
+Run: `python bench/engine_bench.py [--model DIR] [--out results.json]` (default model: the cached
+`bench` demo model, ≈200M parameters, written on first use). In one process it measures:
+- read bandwidth of this machine (torch sum over a large buffer, best of several passes);
+- a plain forward over the prompt vs `prefill()` with an `on_layer` receiver (ratio; goal ≥ 0.95);
+- decode tokens/s of `engine.decode` vs `model.generate` (greedy, same prompt, same token count);
+- decode bandwidth utilisation = tokens/s × bytes read per token ÷ measured read bandwidth.
+Prints JSON. Speed numbers belong here and in docs/benchmarks.md, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from hybrid_workers.engine import LoadedModel, SamplingParams, decode, load_model, prefill, sample
+from hybrid_workers.engine.demo_model import demo_model_dir
+
+
+def read_bandwidth(gib: float = 1.0, passes: int = 7) -> float:
+    """Bytes per second a full read of a `gib` GiB float32 buffer reaches (best pass)."""
+    buffer = torch.ones(int(gib * (1 << 30)) // 4)  # [n] float32
+    best = min(_seconds(lambda: float(buffer.sum())) for _ in range(passes))
+    return buffer.numel() * 4 / best
+
+
+def _seconds(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def _prompt(lm: LoadedModel, length: int) -> list[int]:
+    generator = torch.Generator().manual_seed(0)
+    body = torch.randint(8, lm.vocab_size, (length - 1,), generator=generator).tolist()
+    return [lm.tokenizer.bos_token_id, *body]
+
+
+def plain_forward(lm: LoadedModel, prompt: list[int]) -> float:
+    """Seconds for the ordinary transformers forward that prefill replaces (cache on, last logits only)."""
+    input_ids = torch.tensor([prompt], device=lm.device)  # [1, seq]
+    with torch.no_grad():
+        return _seconds(lambda: lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1))
+
+
+def emitting_prefill(lm: LoadedModel, prompt: list[int]) -> float:
+    """Seconds for prefill() handing every layer to a receiver that keeps references (as a sender would)."""
+    received: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    return _seconds(lambda: prefill(lm, prompt, lambda i, k, v: received.append((i, k, v))))
+
+
+def prefill_overhead(lm: LoadedModel, prompt: list[int], repeats: int) -> dict[str, float]:
+    """Interleaved runs of both, medians: speed of prefill() relative to the plain forward."""
+    plain_forward(lm, prompt)  # warm-up (allocator, kernels)
+    plain, emitting = [], []
+    for _ in range(repeats):
+        plain.append(plain_forward(lm, prompt))
+        emitting.append(emitting_prefill(lm, prompt))
+    plain_s, emitting_s = statistics.median(plain), statistics.median(emitting)
+    return {
+        "plain_forward_seconds": plain_s,
+        "prefill_with_emission_seconds": emitting_s,
+        "prefill_speed_vs_plain": plain_s / emitting_s,
+    }
+
+
+def engine_decode_tps(lm: LoadedModel, prompt: list[int], tokens: int) -> float:
+    """Tokens per second of engine.decode after a prefill (first token excluded, as TPS is usually quoted)."""
+    greedy = SamplingParams(max_tokens=tokens, temperature=0)
+    result = prefill(lm, prompt)
+    first, _ = sample(result.logits, greedy, 0)
+    steps = decode(lm, result.cache, first, len(prompt), greedy)
+    start = time.perf_counter()
+    for _step, _ in zip(steps, range(tokens - 1), strict=False):
+        pass
+    return (tokens - 1) / (time.perf_counter() - start)
+
+
+class _TokenClock:
+    """A `generate` streamer that only notes when each new token arrives."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.calls = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        self.calls += 1
+        if self.calls > 1:  # the first call carries the prompt
+            self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def generate_decode_tps(lm: LoadedModel, prompt: list[int], tokens: int) -> float:
+    """Tokens per second of transformers `generate` (greedy), between its first and last new token."""
+    clock = _TokenClock()
+    input_ids = torch.tensor([prompt], device=lm.device)  # [1, seq]
+    with torch.no_grad():
+        lm.model.generate(
+            input_ids,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            streamer=clock,
+            pad_token_id=lm.tokenizer.pad_token_id,
+        )
+    return (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
+
+
+def bytes_per_token(lm: LoadedModel, context: int) -> float:
+    """Bytes one decode step reads: every weight except the embedding table (one row), plus the KV cache."""
+    element = torch.finfo(lm.dtype).bits // 8
+    embedding = lm.model.get_input_embeddings().weight
+    weights = sum(p.numel() for p in lm.model.parameters()) - embedding.numel() + embedding.shape[1]
+    kv = lm.num_layers * 2 * lm.num_kv_heads * lm.head_dim * context
+    return float((weights + kv) * element)
+
+
+def decode_speed(lm: LoadedModel, prompt: list[int], tokens: int, repeats: int, bandwidth: float) -> dict:
+    """Engine vs generate decode TPS (best of `repeats`, interleaved) and bandwidth utilisation."""
+    engine_decode_tps(lm, prompt, 4)  # warm-up
+    engine, reference = [], []
+    for _ in range(repeats):
+        engine.append(engine_decode_tps(lm, prompt, tokens))
+        reference.append(generate_decode_tps(lm, prompt, tokens))
+    per_token = bytes_per_token(lm, len(prompt) + tokens // 2)
+    best_engine, best_reference = max(engine), max(reference)
+    return {
+        "decode_tokens": tokens,
+        "engine_decode_tokens_per_second": best_engine,
+        "generate_decode_tokens_per_second": best_reference,
+        "engine_vs_generate": best_engine / best_reference,
+        "bytes_read_per_token": per_token,
+        "engine_bandwidth_utilisation": best_engine * per_token / bandwidth,
+        "generate_bandwidth_utilisation": best_reference * per_token / bandwidth,
+        "engine_runs_tokens_per_second": engine,
+        "generate_runs_tokens_per_second": reference,
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    """All measurements on one loaded model; returns the results as a JSON-ready dict."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = args.model or str(demo_model_dir("bench"))
+    lm = load_model(model, device=args.device, dtype=args.dtype, progress=False)
+    prompt = _prompt(lm, args.prompt_tokens)
+    bandwidth = read_bandwidth()
+    results = {
+        "model": lm.name,
+        "parameters": sum(p.numel() for p in lm.model.parameters()),
+        "dtype": str(lm.dtype).removeprefix("torch."),
+        "device": lm.device.type,
+        "torch_threads": torch.get_num_threads(),
+        "prompt_tokens": len(prompt),
+        "read_bandwidth_bytes_per_second": bandwidth,
+        **prefill_overhead(lm, prompt, args.repeats),
+        **decode_speed(lm, prompt, args.new_tokens, args.repeats, bandwidth),
+    }
+    results["read_bandwidth_after_bytes_per_second"] = read_bandwidth()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, run, print JSON (and write it to --out)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model folder or HF id; default: the bench demo model")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--prompt-tokens", type=int, default=512)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    results = json.dumps(run(args), indent=2)
+    print(results)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(results + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
