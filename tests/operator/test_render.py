@@ -13,9 +13,8 @@ from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference, parse
 from hybrid_operator.placement import Placement
 from hybrid_operator.render import render
+from manifests import SUPPORTED_VERSIONS
 
-# Kubernetes versions the operator supports (gRPC probes are GA from 1.27; k3s stable is in range).
-SUPPORTED_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
 SAMPLES = sorted((ROOT / "tests" / "data" / "hybridinference" / "valid").glob("*.yaml")) + sorted(
     (ROOT / "examples").glob("*.yaml")
 )

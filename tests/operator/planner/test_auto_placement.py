@@ -58,3 +58,20 @@ def test_a_model_that_fits_no_known_node_is_explained() -> None:
     small = NodeInfo("l4-node", labels={"nvidia.com/gpu.product": "NVIDIA-L4"}, gpus=1)
     with pytest.raises(NoPlacementError, match=r"llama-3\.1-70b fits on none of l4"):
         plan_placement([small], model_shape("llama-3.1-70b"), EXO_REQUEST, TEN_GBE)
+
+
+def test_roles_restrict_which_node_may_prefill_or_decode() -> None:
+    # The Mac may only decode (its taint is tolerated by decode pods only); the Spark may do both.
+    roles = {"spark": {"prefill", "decode"}, "mac-studio": {"decode"}}
+    short = plan_placement([SPARK, MAC], LLAMA, Request(16, 256), TEN_GBE, roles=roles)
+    assert (short.prefill_node, short.decode_node) == ("spark", "mac-studio")  # Mac alone is not allowed
+    only_prefill = {"spark": {"prefill"}, "mac-studio": {"decode"}}
+    chosen = plan_placement([SPARK, MAC], LLAMA, EXO_REQUEST, TEN_GBE, roles=only_prefill)
+    assert chosen.speedup_vs_best_single_node == 1.0  # no single node may run both roles
+    assert (chosen.prefill_node, chosen.decode_node) == ("spark", "mac-studio")
+
+
+def test_a_known_node_that_no_role_may_use_is_excluded_with_the_reason() -> None:
+    chosen = plan_placement([SPARK, MAC], LLAMA, EXO_REQUEST, TEN_GBE, roles={"spark": {"prefill", "decode"}})
+    assert chosen.excluded == {"mac-studio": "neither role's pods can run there (taints or GPU requests)"}
+    assert (chosen.prefill_node, chosen.decode_node) == ("spark", "spark")

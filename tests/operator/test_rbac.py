@@ -1,0 +1,134 @@
+"""RBAC: what the operator's code uses, kube.PERMISSIONS, and the chart's roles are the same set.
+
+"Used" is derived, not declared: the literal API calls in kube.py (AST), the kinds reconcile applies
+(every rendered sample), the resources kopf's registered handlers watch, and kopf's own writes.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Iterable
+from typing import Any
+
+import hybrid_operator.handlers  # noqa: F401  (registers the kopf handlers)
+import kopf
+import pytest
+import yaml
+from crd_schema import ROOT
+from hybrid_operator import kube
+from hybrid_operator.config import OperatorConfig
+from hybrid_operator.models import parse
+from hybrid_operator.placement import Placement
+from hybrid_operator.render import render as render_children
+from manifests import chart_objects, render_chart
+
+Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+
+def expand(rules: Iterable[dict[str, Any]]) -> set[Rule]:
+    return {
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+
+
+def declared(namespaced: bool | None = None) -> set[Rule]:
+    return {
+        (p.group, p.resource, verb)
+        for p in kube.PERMISSIONS
+        for verb in p.verbs
+        if namespaced is None or p.namespaced == namespaced
+    }
+
+
+def literal_calls() -> set[Rule]:
+    """Rules of the literal `self._call("verb", _, "Kind", ...)` and `self.get(_, "Kind", ...)` in kube.py."""
+    used = set()
+    for node in ast.walk(ast.parse(inspect.getsource(kube))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        args = [a.value if isinstance(a, ast.Constant) else None for a in node.args]
+        if node.func.attr == "_call" and isinstance(args[0], str) and isinstance(args[2], str):
+            verb, kind, sub = args[0], args[2], _subresource(node)
+        elif node.func.attr == "get" and len(args) >= 2 and isinstance(args[1], str):
+            verb, kind, sub = "get", args[1], ""
+        else:
+            continue
+        group, plural = next(v for (_, k), v in kube.KINDS.items() if k == kind)
+        used.add((group, plural + sub, verb))
+    return used
+
+
+def _subresource(call: ast.Call) -> str:
+    for keyword in call.keywords:
+        if keyword.arg == "subresource" and isinstance(keyword.value, ast.Constant):
+            return str(keyword.value.value)
+    return ""
+
+
+def applied_kinds() -> set[Rule]:
+    """Reconcile gets, creates and patches every kind it renders; owner refs may block owner deletion."""
+    used: set[Rule] = set()
+    samples = sorted((ROOT / "tests" / "data" / "hybridinference" / "valid").glob("*.yaml"))
+    for path in samples:
+        body = yaml.safe_load(path.read_text())
+        body["metadata"].update(namespace="ns", uid="u")
+        for manifest in render_children(parse(body), Placement(("n",), ("n",), "t"), OperatorConfig()):
+            group, plural = kube.KINDS[(manifest["apiVersion"], manifest["kind"])]
+            used |= {(group, plural, verb) for verb in ("get", "create", "patch")}
+            if any(ref.get("blockOwnerDeletion") for ref in manifest["metadata"]["ownerReferences"]):
+                used.add(("hybridinference.dev", "hybridinferences/finalizers", "update"))
+    return used
+
+
+def kopf_needs() -> set[Rule]:
+    """kopf lists and watches every handled resource, patches its own (annotations), posts events."""
+    used = {("", "events", "create")}
+    for handler in kopf.get_default_registry()._changing.get_all_handlers():
+        used.add(
+            (
+                handler.selector.group or "",
+                handler.selector.plural or handler.selector.any_name or "",
+                "patch",
+            )
+        )
+    registries = (kopf.get_default_registry()._changing, kopf.get_default_registry()._watching)
+    for registry in registries:
+        for handler in registry.get_all_handlers():
+            group, plural = (
+                handler.selector.group or "",
+                handler.selector.plural or handler.selector.any_name or "",
+            )
+            used |= {(group, plural, "list"), (group, plural, "watch")}
+    return used
+
+
+def test_everything_the_code_uses_is_declared_and_nothing_else() -> None:
+    used = literal_calls() | applied_kinds() | kopf_needs()
+    assert used - declared() == set(), "used but missing from kube.PERMISSIONS"
+    assert declared() - used == set(), "declared in kube.PERMISSIONS but never used"
+
+
+def test_cluster_wide_chart_grants_exactly_the_permissions() -> None:
+    roles = [o for o in chart_objects(render_chart({})) if o["kind"] in ("ClusterRole", "Role")]
+    assert [r["kind"] for r in roles] == ["ClusterRole"]
+    assert expand(roles[0]["rules"]) == declared()
+
+
+def test_namespaced_chart_grants_namespaced_rules_in_a_role_and_only_nodes_cluster_wide() -> None:
+    by_kind = {o["kind"]: o for o in chart_objects(render_chart({"watchNamespace": "inference"}))}
+    assert by_kind["Role"]["metadata"]["namespace"] == "inference"
+    assert expand(by_kind["Role"]["rules"]) == declared(namespaced=True)
+    assert expand(by_kind["ClusterRole"]["rules"]) == declared(namespaced=False)
+    assert by_kind["RoleBinding"]["roleRef"]["name"] == by_kind["Role"]["metadata"]["name"]
+
+
+async def test_client_refuses_a_call_outside_the_table() -> None:
+    client = kube.KubeClient(kopf.ConnectionInfo(server="http://127.0.0.1:9"), "test", relogin=lambda: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(PermissionError, match="delete apps/deployments"):
+        await client._call("delete", "apps/v1", "Deployment", "DELETE", "/apis/apps/v1/deployments/x")
+    await client.close()
