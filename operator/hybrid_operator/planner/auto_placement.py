@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -11,6 +11,7 @@ from hybrid_operator.planner.hardware import DeviceProfile
 from hybrid_operator.planner.links import LinkProfile
 from hybrid_operator.planner.model_shape import ModelShape
 from hybrid_operator.planner.nodes import NodeLike, NodeProfile, profile_node
+from hybrid_operator.planner.placements import Placement
 from hybrid_operator.planner.plan import Plan, make_plan
 from hybrid_operator.planner.roofline import Request
 
@@ -48,16 +49,22 @@ class PlacementPlan:
         }
 
 
-def _groups(profiles: Sequence[NodeProfile]) -> dict[str, tuple[DeviceProfile, list[str]]]:
-    """Nodes with equal profiles grouped under one label (the profile id, made unique if needed)."""
-    groups: dict[str, tuple[DeviceProfile, list[str]]] = {}
+ROLES = frozenset({"prefill", "decode"})
+
+
+def _groups(
+    profiles: Sequence[NodeProfile], roles: Mapping[str, frozenset[str]]
+) -> dict[str, tuple[DeviceProfile, frozenset[str], list[str]]]:
+    """Nodes with equal profiles and roles grouped under one label (the profile id, made unique)."""
+    groups: dict[str, tuple[DeviceProfile, frozenset[str], list[str]]] = {}
     for entry in sorted(profiles, key=lambda p: p.node):
         assert entry.device is not None
-        same = next((label for label, (d, _) in groups.items() if d == entry.device), None)
+        key = (entry.device, roles[entry.node])
+        same = next((label for label, (d, r, _) in groups.items() if (d, r) == key), None)
         if same is None:
             same = entry.device.id if entry.device.id not in groups else f"{entry.device.id}@{entry.node}"
-            groups[same] = (replace(entry.device, id=same), [])
-        groups[same][1].append(entry.node)
+            groups[same] = (replace(entry.device, id=same), roles[entry.node], [])
+        groups[same][2].append(entry.node)
     return groups
 
 
@@ -80,34 +87,54 @@ def _reason(plan: Plan, nodes: dict[str, str], evidence: dict[str, str]) -> str:
     )
 
 
+def _usable(
+    nodes: Sequence[NodeLike], roles: Mapping[str, Collection[str]] | None
+) -> tuple[list[NodeProfile], dict[str, str], dict[str, frozenset[str]]]:
+    """Profiles of the nodes that have one and may run a role; the others with their reasons."""
+    profiles = [profile_node(node) for node in nodes]
+    excluded = {p.node: p.reason for p in profiles if p.device is None}
+    allowed = {p.node: ROLES if roles is None else frozenset(roles.get(p.node, ())) & ROLES for p in profiles}
+    for p in profiles:
+        if p.device is not None and not allowed[p.node]:
+            excluded[p.node] = "neither role's pods can run there (taints or GPU requests)"
+    known = [p for p in profiles if p.device is not None and allowed[p.node]]
+    return known, excluded, allowed
+
+
 def plan_placement(
     nodes: Sequence[NodeLike],
     model: ModelShape,
     request: Request,
     link: LinkProfile,
     transfer_mode: str = "layerwise",
+    roles: Mapping[str, Collection[str]] | None = None,
 ) -> PlacementPlan:
     """Choose prefill and decode nodes for `model` serving `request`-shaped traffic over `link`,
     splits sending the KV cache in `transfer_mode` (the spec's kvTransfer.mode).
 
+    `roles` maps node name -> the roles ("prefill", "decode") whose pods may run there (None: any).
     Nodes without a known profile are excluded (with their reasons); NoPlacementError when none is left
     or the model fits on none of them.
     """
-    profiles = [profile_node(node) for node in nodes]
-    excluded = {p.node: p.reason for p in profiles if p.device is None}
-    known = [p for p in profiles if p.device is not None]
+    known, excluded, allowed = _usable(nodes, roles)
     if not known:
         details = (
             "; ".join(f"{name}: {why}" for name, why in sorted(excluded.items()))
             or "the cluster has no nodes"
         )
         raise NoPlacementError(f"no node with a known device profile ({details})", excluded)
-    groups = _groups(known)
+    groups = _groups(known, allowed)
+    group_roles = {label: group_role for label, (_, group_role, _) in groups.items()}
+
+    def eligible(p: Placement) -> bool:
+        return "prefill" in group_roles[p.prefill] and "decode" in group_roles[p.decode]
+
+    devices = [device for device, _, _ in groups.values()]
     try:
-        plan = make_plan(model, [device for device, _ in groups.values()], link, request, (transfer_mode,))
+        plan = make_plan(model, devices, link, request, (transfer_mode,), eligible)
     except PlannerError as exc:
         raise NoPlacementError(str(exc), excluded) from None
-    first_node = {label: names[0] for label, (_, names) in groups.items()}
+    first_node = {label: names[0] for label, (_, _, names) in groups.items()}
     evidence = {p.node: p.reason for p in known}
     best = plan.best
     return PlacementPlan(

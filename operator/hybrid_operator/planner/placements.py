@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,6 +42,10 @@ class Placement:
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the `plan --json` contract: prefill, decode, mode, ttft/tps/total first)."""
         return asdict(self)
+
+
+# Whether a placement may be chosen at all (e.g. the roles' pods can be scheduled on those nodes).
+Eligible = Callable[[Placement], bool]
 
 
 def _fit_note(model: ModelShape, device: DeviceProfile, request: Request, tokens: int) -> str:
@@ -121,9 +125,16 @@ def all_placements(
     return results
 
 
-def best_of(placements: Sequence[Placement], *, single_only: bool = False) -> Placement | None:
-    """The fitting placement with the least total time (ties: fewer machines, then lower TTFT)."""
-    fitting = [p for p in placements if p.fits and (p.mode == "single" or not single_only)]
+def best_of(
+    placements: Sequence[Placement], *, single_only: bool = False, eligible: Eligible | None = None
+) -> Placement | None:
+    """The fitting (and `eligible`) placement with the least total time (ties: fewer machines, then
+    lower TTFT)."""
+    fitting = [
+        p
+        for p in placements
+        if p.fits and (p.mode == "single" or not single_only) and (eligible is None or eligible(p))
+    ]
     if not fitting:
         return None
     return min(fitting, key=lambda p: (p.total_seconds, p.mode != "single", p.ttft_seconds))

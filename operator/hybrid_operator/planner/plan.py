@@ -10,7 +10,7 @@ from hybrid_operator.planner.errors import PlannerError
 from hybrid_operator.planner.hardware import DeviceProfile
 from hybrid_operator.planner.links import LinkProfile
 from hybrid_operator.planner.model_shape import ModelShape
-from hybrid_operator.planner.placements import Placement, all_placements, best_of, evaluate
+from hybrid_operator.planner.placements import Eligible, Placement, all_placements, best_of, evaluate
 from hybrid_operator.planner.roofline import Request
 
 # Longest prompt the threshold search considers (Llama 3.1's context length).
@@ -96,12 +96,16 @@ def make_plan(
     link: LinkProfile,
     request: Request,
     split_modes: Sequence[str] = ("bulk", "layerwise"),
+    eligible: Eligible | None = None,
 ) -> Plan:
-    """Evaluate every placement of `request` on `devices` (splits in `split_modes`), pick the best."""
+    """Evaluate every placement of `request` on `devices` (splits in `split_modes`) and pick the best
+    that fits (and is `eligible`, when given)."""
     if not devices:
         raise PlannerError("no devices to plan for")
     placements = all_placements(model, devices, link, request, split_modes)
-    best = best_of(placements)
+    best = best_of(placements, eligible=eligible)
+    if best is None and eligible is not None and best_of(placements) is not None:
+        raise PlannerError("no placement fits where the roles may run (memory, taints or GPU requests)")
     if best is None:
         raise PlannerError(
             f"{model.name} fits on none of {', '.join(d.id for d in devices)}: {placements[0].note}"
@@ -112,7 +116,8 @@ def make_plan(
         threshold = remote_prefill_min_tokens(
             model, by_id[best.prefill], by_id[best.decode], link, request, best.mode
         )
-    return Plan(model, link, request, placements, best, best_of(placements, single_only=True), threshold)
+    best_single = best_of(placements, single_only=True, eligible=eligible)
+    return Plan(model, link, request, placements, best, best_single, threshold)
 
 
 def _hiding(best: Placement) -> str:
