@@ -18,7 +18,7 @@ from hybrid_workers.cli.serve import (
     say,
     stop_signals,
 )
-from hybrid_workers.supervisor import ChildSpec, ExitCode, Outcome, Supervisor, http_ok
+from hybrid_workers.supervisor import Child, ChildSpec, ExitCode, Outcome, Supervisor, http_ok
 
 # uvicorn access-log lines that add nothing to the per-request line: successes, probes and scrapes.
 ROUTINE_ACCESS_LOG = re.compile(r'"[A-Z]+ (/ready|/health|/metrics)\S* HTTP/[0-9.]+" \d{3}|" 2\d\d( |$)')
@@ -98,7 +98,7 @@ def supervise(args: argparse.Namespace, model: str, ports: Ports) -> int:
             outcome = supervisor.run()
         say("stopping both workers")
         statuses = supervisor.stop_all()
-    report(outcome, statuses, args.ready_timeout)
+    report(outcome, supervisor.children, statuses, args.ready_timeout)
     return int(outcome.code)
 
 
@@ -110,19 +110,25 @@ def announce(api: str, model: str) -> None:
     say("Ctrl-C stops both workers")
 
 
-def report(outcome: Outcome, statuses: dict[str, int], ready_timeout: float) -> None:
-    """Explain on stderr why the session ended, unless it was stopped on request."""
+def report(outcome: Outcome, children: list[Child], statuses: dict[str, int], ready_timeout: float) -> None:
+    """Explain on stderr why the session ended, with the workers' last lines, unless stopped on request."""
     if outcome.code == ExitCode.STOPPED:
         say(f"stopped (worker exit statuses: {statuses})")
         return
     if outcome.code == ExitCode.NOT_READY:
         message = f"the API was not ready after {ready_timeout:g} s (--ready-timeout); stopped both workers"
+        shown = children
     else:
         assert outcome.child is not None
         other = "decode" if outcome.child.name == "prefill" else "prefill"
-        message = (
-            f"the {outcome.child.name} worker exited with status {outcome.child_status}; "
-            f"stopped the {other} worker; its last lines:\n"
-            + "\n".join(f"  {line}" for line in outcome.child.tail())
-        )
-    print(f"hybrid-inference serve: error (exit {int(outcome.code)}): {message}", file=sys.stderr, flush=True)
+        status = outcome.child_status
+        message = f"the {outcome.child.name} worker exited with status {status}; stopped the {other} worker"
+        shown = [outcome.child]
+    tails = "".join(
+        f"\nlast lines of the {c.name} worker:\n" + "\n".join(f"  {x}" for x in c.tail()) for c in shown
+    )
+    print(
+        f"hybrid-inference serve: error (exit {int(outcome.code)}): {message}{tails}",
+        file=sys.stderr,
+        flush=True,
+    )
