@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from monitoring.alerts import rule_groups
+from monitoring.chart import prometheus_rule_template
 from monitoring.dashboard import dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,8 @@ def rules_yaml() -> str:
 OUTPUTS: dict[str, Callable[[], str]] = {
     "monitoring/grafana/hybrid-inference.json": dashboard_json,
     "monitoring/alerts.yaml": rules_yaml,
+    "charts/hybrid-inference/files/dashboards/hybrid-inference.json": dashboard_json,
+    "charts/hybrid-inference/templates/monitoring-prometheusrule.yaml": prometheus_rule_template,
 }
 
 
