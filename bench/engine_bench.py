@@ -114,6 +114,24 @@ def generate_decode_tps(lm: LoadedModel, prompt: list[int], tokens: int) -> floa
     return (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
 
 
+def gemv_pass_seconds(lm: LoadedModel, passes: int = 5) -> float:
+    """Best time of one matrix-vector product with every Linear weight of the model, nothing else.
+
+    This is what a decode step cannot beat in eager PyTorch: the same weight reads, no attention,
+    norms or Python around them.
+    """
+    weights = [m.weight for m in lm.model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(1, w.shape[1], dtype=w.dtype, device=w.device) for w in weights]  # [1, in]
+
+    def one_pass() -> None:
+        for weight, x in zip(weights, inputs, strict=True):
+            torch.nn.functional.linear(x, weight)  # [1, out]
+
+    with torch.no_grad():
+        one_pass()
+        return min(_seconds(one_pass) for _ in range(passes))
+
+
 def bytes_per_token(lm: LoadedModel, context: int) -> float:
     """Bytes one decode step reads: every weight except the embedding table (one row), plus the KV cache."""
     element = torch.finfo(lm.dtype).bits // 8
@@ -132,7 +150,10 @@ def decode_speed(lm: LoadedModel, prompt: list[int], tokens: int, repeats: int, 
         reference.append(generate_decode_tps(lm, prompt, tokens))
     per_token = bytes_per_token(lm, len(prompt) + tokens // 2)
     best_engine, best_reference = max(engine), max(reference)
+    gemv_seconds = gemv_pass_seconds(lm)
     return {
+        "gemv_only_tokens_per_second": 1 / gemv_seconds,
+        "gemv_only_bandwidth_utilisation": per_token / gemv_seconds / bandwidth,
         "decode_tokens": tokens,
         "engine_decode_tokens_per_second": best_engine,
         "generate_decode_tokens_per_second": best_reference,

@@ -23,9 +23,9 @@ _SAMPLES_PER_TENSOR = 4096  # elements of each weight that enter the fingerprint
 _UNSTABLE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "name_or_path"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LoadedModel:
-    """A causal LM ready for inference, with the facts the workers need about it."""
+    """A causal LM ready for inference, with the facts the workers need about it (compared by identity)."""
 
     model: Any  # transformers PreTrainedModel, in eval mode, on `device`, in `dtype`
     tokenizer: Any  # transformers tokenizer
