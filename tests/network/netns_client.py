@@ -1,0 +1,44 @@
+"""Decode side of the network test, run inside the decode namespace: remote prefill, then greedy decode.
+
+Usage: python netns_client.py TARGET MODEL_DIR PROMPT_TOKENS MODE...; prints one JSON line per mode:
+{"mode", "tokens" (remote first token + local greedy), "reference" (generate on this machine), "timings"}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import torch
+from hybrid_workers.decode.prefill_client import PrefillClient
+from hybrid_workers.engine import SamplingParams, decode, load_model
+
+NEW_TOKENS = 8
+
+
+def main(target: str, model_dir: str, prompt_tokens: int, modes: list[str]) -> None:
+    lm = load_model(model_dir, device="cpu", dtype="float32", progress=False)
+    ids = [1, *range(8, 8 + prompt_tokens - 1)]
+    params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0)
+    with torch.no_grad():
+        inputs = torch.tensor([ids])  # [1, seq]
+        output = lm.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=NEW_TOKENS)
+    reference = output[0, len(ids) :].tolist()
+    for mode in modes:
+        with PrefillClient(target, lm, mode=mode, timeout_s=120) as client:
+            remote = client.prefill(ids, params)
+        tokens = [remote.first_token]
+        for step in decode(lm, remote.cache, remote.first_token, len(ids), params):
+            if len(tokens) == NEW_TOKENS:
+                break
+            tokens.append(step.token_id)
+        timings = dataclasses.asdict(remote.timings)
+        print(
+            json.dumps({"mode": mode, "tokens": tokens, "reference": reference, "timings": timings}),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:])
