@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PROTO_SRC := workers/proto/kv.proto
 PROTO_OUT := workers/hybrid_workers/kv/proto
 
-.PHONY: serve test lint typecheck unit proto bench system-deps clean
+.PHONY: serve test lint typecheck unit proto bench system-deps clean monitoring
 
 # Quick start 1: install, then run both roles locally on the embedded demo model.
 serve: $(STAMP) proto
@@ -19,11 +19,11 @@ test: $(STAMP) proto system-deps lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check workers operator tests bench
-	$(BIN)/ruff format --check workers operator tests bench
+	$(BIN)/ruff check workers operator tests bench monitoring
+	$(BIN)/ruff format --check workers operator tests bench monitoring
 
 typecheck: $(STAMP) proto
-	$(BIN)/mypy workers/hybrid_workers operator/hybrid_operator
+	$(BIN)/mypy workers/hybrid_workers operator/hybrid_operator monitoring
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -51,6 +51,10 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else echo "note: not root, not installing:$$missing (the tests that need them skip)"; fi; \
 	fi
+
+# Regenerate the Grafana dashboard and alert rules (and the chart's copies) from monitoring/*.py.
+monitoring: $(STAMP)
+	$(BIN)/python -m monitoring
 
 bench: $(STAMP) proto
 	$(BIN)/hybrid-inference bench
