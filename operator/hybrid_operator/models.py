@@ -81,7 +81,7 @@ class ModelVolume(_Spec):
 
     pvc: str | None = Field(default=None, min_length=1, max_length=253)  # PersistentVolumeClaim name
     host_path: str | None = Field(default=None, pattern=r"^/")  # absolute path on the node
-    mount_path: str = Field(default="/models", pattern=r"^/")  # also HF_HOME inside the pods
+    mount_path: str = Field(default="/models", pattern=r"^/")  # HF_HOME is <mount_path>/.huggingface
     read_only: bool = True  # mount read-only (weights are never written by the workers)
 
     @model_validator(mode="after")

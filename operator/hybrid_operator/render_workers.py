@@ -10,7 +10,8 @@ from hybrid_workers.options import env_name
 
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference, WorkerPoolSpec
-from hybrid_operator.placement import GPU_RESOURCE
+from hybrid_operator.placement import GPU_RESOURCE, Placement
+from hybrid_operator.placement_auto import decode_prediction_flags
 from hybrid_operator.render_common import (
     DECODE,
     PREFILL,
@@ -132,7 +133,8 @@ def volume_mounts(cr: HybridInference) -> list[dict[str, Any]]:
 def runtime_env(cr: HybridInference) -> list[dict[str, str]]:
     """Non-flag environment: HF cache in the model volume, other caches in the writable emptyDir."""
     return [
-        {"name": "HF_HOME", "value": cr.spec.model.volume.mount_path},
+        # As in the worker images: a Hugging Face cache lives in .huggingface/ on the model volume.
+        {"name": "HF_HOME", "value": f"{cr.spec.model.volume.mount_path.rstrip('/')}/.huggingface"},
         {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
         {"name": "HYBRID_INFERENCE_CACHE_DIR", "value": CACHE_DIR},  # the demo model is written here
         {"name": "HOME", "value": "/tmp"},
@@ -247,10 +249,15 @@ def prefill_deployment(cr: HybridInference, config: OperatorConfig) -> Manifest:
     return _deployment(cr, PREFILL, cr.spec.prefill, container)
 
 
-def decode_deployment(cr: HybridInference, config: OperatorConfig) -> Manifest:
-    """Deployment `<name>-decode`: `hybrid-inference decode` serving the OpenAI API (and /metrics)."""
+def decode_deployment(
+    cr: HybridInference, config: OperatorConfig, placement: Placement | None = None
+) -> Manifest:
+    """Deployment `<name>-decode`: `hybrid-inference decode` serving the OpenAI API (and /metrics).
+
+    With a planned `placement` (auto mode) the decode worker also gets the prediction and threshold."""
     container = _container(cr, DECODE, cr.spec.decode, config.decode_image)
-    container["env"] = env(decode_flags(cr)) + runtime_env(cr)
+    planned = decode_prediction_flags(cr, placement) if placement is not None else {}
+    container["env"] = env(decode_flags(cr) | planned) + runtime_env(cr)
     container["ports"] = [{"name": "http", "containerPort": cr.spec.serving.port, "protocol": "TCP"}]
     container.update(decode_probes())
     return _deployment(cr, DECODE, cr.spec.decode, container)

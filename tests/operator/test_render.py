@@ -104,7 +104,7 @@ def test_worker_command_lines_follow_the_cli_contract() -> None:
     assert decode["HYBRID_INFERENCE_PREFILL"] == "spark-plus-mac-prefill:50051"
     assert decode["HYBRID_INFERENCE_MAX_MODEL_LEN"] == "16384"
     assert decode["HYBRID_INFERENCE_REMOTE_PREFILL_MIN_TOKENS"] == "auto"
-    assert decode["HF_HOME"] == "/models"
+    assert decode["HF_HOME"] == "/models/.huggingface"
     assert container(manifests, "spark-plus-mac-decode")["image"] == "reg/decode:1"
 
 
