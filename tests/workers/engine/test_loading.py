@@ -94,3 +94,10 @@ def test_fingerprint_follows_model_and_dtype_not_the_path(tiny_lm, tiny_lm_bf16,
         changed.model.model.layers[2].mlp.up_proj.weight.mul_(1.01)
     changed.model.save_pretrained(copy)
     assert _load(copy).fingerprint != tiny_lm.fingerprint
+
+
+def test_loading_shows_a_progress_bar_unless_asked_not_to(tiny_model_dir, capfd):
+    load_model(str(tiny_model_dir), device="cpu", progress=True)
+    assert "Loading weights" in capfd.readouterr().err
+    load_model(str(tiny_model_dir), device="cpu", progress=False)
+    assert "Loading weights" not in capfd.readouterr().err
