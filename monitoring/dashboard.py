@@ -199,9 +199,9 @@ def health_row() -> Row:
             ),
             Panel(
                 "Operator reconciles/s",
-                "HybridInference reconciles per second, and those that ended in an error.",
+                "Reconciles per second by the phase they left the resource in, and those that raised.",
                 (
-                    Query(sum_by((), rate("reconcile_total", W, OPERATOR)), "reconciles"),
+                    Query(sum_by(("phase",), rate("reconcile_total", W, OPERATOR)), "{{phase}}"),
                     Query(sum_by((), rate("reconcile_errors_total", W, OPERATOR)), "errors"),
                 ),
                 unit="ops",

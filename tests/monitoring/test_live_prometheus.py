@@ -39,7 +39,7 @@ MIN_REMOTE_TOKENS = "16"
 PREDICTED = ("--predicted-ttft-seconds=0.5", "--predicted-decode-tokens-per-second=40")
 # Panel targets no traffic in this test fills: no operator runs, and no request fails on the server.
 EMPTY_BY_DESIGN = {
-    "Operator reconciles/s / reconciles",
+    "Operator reconciles/s / {{phase}}",
     "Operator reconciles/s / errors",
     "Operator reconcile duration / p50",
     "Operator reconcile duration / p95",
