@@ -69,6 +69,25 @@ def create_app(worker: DecodeWorker) -> FastAPI:
     return app
 
 
+class ExchangeStream(StreamingResponse):
+    """The SSE response of an exchange; cancels it if the response ends early for any reason.
+
+    Covers the case the stream generator cannot: a client gone before the first chunk was pulled,
+    when the generator never started and so never runs its own cleanup.
+    """
+
+    def __init__(self, exchange: Exchange) -> None:
+        super().__init__(exchange.stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
+        self.exchange = exchange
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self.exchange.stats.finished:
+                self.exchange.abandon()
+
+
 def parse_body(raw: bytes, model: type[Body]) -> Body:
     """The request body validated as `model`; 400 naming the problem otherwise."""
     if not raw.strip():
@@ -92,7 +111,7 @@ async def _generate(
     try:
         await exchange.prepare(request.is_disconnected)
         if generation.stream:
-            return StreamingResponse(exchange.stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
+            return ExchangeStream(exchange)
         return JSONResponse(await exchange.collect(request.is_disconnected))
     except ClientGone:
         return Response(status_code=_CLIENT_CLOSED)  # nobody reads it; nginx's code for the access log

@@ -1,0 +1,214 @@
+"""HTTP API benchmark: TTFT and decode TPS through the decode worker, colocated vs remote prefill.
+
+Run: `python bench/http_bench.py [--preset bench] [--prompt-tokens 256] [--output-tokens 32]
+[--out results.json]`. It starts real worker processes on loopback (`hybrid-inference prefill`, and
+`hybrid-inference decode` twice: without `--prefill` = colocated, with it = remote prefill), then:
+- for 1 client (sequential requests) and 8 concurrent clients, streams greedy completions and
+  measures, client-side, TTFT (request sent -> first token chunk) and decode tokens/s per request;
+- runs the same prompt through the engine alone (`stream_completion` in this process) and compares
+  the mean time per token with the HTTP stream's: the HTTP/SSE/JSON overhead per token.
+Prints JSON. Speed numbers belong here and in docs/benchmarks.md, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import torch
+from hybrid_workers.engine import SamplingParams, load_model, stream_completion
+from hybrid_workers.engine.demo_model import demo_model_dir
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def worker(role: str, args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker process for the duration of the block (stopped with SIGINT, then killed)."""
+    argv = [sys.executable, "-m", "hybrid_workers", role, "--device", "cpu", *args]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_ready(url: str, timeout_s: float = 600.0) -> None:
+    """Block until GET url/ready answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout_s} s")
+
+
+async def one_request(client: httpx.AsyncClient, body: dict) -> dict[str, float]:
+    """Stream one completion; client-side TTFT, decode TPS and mean gap per token."""
+    sent = time.perf_counter()
+    stamps: list[float] = []
+    async with client.stream("POST", "/v1/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                stamps.append(time.perf_counter())
+    decode_s = stamps[-1] - stamps[0]
+    return {
+        "ttft_s": stamps[0] - sent,
+        "decode_tokens_per_second": (len(stamps) - 1) / decode_s if decode_s > 0 else 0.0,
+        "seconds_per_token": decode_s / max(1, len(stamps) - 1),
+        "tokens": float(len(stamps)),
+    }
+
+
+async def load(url: str, body: dict, clients: int, rounds: int) -> list[dict[str, float]]:
+    """`clients` concurrent clients, each sending `rounds` requests back to back."""
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+
+        async def client_loop() -> list[dict[str, float]]:
+            return [await one_request(client, body) for _ in range(rounds)]
+
+        per_client = await asyncio.gather(*(client_loop() for _ in range(clients)))
+    return [result for results in per_client for result in results]
+
+
+def summary(results: list[dict[str, float]]) -> dict[str, float]:
+    """Medians (and TTFT p90) over requests."""
+    ttfts = sorted(r["ttft_s"] for r in results)
+    return {
+        "requests": len(results),
+        "ttft_median_s": statistics.median(ttfts),
+        "ttft_p90_s": ttfts[min(len(ttfts) - 1, int(0.9 * len(ttfts)))],
+        "decode_tps_median": statistics.median(r["decode_tokens_per_second"] for r in results),
+        "seconds_per_token_median": statistics.median(r["seconds_per_token"] for r in results),
+    }
+
+
+def engine_alone(model_dir: Path, prompt_ids: list[int], params: SamplingParams, repeats: int) -> float:
+    """Median seconds per decoded token of stream_completion in this process (no HTTP)."""
+    lm = load_model(str(model_dir), device="cpu", dtype="float32", progress=False)
+    per_token = []
+    for _ in range(repeats):
+        stamps = [time.perf_counter() for _ in stream_completion(lm, prompt_ids, params)]
+        per_token.append((stamps[-1] - stamps[0]) / max(1, len(stamps) - 1))
+    return statistics.median(per_token)
+
+
+def prompt_ids(model_dir: Path, length: int) -> list[int]:
+    """A fixed pseudo-random prompt of `length` tokens (BOS first)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    body = torch.randint(8, tokenizer.vocab_size, (length - 1,), generator=torch.Generator().manual_seed(0))
+    return [tokenizer.bos_token_id, *body.tolist()]
+
+
+def measure_setup(url: str, body: dict, rounds_single: int) -> dict[str, dict[str, float]]:
+    """1 client (sequential) and 8 concurrent clients against one decode worker."""
+    asyncio.run(load(url, {**body, "max_tokens": 2}, 1, 1))  # warm-up
+    return {
+        "1_client": summary(asyncio.run(load(url, body, 1, rounds_single))),
+        "8_clients": summary(asyncio.run(load(url, body, 8, 1))),
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Start the workers, measure both setups, then the engine alone."""
+    model_dir = Path(args.model) if args.model else demo_model_dir(args.preset)
+    ids = prompt_ids(model_dir, args.prompt_tokens)
+    body = {
+        "model": "bench",
+        "prompt": [ids],
+        "max_tokens": args.output_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    grpc_port, colocated_port, remote_port = free_port(), free_port(), free_port()
+    common = [
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        "bench",
+        "--max-concurrency",
+        str(args.concurrency),
+    ]
+    prefill_args = [
+        "--model",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(grpc_port),
+        "--metrics-port",
+        "0",
+    ]
+    results: dict = {"model": str(model_dir), "prompt_tokens": len(ids), "output_tokens": args.output_tokens}
+    with worker("decode", [*common, "--port", str(colocated_port)], logs / "decode-colocated.log"):
+        wait_ready(f"http://127.0.0.1:{colocated_port}")
+        results["colocated"] = measure_setup(f"http://127.0.0.1:{colocated_port}", body, args.rounds)
+    remote_args = [*common, "--port", str(remote_port), "--prefill", f"127.0.0.1:{grpc_port}"]
+    with (
+        worker("prefill", prefill_args, logs / "prefill.log"),
+        worker("decode", remote_args, logs / "decode-remote.log"),
+    ):
+        wait_ready(f"http://127.0.0.1:{remote_port}")
+        results["remote_prefill"] = measure_setup(f"http://127.0.0.1:{remote_port}", body, args.rounds)
+    params = SamplingParams(max_tokens=args.output_tokens, temperature=0)
+    engine_s = engine_alone(model_dir, ids, params, args.rounds)
+    http_s = results["colocated"]["1_client"]["seconds_per_token_median"]
+    results["per_token"] = {
+        "engine_alone_s": engine_s,
+        "http_stream_s": http_s,
+        "http_overhead_s": http_s - engine_s,
+        "http_overhead_fraction": (http_s - engine_s) / engine_s,
+    }
+    return results
+
+
+def main() -> int:
+    """Command-line entry point; prints the results as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model folder; default: the demo model of --preset")
+    parser.add_argument("--preset", default="bench", help="demo preset when --model is not given")
+    parser.add_argument("--prompt-tokens", type=int, default=256)
+    parser.add_argument("--output-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="sequential requests of the 1-client run")
+    parser.add_argument("--concurrency", type=int, default=8, help="--max-concurrency of the decode workers")
+    parser.add_argument("--logs", default=os.environ.get("TMPDIR", "/tmp") + "/http_bench_logs")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    results = run(args)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
