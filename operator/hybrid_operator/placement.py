@@ -71,6 +71,7 @@ class Placement:
     # Node selectors the renderer uses; auto mode pins the chosen node by hostname.
     prefill_selector: Mapping[str, str] | None = None
     decode_selector: Mapping[str, str] | None = None
+    remote_prefill_min_tokens: int | None = None  # auto mode: the planner's threshold (None: keep spec's)
 
     @property
     def ok(self) -> bool:
@@ -127,13 +128,9 @@ def _manual(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Placement:
 
 
 def _auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Placement:
-    try:
-        from hybrid_operator.planner import resolve_auto  # type: ignore[attr-defined]
-    except ImportError:
-        problem = "placement.mode auto: the planner is not wired into this operator build yet; use manual"
-        return Placement((), (), reason=problem, problems=(problem,))
-    result: Placement = resolve_auto(spec, nodes)
-    return result
+    from hybrid_operator.placement_auto import resolve_auto  # imports this module: import here
+
+    return resolve_auto(spec, nodes)
 
 
 def resolve_placement(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Placement:

@@ -33,7 +33,7 @@ def render(cr: HybridInference, placement: Placement, config: OperatorConfig) ->
         prefill_service(placed),
         api_service(placed),
         prefill_deployment(placed, config),
-        decode_deployment(placed, config),
+        decode_deployment(placed, config, placement),
     ]
     if cr.spec.metrics.service_monitor:
         manifests.append(service_monitor(placed))

@@ -153,5 +153,6 @@ def _prediction(placement: Placement) -> dict[str, float]:
         "ttftSeconds": placement.ttft_seconds,
         "decodeTokensPerSecond": placement.decode_tokens_per_second,
         "speedupVsBestSingleNode": placement.speedup_vs_best_single_node,
+        "remotePrefillMinTokens": placement.remote_prefill_min_tokens,
     }
     return {key: round(value, 4) for key, value in values.items() if value is not None}

@@ -1,0 +1,99 @@
+"""`placement.mode: auto`: the operator's side of the planner (spec + node facts -> Placement).
+
+Reads which roles may run on each node (taints, GPU requests), asks `plan_placement` for the fastest
+prefill/decode pair, pins each role to its node by hostname, and carries the prediction and the
+remote-prefill threshold to the status and the decode worker's flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hybrid_operator.models import HybridInference, HybridInferenceSpec
+from hybrid_operator.placement import NodeFacts, Placement, fits
+from hybrid_operator.planner import PlannerError, Request, link_profile, model_shape
+from hybrid_operator.planner.auto_placement import NoPlacementError, PlacementPlan, plan_placement
+
+# The request shape auto placement optimises for, unless spec.placement says otherwise: a long prompt
+# (where disaggregation matters) and a medium answer.
+DEFAULT_PROMPT_TOKENS = 4096
+DEFAULT_OUTPUT_TOKENS = 256
+DEFAULT_LINK = "10gbe"  # the link assumed between nodes (spec.placement.link when the CRD has it)
+DEMO_SHAPE = "demo-tiny"  # the workers' embedded demo model (no model.source)
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+def _setting(spec: HybridInferenceSpec, field: str, default: object) -> object:
+    """spec.placement.<field> when the CRD defines it and it is set, else `default`."""
+    value = getattr(spec.placement, field, None)
+    return default if value is None else value
+
+
+def planner_request(spec: HybridInferenceSpec) -> Request:
+    """The request shape to plan for: prompt/output lengths, dtype and KV compression from the spec."""
+    dtype = spec.model.dtype.value
+    if dtype == "auto":
+        dtype = "float32" if spec.model.source is None else "bfloat16"
+    prompt = int(str(_setting(spec, "prompt_tokens", DEFAULT_PROMPT_TOKENS)))
+    output = int(str(_setting(spec, "output_tokens", DEFAULT_OUTPUT_TOKENS)))
+    return Request(prompt, output, dtype, spec.kv_transfer.compression.value)
+
+
+def _roles(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> dict[str, set[str]]:
+    return {
+        node.name: {
+            role for role, pool in (("prefill", spec.prefill), ("decode", spec.decode)) if fits(pool, node)
+        }
+        for node in nodes
+    }
+
+
+def _excluded_text(plan: PlacementPlan) -> str:
+    if not plan.excluded:
+        return ""
+    return "; excluded: " + "; ".join(f"{node}: {why}" for node, why in sorted(plan.excluded.items()))
+
+
+def _placement(plan: PlacementPlan, nodes: Sequence[NodeFacts]) -> Placement:
+    hostname = {n.name: n.labels.get(HOSTNAME_LABEL, n.name) for n in nodes}
+    return Placement(
+        prefill_nodes=(plan.prefill_node,),
+        decode_nodes=(plan.decode_node,),
+        reason="auto: " + plan.reason + _excluded_text(plan),
+        ttft_seconds=plan.ttft_seconds,
+        decode_tokens_per_second=plan.decode_tokens_per_second,
+        speedup_vs_best_single_node=plan.speedup_vs_best_single_node,
+        prefill_selector={HOSTNAME_LABEL: hostname[plan.prefill_node]},
+        decode_selector={HOSTNAME_LABEL: hostname[plan.decode_node]},
+        remote_prefill_min_tokens=plan.remote_prefill_min_tokens,
+    )
+
+
+def resolve_auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Placement:
+    """Placement chosen by the planner; a Placement with `problems` when it cannot choose."""
+    try:
+        shape = model_shape(spec.model.source or DEMO_SHAPE)
+        link = link_profile(str(_setting(spec, "link", DEFAULT_LINK)))
+        plan = plan_placement(
+            nodes, shape, planner_request(spec), link, spec.kv_transfer.mode.value, roles=_roles(spec, nodes)
+        )
+    except NoPlacementError as exc:
+        problem = f"placement.mode auto: {exc}"
+        return Placement((), (), reason=problem, problems=(problem,))
+    except PlannerError as exc:
+        problem = f"placement.mode auto: cannot plan: {exc}; use placement.mode manual"
+        return Placement((), (), reason=problem, problems=(problem,))
+    return _placement(plan, nodes)
+
+
+def decode_prediction_flags(cr: HybridInference, placement: Placement) -> dict[str, object]:
+    """Decode flags from the plan: predicted TTFT/TPS (exported as gauges) and, when the spec says
+    `remotePrefillMinTokens: auto`, the planner's threshold. Empty for manual placement."""
+    flags: dict[str, object] = {
+        "--predicted-ttft-seconds": placement.ttft_seconds,
+        "--predicted-decode-tokens-per-second": placement.decode_tokens_per_second,
+    }
+    threshold = placement.remote_prefill_min_tokens
+    if cr.spec.serving.remote_prefill_min_tokens == "auto" and threshold is not None:
+        flags["--remote-prefill-min-tokens"] = threshold
+    return {flag: value for flag, value in flags.items() if value is not None}
