@@ -1,0 +1,81 @@
+"""Prefill routing policy: threshold, fallback reasons, fail policy, readiness (real and stub peers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hybrid_workers.decode.config import DecodeConfig
+from hybrid_workers.decode.prefill_client import PrefillClient
+from hybrid_workers.decode.routing import PrefillRouter, RemotePrefillFailed
+from hybrid_workers.engine import SamplingParams
+from hybrid_workers.kv.errors import KVProtocolError, Reason
+from hybrid_workers.metrics import PrefillSite, sample_value
+from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+
+GREEDY = SamplingParams(max_tokens=4, temperature=0)
+
+
+class FailingPeer:
+    """A prefill peer whose every call fails with `reason` (stands in for a broken prefill worker)."""
+
+    def __init__(self, reason: Reason) -> None:
+        self.reason = reason
+        self.calls = 0
+
+    def prefill(self, token_ids: Any, params: Any) -> Any:
+        self.calls += 1
+        raise KVProtocolError(self.reason, "simulated")
+
+    def health(self) -> None:
+        raise KVProtocolError(self.reason, "simulated")
+
+
+def router(peer: Any, **overrides: Any) -> PrefillRouter:
+    config = DecodeConfig(served_model_name=f"routing-{id(peer)}", prefill="peer:1", **overrides)
+    return PrefillRouter(config, config.served_model_name, peer)
+
+
+@pytest.mark.parametrize(
+    ("reason", "label"),
+    [
+        (Reason.TRANSPORT, "unreachable"),
+        (Reason.TIMEOUT, "timeout"),
+        (Reason.REJECTED, "error"),
+        (Reason.CHECKSUM, "protocol"),
+        (Reason.FINGERPRINT, "protocol"),
+    ],
+)
+def test_each_failure_falls_back_locally_with_its_reason(reason: Reason, label: str) -> None:
+    peer = FailingPeer(reason)
+    routing = router(peer, remote_prefill_min_tokens=4)
+    plan = routing.plan(list(range(10)), GREEDY)
+    assert (plan.site, plan.first, plan.fallback) == (PrefillSite.LOCAL, None, label)
+    labels = {"model": routing.model_label, "reason": label}
+    assert sample_value("hybrid_inference_prefill_fallback_total", labels) == 1
+
+
+def test_short_prompts_never_reach_the_peer() -> None:
+    peer = FailingPeer(Reason.TRANSPORT)
+    plan = router(peer, remote_prefill_min_tokens=16).plan(list(range(15)), GREEDY)
+    assert plan.site is PrefillSite.LOCAL and plan.fallback is None and peer.calls == 0
+
+
+def test_fail_policy_raises_with_the_reason() -> None:
+    routing = router(FailingPeer(Reason.TIMEOUT), remote_prefill_min_tokens=1, fallback="fail")
+    with pytest.raises(RemotePrefillFailed, match="timeout") as caught:
+        routing.plan([1, 2, 3], GREEDY)
+    assert caught.value.reason == "timeout"
+    assert routing.readiness()[0] is False
+
+
+def test_a_prefill_worker_of_another_dtype_is_refused_and_prefill_falls_back(tiny_lm, tiny_lm_bf16) -> None:
+    running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0))  # float32
+    try:
+        peer = PrefillClient(f"127.0.0.1:{running.port}", tiny_lm_bf16, timeout_s=30)  # decode side: bf16
+        plan = router(peer, remote_prefill_min_tokens=1).plan(list(range(1, 40)), GREEDY)
+        peer.close()
+    finally:
+        running.stop(0)
+    # The prefill worker itself refuses the other fingerprint (FAILED_PRECONDITION): an `error` answer.
+    assert plan.site is PrefillSite.LOCAL and plan.fallback == "error"
