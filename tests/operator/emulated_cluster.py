@@ -25,8 +25,10 @@ CRD_RESOURCE = "hybridinference.dev/v1alpha1/hybridinferences"
 class EmulatedCluster:
     """A running kmock KubernetesEmulator with our CRD's resource declared; sync HTTP helpers."""
 
-    def __init__(self) -> None:
+    def __init__(self, missing: tuple[str, ...] = ()) -> None:
+        """`missing`: resources ("group/version/plural") whose CRD is not installed: every call gets 404."""
         self.url = ""
+        self._missing = missing
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -45,6 +47,8 @@ class EmulatedCluster:
                 verbs={"get", "list", "watch", "create", "patch", "delete"},
                 subresources={"status"},
             )
+            for resource in self._missing:
+                emulator[kmock.resource(resource)] << kmock.KubernetesResourceNotFoundError
             self.url = str(server.url).rstrip("/")
             self._ready.set()
             await self._stop.wait()

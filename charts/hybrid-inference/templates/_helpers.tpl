@@ -29,7 +29,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* RBAC rules for namespaced resources: mirrors kube.PERMISSIONS (tests/operator/test_rbac.py). */}}
+{{/* RBAC rules for namespaced resources: mirrors kube.PERMISSIONS (tests/operator/test_rbac_least_privilege.py). */}}
 {{- define "hybrid-inference.namespacedRules" -}}
 - apiGroups: [hybridinference.dev]
   resources: [hybridinferences]

@@ -9,11 +9,11 @@ import kubernetes_validate
 import pytest
 import yaml
 from crd_schema import ROOT
+from helm_render import SUPPORTED_VERSIONS
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference, parse
 from hybrid_operator.placement import Placement
 from hybrid_operator.render import render
-from manifests import SUPPORTED_VERSIONS
 
 SAMPLES = sorted((ROOT / "tests" / "data" / "hybridinference" / "valid").glob("*.yaml")) + sorted(
     (ROOT / "examples").glob("*.yaml")

@@ -16,12 +16,12 @@ import kopf
 import pytest
 import yaml
 from crd_schema import ROOT
+from helm_render import chart_objects, render_chart
 from hybrid_operator import kube
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
 from hybrid_operator.placement import Placement
 from hybrid_operator.render import render as render_children
-from manifests import chart_objects, render_chart
 
 Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
 

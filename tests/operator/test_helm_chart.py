@@ -1,7 +1,7 @@
 """The Helm chart rendered by real Helm (helm-python-sdk: Helm v4's Go code, offline) for several values.
 
 Golden outputs live in tests/operator/chart_golden/; after an intended chart change, regenerate with
-    HYBRID_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/operator/test_chart.py -q
+    HYBRID_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/operator/test_helm_chart.py -q
 and review the diff.
 """
 
@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from crd_schema import CRD_PATH, validate
-from manifests import CHART, SUPPORTED_VERSIONS, chart_objects, render_chart
+from helm_render import CHART, SUPPORTED_VERSIONS, chart_objects, render_chart
 
 GOLDEN = Path(__file__).with_name("chart_golden")
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -122,5 +122,7 @@ def test_every_value_is_documented() -> None:
 
 def test_monitoring_switches_exist_and_are_off() -> None:
     monitoring = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]
-    switches = {name: monitoring[name]["enabled"] for name in ("dashboards", "prometheusRule", "serviceMonitor")}
+    switches = {
+        name: monitoring[name]["enabled"] for name in ("dashboards", "prometheusRule", "serviceMonitor")
+    }
     assert switches == {"dashboards": False, "prometheusRule": False, "serviceMonitor": False}

@@ -1,0 +1,118 @@
+"""One reconcile pass (no kopf) through kube.KubeClient against kmock's emulator: idempotency, drift
+repair of any child, Secret checks, events, and a missing ServiceMonitor CRD."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import kopf
+import pytest
+from emulated_cluster import EmulatedCluster
+from hybrid_operator.config import OperatorConfig
+from hybrid_operator.kube import KubeClient
+from hybrid_operator.reconcile import reconcile
+
+pytestmark = pytest.mark.operator
+
+NS = "passes"
+HINF = f"/apis/hybridinference.dev/v1alpha1/namespaces/{NS}/hybridinferences"
+NODE = {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[EmulatedCluster]:
+    # The Prometheus Operator is not installed in this cluster: its ServiceMonitor resource is unknown.
+    emulated = EmulatedCluster(missing=("monitoring.coreos.com/v1/servicemonitors",)).start()
+    emulated.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", **NODE})
+    yield emulated
+    emulated.stop()
+
+
+@pytest.fixture
+async def client(cluster: EmulatedCluster) -> AsyncIterator[KubeClient]:
+    info = kopf.ConnectionInfo(server=cluster.url)
+    kube = KubeClient(info, "hybrid-inference-operator", relogin=lambda: info)
+    yield kube
+    await kube.close()
+
+
+def create(cluster: EmulatedCluster, name: str, spec: dict[str, Any]) -> None:
+    meta = {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1, "resourceVersion": "1"}
+    cluster.create(
+        HINF,
+        {
+            "apiVersion": "hybridinference.dev/v1alpha1",
+            "kind": "HybridInference",
+            "metadata": meta,
+            "spec": spec,
+        },
+    )
+
+
+async def run(cluster: EmulatedCluster, kube: KubeClient, name: str) -> Any:
+    return await reconcile(kube, cluster.get(f"{HINF}/{name}"), OperatorConfig())
+
+
+async def test_second_pass_over_an_unchanged_world_changes_nothing(
+    cluster: EmulatedCluster, client: KubeClient
+) -> None:
+    create(cluster, "idem", {})
+    first = await run(cluster, client, "idem")
+    assert sorted(first.changes) == sorted([
+        "created NetworkPolicy idem-prefill", "created Service idem-prefill", "created Service idem-api",
+        "created Deployment idem-prefill", "created Deployment idem-decode",
+    ])  # fmt: skip
+    second = await run(cluster, client, "idem")
+    assert second.changes == ()
+    assert second.status == cluster.get(f"{HINF}/idem")["status"]
+
+
+async def test_a_deleted_service_and_an_edited_deployment_are_repaired(
+    cluster: EmulatedCluster, client: KubeClient
+) -> None:
+    create(cluster, "drift", {})
+    await run(cluster, client, "drift")
+    cluster.delete(f"/api/v1/namespaces/{NS}/services/drift-api")
+    cluster.patch(f"/apis/apps/v1/namespaces/{NS}/deployments/drift-decode", {"spec": {"replicas": 5}})
+    repaired = await run(cluster, client, "drift")
+    assert sorted(repaired.changes) == ["created Service drift-api", "updated Deployment drift-decode"]
+    assert cluster.get(f"/apis/apps/v1/namespaces/{NS}/deployments/drift-decode")["spec"]["replicas"] == 1
+
+
+async def test_tls_secret_must_exist_with_all_three_keys(
+    cluster: EmulatedCluster, client: KubeClient
+) -> None:
+    create(cluster, "tls", {"kvTransfer": {"tls": {"enabled": True, "secretName": "kv-tls"}}})
+    missing = await run(cluster, client, "tls")
+    invalid = next(c for c in missing.status["conditions"] if c["type"] == "InvalidSpec")
+    assert (invalid["reason"], missing.changes) == ("TLSSecretMissing", ())
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kv-tls", "namespace": NS},
+              "data": {"tls.crt": "eA==", "tls.key": "eA=="}}  # fmt: skip
+    cluster.create(f"/api/v1/namespaces/{NS}/secrets", secret)
+    incomplete = await run(cluster, client, "tls")
+    invalid = next(c for c in incomplete.status["conditions"] if c["type"] == "InvalidSpec")
+    assert invalid["reason"] == "TLSSecretIncomplete" and "ca.crt" in invalid["message"]
+    cluster.patch(f"/api/v1/namespaces/{NS}/secrets/kv-tls", {"data": {"ca.crt": "eA=="}})
+    fixed = await run(cluster, client, "tls")
+    assert fixed.status["phase"] == "Pending" and len(fixed.changes) == 5
+
+
+async def test_events_record_changes_and_phase(cluster: EmulatedCluster, client: KubeClient) -> None:
+    create(cluster, "events", {})
+    await run(cluster, client, "events")
+    events = cluster.get(f"/api/v1/namespaces/{NS}/events")["items"]
+    mine = [e for e in events if e["involvedObject"]["name"] == "events"]
+    assert sorted(e["reason"] for e in mine) == ["Applied", "Pending"]
+    applied = next(e for e in mine if e["reason"] == "Applied")
+    assert "created Deployment events-prefill" in applied["message"]
+    assert applied["involvedObject"]["uid"] == "uid-events"
+
+
+async def test_missing_servicemonitor_crd_skips_only_the_servicemonitor(
+    cluster: EmulatedCluster, client: KubeClient
+) -> None:
+    create(cluster, "monitored", {"metrics": {"serviceMonitor": True}})
+    outcome = await run(cluster, client, "monitored")
+    assert len(outcome.changes) == 5 and not any("ServiceMonitor" in c for c in outcome.changes)
+    assert outcome.status["phase"] == "Pending"
