@@ -135,58 +135,55 @@ def measure_setup(url: str, body: dict, rounds_single: int) -> dict[str, dict[st
     }
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Start the workers, measure both setups, then the engine alone."""
-    model_dir = Path(args.model) if args.model else demo_model_dir(args.preset)
-    ids = prompt_ids(model_dir, args.prompt_tokens)
-    body = {
-        "model": "bench",
-        "prompt": [ids],
-        "max_tokens": args.output_tokens,
-        "temperature": 0,
-        "stream": True,
-    }
+def colocated(model_dir: Path, common: list[str], body: dict, args: argparse.Namespace) -> dict:
+    """A decode worker without a prefill peer: every prompt prefills locally."""
+    port = free_port()
+    with worker("decode", [*common, "--port", str(port)], Path(args.logs) / "decode-colocated.log"):
+        wait_ready(f"http://127.0.0.1:{port}")
+        return measure_setup(f"http://127.0.0.1:{port}", body, args.rounds)
+
+
+def remote(model_dir: Path, common: list[str], body: dict, args: argparse.Namespace) -> dict:
+    """A prefill worker and a decode worker joined over loopback gRPC: every prompt prefills remotely."""
+    grpc_port, port = free_port(), free_port()
+    prefill_args = ["--model", str(model_dir), "--host", "127.0.0.1", "--port", str(grpc_port)]
+    prefill_args += ["--metrics-port", "0"]
+    decode_args = [*common, "--port", str(port), "--prefill", f"127.0.0.1:{grpc_port}"]
     logs = Path(args.logs)
-    logs.mkdir(parents=True, exist_ok=True)
-    grpc_port, colocated_port, remote_port = free_port(), free_port(), free_port()
-    common = [
-        "--model",
-        str(model_dir),
-        "--served-model-name",
-        "bench",
-        "--max-concurrency",
-        str(args.concurrency),
-    ]
-    prefill_args = [
-        "--model",
-        str(model_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(grpc_port),
-        "--metrics-port",
-        "0",
-    ]
-    results: dict = {"model": str(model_dir), "prompt_tokens": len(ids), "output_tokens": args.output_tokens}
-    with worker("decode", [*common, "--port", str(colocated_port)], logs / "decode-colocated.log"):
-        wait_ready(f"http://127.0.0.1:{colocated_port}")
-        results["colocated"] = measure_setup(f"http://127.0.0.1:{colocated_port}", body, args.rounds)
-    remote_args = [*common, "--port", str(remote_port), "--prefill", f"127.0.0.1:{grpc_port}"]
     with (
         worker("prefill", prefill_args, logs / "prefill.log"),
-        worker("decode", remote_args, logs / "decode-remote.log"),
+        worker("decode", decode_args, logs / "decode.log"),
     ):
-        wait_ready(f"http://127.0.0.1:{remote_port}")
-        results["remote_prefill"] = measure_setup(f"http://127.0.0.1:{remote_port}", body, args.rounds)
+        wait_ready(f"http://127.0.0.1:{port}")
+        return measure_setup(f"http://127.0.0.1:{port}", body, args.rounds)
+
+
+def overhead(model_dir: Path, ids: list[int], http_s: float, args: argparse.Namespace) -> dict:
+    """Seconds per token of the engine alone vs through the HTTP stream (same prompt, 1 client)."""
     params = SamplingParams(max_tokens=args.output_tokens, temperature=0)
     engine_s = engine_alone(model_dir, ids, params, args.rounds)
-    http_s = results["colocated"]["1_client"]["seconds_per_token_median"]
-    results["per_token"] = {
+    return {
         "engine_alone_s": engine_s,
         "http_stream_s": http_s,
         "http_overhead_s": http_s - engine_s,
         "http_overhead_fraction": (http_s - engine_s) / engine_s,
     }
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Measure both setups, then the engine alone."""
+    model_dir = Path(args.model) if args.model else demo_model_dir(args.preset)
+    ids = prompt_ids(model_dir, args.prompt_tokens)
+    body = {"model": "bench", "prompt": [ids], "max_tokens": args.output_tokens, "temperature": 0}
+    body["stream"] = True
+    Path(args.logs).mkdir(parents=True, exist_ok=True)
+    common = ["--model", str(model_dir), "--served-model-name", "bench"]
+    common += ["--max-concurrency", str(args.concurrency), "--remote-prefill-min-tokens", "1"]
+    results: dict = {"model": str(model_dir), "prompt_tokens": len(ids), "output_tokens": args.output_tokens}
+    results["colocated"] = colocated(model_dir, common, body, args)
+    results["remote_prefill"] = remote(model_dir, common, body, args)
+    http_s = results["colocated"]["1_client"]["seconds_per_token_median"]
+    results["per_token"] = overhead(model_dir, ids, http_s, args)
     return results
 
 

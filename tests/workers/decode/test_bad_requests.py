@@ -210,6 +210,13 @@ def test_bad_request_gets_openai_error(server_client, path, body, status, param,
     assert error["type"] in ("invalid_request_error", "not_found_error")
 
 
+def test_an_oversized_body_is_refused_before_parsing(server_client) -> None:
+    from hybrid_workers.decode.app import MAX_BODY_BYTES
+
+    reply = server_client.post("/v1/completions", content=b" " * (MAX_BODY_BYTES + 1))
+    assert reply.status_code == 413 and reply.json()["error"]["code"] == "body_too_large"
+
+
 def test_unknown_route_and_method_are_openai_errors(server_client) -> None:
     missing = server_client.get("/v1/engines")
     wrong_method = server_client.get("/v1/completions")

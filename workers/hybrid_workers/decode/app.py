@@ -23,6 +23,8 @@ from hybrid_workers.metrics import Outcome
 Body = TypeVar("Body", bound=BaseModel)
 Translate = Callable[[Any, Any, Limits], GenerationRequest]
 _CLIENT_CLOSED = 499
+# Far above any prompt that fits a context (a 128k-token id list is ≈1 MiB of JSON).
+MAX_BODY_BYTES = 16 << 20
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -90,6 +92,10 @@ class ExchangeStream(StreamingResponse):
 
 def parse_body(raw: bytes, model: type[Body]) -> Body:
     """The request body validated as `model`; 400 naming the problem otherwise."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(
+            413, f"request body of {len(raw)} bytes exceeds {MAX_BODY_BYTES}", code="body_too_large"
+        )
     if not raw.strip():
         raise ApiError(400, "request body is empty; send a JSON object", code="invalid_json")
     try:
