@@ -250,3 +250,13 @@ def test_fallbacks_fire_the_fallback_and_unreachable_alerts_only_for_the_dead_pe
     assert expected <= firing
     assert not {alert for alert in firing if alert[1] == "local-serve" and "Fallback" in alert[0]}
     assert ("HybridInferenceStalled", "dead-peer") not in firing
+
+
+def test_choosing_an_instance_filters_the_panels(scene: Scene) -> None:
+    fallbacks = next(q for q in panel_queries(dashboard()) if q.origin.startswith("Prefill fallbacks/s"))
+    seen = {}
+    for instance in ("local-serve", "dead-peer"):
+        values = {"namespace": "monitoring-test", "instance": instance, "model": ".*"}
+        body = query_range(scene.prometheus, expand(fallbacks.expr, values), scene.start)
+        seen[instance] = sorted(series["metric"]["reason"] for series in body["data"]["result"])
+    assert seen == {"local-serve": [], "dead-peer": ["unreachable"]}
