@@ -66,3 +66,6 @@ def test_health_ready_and_models(decode_server) -> None:
     assert ready.status_code == 200 and ready.json()["ready"] is True
     card = models.json()["data"][0]
     assert (card["id"], card["max_model_len"]) == (server.name, 300)
+    with server.client() as client:
+        assert client.get(f"/v1/models/{server.name}").json()["id"] == server.name
+        assert client.get("/v1/models/other").json()["error"]["code"] == "model_not_found"

@@ -12,6 +12,8 @@ from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_model_options, add_option
 
 DEFAULT_PORT = 8000
+# On SIGTERM/Ctrl-C, open streams get this long to finish before they are cut.
+SHUTDOWN_GRACE_S = 5
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -125,7 +127,13 @@ def run(args: argparse.Namespace) -> int:
         config.prefill or "local only",
     )
     try:
-        uvicorn.run(create_app(worker), host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(
+            create_app(worker),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
     finally:
         worker.close()
         if peer is not None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from hybrid_workers import metrics
 from hybrid_workers.decode.api_errors import ApiError, from_validation_errors, install_error_handlers
 from hybrid_workers.decode.exchange import Exchange
-from hybrid_workers.decode.requests import GenerationRequest, Limits, from_chat, from_completion
+from hybrid_workers.decode.requests import GenerationRequest, Limits, check_model, from_chat, from_completion
 from hybrid_workers.decode.schemas import ChatCompletionRequest, CompletionRequest
 from hybrid_workers.decode.stats import RequestStats
 from hybrid_workers.decode.worker import ClientGone, DecodeWorker
@@ -43,16 +43,23 @@ def create_app(worker: DecodeWorker) -> FastAPI:
     async def chat_completions(request: Request) -> Response:
         return await _generate(worker, request, ChatCompletionRequest, from_chat)
 
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        card = {
+    def card() -> dict[str, Any]:
+        return {
             "id": worker.config.served_model_name,
             "object": "model",
             "created": app.state.started,
             "owned_by": "hybrid-inference",
             "max_model_len": worker.limits.context,
         }
-        return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict[str, Any]:
+        check_model(model_id, worker.limits)
+        return card()
 
     @app.get("/health")
     async def health() -> dict[str, str]:
