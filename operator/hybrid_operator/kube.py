@@ -1,8 +1,9 @@
 """The only module that talks to the Kubernetes API: a small aiohttp client on kopf's login credentials.
 
 Every call goes through `KubeClient._call`, which refuses any (group, resource, verb) missing from
-PERMISSIONS; the chart's RBAC is checked against that same table (tests/operator/test_rbac.py), so
-the operator can never need a permission the chart does not grant, nor be granted one it never uses.
+PERMISSIONS; the chart's RBAC is checked against that same table and against what the code uses
+(tests/operator/test_rbac_least_privilege.py), so the operator never needs a permission the chart does
+not grant, nor is granted one it never uses.
 """
 
 from __future__ import annotations

@@ -75,9 +75,10 @@ def prefill_flags(cr: HybridInference) -> dict[str, object]:
     }
 
 
-def decode_flags(cr: HybridInference) -> dict[str, object]:
-    """The `hybrid-inference decode` flags (ARCHITECTURE.md §3) this instance needs."""
+def decode_flags(cr: HybridInference, placement: Placement | None = None) -> dict[str, object]:
+    """The `hybrid-inference decode` flags (ARCHITECTURE.md §3); the planner's prediction as gauges."""
     serving = cr.spec.serving
+    predicted = placement or Placement((), (), "")
     return {
         **_common_flags(cr, cr.spec.decode),
         "--prefill": f"{child_name(cr, PREFILL)}:{PREFILL_PORT}",
@@ -87,6 +88,8 @@ def decode_flags(cr: HybridInference) -> dict[str, object]:
         "--max-concurrency": serving.max_concurrency,
         "--max-model-len": serving.max_model_len,
         "--kv-compression": cr.spec.kv_transfer.compression.value,
+        "--predicted-ttft-seconds": predicted.ttft_seconds,
+        "--predicted-decode-tokens-per-second": predicted.decode_tokens_per_second,
         **_tls_flags(cr, DECODE),
     }
 

@@ -220,6 +220,16 @@ def test_placement_selectors_replace_the_spec_selectors() -> None:
     assert pod["nodeSelector"] == {"kubernetes.io/hostname": "spark"}
 
 
+def test_a_prediction_reaches_the_decode_worker_as_gauges() -> None:
+    predicted = Placement(("spark",), ("mac",), "auto", ttft_seconds=1.47, decode_tokens_per_second=37.6)
+    env = env_of(render(resource(SPARK), predicted, CONFIG), "spark-plus-mac-decode")
+    assert env["HYBRID_INFERENCE_PREDICTED_TTFT_SECONDS"] == "1.47"
+    assert env["HYBRID_INFERENCE_PREDICTED_DECODE_TOKENS_PER_SECOND"] == "37.6"
+    assert "HYBRID_INFERENCE_PREDICTED_TTFT_SECONDS" not in env_of(
+        render(resource(SPARK), ANYWHERE, CONFIG), "spark-plus-mac-decode"
+    )
+
+
 @pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
 def test_rendered_objects_validate_strictly_on_supported_kubernetes(version: str) -> None:
     for path in SAMPLES:
