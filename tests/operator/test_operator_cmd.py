@@ -40,3 +40,12 @@ def test_command_line_loads_without_importing_kopf_or_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_planner_imports_where_kopf_is_not_installed() -> None:
+    code = (
+        "import sys; sys.modules['kopf'] = None; import hybrid_operator.planner, hybrid_operator; "
+        "print(hasattr(hybrid_operator, 'handlers'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
