@@ -31,7 +31,6 @@ ALL_ON = {
 MODELS = {
     "PrometheusRule": prometheus_operator.PrometheusRule,
     "ServiceMonitor": prometheus_operator.ServiceMonitor,
-    "PodMonitor": prometheus_operator.PodMonitor,
 }
 
 
