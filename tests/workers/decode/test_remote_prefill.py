@@ -147,3 +147,43 @@ def test_ready_reports_a_reachable_prefill_worker(decode_server, prefill_worker,
     with server.client() as client:
         ready = client.get("/ready")
     assert ready.status_code == 200 and "reachable" in ready.json()["detail"]
+
+
+def test_a_prefill_worker_that_is_too_slow_times_out_into_a_local_prefill(
+    decode_server, prefill_worker, tiny_lm, forward_gate
+) -> None:
+    target = f"127.0.0.1:{prefill_worker.port}"
+    client = PrefillClient(target, tiny_lm, timeout_s=0.5)
+    server = decode_server(client, prefill=target, remote_prefill_min_tokens=8)
+    replies: list[Any] = []
+    sender = threading.Thread(target=lambda: replies.append(complete(server, LONG_PROMPT, max_tokens=3)))
+    sender.start()  # the prefill worker's forward pass waits in the gate past the 0.5 s deadline
+    labels = {"model": server.name, "reason": "timeout"}
+    wait_for(lambda: sample_value("hybrid_inference_prefill_fallback_total", labels) == 1, "the timeout")
+    forward_gate.open()
+    sender.join(60)
+    assert replies[0].status_code == 200
+    assert replies[0].json()["usage"]["completion_tokens"] == 3
+    assert metric("prompt_tokens_total", model=server.name, prefill="local") > 0
+
+
+def test_concurrent_remote_prefills_each_get_their_own_cache(decode_server, prefill_worker, tiny_lm) -> None:
+    local = decode_server()
+    remote = remote_server(
+        decode_server, tiny_lm, prefill_worker, remote_prefill_min_tokens=8, max_concurrency=4
+    )
+    prompts = [f"{LONG_PROMPT} Variant {i}." for i in range(4)]
+    want = [complete(local, p).json()["choices"][0]["text"] for p in prompts]
+    got: dict[int, str] = {}
+
+    def send(index: int) -> None:
+        got[index] = complete(remote, prompts[index]).json()["choices"][0]["text"]
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [got[i] for i in range(4)] == want
+    assert metric("kv_transfer_seconds_count", model=remote.name) == 4
+    assert metric("kv_exposed_transfer_seconds_count", model=remote.name) == 4
