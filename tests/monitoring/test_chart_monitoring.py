@@ -137,3 +137,9 @@ def test_worker_monitor_labels_series_as_the_dashboard_expects() -> None:
 def test_worker_monitor_can_be_left_to_the_resources() -> None:
     monitors = of_kind(render({"serviceMonitor": {"enabled": True, "workers": False}}), "ServiceMonitor")
     assert [m["metadata"]["name"] for m in monitors] == ["hinf-hybrid-inference-operator"]
+
+
+def test_helm_lint_finds_no_warning_with_monitoring_on() -> None:
+    report = helm.lint(CHART, values={"monitoring": ALL_ON}, strict=True, namespace="obs")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
