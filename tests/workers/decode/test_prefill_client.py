@@ -139,7 +139,7 @@ def short_chunk(frames: list[Frame]) -> list[Frame | bytes]:
 def long_chunk(frames: list[Frame]) -> list[Frame | bytes]:
     chunk = frames[chunk_indices(frames)[0]]
     assert isinstance(chunk, LayerChunk)
-    return edit_chunk(0, data=chunk.data + b"\0" * 1000)(frames)
+    return edit_chunk(0, data=bytes(chunk.data) + b"\0" * 1000)(frames)
 
 
 def huge_chunk(frames: list[Frame]) -> list[Frame | bytes]:

@@ -101,7 +101,7 @@ def truncate_data(frames: list[Frame]) -> list[Frame]:
 def oversize_data(frames: list[Frame]) -> list[Frame]:
     chunk = frames[1]
     assert isinstance(chunk, LayerChunk)
-    return replace_chunk(0, data=chunk.data + bytes(100))(frames)
+    return replace_chunk(0, data=bytes(chunk.data) + bytes(100))(frames)
 
 
 MALFORMED = {

@@ -23,13 +23,15 @@ import grpc
 import torch
 
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
+from hybrid_workers.kv import wire
 from hybrid_workers.kv.checks import ReceiverModel
-from hybrid_workers.kv.convert import frame_from_pb, request_to_pb
+from hybrid_workers.kv.convert import request_to_pb
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import GRPC_OPTIONS, KVRequest, Trailer, TransferMode, WireEncoding
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 from hybrid_workers.kv.receiver import KVReceiver
 from hybrid_workers.kv.tls import TLSConfig, channel_credentials
+from hybrid_workers.prefill.servicer import SERVICE_NAME
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,12 @@ class PrefillClient:
         else:
             self._channel = grpc.secure_channel(target, channel_credentials(tls), options=GRPC_OPTIONS)
         self._stub = kv_pb2_grpc.PrefillWorkerStub(self._channel)
+        # Prefill's frames arrive as raw bytes: kv.wire reads layer chunks without copying their data
+        self._prefill = self._channel.unary_stream(
+            f"/{SERVICE_NAME}/Prefill",
+            request_serializer=kv_pb2.PrefillRequest.SerializeToString,
+            response_deserializer=None,  # raw bytes
+        )
 
     def prefill(self, token_ids: Sequence[int], params: SamplingParams) -> RemotePrefill:
         """Prefill `token_ids` remotely, sampling the first token with `params` (step 0).
@@ -113,10 +121,10 @@ class PrefillClient:
             builder.add_layer(index, keys.to(self.lm.device), values.to(self.lm.device))
 
         receiver = KVReceiver(self._model, request, sink)
-        call = self._stub.Prefill(request_to_pb(request), timeout=self.timeout_s)
+        call = self._prefill(request_to_pb(request), timeout=self.timeout_s)
         try:
             for message in call:
-                frame = frame_from_pb(message)
+                frame = wire.parse(message)
                 clock.frame_received(frame)
                 receiver.feed(frame)
             trailer = receiver.finish()

@@ -28,7 +28,7 @@ def layer_chunks(
     """The frames of one layer in wire order: the keys' chunks, then the values' chunks.
 
     keys/values: [batch, kv_heads, seq, head_dim]. Each chunk's bytes are copied once out of the
-    tensor (grpcio needs `bytes`); the values are encoded only after the keys' chunks were consumed.
+    tensor, when kv.wire serializes the frame; the values are encoded only after the keys' chunks.
     """
     yield from tensor_chunks(layer, TensorKind.KEYS, encode(keys, encoding), chunk_bytes)
     yield from tensor_chunks(layer, TensorKind.VALUES, encode(values, encoding), chunk_bytes)
@@ -40,7 +40,7 @@ def tensor_chunks(
     """Split an encoded tensor into `chunk_bytes` chunks (the last may be shorter); scales go first."""
     data = encoded.data  # [nbytes] uint8
     for offset in range(0, max(len(data), 1), chunk_bytes):
-        piece = data[offset : offset + chunk_bytes].tobytes()
+        piece = data[offset : offset + chunk_bytes].data  # a view: kv.wire copies it once
         scales = encoded.scales if offset == 0 else b""
         yield LayerChunk(
             layer=layer, kind=kind, offset=offset, data=piece, crc32=checksum(piece, scales), scales=scales

@@ -113,7 +113,7 @@ def _chunk_to_pb(chunk: LayerChunk) -> kv_pb2.LayerChunk:
         offset=chunk.offset,
         crc32=chunk.crc32,
         scales=chunk.scales,
-        data=chunk.data,
+        data=bytes(chunk.data),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 PROTOCOL_VERSION = 1
@@ -42,7 +42,7 @@ class TensorKind(StrEnum):
     VALUES = "values"
 
 
-def checksum(data: bytes, scales: bytes = b"") -> int:
+def checksum(data: bytes | memoryview, scales: bytes = b"") -> int:
     """zlib.crc32 over `scales` then `data` (the value LayerChunk.crc32 carries)."""
     return zlib.crc32(data, zlib.crc32(scales))
 
@@ -99,7 +99,8 @@ class LayerChunk:
     layer: int
     kind: TensorKind
     offset: int
-    data: bytes
+    # sender: a view of the tensor; receiver: a view of the message (views of writable memory are unhashable)
+    data: bytes | memoryview = field(hash=False)
     crc32: int
     scales: bytes = b""  # fp8/int8 at offset 0: float32 little-endian, one per KV head
 

@@ -10,9 +10,8 @@ import grpc
 from hybrid_workers.engine import LoadedModel
 from hybrid_workers.errors import UserError
 from hybrid_workers.kv.frames import DEFAULT_CHUNK_BYTES, GRPC_OPTIONS, TransferMode, WireEncoding
-from hybrid_workers.kv.proto import kv_pb2_grpc
 from hybrid_workers.kv.tls import TLSConfig, server_credentials
-from hybrid_workers.prefill.servicer import PrefillServicer, ServiceOptions
+from hybrid_workers.prefill.servicer import PrefillServicer, ServiceOptions, add_to_server
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def start_server(lm: LoadedModel, config: PrefillServerConfig) -> RunningServer:
     )
     servicer = PrefillServicer(lm, options)
     server = grpc.server(ThreadPoolExecutor(max_workers=config.rpc_threads), options=GRPC_OPTIONS)
-    kv_pb2_grpc.add_PrefillWorkerServicer_to_server(servicer, server)
+    add_to_server(servicer, server)
     address = f"{config.host}:{config.port}"
     try:
         if config.tls is None:

@@ -16,12 +16,14 @@ from hybrid_workers import metrics
 from hybrid_workers.engine import LoadedModel, SamplingParams
 from hybrid_workers.engine.prefill import check_token_ids
 from hybrid_workers.errors import UserError
+from hybrid_workers.kv import wire
 from hybrid_workers.kv.checks import dtype_name
 from hybrid_workers.kv.chunker import build_header, layer_chunks
-from hybrid_workers.kv.convert import frame_to_pb, request_from_pb
+from hybrid_workers.kv.convert import request_from_pb
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import (
     PROTOCOL_VERSION,
+    Frame,
     KVRequest,
     TransferMode,
     WireEncoding,
@@ -57,7 +59,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
 
     def Prefill(
         self, request: kv_pb2.PrefillRequest, context: grpc.ServicerContext
-    ) -> Iterator[kv_pb2.Frame]:
+    ) -> Iterator[Frame | bytes]:
         """Validate, queue the prefill on the lane, and stream its frames as layers finish."""
         arrival = time.perf_counter()
         kv_request, params = self._admit(request, context)
@@ -141,7 +143,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
 
     def _stream(
         self, request: KVRequest, pipe: LayerPipe, context: grpc.ServicerContext
-    ) -> Iterator[kv_pb2.Frame]:
+    ) -> Iterator[Frame | bytes]:
         model = self.lm.name
         header = build_header(
             request,
@@ -152,7 +154,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
             dtype=dtype_name(self.lm.dtype),
             chunk_bytes=request.chunk_bytes,
         )
-        yield frame_to_pb(header)
+        yield header
         metrics.kv_frames_sent_total.labels(model).inc()
         while True:
             item = pipe.get()
@@ -160,7 +162,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
                 yield from self._layer_frames(item, request)
             elif isinstance(item, PrefillDone):
                 tail = time.perf_counter() - item.last_layer_done
-                yield frame_to_pb(dataclasses.replace(item.trailer, send_tail_seconds=tail))
+                yield dataclasses.replace(item.trailer, send_tail_seconds=tail)
                 metrics.kv_frames_sent_total.labels(model).inc()
                 metrics.prefill_seconds.labels(model).observe(item.trailer.prefill_seconds)
                 metrics.prefill_tokens_total.labels(model).inc(len(request.token_ids))
@@ -169,10 +171,10 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
                 log.error("request %s: prefill failed: %s", request.request_id or "-", item.error)
                 context.abort(_status_of(item.error), f"prefill failed: {item.error}")
 
-    def _layer_frames(self, item: LayerReady, request: KVRequest) -> Iterator[kv_pb2.Frame]:
+    def _layer_frames(self, item: LayerReady, request: KVRequest) -> Iterator[bytes]:
         model = self.lm.name
         for chunk in layer_chunks(item.index, item.keys, item.values, request.encoding, request.chunk_bytes):
-            yield frame_to_pb(chunk)
+            yield wire.encode_chunk(chunk)  # serialized here: the one copy of the tensor bytes
             metrics.kv_frames_sent_total.labels(model).inc()
             metrics.kv_send_bytes_total.labels(model).inc(len(chunk.data) + len(chunk.scales))
 
@@ -184,3 +186,29 @@ def _status_of(error: BaseException) -> grpc.StatusCode:
     if isinstance(error, UserError | ValueError):
         return grpc.StatusCode.INVALID_ARGUMENT
     return grpc.StatusCode.INTERNAL
+
+
+SERVICE_NAME = "hybridinference.kv.v1.PrefillWorker"
+
+
+def add_to_server(servicer: PrefillServicer, server: grpc.Server) -> None:
+    """Register the service. Unlike the generated helper, Prefill's frames are serialized by kv.wire
+    (one copy of the tensor bytes per layer chunk); Health and Info use the generated messages."""
+    handlers = {
+        "Prefill": grpc.unary_stream_rpc_method_handler(
+            servicer.Prefill,
+            request_deserializer=kv_pb2.PrefillRequest.FromString,
+            response_serializer=wire.serialize,
+        ),
+        "Health": grpc.unary_unary_rpc_method_handler(
+            servicer.Health,
+            request_deserializer=kv_pb2.HealthRequest.FromString,
+            response_serializer=kv_pb2.HealthReply.SerializeToString,
+        ),
+        "Info": grpc.unary_unary_rpc_method_handler(
+            servicer.Info,
+            request_deserializer=kv_pb2.InfoRequest.FromString,
+            response_serializer=kv_pb2.InfoReply.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
