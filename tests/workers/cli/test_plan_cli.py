@@ -151,3 +151,19 @@ def test_plan_runs_without_importing_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_list_names_every_builtin_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in (
+        "dgx-spark",
+        "m3-ultra",
+        "h200",
+        "generic-cpu",
+        "10gbe",
+        "thunderbolt-5",
+        "llama-3.1-8b",
+        "demo-bench",
+    ):
+        assert name in out

@@ -34,6 +34,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write the best split's timeline as PNG")
+    parser.add_argument("--list", action="store_true", help="list the built-in devices, links and models")
     parser.set_defaults(func=run)
 
 
@@ -94,11 +95,31 @@ def _plot(plan: Any, path: Path) -> None:
         raise UserError(f"--plot {path}: cannot write: {exc.strerror}") from None
 
 
+def _catalog() -> str:
+    from hybrid_operator.planner import builtin_devices, builtin_links
+    from hybrid_operator.planner.model_shape import builtin_model_names
+
+    lines = ["devices (peak FP16 TFLOP/s, memory GB/s):"]
+    for device in builtin_devices().values():
+        fp16 = device.peak_tflops.get("float16", 0)
+        lines.append(f"  {device.id:<14}{fp16:>8g}{device.memory_gbps:>8g}  {device.name}")
+    lines.append("links (line Gb/s x payload efficiency):")
+    lines += [
+        f"  {link.id:<14}{link.gbps:>6g} x {link.efficiency:<5g} {link.name}"
+        for link in builtin_links().values()
+    ]
+    lines.append("models: " + ", ".join(builtin_model_names()) + ", or a config.json / model folder")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the plan (table + verdict, or JSON); draw the timeline when --plot is given."""
     from hybrid_operator.planner import PlannerError, Request, device_profile, link_profile, make_plan
     from hybrid_operator.planner import model_shape as shape_of
 
+    if args.list:
+        print(_catalog())
+        return 0
     _check_args(args)
     try:
         model = shape_of(args.model)
