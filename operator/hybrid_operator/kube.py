@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from hybrid_operator.drift import needs_apply, stamped
 from hybrid_operator.models import GROUP, PLURAL, VERSION
 
 logger = logging.getLogger(__name__)
@@ -91,21 +92,6 @@ class ApplyResult:
 
     action: str
     obj: dict[str, Any]
-
-
-def is_subset(desired: Any, current: Any) -> bool:
-    """Whether every field of `desired` holds the same value in `current` (server defaults may add more)."""
-    if isinstance(desired, Mapping):
-        return isinstance(current, Mapping) and all(
-            key in current and is_subset(value, current[key]) for key, value in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(current, list)
-            and len(desired) == len(current)
-            and all(is_subset(d, c) for d, c in zip(desired, current, strict=True))
-        )
-    return bool(desired == current)
 
 
 def allowed(group: str, resource: str, verb: str) -> bool:
@@ -182,11 +168,12 @@ class KubeClient:
             raise
 
     async def apply(self, manifest: Mapping[str, Any]) -> ApplyResult:
-        """Server-side apply `manifest` unless the live object already holds every field of it."""
+        """Server-side apply `manifest` (stamped with its hash) unless the live object still matches it."""
         api_version, kind, meta = manifest["apiVersion"], manifest["kind"], manifest["metadata"]
         current = await self.get(api_version, kind, meta.get("namespace"), meta["name"])
-        if current is not None and is_subset(manifest, current):
+        if current is not None and not needs_apply(manifest, current):
             return ApplyResult("unchanged", current)
+        manifest = stamped(manifest)
         path = object_path(api_version, kind, meta.get("namespace"), meta["name"])
         params = {"fieldManager": self._field_manager, "force": "true"}
         headers = {"Content-Type": "application/apply-patch+yaml"}  # JSON is YAML

@@ -76,10 +76,10 @@ def prefill_flags(cr: HybridInference) -> dict[str, object]:
 
 
 def decode_flags(cr: HybridInference, placement: Placement | None = None) -> dict[str, object]:
-    """The `hybrid-inference decode` flags (ARCHITECTURE.md §3); the planner's prediction as gauges."""
+    """The `hybrid-inference decode` flags (ARCHITECTURE.md §3); with auto placement also the
+    planner's prediction (as gauges) and, for `remotePrefillMinTokens: auto`, its threshold."""
     serving = cr.spec.serving
-    predicted = placement or Placement((), (), "")
-    return {
+    flags: dict[str, object] = {
         **_common_flags(cr, cr.spec.decode),
         "--prefill": f"{child_name(cr, PREFILL)}:{PREFILL_PORT}",
         "--port": serving.port,
@@ -88,10 +88,11 @@ def decode_flags(cr: HybridInference, placement: Placement | None = None) -> dic
         "--max-concurrency": serving.max_concurrency,
         "--max-model-len": serving.max_model_len,
         "--kv-compression": cr.spec.kv_transfer.compression.value,
-        "--predicted-ttft-seconds": predicted.ttft_seconds,
-        "--predicted-decode-tokens-per-second": predicted.decode_tokens_per_second,
         **_tls_flags(cr, DECODE),
     }
+    if placement is not None:
+        flags.update(decode_prediction_flags(cr, placement))
+    return flags
 
 
 def _model_volume(cr: HybridInference) -> dict[str, Any]:

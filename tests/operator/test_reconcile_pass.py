@@ -17,7 +17,10 @@ pytestmark = pytest.mark.operator
 
 NS = "passes"
 HINF = f"/apis/hybridinference.dev/v1alpha1/namespaces/{NS}/hybridinferences"
-NODE = {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+NODE = {
+    "metadata": {"name": "n1", "labels": {"kubernetes.io/os": "linux"}},
+    "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +119,13 @@ async def test_missing_servicemonitor_crd_skips_only_the_servicemonitor(
     outcome = await run(cluster, client, "monitored")
     assert len(outcome.changes) == 5 and not any("ServiceMonitor" in c for c in outcome.changes)
     assert outcome.status["phase"] == "Pending"
+
+
+async def test_removing_a_field_from_the_spec_reapplies_once(
+    cluster: EmulatedCluster, client: KubeClient
+) -> None:
+    create(cluster, "removal", {"decode": {"nodeSelector": {"kubernetes.io/os": "linux"}}})
+    await run(cluster, client, "removal")
+    cluster.patch(f"{HINF}/removal", {"spec": {"decode": {"nodeSelector": None}}})
+    assert (await run(cluster, client, "removal")).changes == ("updated Deployment removal-decode",)
+    assert (await run(cluster, client, "removal")).changes == ()
