@@ -129,6 +129,9 @@ async def reconcile(kube: KubeClient, body: Mapping[str, Any], config: OperatorC
     """One pass over one HybridInference object body (as the API returned it)."""
     previous = body.get("status") or {}
     generation = body.get("metadata", {}).get("generation")
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        # Being deleted (e.g. foreground deletion waiting for its children): never recreate them.
+        return Outcome(dict(previous))
     try:
         cr = parse(dict(body))
     except ValidationError as exc:

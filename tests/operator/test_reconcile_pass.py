@@ -129,3 +129,13 @@ async def test_removing_a_field_from_the_spec_reapplies_once(
     cluster.patch(f"{HINF}/removal", {"spec": {"decode": {"nodeSelector": None}}})
     assert (await run(cluster, client, "removal")).changes == ("updated Deployment removal-decode",)
     assert (await run(cluster, client, "removal")).changes == ()
+
+
+async def test_an_object_being_deleted_gets_no_children(cluster: EmulatedCluster, client: KubeClient) -> None:
+    create(cluster, "leaving", {})
+    cluster.patch(
+        f"{HINF}/leaving",
+        {"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["foregroundDeletion"]}},
+    )
+    assert (await run(cluster, client, "leaving")).changes == ()
+    assert cluster.get(f"/apis/apps/v1/namespaces/{NS}/deployments/leaving-decode") is None
