@@ -69,6 +69,7 @@ async def run_pass(trigger: str, namespace: str, name: str) -> None:
             try:
                 body = await client.get_owner(namespace, name)
                 if body is None:
+                    _State.locks.pop((namespace, name), None)
                     return  # deleted meanwhile; children go with it (owner references)
                 result = await reconcile(client, body, CONFIG)
             except KubeError as exc:

@@ -53,7 +53,8 @@ def describe_errors(exc: ValidationError) -> str:
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "object"
         message = str(error["msg"]).removeprefix("Value error, ")
-        got = f" (got {error['input']!r})" if not isinstance(error.get("input"), dict) else ""
+        value = error.get("input")
+        got = "" if isinstance(value, dict | list) else f" (got {value!r:.80})"
         lines.append(f"{where}: {message}{got}")
     return "; ".join(lines)
 
