@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 from crd_schema import ROOT, apply_defaults, crd, openapi_schema, validate
+from helm_render import SUPPORTED_VERSIONS
 from hybrid_operator.models import parse
 from hybrid_operator.reconcile import describe_errors
 from pydantic import ValidationError
@@ -97,3 +100,48 @@ def test_printer_columns_point_at_status_fields_that_exist() -> None:
     paths = [c["jsonPath"] for c in columns if c["jsonPath"].startswith(".status")]
     assert [p for p in paths if p not in status_fields] == []
     assert [c["name"] for c in columns] == ["Phase", "Prefill node", "Decode node", "TTFT", "TPS", "Age"]
+
+
+@pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
+def test_crd_is_a_valid_customresourcedefinition(version: str) -> None:
+    kubernetes_validate.validate(crd(), version, strict=True)
+
+
+def _nodes(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = [(path or "<root>", schema)]
+    for key, sub in schema.get("properties", {}).items():
+        found.extend(_nodes(sub, f"{path}.{key}"))
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            found.extend(_nodes(schema[key], f"{path}[{key}]"))
+    return found
+
+
+def test_crd_schema_is_structural() -> None:
+    """The rules kube-apiserver enforces on CRD schemas (structural schema, apiextensions v1)."""
+    problems = []
+    for path, node in _nodes(openapi_schema()):
+        typed = (
+            "type" in node
+            or node.get("x-kubernetes-int-or-string")
+            or node.get("x-kubernetes-preserve-unknown-fields")
+        )
+        if not typed:
+            problems.append(f"{path}: no type")
+        if "properties" in node and "additionalProperties" in node:
+            problems.append(f"{path}: properties and additionalProperties together")
+        if node.get("x-kubernetes-int-or-string") and node.get("anyOf") not in (
+            None,
+            [{"type": "integer"}, {"type": "string"}],
+        ):
+            problems.append(f"{path}: int-or-string anyOf must be exactly integer|string")
+    assert problems == []
+
+
+def test_crd_defaults_pass_their_own_schema() -> None:
+    """kube-apiserver rejects a CRD whose defaults (after defaulting) fail validation."""
+    for path, node in _nodes(openapi_schema()):
+        if "default" in node:
+            value = apply_defaults(node, node["default"])
+            errors = list(jsonschema.Draft4Validator(node).iter_errors(value))
+            assert errors == [], f"{path}: default {node['default']!r}: {errors[0].message}"
