@@ -139,6 +139,8 @@ def runtime_env(cr: HybridInference) -> list[dict[str, str]]:
     return [
         # As in the worker images: a Hugging Face cache lives in .huggingface/ on the model volume.
         {"name": "HF_HOME", "value": f"{cr.spec.model.volume.mount_path.rstrip('/')}/.huggingface"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},  # workers never download; the volume holds the model
+        {"name": "HF_MODULES_CACHE", "value": f"{CACHE_DIR}/hf-modules"},  # HF_HOME may be read-only
         {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
         {"name": "HYBRID_INFERENCE_CACHE_DIR", "value": CACHE_DIR},  # the demo model is written here
         {"name": "HOME", "value": "/tmp"},
