@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import socket
 import sys
 import urllib.request
@@ -110,10 +111,18 @@ def announce(api: str, model: str) -> None:
     say("Ctrl-C stops both workers")
 
 
+def describe_status(status: int) -> str:
+    """`exited 0`, or `ended by SIGTERM` for a negative status (killed by that signal)."""
+    return f"ended by {signal.Signals(-status).name}" if status < 0 else f"exited {status}"
+
+
 def report(outcome: Outcome, children: list[Child], statuses: dict[str, int], ready_timeout: float) -> None:
     """Explain on stderr why the session ended, with the workers' last lines, unless stopped on request."""
     if outcome.code == ExitCode.STOPPED:
-        say(f"stopped (worker exit statuses: {statuses})")
+        say(
+            "stopped: "
+            + ", ".join(f"{name} worker {describe_status(code)}" for name, code in statuses.items())
+        )
         return
     if outcome.code == ExitCode.NOT_READY:
         message = f"the API was not ready after {ready_timeout:g} s (--ready-timeout); stopped both workers"
@@ -121,8 +130,8 @@ def report(outcome: Outcome, children: list[Child], statuses: dict[str, int], re
     else:
         assert outcome.child is not None
         other = "decode" if outcome.child.name == "prefill" else "prefill"
-        status = outcome.child_status
-        message = f"the {outcome.child.name} worker exited with status {status}; stopped the {other} worker"
+        status = describe_status(outcome.child_status or 0)
+        message = f"the {outcome.child.name} worker {status}; stopped the {other} worker"
         shown = [outcome.child]
     tails = "".join(
         f"\nlast lines of the {c.name} worker:\n" + "\n".join(f"  {x}" for x in c.tail()) for c in shown

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import Device, add_model_options, add_option
@@ -37,6 +38,8 @@ FORWARDED_HELP = {
     "--kv-compression": "KV wire compression the decode worker asks for: none, fp8 or int8",
     "--chunk-bytes": "largest KV frame payload in bytes",
 }
+# Closed choices checked by serve itself, so a typo fails before two workers start loading the model.
+FORWARDED_CHOICES = {"--fallback": ["local", "fail"], "--kv-compression": ["none", "fp8", "int8"]}
 LOOPBACK = "127.0.0.1"
 # Ctrl-C, `kill`/orchestrators, a closed terminal: each stops both workers in order.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -66,7 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     for flag, help_text in FORWARDED_HELP.items():
         roles = "/".join(FORWARDED[flag])
-        add_option(parser, flag, default=None, help=f"{help_text} (passed to the {roles} worker)")
+        choices = FORWARDED_CHOICES.get(flag)
+        add_option(
+            parser, flag, default=None, choices=choices, help=f"{help_text} (passed to the {roles} worker)"
+        )
     for role in ("prefill", "decode"):
         parser.add_argument(
             f"--{role}-arg",
@@ -132,6 +138,9 @@ def choose_ports(args: argparse.Namespace) -> Ports:
 def resolve_model(model: str | None) -> str:
     """The model folder both workers load: --model, or the demo model (created here, once, for both)."""
     if model:
+        looks_local = str(model).startswith(("/", "./", "../", "~"))  # a Hugging Face id is `org/name`
+        if looks_local and not Path(model).expanduser().is_dir():
+            raise UserError(f"--model {model}: no such folder; give a model folder or a Hugging Face id")
         return str(model)
     from hybrid_workers.engine.demo_model import DEFAULT_PRESET_ENV, demo_model_dir
 
