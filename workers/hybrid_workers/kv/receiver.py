@@ -194,7 +194,7 @@ class KVReceiver:
     def _start_tensor(self, kind: TensorKind, header: Header) -> _TensorBuffer:
         shape = self.model.layer_shape(header.prompt_tokens)
         nbytes = compression.wire_nbytes(shape, DTYPES[header.dtype], header.encoding)
-        self._buffer = _TensorBuffer(kind=kind, data=np.empty(nbytes, dtype=np.uint8))
+        self._buffer = _TensorBuffer(kind=kind, data=_aligned_empty(nbytes))
         return self._buffer
 
     def _complete_tensor(self, buffer: _TensorBuffer, header: Header) -> int | None:
@@ -221,3 +221,10 @@ class KVReceiver:
             return f"in layer {self.layer} {self._buffer.kind} ({self._buffer.filled} of {total} bytes)"
         kind = TensorKind.VALUES if self._keys is not None else TensorKind.KEYS
         return f"waiting for layer {self.layer} {kind}"
+
+
+def _aligned_empty(nbytes: int, alignment: int = 64) -> np.ndarray:
+    """An uninitialised [nbytes] uint8 buffer starting on a cache-line boundary, like torch's allocator."""
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start : start + nbytes]

@@ -116,6 +116,8 @@ def _chunk_fields(view: memoryview, at: int) -> LayerChunk | None:
             values[_VARINT_TAGS[tag]], at = _read_varint(view, at + 1)
         elif tag == _SCALES_TAG:
             size, at = _read_varint(view, at + 1)
+            if at + size > len(view):
+                return None  # runs past the message: protobuf reports it
             scales, at = bytes(view[at : at + size]), at + size
         elif tag == _DATA_TAG:
             size, at = _read_varint(view, at + 1)
