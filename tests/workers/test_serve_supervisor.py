@@ -50,6 +50,16 @@ def test_hidden_lines_are_not_relayed_but_kept_in_the_tail() -> None:
     assert supervisor.children[0].tail() == ["GET /ready 200", "request 1: success"]
 
 
+def test_a_closed_output_does_not_block_a_chatty_child() -> None:
+    out = io.StringIO()
+    out.close()  # like `serve | head` after head exits: every write fails
+    supervisor = Supervisor([spec("decode", "for i in range(20000): print('x' * 40, i)")], out)
+    supervisor.start()
+    outcome = supervisor.wait_ready(lambda: False, timeout=60)  # the child must be able to finish
+    assert outcome is not None and outcome.code == ExitCode.PREFILL_EXITED and outcome.child_status == 0
+    supervisor.stop_all()
+
+
 def test_when_one_child_exits_the_other_is_stopped_and_the_code_names_the_first() -> None:
     specs = [
         ChildSpec("prefill", SLEEPER, ExitCode.PREFILL_EXITED),

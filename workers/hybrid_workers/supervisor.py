@@ -72,6 +72,7 @@ class Child:
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._process: subprocess.Popen[str] | None = None
         self._relay: threading.Thread | None = None
+        self._out_broken = False
 
     @property
     def name(self) -> str:
@@ -112,11 +113,18 @@ class Child:
         for line in stream:
             text = line.rstrip("\n")
             self._tail.append(text)
-            if self.spec.hide is not None and self.spec.hide.search(text):
+            if self._out_broken or (self.spec.hide is not None and self.spec.hide.search(text)):
                 continue
-            with self._out_lock:
-                self._out.write(prefix + text + "\n")
+            self._write(prefix + text + "\n")
+
+    def _write(self, line: str) -> None:
+        """Relay one line; if our own stdout is gone (a closed pipe), keep draining the child silently."""
+        with self._out_lock:
+            try:
+                self._out.write(line)
                 self._out.flush()
+            except (BrokenPipeError, ValueError):  # ValueError: write to a closed file
+                self._out_broken = True
 
     def returncode(self) -> int | None:
         """The exit status if the child has exited, else None."""
