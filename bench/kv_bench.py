@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -30,7 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "network"))  # the netns helper shared with the network tests
-PROMPT_TOKENS = 512
+PROMPT_TOKENS = int(os.environ.get("KV_BENCH_PROMPT_TOKENS", "512"))  # smaller: a quick smoke run
 LINK_RATE = "100mbit"
 LINK_BITS_PER_S = 100e6
 DECODE_TOKENS = 32
@@ -173,6 +174,7 @@ def on_loopback(lm, repeats: int) -> dict:
     try:
         runs = remote_runs(f"127.0.0.1:{running.port}", lm, ["bulk"], repeats)["bulk"]
         tps = decode_tps(f"127.0.0.1:{running.port}", lm, 2 * repeats)
+        compression = compression_effect(f"127.0.0.1:{running.port}", lm)
     finally:
         running.stop(grace_s=0)
     kv_bytes = runs[0]["bytes"]
@@ -184,7 +186,54 @@ def on_loopback(lm, repeats: int) -> dict:
         "socket_goodput_bytes_per_s": plain,
         "grpc_over_socket": grpc_goodput / plain,
         **tps,
+        "compression": compression,
     }
+
+
+def compression_effect(target: str, lm) -> dict:
+    """Per encoding: wire bytes, greedy tokens agreeing with `none`, max logit error of decode step 1."""
+    from hybrid_workers.decode.prefill_client import PrefillClient
+
+    ids = prompt(lm)
+    out: dict[str, dict] = {}
+    for encoding in ("none", "fp8", "int8"):
+        with PrefillClient(target, lm, encoding=encoding) as client:
+            tokens, wire_bytes = greedy_after_remote(client, lm, ids)
+            logits = step_one_logits(client, lm, ids)
+        out[encoding] = {"bytes": wire_bytes, "tokens": tokens, "logits": logits}
+    report = {"none": {"bytes": out["none"]["bytes"]}}
+    for encoding in ("fp8", "int8"):
+        pairs = zip(out[encoding]["tokens"], out["none"]["tokens"], strict=True)
+        report[encoding] = {
+            "bytes": out[encoding]["bytes"],
+            "bytes_saved": 1 - out[encoding]["bytes"] / out["none"]["bytes"],
+            "greedy_match_tokens": next((i for i, (a, b) in enumerate(pairs) if a != b), DECODE_TOKENS),
+            "of_tokens": DECODE_TOKENS,
+            "max_logit_error": float((out[encoding]["logits"] - out["none"]["logits"]).abs().max()),
+        }
+    return report
+
+
+def greedy_after_remote(client, lm, ids: list[int]) -> tuple[list[int], int]:
+    """DECODE_TOKENS greedy tokens (the remote first one, then local decode) and the KV wire bytes."""
+    from hybrid_workers.engine import SamplingParams, decode
+
+    greedy = SamplingParams(max_tokens=DECODE_TOKENS, temperature=0)
+    remote = client.prefill(ids, greedy)
+    steps = decode(lm, remote.cache, remote.first_token, len(ids), greedy)
+    rest = [step.token_id for step, _ in zip(steps, range(DECODE_TOKENS - 1), strict=False)]
+    return [remote.first_token, *rest], remote.timings.bytes
+
+
+def step_one_logits(client, lm, ids: list[int]):  # -> [vocab] float32
+    """Logits after the first token, from a fresh remote prefill's cache."""
+    import torch
+    from hybrid_workers.engine import SamplingParams
+    from hybrid_workers.engine.decode import forward_one
+
+    remote = client.prefill(ids, SamplingParams(max_tokens=2, temperature=0))
+    with torch.no_grad():
+        return forward_one(lm, remote.cache, remote.first_token, len(ids))
 
 
 def decode_tps(target: str, lm, repeats: int) -> dict:
