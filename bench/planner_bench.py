@@ -3,6 +3,7 @@
 measured").
 
 Usage: python bench/planner_bench.py [--model DIR] [--prompt-words N] [--max-tokens N] [--rounds N]
+       [--threads N]
 Without --model it uses the cached `bench` demo model (written on first use, ~1 minute).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -18,15 +20,27 @@ import tempfile
 from pathlib import Path
 
 CLI = [sys.executable, "-m", "hybrid_workers"]
+ENV = dict(os.environ)  # --threads sets OMP_NUM_THREADS here for every child (torch's thread count)
 GENERATED = re.compile(
     r"prompt (\d+) tokens, completion (\d+) tokens .*TTFT ([\d.]+) ms, decode ([\d.]+) tokens/s"
 )
 
 
-def calibrate(out: Path) -> dict:
-    """Run `calibrate` (float32, the dtype `generate` uses on CPU) and return the profile."""
-    subprocess.run([*CLI, "calibrate", "--device", "cpu", "--dtypes", "float32", "--out", str(out)],
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+def calibrate(out: Path, model: str) -> dict:
+    """Run `calibrate` (float32, the dtype `generate` uses on CPU; decode on `model`'s matrix shapes)."""
+    command = [
+        *CLI,
+        "calibrate",
+        "--device",
+        "cpu",
+        "--dtypes",
+        "float32",
+        "--out",
+        str(out),
+        "--shape",
+        model,
+    ]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=ENV)
     return dict(json.loads(out.read_text()))
 
 
@@ -35,7 +49,7 @@ def generate(model: str, prompt: str, max_tokens: int) -> tuple[int, int, float,
     result = subprocess.run(
         [*CLI, "generate", "--model", model, "--device", "cpu", "--dtype", "float32", "--prompt", prompt,
          "--max-tokens", str(max_tokens), "--temperature", "0"],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env=ENV,
     )  # fmt: skip
     match = GENERATED.search(result.stderr)
     if match is None:
@@ -50,7 +64,7 @@ def plan(model: str, profile: Path, prompt_tokens: int, output_tokens: int) -> d
         [*CLI, "plan", "--model", model, "--prefill-device", str(profile), "--decode-device", str(profile),
          "--link", "loopback", "--dtype", "float32", "--prompt-tokens", str(prompt_tokens),
          "--output-tokens", str(output_tokens), "--json"],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env=ENV,
     )  # fmt: skip
     return dict(json.loads(result.stdout)["best"])
 
@@ -62,7 +76,10 @@ def main() -> int:
     parser.add_argument("--prompt-words", type=int, default=300)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads in every child process")
     args = parser.parse_args()
+    if args.threads is not None:
+        ENV["OMP_NUM_THREADS"] = str(args.threads)
     if args.model is None:
         from hybrid_workers.engine import demo_model_dir
 
@@ -72,7 +89,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(args.rounds):
             profile = Path(folder) / f"profile-{round_}.json"
-            measured = calibrate(profile)
+            measured = calibrate(profile, args.model)
             n_prompt, n_out, ttft, tps = generate(args.model, prompt, args.max_tokens)
             predicted = plan(args.model, profile, n_prompt, max(1, n_out - 1))
             rows.append((ttft, predicted["ttft_seconds"], tps, predicted["decode_tokens_per_second"]))

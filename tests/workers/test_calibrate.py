@@ -25,18 +25,8 @@ def prefill_server(tiny_lm) -> Iterator:  # -> RunningServer
 @pytest.fixture(scope="module")
 def profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("calibrate") / "box.json"
-    args = [
-        "calibrate",
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--dtypes",
-        "float32",
-        "--budget-seconds",
-        "0.05",
-    ]
-    assert main([*args, "--id", "box"]) == 0
+    args = ["calibrate", "--out", str(out), "--device", "cpu", "--dtypes", "float32", "--shape", "demo-tiny"]
+    assert main([*args, "--budget-seconds", "0.05", "--id", "box"]) == 0
     return out
 
 
@@ -71,6 +61,7 @@ def test_the_profile_works_as_a_node_annotation(profile_file: Path) -> None:
         (["--budget-seconds", "0"], "--budget-seconds 0.0: must be > 0"),
         (["--out", "/no/such/dir/p.json"], "--out /no/such/dir/p.json: folder '/no/such/dir' does not exist"),
         (["--device", "tpu"], "--device tpu: unknown device"),
+        (["--shape", "gpt-9"], "--shape gpt-9: unknown model"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_value(
@@ -100,3 +91,17 @@ def test_peer_measures_the_link_to_a_real_prefill_worker(
 def test_an_unreachable_peer_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["calibrate", "--peer", "127.0.0.1:1", "--link-only"]) == 2
     assert "--peer 127.0.0.1:1: prefill worker not reachable" in capsys.readouterr().err
+
+
+def test_decode_bandwidth_is_measured_on_the_given_shape(profile_file: Path) -> None:
+    assert "decode GEMVs on demo-tiny's matrix shapes" in json.loads(profile_file.read_text())["source"]
+
+
+def test_layer_matrices_are_a_decoder_layers_projections() -> None:
+    from hybrid_workers.calibration import layer_matrices
+
+    shape = model_shape("llama-3.1-8b")
+    assert layer_matrices(shape) == [
+        (4096, 4096), (1024, 4096), (1024, 4096), (4096, 4096), (14336, 4096), (14336, 4096), (4096, 14336)
+    ]  # fmt: skip
+    assert sum(o * i for o, i in layer_matrices(shape)) == shape.linear_params_per_layer

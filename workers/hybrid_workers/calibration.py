@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from hybrid_operator.planner.model_shape import ModelShape
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -25,15 +26,14 @@ class Sizes:
     """Operand sizes per device kind: big enough to leave the caches and to amortise launches."""
 
     gemm: tuple[int, int, int]  # (rows, inner, cols) of the prefill-like matmul
-    gemv_rows: int  # weight matrix [gemv_rows, gemv_cols] streamed by the decode-like GEMV
-    gemv_cols: int
+    stream_bytes: int  # at least this many weight bytes per decode-like pass (beyond the caches)
     read_elements: int  # float32 elements summed by the read-bandwidth test
 
 
 SIZES = {
-    "cpu": Sizes((1024, 2048, 2048), 8192, 8192, 64 * 1024 * 1024),
-    "cuda": Sizes((8192, 8192, 8192), 16384, 16384, 512 * 1024 * 1024),
-    "mps": Sizes((4096, 4096, 4096), 16384, 8192, 256 * 1024 * 1024),
+    "cpu": Sizes((1024, 2048, 2048), 256 << 20, 64 << 20),
+    "cuda": Sizes((8192, 8192, 8192), 1 << 30, 512 << 20),
+    "mps": Sizes((4096, 4096, 4096), 512 << 20, 256 << 20),
 }
 
 
@@ -70,14 +70,44 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, budget: float) -> fl
     return 2 * m * k * n / seconds / 1e12
 
 
-def gemv_gbps(device: torch.device, dtype: torch.dtype, budget: float) -> float:
-    """GB/s of weight bytes a matrix-vector product streams (what a batch-1 decode step does)."""
-    size = SIZES[device.type]
-    weight = torch.randn(size.gemv_rows, size.gemv_cols, device=device).to(dtype)  # [out, in]
-    x = torch.randn(1, size.gemv_cols, device=device).to(dtype)  # [1, in]
+def layer_matrices(shape: ModelShape) -> list[tuple[int, int]]:
+    """[out, in] of one decoder layer's projections: q, k, v, o, gate, up, down."""
+    h, q, kv, i = (
+        shape.hidden,
+        shape.heads * shape.head_dim,
+        shape.kv_heads * shape.head_dim,
+        shape.intermediate,
+    )
+    return [(q, h), (kv, h), (kv, h), (h, q), (i, h), (i, h), (h, i)]
+
+
+def _stream_rate(
+    device: torch.device, dtype: torch.dtype, budget: float, matrices: list[tuple[int, int]]
+) -> float:
+    """Bytes/s of one-token F.linear passes over copies of `matrices` (enough to leave the caches)."""
+    once = sum(out * inp for out, inp in matrices) * torch.empty((), dtype=dtype).element_size()
+    copies = max(1, -(-SIZES[device.type].stream_bytes // once))
+    # Filled with a constant, not empty: untouched or denormal memory would flatter or slow the pass.
+    weights = [torch.full(m, 0.01, device=device, dtype=dtype) for _ in range(copies) for m in matrices]
+    inputs = {inp: torch.full((1, inp), 0.01, device=device, dtype=dtype) for _, inp in matrices}  # [1, in]
+
+    def one_pass() -> None:
+        for weight in weights:  # [out, in]
+            torch.nn.functional.linear(inputs[weight.shape[1]], weight)
+
     with torch.no_grad():
-        seconds = median_seconds(lambda: torch.nn.functional.linear(x, weight), device, budget)
-    return weight.numel() * weight.element_size() / seconds / 1e9
+        seconds = median_seconds(one_pass, device, budget)
+    return once * copies / seconds
+
+
+def decode_gbps(device: torch.device, dtype: torch.dtype, budget: float, shape: ModelShape) -> float:
+    """GB/s of weights a batch-1 decode step streams through `shape`'s own matrix shapes: the layers'
+    projections and the lm_head, weighted by their bytes in one step (small matrices stream slower)."""
+    layer_rate = _stream_rate(device, dtype, budget / 2, layer_matrices(shape))
+    head_rate = _stream_rate(device, dtype, budget / 2, [(shape.vocab, shape.hidden)])
+    layers = shape.layers * shape.linear_params_per_layer
+    head = shape.embedding_params
+    return (layers + head) / (layers / layer_rate + head / head_rate) / 1e9  # parameter counts: bytes cancel
 
 
 def read_gbps(device: torch.device, budget: float) -> float:
@@ -137,10 +167,13 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({device.type}, {threads} torch threads)"
 
 
-def measure_profile(device: torch.device, dtypes: list[str], budget: float, name: str) -> dict[str, Any]:
-    """A device profile (planner JSON) measured on `device`; `budget` seconds per measurement."""
+def measure_profile(
+    device: torch.device, dtypes: list[str], budget: float, name: str, shape: ModelShape
+) -> dict[str, Any]:
+    """A device profile (planner JSON) measured on `device`; `budget` seconds per measurement; decode
+    bandwidth on `shape`'s matrix shapes."""
     tflops = {dtype: matmul_tflops(device, DTYPES[dtype], budget) for dtype in dtypes}
-    decode = {dtype: gemv_gbps(device, DTYPES[dtype], budget) for dtype in dtypes}
+    decode = {dtype: decode_gbps(device, DTYPES[dtype], budget, shape) for dtype in dtypes}
     read = read_gbps(device, budget)
     overhead = layer_overhead_seconds(device, 2 * budget)
     rounded = {dtype: round(rate, 4) for dtype, rate in tflops.items()}
@@ -161,7 +194,7 @@ def measure_profile(device: torch.device, dtypes: list[str], budget: float, name
         "measured": True,
         "source": (
             f"hybrid-inference calibrate on {platform.node()} at {when}: torch {torch.__version__} "
-            f"matmul {SIZES[device.type].gemm}, GEMV {SIZES[device.type].gemv_rows}x"
-            f"{SIZES[device.type].gemv_cols}, sum-reduction read {read:.1f} GB/s, median of repeats"
+            f"matmul {SIZES[device.type].gemm}, decode GEMVs on {shape.name}'s matrix shapes, "
+            f"sum-reduction read {read:.1f} GB/s, median of repeats"
         ),
     }

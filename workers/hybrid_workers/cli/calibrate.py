@@ -27,6 +27,12 @@ def register(subparsers: Any) -> None:
     add_option(parser, "--device", default="auto", help="cpu, cuda, mps or auto")
     add_option(parser, "--id", default="this-machine", help="profile id to record")
     add_option(parser, "--dtypes", default="float32,bfloat16", help="comma-separated dtypes to measure")
+    add_option(
+        parser,
+        "--shape",
+        default="llama-3.1-8b",
+        help="model shape whose matrices the decode bandwidth is measured on (built-in name or config.json)",
+    )
     add_option(parser, "--budget-seconds", default=1.0, type=float, help="time spent per measurement")
     add_option(parser, "--threads", default=None, type=int, help="torch threads (default: torch's choice)")
     add_option(
@@ -113,13 +119,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _device(args: argparse.Namespace, dtypes: list[str]) -> None:
     import torch
+    from hybrid_operator.planner import PlannerError, model_shape
 
     from hybrid_workers.calibration import measure_profile
     from hybrid_workers.engine.loading import resolve_device
 
+    try:
+        shape = model_shape(args.shape)
+    except PlannerError as exc:
+        raise UserError(f"--shape {args.shape}: {exc}") from None
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    profile = measure_profile(device, dtypes, args.budget_seconds, args.id)
+    profile = measure_profile(device, dtypes, args.budget_seconds, args.id, shape)
     print(_summary(profile), file=sys.stderr)
     _write(json.dumps(profile, indent=2), args.out)
