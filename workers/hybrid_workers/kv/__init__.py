@@ -1,5 +1,16 @@
 """The KV wire: frames and their validation, wire compression, protobuf conversion (docs/kv-wire.md).
 
+- frames.py       domain types (KVRequest, Header, LayerChunk, Trailer), limits, the checksum
+- errors.py       KVProtocolError and its Reason
+- convert.py      protobuf <-> domain types (the gRPC edge)
+- wire.py         serialized frames: layer chunks written with one copy, read without copying
+- chunker.py      sender side: a layer's keys/values -> checksummed chunks; the Header
+- compression.py  none / fp8 / int8 (per-head scales) encodings of one tensor
+- checks.py       Header and Trailer validation against the request and the receiving model
+- receiver.py     KVReceiver: the receiving state machine, layer by layer
+- tls.py          TLS / mTLS credentials from PEM files
+- proto/          generated stubs (built on first import)
+
 This package knows nothing about gRPC servers or the engine: `prefill/` sends with `chunker`, and
 `decode/prefill_client.py` receives with `receiver`.
 """
