@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import kopf
@@ -16,16 +17,19 @@ from hybrid_operator.reconcile import reconcile
 from hybrid_operator.render_common import MANAGED_BY
 from hybrid_operator.settings import configure
 
-CONFIG = OperatorConfig.from_env()
+logger = logging.getLogger(__name__)
 # Only children this operator created trigger passes (label filter runs in kopf, before the handler).
 CHILD_LABELS = {"app.kubernetes.io/name": "hybrid-inference", "app.kubernetes.io/managed-by": MANAGED_BY}
 
 
 class _State:
-    """Per-process state: the API client (set at login) and one lock per object so passes never overlap."""
+    """Per-process state: settings (read at startup), the API client (set at login), one lock per
+    object so passes never overlap, and the resync loop."""
 
+    config: OperatorConfig = OperatorConfig()
     client: KubeClient | None = None
     locks: dict[tuple[str, str], asyncio.Lock] = {}  # noqa: RUF012 (process-wide by design)
+    resync: asyncio.Task[None] | None = None
 
 
 def _login_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
@@ -35,25 +39,50 @@ def _login_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     return info
 
 
+@kopf.index(GROUP, VERSION, PLURAL, id="hybridinferences")
+def index_by_name(namespace: str | None, name: str, **_: Any) -> dict[tuple[str, str], bool]:
+    """Every HybridInference in scope, for the resync loop (an index adds no finalizer)."""
+    return {(namespace or "default", name): True}
+
+
 @kopf.on.startup(id="configure")
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Apply our kopf settings; serve operator metrics when a port is configured."""
+async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+    """Read our settings from the environment, apply kopf's, serve metrics, start the resync loop."""
+    _State.config = OperatorConfig.from_env()
     configure(settings)
-    if CONFIG.metrics_port:
-        prometheus_client.start_http_server(CONFIG.metrics_port)
+    if _State.config.metrics_port:
+        prometheus_client.start_http_server(_State.config.metrics_port)
+    _State.resync = asyncio.create_task(resync_forever(kwargs["hybridinferences"]))
+
+
+# Drift repair: a deleted Service or an edited Deployment comes back within one period. Deployment
+# changes are noticed sooner by `child_changed`. One loop for the operator, not a kopf timer per
+# resource: kopf puts a finalizer on every resource with a timer, and owner references make
+# finalizers unnecessary (a resource must stay deletable while the operator is down).
+async def resync_forever(index: kopf.Index[Any, Any]) -> None:
+    """Every resync_seconds, one pass over each indexed resource; a failed pass is logged."""
+    while True:
+        await asyncio.sleep(_State.config.resync_seconds)
+        for namespace, name in list(index):
+            try:
+                await run_pass("timer", namespace, name)
+            except Exception:
+                logger.exception("resync pass of %s/%s failed; the next period retries", namespace, name)
 
 
 @kopf.on.login(id="login")
 def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
     """In-cluster service account, else kubeconfig; kube.py shares these credentials with kopf."""
     info = _login_info(settings)
-    _State.client = KubeClient(info, CONFIG.field_manager, relogin=lambda: _login_info(settings))
+    _State.client = KubeClient(info, _State.config.field_manager, relogin=lambda: _login_info(settings))
     return info
 
 
 @kopf.on.cleanup(id="close")
 async def cleanup(**_: Any) -> None:
-    """Close the API client's session."""
+    """Stop the resync loop, close the API client's session."""
+    if _State.resync is not None:
+        _State.resync.cancel()
     if _State.client is not None:
         await _State.client.close()
 
@@ -71,7 +100,7 @@ async def run_pass(trigger: str, namespace: str, name: str) -> None:
                 if body is None:
                     _State.locks.pop((namespace, name), None)
                     return  # deleted meanwhile; children go with it (owner references)
-                result = await reconcile(client, body, CONFIG)
+                result = await reconcile(client, body, _State.config)
             except KubeError as exc:
                 raise kopf.TemporaryError(str(exc), delay=5) from exc
             outcome["phase"] = result.status["phase"]
@@ -83,16 +112,6 @@ async def run_pass(trigger: str, namespace: str, name: str) -> None:
 async def changed(reason: str, namespace: str | None, name: str, **_: Any) -> None:
     """The resource appeared, changed, or the operator restarted: reconcile it."""
     await run_pass(str(reason), namespace or "default", name)
-
-
-# Drift repair: a deleted Service or an edited Deployment comes back within one interval. Deployment
-# changes are noticed sooner by `child_changed`; the timer also catches Services/NetworkPolicies.
-@kopf.timer(
-    GROUP, VERSION, PLURAL, id="resync", interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds
-)
-async def resync(namespace: str | None, name: str, **_: Any) -> None:
-    """Periodic pass."""
-    await run_pass("timer", namespace or "default", name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, id="child-deployment")

@@ -113,8 +113,10 @@ class EmulatedCluster:
         return self.request("DELETE", path)
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll `probe` until it returns something truthy; fail naming `what` and the last value."""
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Poll `probe` until it returns something truthy; fail naming `what` and the last value.
+
+    The timeout is a ceiling for a loaded 2-core machine, not a speed requirement."""
     deadline = time.monotonic() + timeout
     value = probe()
     while not value:

@@ -6,14 +6,7 @@ on its own HybridInference name, so the tests do not depend on each other's orde
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,6 +80,7 @@ def operator(cluster: EmulatedCluster, tmp_path_factory: pytest.TempPathFactory)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KUBECONFIG", str(kubeconfig))
         patch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        patch.setenv("HYBRID_INFERENCE_RESYNC_SECONDS", "2")  # drift repair within seconds
         args = ["run", "-m", "hybrid_operator", "--namespace", NS, "--standalone", "--verbose"]
         with KopfRunner(args, timeout=60) as runner:
             yield runner
@@ -136,6 +130,23 @@ def test_create_renders_children_on_the_selected_nodes(
     )
     status = wait_for("Pending status", lambda: status_of(cluster, "create"))
     assert status["phase"] == "Pending"
+
+
+def test_kopf_keeps_its_state_under_our_prefix_and_adds_no_finalizer(
+    cluster: EmulatedCluster, operator: KopfRunner
+) -> None:
+    cluster.create(HINF, hybrid_inference("settings", SPARK_PLUS_MAC))
+    wait_for("settings-decode", lambda: child(cluster, DEPLOYMENTS, "settings-decode"))
+    meta = wait_for(
+        "kopf annotations",
+        lambda: (
+            (cluster.get(f"{HINF}/settings") or {}).get("metadata", {}).get("annotations")
+            and cluster.get(f"{HINF}/settings")["metadata"]
+        ),
+    )
+    assert "hybridinference.dev/last-handled-configuration" in meta["annotations"]
+    assert not [key for key in meta["annotations"] if key.startswith("kopf.zalando.org/")]
+    assert not meta.get("finalizers")  # children are garbage-collected through owner references
 
 
 def test_available_deployments_make_it_ready_with_placement(
@@ -190,6 +201,17 @@ def test_deleted_child_deployment_comes_back(cluster: EmulatedCluster, operator:
     assert again["spec"] == first["spec"]
 
 
+def test_deleted_service_comes_back_on_the_next_resync(
+    cluster: EmulatedCluster, operator: KopfRunner
+) -> None:
+    cluster.create(HINF, hybrid_inference("resync", SPARK_PLUS_MAC))
+    wait_for("resync-api Service", lambda: child(cluster, SERVICES, "resync-api"))
+    cluster.delete(f"{SERVICES}/resync-api")
+    assert child(cluster, SERVICES, "resync-api") is None
+    again = wait_for("resync-api recreated", lambda: child(cluster, SERVICES, "resync-api"))
+    assert again["spec"]["selector"]["app.kubernetes.io/component"] == "decode"
+
+
 def test_invalid_spec_sets_invalid_spec_and_creates_nothing(
     cluster: EmulatedCluster, operator: KopfRunner
 ) -> None:
@@ -223,48 +245,3 @@ def test_selector_matching_no_node_is_reported_and_builds_nothing(
     assert invalid["reason"] == "NoMatchingNode"
     assert "mac-that-never-joined" in invalid["message"]
     assert child(cluster, DEPLOYMENTS, "nowhere-prefill") is None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def http_get(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            text: str = response.read().decode()
-            return text
-    except OSError:
-        return ""
-
-
-def test_operator_command_reconciles_and_serves_metrics_and_liveness(
-    cluster: EmulatedCluster, tmp_path: Path
-) -> None:
-    """`hybrid-inference operator` as the chart runs it by default (every namespace), in its own process."""
-    ns, metrics_port, liveness_port = "cli", free_port(), free_port()
-    env = {**os.environ, "KUBECONFIG": str(cluster.write_kubeconfig(tmp_path / "config", ns))}
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    command = [str(Path(sys.executable).with_name("hybrid-inference")), "operator", "--all-namespaces",
-               "--metrics-port", str(metrics_port), "--liveness", f"http://127.0.0.1:{liveness_port}/healthz",
-               "--decode-image", "reg/decode:cli"]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        body = hybrid_inference("cli", {})
-        body["metadata"]["namespace"] = ns
-        cluster.create(f"/apis/hybridinference.dev/v1alpha1/namespaces/{ns}/hybridinferences", body)
-        decode = wait_for(
-            "cli-decode", lambda: cluster.get(f"/apis/apps/v1/namespaces/{ns}/deployments/cli-decode")
-        )
-        assert decode["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/decode:cli"
-        created = 'hybrid_inference_reconcile_total{phase="Pending",trigger="create"}'
-        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        assert wait_for("reconcile metric of the create pass", lambda: created in http_get(metrics_url))
-        assert wait_for("liveness", lambda: http_get(f"http://127.0.0.1:{liveness_port}/healthz"))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr[-2000:]

@@ -96,7 +96,8 @@ def kopf_needs() -> set[Rule]:
                 "patch",
             )
         )
-    registries = (kopf.get_default_registry()._changing, kopf.get_default_registry()._watching)
+    registry = kopf.get_default_registry()
+    registries = (registry._changing, registry._watching, registry._indexing)
     for registry in registries:
         for handler in registry.get_all_handlers():
             group, plural = (
