@@ -22,7 +22,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
     # Finalizers are not needed: children carry owner references, so Kubernetes' garbage collector
-    # deletes them with the HybridInference. (There are no on.delete handlers, so kopf adds none.)
+    # deletes them with the HybridInference. kopf adds one only for on.delete handlers, timers and
+    # daemons, and we have none (drift repair is one operator-wide loop, see handlers.py); the name
+    # below would only show up if someone added such a handler.
     settings.persistence.finalizer = f"{PREFIX}/kopf-finalizer"
     # kopf posts an event per handler run; ours are more useful (what changed, phase changes), so
     # kopf only posts warnings and errors.
