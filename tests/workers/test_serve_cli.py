@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 from hybrid_workers.cli import build_parser
-from hybrid_workers.cli.serve import FORWARDED, Ports, client_host
-from hybrid_workers.serve_session import decode_spec, prefill_spec
+from hybrid_workers.cli.serve import FORWARDED, Ports
+from hybrid_workers.serve_session import client_host, decode_spec, prefill_spec
 
 PORTS = Ports(api=18000, prefill=15051, prefill_metrics=19090)
 

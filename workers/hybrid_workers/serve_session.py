@@ -9,18 +9,14 @@ import signal
 import socket
 import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from hybrid_workers.cli.serve import (
-    FORWARDED,
-    LOOPBACK,
-    Ports,
-    client_host,
-    example_curl,
-    say,
-    stop_signals,
-)
+from hybrid_workers.cli.serve import FORWARDED, LOOPBACK, Ports
 from hybrid_workers.supervisor import Child, ChildSpec, ExitCode, Outcome, Supervisor, http_ok
 
+# Ctrl-C, `kill`/orchestrators, a closed terminal: each stops both workers in order.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # uvicorn access-log lines that add nothing to the per-request line: successes, probes and scrapes.
 ROUTINE_ACCESS_LOG = re.compile(r'"[A-Z]+ (/ready|/health|/metrics)\S* HTTP/[0-9.]+" \d{3}|" 2\d\d( |$)')
 
@@ -141,3 +137,34 @@ def report(outcome: Outcome, children: list[Child], statuses: dict[str, int], re
         file=sys.stderr,
         flush=True,
     )
+
+
+@contextmanager
+def stop_signals(handler: object) -> Iterator[None]:
+    """Route STOP_SIGNALS to `handler` while the block runs; restore the old handlers after."""
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def client_host(host: str) -> str:
+    """The address a local client uses to reach a server listening on `host` (wildcards -> loopback)."""
+    if host in ("", "0.0.0.0"):
+        return LOOPBACK
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def example_curl(base_url: str, model: str) -> str:
+    """A copy-pastable curl command that asks the API for a short completion."""
+    body = json.dumps({"model": model, "prompt": "Once upon a time", "max_tokens": 32})
+    return f"curl -s {base_url}/v1/completions -H 'Content-Type: application/json' -d '{body}'"
+
+
+def say(text: str) -> None:
+    """One line from `serve` itself on stdout (children's lines carry their role as prefix)."""
+    print(f"serve   | {text}", file=sys.stdout, flush=True)

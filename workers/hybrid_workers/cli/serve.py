@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
-import signal
 import socket
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +36,6 @@ FORWARDED_HELP = {
 # Closed choices checked by serve itself, so a typo fails before two workers start loading the model.
 FORWARDED_CHOICES = {"--fallback": ["local", "fail"], "--kv-compression": ["none", "fp8", "int8"]}
 LOOPBACK = "127.0.0.1"
-# Ctrl-C, `kill`/orchestrators, a closed terminal: each stops both workers in order.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -154,34 +147,3 @@ def run(args: argparse.Namespace) -> int:
     ports = choose_ports(args)
     model = resolve_model(args.model)
     return serve_session.supervise(args, model, ports)
-
-
-@contextmanager
-def stop_signals(handler: object) -> Iterator[None]:
-    """Route STOP_SIGNALS to `handler` while the block runs; restore the old handlers after."""
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def client_host(host: str) -> str:
-    """The address a local client uses to reach a server listening on `host` (wildcards -> loopback)."""
-    if host in ("", "0.0.0.0"):
-        return LOOPBACK
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
-
-
-def example_curl(base_url: str, model: str) -> str:
-    """A copy-pastable curl command that asks the API for a short completion."""
-    body = json.dumps({"model": model, "prompt": "Once upon a time", "max_tokens": 32})
-    return f"curl -s {base_url}/v1/completions -H 'Content-Type: application/json' -d '{body}'"
-
-
-def say(text: str) -> None:
-    """One line from `serve` itself on stdout (children's lines carry their role as prefix)."""
-    print(f"serve   | {text}", file=sys.stdout, flush=True)
