@@ -37,11 +37,30 @@ def module_decode_server(tiny_lm: Any) -> Iterator[Callable[..., RunningServer]]
         stop_server(running, thread)
 
 
-@pytest.fixture
-def forward_gate(tiny_lm: Any) -> Iterator[ForwardGate]:
-    """A ForwardGate on the tiny model's first decoder layer, removed (and opened) after the test."""
+@pytest.fixture(scope="session")
+def prefill_lm(tiny_model_dir: Any) -> Any:
+    """A second copy of the tiny model for in-process prefill workers (in production they are separate
+    processes; a separate model object keeps the two workers' forward passes apart here too)."""
+    from hybrid_workers.engine import load_model
+
+    return load_model(str(tiny_model_dir), device="cpu", dtype="float32", progress=False)
+
+
+def _gate(lm: Any) -> Iterator[ForwardGate]:
     gate = ForwardGate()
-    handle = tiny_lm.model.model.layers[0].register_forward_pre_hook(gate)
+    handle = lm.model.model.layers[0].register_forward_pre_hook(gate)
     yield gate
     gate.open()
     handle.remove()
+
+
+@pytest.fixture
+def forward_gate(tiny_lm: Any) -> Iterator[ForwardGate]:
+    """A ForwardGate on the decode side's model (tiny_lm), removed (and opened) after the test."""
+    yield from _gate(tiny_lm)
+
+
+@pytest.fixture
+def prefill_gate(prefill_lm: Any) -> Iterator[ForwardGate]:
+    """A ForwardGate on the in-process prefill workers' model (prefill_lm)."""
+    yield from _gate(prefill_lm)

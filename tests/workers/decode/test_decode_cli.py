@@ -25,8 +25,9 @@ def spawn(role: str, args: list[str], log: Path, env: dict[str, str]) -> subproc
 
 
 def ready(url: str) -> bool:
+    """Ready, with the prefill worker reachable (with fallback local /ready is 200 without it)."""
     try:
-        return httpx.get(url + "/ready", timeout=2).status_code == 200
+        return httpx.get(url + "/ready", timeout=2).json().get("prefill") == "reachable"
     except httpx.HTTPError:
         return False
 

@@ -66,11 +66,13 @@ def test_fail_policy_raises_with_the_reason() -> None:
     with pytest.raises(RemotePrefillFailed, match="timeout") as caught:
         routing.plan([1, 2, 3], GREEDY)
     assert caught.value.reason == "timeout"
-    assert routing.readiness()[0] is False
+    assert routing.readiness().ready is False and routing.readiness().prefill == "unreachable"
 
 
-def test_a_prefill_worker_of_another_dtype_is_refused_and_prefill_falls_back(tiny_lm, tiny_lm_bf16) -> None:
-    running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0))  # float32
+def test_a_prefill_worker_of_another_dtype_is_refused_and_prefill_falls_back(
+    prefill_lm, tiny_lm_bf16
+) -> None:
+    running = start_server(prefill_lm, PrefillServerConfig(host="127.0.0.1", port=0))  # float32
     try:
         peer = PrefillClient(f"127.0.0.1:{running.port}", tiny_lm_bf16, timeout_s=30)  # decode side: bf16
         plan = router(peer, remote_prefill_min_tokens=1).plan(list(range(1, 40)), GREEDY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -67,8 +68,8 @@ def create_app(worker: DecodeWorker) -> FastAPI:
 
     @app.get("/ready", response_model=None)
     async def ready() -> JSONResponse:
-        ok, detail = await worker.readiness()
-        return JSONResponse({"ready": ok, "detail": detail}, status_code=200 if ok else 503)
+        state = await worker.readiness()
+        return JSONResponse(dataclasses.asdict(state), status_code=200 if state.ready else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

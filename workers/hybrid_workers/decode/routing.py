@@ -71,6 +71,15 @@ class PrefillPlan:
     fallback: FallbackReason | None = None  # set when a remote attempt failed and we went local
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """The body of GET /ready."""
+
+    ready: bool  # take traffic?
+    prefill: str  # none | reachable | unreachable
+    detail: str  # why, in words
+
+
 class PrefillRouter:
     """Decides local vs remote per prompt and applies the fallback policy; thread-safe."""
 
@@ -107,19 +116,19 @@ class PrefillRouter:
         log.warning("remote prefill failed (%s): %s; prefilling locally", reason.value, exc)
         return PrefillPlan(PrefillSite.LOCAL, None, fallback=reason)
 
-    def readiness(self) -> tuple[bool, str]:
-        """(ready, why) as far as prefill is concerned; probes the peer at most every couple of seconds.
-
-        Blocking (a gRPC call): call from a worker thread.
+    def readiness(self) -> Readiness:
+        """Whether to take traffic, as far as prefill is concerned; probes the peer at most every couple
+        of seconds. Blocking (a gRPC call): call from a worker thread.
         """
         if self.peer is None:
-            return True, "no prefill worker configured: all prompts prefill locally"
+            return Readiness(True, "none", "no prefill worker configured: all prompts prefill locally")
         ok, detail = self._peer_health()
         if ok:
-            return True, f"prefill worker {self.config.prefill} reachable"
+            return Readiness(True, "reachable", f"prefill worker {self.config.prefill} reachable")
+        why = f"prefill worker {self.config.prefill} unreachable ({detail})"
         if self.config.fallback is Fallback.LOCAL:
-            return True, f"prefill worker unreachable ({detail}); prefilling locally (--fallback local)"
-        return False, f"prefill worker {self.config.prefill} unreachable ({detail}) and --fallback fail"
+            return Readiness(True, "unreachable", f"{why}; prefilling locally (--fallback local)")
+        return Readiness(False, "unreachable", f"{why} and --fallback fail")
 
     def _peer_health(self) -> tuple[bool, str]:
         assert self.peer is not None

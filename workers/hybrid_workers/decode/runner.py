@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from hybrid_workers.decode.logprobs import TokenScore, score_tokens
 from hybrid_workers.decode.requests import GenerationRequest
@@ -52,6 +54,23 @@ class Failed:
 
 
 Event = Prefilled | Token | Finished | Failed
+
+
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(lm: LoadedModel) -> threading.Lock:
+    """The lock that serialises forward passes on one model object (one per model, process-wide).
+
+    Concurrent requests interleave token by token instead of running forward passes at the same
+    time. On a CPU this costs nothing (one forward pass already uses every core), and it keeps the
+    engine's per-prefill layer hooks safe: torch registers and removes a module hook in two steps,
+    so another thread's forward pass in between can call a kwargs hook without its kwargs.
+    Batched decode (see scheduler.py) replaces this with one engine loop owning the model.
+    """
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(lm.model, threading.Lock())
 
 
 def needs_scoring(request: GenerationRequest) -> bool:
@@ -105,17 +124,21 @@ class RequestRun:
         plan = self.router.plan(request.prompt_ids, request.params)
         self._emit(Prefilled(plan))
         generated: list[int] = []
-        for step in stream_completion(self.lm, request.prompt_ids, request.params, first=plan.first):
-            if self.cancelled.is_set():
-                return None
+        steps = stream_completion(self.lm, request.prompt_ids, request.params, first=plan.first)
+        while not self.cancelled.is_set():
+            with model_lock(self.lm):  # one forward pass (a local prefill or a decode step)
+                step = next(steps, None)
+            if step is None:
+                return generated
             generated.append(step.token_id)
             self._emit(Token(step))
-        return generated
+        return None
 
     def _score(self, generated: list[int]) -> list[TokenScore] | None:
         if self.cancelled.is_set():
             return None
-        return score_tokens(self.lm, [*self.request.prompt_ids, *generated], self.request.top_logprobs)
+        with model_lock(self.lm):
+            return score_tokens(self.lm, [*self.request.prompt_ids, *generated], self.request.top_logprobs)
 
     def _emit(self, event: Event) -> None:
         self._call_on_loop(self._events.put_nowait, event)

@@ -11,7 +11,7 @@ from hybrid_workers import metrics
 from hybrid_workers.decode.api_errors import ApiError
 from hybrid_workers.decode.config import DecodeConfig
 from hybrid_workers.decode.requests import GenerationRequest, Limits
-from hybrid_workers.decode.routing import PrefillPeer, PrefillRouter
+from hybrid_workers.decode.routing import PrefillPeer, PrefillRouter, Readiness
 from hybrid_workers.decode.runner import RequestRun
 from hybrid_workers.decode.scheduler import QueueFull, Scheduler, Slot
 from hybrid_workers.engine.loading import LoadedModel
@@ -71,7 +71,7 @@ class DecodeWorker:
         except QueueFull as exc:
             raise _too_many(exc) from None
 
-    async def readiness(self) -> tuple[bool, str]:
+    async def readiness(self) -> Readiness:
         """(ready, why): the model is loaded; the prefill side is reachable or may be done locally."""
         return await asyncio.to_thread(self.router.readiness)
 
