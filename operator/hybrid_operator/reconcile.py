@@ -24,6 +24,7 @@ from hybrid_operator.status import RoleState, invalid_status, ready_status
 
 logger = logging.getLogger(__name__)
 TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
+STATUS_FIELDS = ("phase", "observedGeneration", "conditions", "placement", "prediction", "endpoints")
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,11 @@ async def _write(
 ) -> Outcome:
     """Write the status (only when it differs) and post events for changes and phase transitions."""
     meta, previous = body["metadata"], body.get("status") or {}
-    if any(previous.get(key) != value for key, value in status.items()):
-        await kube.patch_status(meta.get("namespace") or "default", meta["name"], status)
+    # Every status field, None for those this pass has nothing for: a merge patch then removes stale
+    # ones (an Invalid spec has no placement; manual placement has no prediction).
+    complete = {key: status.get(key) for key in STATUS_FIELDS}
+    if any(previous.get(key) != value for key, value in complete.items()):
+        await kube.patch_status(meta.get("namespace") or "default", meta["name"], complete)
     if changes:
         await kube.post_event(body, "Applied", "; ".join(changes))
     if previous.get("phase") != status["phase"]:

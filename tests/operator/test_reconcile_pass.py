@@ -139,3 +139,15 @@ async def test_an_object_being_deleted_gets_no_children(cluster: EmulatedCluster
     )
     assert (await run(cluster, client, "leaving")).changes == ()
     assert cluster.get(f"/apis/apps/v1/namespaces/{NS}/deployments/leaving-decode") is None
+
+
+async def test_an_invalid_spec_removes_stale_placement_from_status(
+    cluster: EmulatedCluster, client: KubeClient
+) -> None:
+    create(cluster, "stale", {})
+    assert "placement" in (await run(cluster, client, "stale")).status
+    cluster.patch(f"{HINF}/stale", {"spec": {"decode": {"nodeSelector": {"zone": "nowhere"}}}})
+    await run(cluster, client, "stale")
+    status = cluster.get(f"{HINF}/stale")["status"]
+    assert status["phase"] == "Invalid"
+    assert "placement" not in status and "endpoints" not in status
