@@ -49,6 +49,7 @@ def index_by_name(namespace: str | None, name: str, **_: Any) -> dict[tuple[str,
 async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     """Read our settings from the environment, apply kopf's, serve metrics, start the resync loop."""
     _State.config = OperatorConfig.from_env()
+    _State.locks = {}  # asyncio locks belong to one event loop: never reuse a previous run's
     configure(settings)
     if _State.config.metrics_port:
         prometheus_client.start_http_server(_State.config.metrics_port)
@@ -74,7 +75,10 @@ async def resync_forever(index: kopf.Index[Any, Any]) -> None:
 def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
     """In-cluster service account, else kubeconfig; kube.py shares these credentials with kopf."""
     info = _login_info(settings)
-    _State.client = KubeClient(info, _State.config.field_manager, relogin=lambda: _login_info(settings))
+    if _State.client is None:
+        _State.client = KubeClient(info, _State.config.field_manager, relogin=lambda: _login_info(settings))
+    else:
+        _State.client.use(info)
     return info
 
 

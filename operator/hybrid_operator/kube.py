@@ -117,15 +117,24 @@ class KubeClient:
         self._field_manager = field_manager
         self._relogin = relogin
         self._session: aiohttp.ClientSession | None = None
+        self._session_info: kopf.ConnectionInfo | None = None
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+    def use(self, info: kopf.ConnectionInfo) -> None:
+        """Switch to new credentials (kopf logged in again); the next request reconnects with them."""
+        self._info = info
+
+    async def _open(self) -> aiohttp.ClientSession:
+        if self._session is not None and (self._session.closed or self._session_info is not self._info):
+            await self._session.close()
+            self._session = None
+        if self._session is None:
             ssl = self._info.as_ssl_context() if self._info.server.startswith("https") else False
             self._session = aiohttp.ClientSession(
                 headers=self._info.as_http_headers(),
                 connector=aiohttp.TCPConnector(ssl=ssl),
                 timeout=aiohttp.ClientTimeout(total=30),
             )
+            self._session_info = self._info
         return self._session
 
     async def close(self) -> None:
@@ -139,7 +148,8 @@ class KubeClient:
         if not allowed(group, resource, verb):
             raise PermissionError(f"{verb} {group or 'core'}/{resource} is not in kube.PERMISSIONS")
         for attempt in (1, 2):
-            async with self._open().request(method, self._info.server.rstrip("/") + path, **kw) as response:
+            session = await self._open()
+            async with session.request(method, self._info.server.rstrip("/") + path, **kw) as response:
                 if response.status == 401 and attempt == 1:
                     await self._refresh()  # rotated service-account token: log in again, retry once
                     continue
@@ -149,10 +159,7 @@ class KubeClient:
         raise AssertionError("unreachable")
 
     async def _refresh(self) -> None:
-        self._info = self._relogin()
-        if self._session is not None:
-            await self._session.close()
-        self._session = None
+        self.use(self._relogin())
 
     async def get(
         self, api_version: str, kind: str, namespace: str | None, name: str
