@@ -25,10 +25,12 @@ CRD_RESOURCE = "hybridinference.dev/v1alpha1/hybridinferences"
 class EmulatedCluster:
     """A running kmock KubernetesEmulator with our CRD's resource declared; sync HTTP helpers."""
 
-    def __init__(self, missing: tuple[str, ...] = ()) -> None:
-        """`missing`: resources ("group/version/plural") whose CRD is not installed: every call gets 404."""
+    def __init__(self, missing: tuple[str, ...] = (), expired_token: str | None = None) -> None:
+        """`missing`: resources ("group/version/plural") whose CRD is not installed: every call gets 404.
+        `expired_token`: a bearer token the API answers 401 to, as it does once a token has expired."""
         self.url = ""
         self._missing = missing
+        self._expired_token = expired_token
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -49,6 +51,9 @@ class EmulatedCluster:
             )
             for resource in self._missing:
                 emulator[kmock.resource(resource)] << kmock.KubernetesResourceNotFoundError
+            if self._expired_token:
+                expired = kmock.headers({"Authorization": f"Bearer {self._expired_token}"})
+                emulator[expired] << 401 << b'{"kind": "Status", "code": 401, "reason": "Unauthorized"}'
             self.url = str(server.url).rstrip("/")
             self._ready.set()
             await self._stop.wait()

@@ -26,7 +26,9 @@ NODE = {
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[EmulatedCluster]:
     # The Prometheus Operator is not installed in this cluster: its ServiceMonitor resource is unknown.
-    emulated = EmulatedCluster(missing=("monitoring.coreos.com/v1/servicemonitors",)).start()
+    emulated = EmulatedCluster(
+        missing=("monitoring.coreos.com/v1/servicemonitors",), expired_token="expired"
+    ).start()
     emulated.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", **NODE})
     yield emulated
     emulated.stop()
@@ -151,3 +153,19 @@ async def test_an_invalid_spec_removes_stale_placement_from_status(
     status = cluster.get(f"{HINF}/stale")["status"]
     assert status["phase"] == "Invalid"
     assert "placement" not in status and "endpoints" not in status
+
+
+async def test_an_expired_token_is_replaced_by_logging_in_again(cluster: EmulatedCluster) -> None:
+    logins = []
+
+    def relogin() -> kopf.ConnectionInfo:
+        logins.append("again")
+        return kopf.ConnectionInfo(server=cluster.url, token="fresh")
+
+    kube = KubeClient(kopf.ConnectionInfo(server=cluster.url, token="expired"), "test", relogin=relogin)
+    try:
+        nodes = await kube.list_nodes()
+    finally:
+        await kube.close()
+    assert [n["metadata"]["name"] for n in nodes or []] == ["n1"]
+    assert logins == ["again"]
