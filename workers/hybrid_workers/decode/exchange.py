@@ -20,8 +20,12 @@ from hybrid_workers.decode.routing import RemotePrefillFailed
 from hybrid_workers.decode.runner import Failed, Finished, Prefilled, RequestRun, Token
 from hybrid_workers.decode.stats import RequestStats
 from hybrid_workers.decode.worker import ClientGone, DecodeWorker, IsDisconnected, wait_unless_disconnected
+from hybrid_workers.engine.generation import TextStep
 from hybrid_workers.errors import UserError
 from hybrid_workers.metrics import Outcome
+
+# Status of an ApiError raised before the run started -> how the request is counted.
+_OUTCOMES = {429: Outcome.REJECTED, 503: Outcome.UNAVAILABLE}
 
 
 class Exchange:
@@ -34,7 +38,7 @@ class Exchange:
         self.shaper = ResponseShaper(
             request.endpoint, worker.config.served_model_name, worker.lm.tokenizer, request.top_logprobs
         )
-        self.steps: list[Any] = []  # TextSteps received so far
+        self.steps: list[TextStep] = []  # received so far
         self._run: RequestRun | None = None
 
     @property
@@ -52,7 +56,7 @@ class Exchange:
                 asyncio.ensure_future(self.run.next_event()), is_disconnected
             )
         except ApiError as exc:
-            self.stats.finish(Outcome.REJECTED if exc.status == 429 else Outcome.INVALID)
+            self.stats.finish(_OUTCOMES.get(exc.status, Outcome.INVALID))
             raise
         except (ClientGone, asyncio.CancelledError):
             self.abandon()
