@@ -77,7 +77,7 @@ def supervise(args: argparse.Namespace, model: str, ports: Ports) -> int:
     supervisor = Supervisor(
         [prefill_spec(args, model, ports), decode_spec(args, model, ports)], sys.stdout, args.stop_timeout
     )
-    with stop_signals(lambda *_: supervisor.stop_requested.set()):
+    with stop_signals(lambda *_: supervisor.request_stop()):
         supervisor.start()
         prefill, decode = supervisor.children
         say(

@@ -144,6 +144,12 @@ class Child:
             self._relay.join(timeout=2.0)  # drain the last lines before serve reports
         return int(process.returncode)
 
+    def kill(self) -> None:
+        """SIGKILL the child now if it still runs (a second Ctrl-C); `stop` then reaps it."""
+        process = self._popen()
+        if process.poll() is None:
+            process.kill()
+
     def tail(self) -> list[str]:
         """The child's last output lines (at most TAIL_LINES)."""
         if self._relay is not None and self.returncode() is not None:
@@ -168,8 +174,9 @@ class Outcome:
 class Supervisor:
     """Starts children, waits for readiness, runs until a stop request or a child exits, stops the rest.
 
-    `stop_requested` is an Event that a signal handler sets (SIGINT/SIGTERM). Children are stopped in
-    reverse start order, so the decode worker (the front door) goes before the prefill worker.
+    A signal handler calls `request_stop` (SIGINT/SIGTERM/SIGHUP); a second request while stopping kills
+    the children at once. Children are stopped in reverse start order, so the decode worker (the front
+    door) goes before the prefill worker.
     """
 
     def __init__(self, specs: Sequence[ChildSpec], out: TextIO, stop_timeout: float = 10.0) -> None:
@@ -205,6 +212,13 @@ class Supervisor:
         while (outcome := self._check()) is None:
             self.stop_requested.wait(POLL_SECONDS)
         return outcome
+
+    def request_stop(self) -> None:
+        """Ask for a stop (what a signal handler calls); asked again while stopping: SIGKILL everyone."""
+        if self.stop_requested.is_set():
+            for child in self.children:
+                child.kill()
+        self.stop_requested.set()
 
     def stop_all(self) -> dict[str, int]:
         """Stop every child still running (decode first); returns each child's exit status by name."""
