@@ -9,6 +9,8 @@ tokens). In one run it measures:
 2. on loopback: KV goodput of the gRPC hand-off (bulk: bytes after the first chunk ÷ first-to-last
    chunk time on the decode clock) vs a plain TCP socket sending the same bytes in the same chunks;
 3. decode tokens/s continuing from a remote prefill's cache vs from a local prefill's cache;
+4. compression (bytes saved, greedy tokens equal to `none`, max logit error) and an A/B of the chunk
+   serialization paths against raw grpcio (bench/kv_wire_paths.py);
 and plots one request's timeline per mode (per-layer compute vs per-layer transfer).
 Prints JSON. Speed numbers go to docs/benchmarks.md ("KV hand-off"), never into tests.
 """
@@ -188,6 +190,7 @@ def socket_goodput(sizes: list[int]) -> float:
 def on_loopback(lm, repeats: int) -> dict:
     """gRPC hand-off goodput (bulk) vs a plain socket with the same chunks; decode TPS remote vs local."""
     from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+    from kv_wire_paths import wire_paths  # next to this script
 
     running = start_server(lm, PrefillServerConfig(host="127.0.0.1", port=0))
     try:
@@ -206,6 +209,7 @@ def on_loopback(lm, repeats: int) -> dict:
         "grpc_over_socket": grpc_goodput / plain,
         **tps,
         "compression": compression,
+        "wire_paths": wire_paths(),  # A/B of the serialization paths (bench/kv_wire_paths.py)
     }
 
 
