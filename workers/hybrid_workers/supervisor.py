@@ -53,13 +53,21 @@ class ChildSpec:
     hide: re.Pattern[str] | None = None  # output lines matching it are kept in the tail but not relayed
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Runs in the child between fork and exec: ask Linux to SIGTERM us when `serve` dies."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
+def _die_with_parent_hook() -> Callable[[], None]:
+    """A pre-exec hook asking Linux to SIGTERM the child when `serve` dies (PR_SET_PDEATHSIG).
+
+    libc is looked up here, in the parent: between fork and exec the child may only make plain calls.
+    """
+    parent_pid = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+    def hook() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
 
 
 class Child:
@@ -87,7 +95,6 @@ class Child:
     def start(self) -> None:
         """Start the process; output relaying starts with `relay()` (after every child has forked)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.spec.env}
-        parent = os.getpid()
         self._process = subprocess.Popen(
             self.spec.argv,
             stdin=subprocess.DEVNULL,
@@ -98,7 +105,7 @@ class Child:
             bufsize=1,
             env=env,
             start_new_session=True,  # a terminal Ctrl-C reaches serve only; serve stops us in order
-            preexec_fn=lambda: _die_with_parent(parent),  # safe: forked before any relay thread starts
+            preexec_fn=_die_with_parent_hook(),  # forked before the relay threads start
         )
 
     def relay(self) -> None:
