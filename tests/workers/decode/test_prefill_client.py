@@ -7,7 +7,9 @@ completes a valid hand-off from the same server (nothing stuck, nothing leaked i
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -200,3 +202,24 @@ def test_nobody_listening_is_a_transport_error(tiny_lm, fake) -> None:
         assert caught.value.reason is Reason.TRANSPORT
         with pytest.raises(KVProtocolError):
             client.health()
+
+
+def test_a_failed_hand_off_leaves_no_layer_behind(tiny_lm, fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hybrid_workers.engine import cache as engine_cache
+
+    held: list[weakref.ref] = []
+    original = engine_cache.CacheBuilder.add_layer
+
+    def add_layer(self, index: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        held.extend((weakref.ref(keys), weakref.ref(values)))
+        original(self, index, keys, values)
+
+    monkeypatch.setattr(engine_cache.CacheBuilder, "add_layer", add_layer)
+    fake.scenario = without_layer(3)  # layers 0-2 arrive and are stored, then the stream breaks
+    try:
+        with PrefillClient(f"127.0.0.1:{fake.port}", tiny_lm) as client, pytest.raises(KVProtocolError):
+            client.prefill(PROMPT, GREEDY)
+    finally:
+        fake.scenario = list
+    gc.collect()
+    assert len(held) == 6 and all(ref() is None for ref in held)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 import grpc
@@ -27,9 +29,11 @@ class SlowLayers:
         self.seconds = seconds
         self.layers_done = 0
         self.aborted = threading.Event()
+        self.tensors: list[weakref.ref] = []  # every K/V tensor handed out
 
     def __call__(self, lm, token_ids, on_layer):
         def slow(index: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+            self.tensors.extend((weakref.ref(keys), weakref.ref(values)))
             on_layer(index, keys, values)
             self.layers_done += 1
             time.sleep(self.seconds)
@@ -46,6 +50,16 @@ def slow_layers(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowLayers]:
     slow = SlowLayers(0.25)
     monkeypatch.setattr(job, "prefill", slow)
     yield slow
+
+
+def wait_until(condition, timeout_s: float = 5.0) -> bool:
+    """Poll `condition` until it holds or the time is up (the stream's clean-up runs on gRPC threads)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_layerwise_sends_layer_zero_before_the_last_layer_is_final(
@@ -93,6 +107,7 @@ def test_client_leaving_mid_stream_stops_the_prefill(tiny_lm, prefill_server, sl
     call.cancel()
     assert slow_layers.aborted.wait(5), "the prefill kept running after the client left"
     assert slow_layers.layers_done < tiny_lm.num_layers
+    assert wait_until(lambda: gc.collect() >= 0 and all(ref() is None for ref in slow_layers.tensors))
     slow_layers.seconds = 0
     with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm) as client:
         assert client.prefill(prompt(20), GREEDY).trailer.first_token >= 0
