@@ -75,7 +75,13 @@ def run(args: argparse.Namespace) -> int:
     lm = load_model(args.model, device=str(args.device), dtype=str(args.dtype))
     running = start_server(lm, config)
     if int(args.metrics_port):
-        start_http_server(int(args.metrics_port), addr=args.host)
+        try:
+            start_http_server(int(args.metrics_port), addr=args.host)
+        except OSError as exc:
+            running.stop(grace_s=0)
+            raise UserError(
+                f"--metrics-port {args.metrics_port}: cannot listen ({exc}); pick a free port"
+            ) from None
     scheme = "plaintext" if config.tls is None else ("mTLS" if config.tls.ca else "TLS")
     print(
         f"prefill worker: {lm.name} ({lm.dtype}, {lm.device}, {lm.num_layers} layers) on "
