@@ -85,6 +85,7 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(decode_server, forw
     server = decode_server(max_concurrency=1, max_queue=4)
     max_tokens = 200
     body = {"model": server.name, "prompt": "a long answer please", "max_tokens": max_tokens, "stream": True}
+    body["temperature"] = 0  # greedy: no EOS among the first tokens of this prompt (sampling could end early)
     forward_gate.allow(3)  # prefill + 2 decode steps, then the next forward pass waits
     with server.client() as client, client.stream("POST", "/v1/completions", json=body) as response:
         tokens = 0
