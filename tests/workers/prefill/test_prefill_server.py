@@ -162,10 +162,3 @@ def test_info_describes_the_served_model(tiny_lm, prefill_server) -> None:
         tiny_lm.num_layers,
         "float32",
     )
-
-
-def test_a_decode_worker_in_another_dtype_gets_a_fingerprint_error(tiny_lm_bf16, prefill_server) -> None:
-    with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm_bf16) as client:
-        with pytest.raises(KVProtocolError, match="same model and --dtype") as caught:
-            client.prefill(prompt(8), GREEDY)
-        assert caught.value.reason is Reason.FINGERPRINT
