@@ -25,7 +25,7 @@ def prefill_server(tiny_lm) -> Iterator:  # -> RunningServer
 @pytest.fixture(scope="module")
 def profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("calibrate") / "box.json"
-    args = ["calibrate", "--out", str(out), "--device", "cpu", "--dtypes", "float32", "--shape", "demo-tiny"]
+    args = ["calibrate", "--out", str(out), "--device", "cpu", "--dtypes", "float32", "--shape", "demo-bench"]
     assert main([*args, "--budget-seconds", "0.05", "--id", "box"]) == 0
     return out
 
@@ -62,6 +62,7 @@ def test_the_profile_works_as_a_node_annotation(profile_file: Path) -> None:
         (["--out", "/no/such/dir/p.json"], "--out /no/such/dir/p.json: folder '/no/such/dir' does not exist"),
         (["--device", "tpu"], "--device tpu: unknown device"),
         (["--shape", "gpt-9"], "--shape gpt-9: unknown model"),
+        (["--prefill-tokens", "0"], "--prefill-tokens 0: must be >= 1"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_value(
@@ -94,7 +95,9 @@ def test_an_unreachable_peer_is_named(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_decode_bandwidth_is_measured_on_the_given_shape(profile_file: Path) -> None:
-    assert "decode GEMVs on demo-tiny's matrix shapes" in json.loads(profile_file.read_text())["source"]
+    data = json.loads(profile_file.read_text())
+    assert "prefill GEMMs (512 rows) and decode GEMVs on demo-bench's matrix shapes" in data["source"]
+    assert data["peak_tflops"]["float32"] >= data["sustained_tflops"]["float32"]
 
 
 def test_layer_matrices_are_a_decoder_layers_projections() -> None:

@@ -70,6 +70,24 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, budget: float) -> fl
     return 2 * m * k * n / seconds / 1e12
 
 
+def prefill_tflops(
+    device: torch.device, dtype: torch.dtype, budget: float, shape: ModelShape, rows: int
+) -> float:
+    """TFLOP/s of `rows`-token F.linear passes over one decoder layer's matrices of `shape` (a prefill's
+    GEMMs: their shapes, not a square benchmark's, set the rate)."""
+    matrices = layer_matrices(shape)
+    weights = [torch.full(m, 0.01, device=device, dtype=dtype) for m in matrices]  # [out, in]
+    inputs = {inp: torch.randn(rows, inp, device=device).to(dtype) for _, inp in matrices}  # [rows, in]
+
+    def one_layer() -> None:
+        for weight in weights:
+            torch.nn.functional.linear(inputs[weight.shape[1]], weight)  # [rows, out]
+
+    with torch.no_grad():
+        seconds = median_seconds(one_layer, device, budget)
+    return 2 * rows * sum(out * inp for out, inp in matrices) / seconds / 1e12
+
+
 def layer_matrices(shape: ModelShape) -> list[tuple[int, int]]:
     """[out, in] of one decoder layer's projections: q, k, v, o, gate, up, down."""
     h, q, kv, i = (
@@ -168,15 +186,16 @@ def device_name(device: torch.device) -> str:
 
 
 def measure_profile(
-    device: torch.device, dtypes: list[str], budget: float, name: str, shape: ModelShape
+    device: torch.device, dtypes: list[str], budget: float, name: str, shape: ModelShape, rows: int = 512
 ) -> dict[str, Any]:
-    """A device profile (planner JSON) measured on `device`; `budget` seconds per measurement; decode
-    bandwidth on `shape`'s matrix shapes."""
-    tflops = {dtype: matmul_tflops(device, DTYPES[dtype], budget) for dtype in dtypes}
+    """A device profile (planner JSON) measured on `device`; `budget` seconds per measurement. Peak:
+    a square-ish GEMM; sustained prefill and decode rates: on `shape`'s matrices (`rows` prompt tokens)."""
+    peak = {dtype: matmul_tflops(device, DTYPES[dtype], budget) for dtype in dtypes}
+    tflops = {dtype: prefill_tflops(device, DTYPES[dtype], budget, shape, rows) for dtype in dtypes}
     decode = {dtype: decode_gbps(device, DTYPES[dtype], budget, shape) for dtype in dtypes}
     read = read_gbps(device, budget)
     overhead = layer_overhead_seconds(device, 2 * budget)
-    rounded = {dtype: round(rate, 4) for dtype, rate in tflops.items()}
+    rounded = {dtype: round(rate, 5) for dtype, rate in tflops.items()}
     when = time.strftime("%Y-%m-%d %H:%M:%S")
     return {
         "kind_of_profile": "device",
@@ -186,7 +205,7 @@ def measure_profile(
         "memory_gb": round(memory_gb(device), 2),
         # The plain read is the bandwidth "peak"; the GEMV rate is what a decode step streams.
         "memory_gbps": round(max(read, *decode.values()), 3),
-        "peak_tflops": rounded,
+        "peak_tflops": {dtype: round(max(rate, tflops[dtype]), 5) for dtype, rate in peak.items()},
         "sustained_tflops": rounded,
         "sustained_memory_gbps": round(max(decode.values()), 3),
         "decode_gbps": {dtype: round(rate, 3) for dtype, rate in decode.items()},
@@ -194,7 +213,8 @@ def measure_profile(
         "measured": True,
         "source": (
             f"hybrid-inference calibrate on {platform.node()} at {when}: torch {torch.__version__} "
-            f"matmul {SIZES[device.type].gemm}, decode GEMVs on {shape.name}'s matrix shapes, "
+            f"peak: matmul {SIZES[device.type].gemm}; prefill GEMMs ({rows} rows) and decode GEMVs on "
+            f"{shape.name}'s matrix shapes; "
             f"sum-reduction read {read:.1f} GB/s, median of repeats"
         ),
     }

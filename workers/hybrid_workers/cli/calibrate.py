@@ -33,6 +33,7 @@ def register(subparsers: Any) -> None:
         default="llama-3.1-8b",
         help="model shape whose matrices the decode bandwidth is measured on (built-in name or config.json)",
     )
+    add_option(parser, "--prefill-tokens", default=512, type=int, help="prompt rows of the prefill GEMM test")
     add_option(parser, "--budget-seconds", default=1.0, type=float, help="time spent per measurement")
     add_option(parser, "--threads", default=None, type=int, help="torch threads (default: torch's choice)")
     add_option(
@@ -58,6 +59,8 @@ def _dtypes(text: str) -> list[str]:
 def _check(args: argparse.Namespace) -> list[str]:
     if not args.budget_seconds > 0:
         raise UserError(f"--budget-seconds {args.budget_seconds}: must be > 0")
+    if args.prefill_tokens < 1:
+        raise UserError(f"--prefill-tokens {args.prefill_tokens}: must be >= 1")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads}: must be >= 1")
     for flag in ("out", "link_out"):
@@ -131,6 +134,6 @@ def _device(args: argparse.Namespace, dtypes: list[str]) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    profile = measure_profile(device, dtypes, args.budget_seconds, args.id, shape)
+    profile = measure_profile(device, dtypes, args.budget_seconds, args.id, shape, args.prefill_tokens)
     print(_summary(profile), file=sys.stderr)
     _write(json.dumps(profile, indent=2), args.out)
