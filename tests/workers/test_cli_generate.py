@@ -90,3 +90,8 @@ def test_console_script_loads_a_hugging_face_id_from_the_local_cache(tiny_model_
     assert done.returncode == 0, done.stderr
     assert "[hybrid-tests/tiny on cpu, float32]" in done.stderr
     assert "completion 5 tokens" in done.stderr
+
+
+def test_negative_threads_are_refused(tiny_model_dir, capsys):
+    assert main(_generate(tiny_model_dir, "--threads", "-2")) == 2
+    assert "--threads -2: must be >= 0" in capsys.readouterr().err

@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(parser, "--top-p", default=1.0, type=float, help="nucleus sampling mass in (0, 1]")
     add_option(parser, "--seed", default=None, type=int, help="random seed; same seed, same completion")
     parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    add_option(parser, "--threads", default=0, type=int, help="torch CPU threads; 0 = torch's default")
     add_model_options(parser)
     parser.set_defaults(func=run)
 
@@ -78,11 +79,17 @@ def _stream(lm, prompt_ids: list[int], params) -> tuple[Timing, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, stream the completion to stdout, report timing on stderr."""
+    import torch
+
     from hybrid_workers.engine import encode_prompt, load_model
 
     params = _params(args)
+    if args.threads < 0:
+        raise UserError(f"--threads {args.threads}: must be >= 0 (0 = torch's default)")
     if not args.prompt:
         raise UserError("--prompt '': empty; give some text")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     prompt_ids = encode_prompt(lm, args.prompt, params.max_tokens)
     timing, finish = _stream(lm, prompt_ids, params)
