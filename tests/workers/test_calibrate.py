@@ -37,6 +37,7 @@ def test_the_profile_holds_positive_measured_rates(profile_file: Path) -> None:
     assert data["decode_gbps"]["float32"] > 0.1
     assert data["memory_gbps"] >= data["sustained_memory_gbps"]
     assert 0 <= data["layer_overhead_seconds"] < 0.1
+    assert data.get("kv_gbps", 1.0) > 0  # absent only when a longer cache measured no slower
     assert "calibrate" in data["source"]
 
 
@@ -44,8 +45,10 @@ def test_plan_uses_the_measured_profile(profile_file: Path) -> None:
     box = device_profile(str(profile_file))
     plan = make_plan(model_shape("demo-bench"), [box], link_profile("loopback"), Request(64, 8, "float32"))
     assert plan.best.prefill == "box"
-    # decode of the bench model reads ~0.67 GB per step at the measured GEMV rate, plus the overhead
-    step = 672_239_616 / (box.decode_gbps["float32"] * 1e9) + 12 * box.layer_overhead_seconds
+    # a decode step of the bench model reads ~0.67 GB of weights at the measured GEMV rate, 64 to 71
+    # cached tokens (24 KiB each) at the measured KV rate, plus the per-layer overhead
+    kv = 67.5 * 24576 / box.kv_bytes_per_second("float32")
+    step = 672_239_616 / (box.decode_gbps["float32"] * 1e9) + kv + 12 * box.layer_overhead_seconds
     assert plan.best.decode_tokens_per_second == pytest.approx(1 / step, rel=0.05)
 
 

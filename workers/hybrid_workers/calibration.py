@@ -135,39 +135,64 @@ def read_gbps(device: torch.device, budget: float) -> float:
     return data.numel() * 4 / seconds / 1e9
 
 
+# The calibration model: small weights (so a step is all framework cost) but a real cache layout:
+# 2 KV heads x head_dim 64 in float32 = 1 KiB of K+V per token per layer.
+TINY_KV_BYTES = 2 * 2 * 64 * 4  # per token per layer
+
+
 def _tiny_llama(layers: int, device: torch.device) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        vocab_size=128, hidden_size=256, intermediate_size=256, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
     )  # fmt: skip
     torch.manual_seed(0)
     return LlamaForCausalLM(config).eval().to(device)
 
 
-def _decode_step_seconds(layers: int, device: torch.device, budget: float) -> float:
-    """Median time of one decode forward (transformers eager path) of a hidden-64 Llama."""
+def _decode_step_seconds(layers: int, device: torch.device, budget: float, context: int = 16) -> float:
+    """Median time of one decode forward (transformers eager path, DynamicCache) of the calibration
+    model with `context` tokens cached."""
     model = _tiny_llama(layers, device)
     with torch.no_grad():
-        prompt = torch.arange(16, device=device)[None]  # [1, 16]
+        prompt = (torch.arange(context, device=device) % 100)[None]  # [1, context]
         cache = model(input_ids=prompt, use_cache=True).cache
         token = torch.tensor([[1]], device=device)  # [1, 1]
-        position = torch.tensor([[16]], device=device)  # [1, 1]
-        # The same position each call: the cache grows by one token per call, which stays tiny.
-        step = lambda: model(input_ids=token, position_ids=position, cache=cache, use_cache=True)  # noqa: E731
+        position = torch.tensor([[context]], device=device)  # [1, 1]
+
+        def step() -> None:
+            model(input_ids=token, position_ids=position, cache=cache, use_cache=True)
+            cache.crop(-1)  # back to `context` tokens: every call sees the same cache
+
         return median_seconds(step, device, budget, min_calls=10)
 
 
 def layer_overhead_seconds(device: torch.device, budget: float) -> float:
-    """Fixed cost per decoder layer per decode step (dispatch, launches), from two tiny models.
+    """Fixed cost per decoder layer per decode step (dispatch, launches), from two small models.
 
-    A hidden-64 layer does almost no arithmetic, so (t(9 layers) - t(1 layer)) / 8 is what a layer
+    A calibration layer does almost no arithmetic, so (t(9 layers) - t(1 layer)) / 8 is what a layer
     costs regardless of its size.
     """
     one = _decode_step_seconds(1, device, budget / 2)
     nine = _decode_step_seconds(9, device, budget / 2)
     return max(0.0, (nine - one) / 8)
+
+
+def kv_gbps(device: torch.device, budget: float, long: int = 2048, short: int = 16) -> float:
+    """Bytes of cached K/V per second a decode step gets through (cache append + attention), from the
+    step-time difference between `long` and `short` cached tokens over 4 layers.
+
+    Runtimes that copy the cache on append (transformers' DynamicCache) touch each cached byte more
+    than once per step; this rate is what the planner divides the KV bytes of a step by.
+    """
+    layers = 4
+    extra = _decode_step_seconds(layers, device, budget / 2, long) - _decode_step_seconds(
+        layers, device, budget / 2, short
+    )
+    if extra <= 0:
+        return float("inf")
+    return layers * (long - short) * TINY_KV_BYTES / extra / 1e9
 
 
 def memory_gb(device: torch.device) -> float:
@@ -195,6 +220,7 @@ def measure_profile(
     decode = {dtype: decode_gbps(device, DTYPES[dtype], budget, shape) for dtype in dtypes}
     read = read_gbps(device, budget)
     overhead = layer_overhead_seconds(device, 2 * budget)
+    kv = kv_gbps(device, 2 * budget)
     rounded = {dtype: round(rate, 5) for dtype, rate in tflops.items()}
     when = time.strftime("%Y-%m-%d %H:%M:%S")
     return {
@@ -210,6 +236,7 @@ def measure_profile(
         "sustained_memory_gbps": round(max(decode.values()), 3),
         "decode_gbps": {dtype: round(rate, 3) for dtype, rate in decode.items()},
         "layer_overhead_seconds": round(overhead, 7),
+        **({"kv_gbps": round(kv, 3)} if kv != float("inf") else {}),
         "measured": True,
         "source": (
             f"hybrid-inference calibrate on {platform.node()} at {when}: torch {torch.__version__} "

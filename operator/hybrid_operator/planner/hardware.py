@@ -40,6 +40,10 @@ class DeviceProfile:
     # dtype -> measured decode bandwidth (GB/s) where it differs by dtype (CPUs convert bf16/fp16 on
     # the fly); dtypes not listed use sustained_memory_gbps.
     decode_gbps: Mapping[str, float] = field(default_factory=dict)
+    # Cached K/V bytes per second a decode step gets through (append + attention), when measured:
+    # runtimes that copy the cache on append touch each byte more than once. None: read once at the
+    # decode bandwidth (paged-attention runtimes).
+    kv_gbps: float | None = None
     gpu_products: tuple[str, ...] = field(default=())  # token sequences of nvidia.com/gpu.product
     measured: bool = False  # True when the sustained numbers were measured on the machine
 
@@ -56,6 +60,10 @@ class DeviceProfile:
         """Sustained decode memory bandwidth in bytes/s for weights and KV in `dtype`."""
         return self.decode_gbps.get(dtype, self.sustained_memory_gbps) * 1e9
 
+    def kv_bytes_per_second(self, dtype: str) -> float:
+        """Bytes/s at which a decode step gets through its cached K/V."""
+        return self.kv_gbps * 1e9 if self.kv_gbps is not None else self.bytes_per_second(dtype)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form `calibrate` writes and `device_from_dict` reads."""
         return {
@@ -70,6 +78,7 @@ class DeviceProfile:
             "sustained_memory_gbps": self.sustained_memory_gbps,
             "layer_overhead_seconds": self.layer_overhead_seconds,
             "decode_gbps": dict(self.decode_gbps),
+            "kv_gbps": self.kv_gbps,
             "source": self.source,
             "measured": self.measured,
         }
@@ -143,6 +152,7 @@ def device_from_dict(data: Mapping[str, Any], factors: Mapping[str, float] | Non
         source=str(data.get("source", "unknown")),
         layer_overhead_seconds=float(data.get("layer_overhead_seconds", 0.0)),
         decode_gbps=_rates(data, "decode_gbps", where) if data.get("decode_gbps") else {},
+        kv_gbps=_positive(data, "kv_gbps", where) if data.get("kv_gbps") is not None else None,
         gpu_products=tuple(str(p) for p in data.get("gpu_products", ())),
         measured=bool(data.get("measured", False)),
     )

@@ -63,9 +63,10 @@ def prefill_seconds(model: ModelShape, device: DeviceProfile, request: Request) 
 
 def decode_step_seconds(model: ModelShape, device: DeviceProfile, dtype: str, context: int) -> float:
     """One decode step with `context` tokens cached: reads all weights and the whole KV cache."""
-    read = model.decode_read_bytes(dtype) + context * model.kv_bytes_per_token(dtype)
+    weights = model.decode_read_bytes(dtype) / device.bytes_per_second(dtype)
+    cache = context * model.kv_bytes_per_token(dtype) / device.kv_bytes_per_second(dtype)
     flops = model.layers * model.layer_flops(1, past=context) + model.head_flops
-    roofline = max(read / device.bytes_per_second(dtype), flops / device.flops_per_second(dtype))
+    roofline = max(weights + cache, flops / device.flops_per_second(dtype))
     return roofline + model.layers * device.layer_overhead_seconds
 
 

@@ -162,3 +162,16 @@ def test_a_model_that_fits_nowhere_is_refused_with_the_sizes() -> None:
 def test_bad_requests_are_rejected_naming_the_value(kwargs: dict, message: str) -> None:
     with pytest.raises(PlannerError, match=message):
         Request(**kwargs)
+
+
+def test_a_measured_kv_rate_slows_long_contexts_only() -> None:
+    shape = model_shape("demo-bench")
+    base = device_profile("generic-cpu")
+    copying = replace(base, kv_gbps=base.sustained_memory_gbps / 4)  # cache touched 4x per step
+    assert decode_step_seconds(shape, copying, "float32", 0) == decode_step_seconds(shape, base, "float32", 0)
+    kv_bytes = 2048 * shape.kv_bytes_per_token("float32")
+    extra = kv_bytes / (copying.kv_gbps * 1e9) - kv_bytes / base.bytes_per_second("float32")
+    slower = decode_step_seconds(shape, copying, "float32", 2048) - decode_step_seconds(
+        shape, base, "float32", 2048
+    )
+    assert slower == pytest.approx(extra)

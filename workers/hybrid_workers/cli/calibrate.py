@@ -87,6 +87,7 @@ def _summary(profile: dict[str, Any]) -> str:
     decode = ", ".join(f"{dtype} {rate:.1f} GB/s" for dtype, rate in profile["decode_gbps"].items())
     return (
         f"{profile['name']}: matmul {rates}; read {profile['memory_gbps']:.1f} GB/s; GEMV {decode}; "
+        f"KV {profile.get('kv_gbps', float('nan')):.1f} GB/s; "
         f"decode overhead {profile['layer_overhead_seconds'] * 1e6:.0f} us/layer; "
         f"memory {profile['memory_gb']} GB"
     )
