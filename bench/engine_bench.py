@@ -4,7 +4,8 @@ Run: `python bench/engine_bench.py [--model DIR] [--out results.json]` (default 
 `bench` demo model, ≈200M parameters, written on first use). In one process it measures:
 - read bandwidth of this machine (torch sum over a large buffer, best of several passes);
 - a plain forward over the prompt vs `prefill()` with an `on_layer` receiver (ratio; goal ≥ 0.95);
-- decode tokens/s of `engine.decode` vs `model.generate` (greedy, same prompt, same token count);
+- decode tokens/s of `engine.decode` vs `model.generate` (greedy, same prompt, same token count,
+  1 / median time between tokens);
 - decode bandwidth utilisation = tokens/s × bytes read per token ÷ measured read bandwidth.
 Prints JSON. Speed numbers belong here and in docs/benchmarks.md, never in tests.
 """
@@ -12,6 +13,7 @@ Prints JSON. Speed numbers belong here and in docs/benchmarks.md, never in tests
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -70,16 +72,17 @@ def prefill_overhead(lm: LoadedModel, prompt: list[int], repeats: int) -> dict[s
     }
 
 
-def engine_decode_tps(lm: LoadedModel, prompt: list[int], tokens: int) -> float:
-    """Tokens per second of engine.decode after a prefill (first token excluded, as TPS is usually quoted)."""
+def engine_decode_intervals(lm: LoadedModel, prompt: list[int], tokens: int) -> list[float]:
+    """Seconds between consecutive tokens of engine.decode after a prefill (`tokens` - 1 intervals)."""
     greedy = SamplingParams(max_tokens=tokens, temperature=0)
     result = prefill(lm, prompt)
     first, _ = sample(result.logits, greedy, 0)
-    steps = decode(lm, result.cache, first, len(prompt), greedy)
-    start = time.perf_counter()
-    for _step, _ in zip(steps, range(tokens - 1), strict=False):
-        pass
-    return (tokens - 1) / (time.perf_counter() - start)
+    times = [time.perf_counter()]
+    for _step, _ in zip(
+        decode(lm, result.cache, first, len(prompt), greedy), range(tokens - 1), strict=False
+    ):
+        times.append(time.perf_counter())
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
 
 
 class _TokenClock:
@@ -98,8 +101,8 @@ class _TokenClock:
         pass
 
 
-def generate_decode_tps(lm: LoadedModel, prompt: list[int], tokens: int) -> float:
-    """Tokens per second of transformers `generate` (greedy), between its first and last new token."""
+def generate_decode_intervals(lm: LoadedModel, prompt: list[int], tokens: int) -> list[float]:
+    """Seconds between consecutive new tokens of transformers `generate` (greedy)."""
     clock = _TokenClock()
     input_ids = torch.tensor([prompt], device=lm.device)  # [1, seq]
     with torch.no_grad():
@@ -111,7 +114,7 @@ def generate_decode_tps(lm: LoadedModel, prompt: list[int], tokens: int) -> floa
             streamer=clock,
             pad_token_id=lm.tokenizer.pad_token_id,
         )
-    return (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
+    return [later - earlier for earlier, later in itertools.pairwise(clock.times)]
 
 
 def gemv_pass_seconds(lm: LoadedModel, passes: int = 5) -> float:
@@ -142,21 +145,27 @@ def bytes_per_token(lm: LoadedModel, context: int) -> float:
 
 
 def decode_speed(lm: LoadedModel, prompt: list[int], tokens: int, repeats: int) -> dict:
-    """Engine vs generate decode TPS (best of `repeats`, interleaved) and the GEMV-only ceiling."""
-    engine_decode_tps(lm, prompt, 4)  # warm-up
-    engine, reference = [], []
+    """Engine vs generate decode TPS and the GEMV-only ceiling.
+
+    Runs alternate between the two; TPS is 1 / the median time between tokens over all runs, which a
+    busy neighbour on a shared machine moves far less than a mean or a best run.
+    """
+    engine_decode_intervals(lm, prompt, 4)  # warm-up
+    engine: list[float] = []
+    reference: list[float] = []
     for _ in range(repeats):
-        engine.append(engine_decode_tps(lm, prompt, tokens))
-        reference.append(generate_decode_tps(lm, prompt, tokens))
+        engine += engine_decode_intervals(lm, prompt, tokens)
+        reference += generate_decode_intervals(lm, prompt, tokens)
+    engine_tps, reference_tps = 1 / statistics.median(engine), 1 / statistics.median(reference)
     return {
         "decode_tokens": tokens,
         "bytes_read_per_token": bytes_per_token(lm, len(prompt) + tokens // 2),
-        "engine_decode_tokens_per_second": max(engine),
-        "generate_decode_tokens_per_second": max(reference),
+        "engine_decode_tokens_per_second": engine_tps,
+        "generate_decode_tokens_per_second": reference_tps,
         "gemv_only_tokens_per_second": 1 / gemv_pass_seconds(lm),
-        "engine_vs_generate": max(engine) / max(reference),
-        "engine_runs_tokens_per_second": engine,
-        "generate_runs_tokens_per_second": reference,
+        "engine_vs_generate": engine_tps / reference_tps,
+        "engine_mean_tokens_per_second": len(engine) / sum(engine),
+        "generate_mean_tokens_per_second": len(reference) / sum(reference),
     }
 
 
