@@ -103,7 +103,7 @@ class Exchange:
 
     def _take(self, event: Token) -> None:
         self.steps.append(event.step)
-        self.stats.token_sent()
+        self.stats.token_sent(event.produced_at)
 
     def _body(self, scores: list[TokenScore] | None) -> dict[str, Any]:
         request = self.request

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class Token:
     """One generated token with its text delta; the last one carries a finish reason."""
 
     step: TextStep
+    produced_at: float  # time.perf_counter() when the model produced it (in the worker thread)
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class RequestRun:
             if step is None:
                 return generated
             generated.append(step.token_id)
-            self._emit(Token(step))
+            self._emit(Token(step, time.perf_counter()))
         return None
 
     def _score(self, generated: list[int]) -> list[TokenScore] | None:

@@ -1,8 +1,9 @@
 """One request's timings: fed as tokens leave the server, turned into metrics and one log line at the end.
 
-TTFT runs from the request's arrival to the moment its first token is handed to the server for
-sending (streaming) or produced (non-streaming, where the whole body leaves at the end); decode
-tokens per second counts the tokens after the first over the time from first to last token.
+TTFT runs from the request's arrival to the moment its first token reaches the HTTP layer (handed
+to the server for sending when streaming; a non-streaming body leaves only at the end). Decode
+tokens per second counts the tokens after the first over the time the model took from first to last
+token; inter-token latency is the gap between production times as well.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class RequestStats:
     kv: KvTransfer | None = None
     fallback: str | None = None
     tokens: int = 0  # generated tokens sent so far
-    first_at: float | None = None
-    last_at: float | None = None
+    first_sent: float | None = None  # when the first token left the server
+    first_at: float | None = None  # when the first token was produced
+    last_at: float | None = None  # when the latest token was produced
     finished: bool = False
 
     def admitted(self, prompt_tokens: int) -> None:
@@ -47,23 +49,27 @@ class RequestStats:
             metrics.kv_exposed_transfer_seconds.labels(self.model).observe(kv.exposed_s)
             metrics.kv_transfer_bytes_total.labels(self.model).inc(kv.bytes)
 
-    def token_sent(self, count: int = 1) -> None:
-        """`count` generated tokens are leaving the server now."""
-        now = time.perf_counter()
+    def token_sent(self, produced_at: float) -> None:
+        """A generated token, produced by the model at `produced_at`, is leaving the server now.
+
+        TTFT uses the sending time (what the client sees); inter-token latency and decode TPS use the
+        production times, so tokens that queued up while the response was starting (and then leave
+        in a burst) do not inflate the decode speed.
+        """
         labels = (self.model, self.site.value)
         if self.first_at is None:
-            self.first_at = now
-            metrics.time_to_first_token_seconds.labels(*labels).observe(now - self.arrival)
-        elif self.last_at is not None and count > 0:
-            metrics.inter_token_latency_seconds.labels(*labels).observe((now - self.last_at) / count)
-        self.last_at = now
-        self.tokens += count
-        metrics.generation_tokens_total.labels(*labels).inc(count)
+            self.first_at, self.first_sent = produced_at, time.perf_counter()
+            metrics.time_to_first_token_seconds.labels(*labels).observe(self.first_sent - self.arrival)
+        elif self.last_at is not None:
+            metrics.inter_token_latency_seconds.labels(*labels).observe(produced_at - self.last_at)
+        self.last_at = produced_at
+        self.tokens += 1
+        metrics.generation_tokens_total.labels(*labels).inc()
 
     @property
     def ttft_s(self) -> float | None:
         """Arrival to first token, once there is one."""
-        return None if self.first_at is None else self.first_at - self.arrival
+        return None if self.first_sent is None else self.first_sent - self.arrival
 
     @property
     def decode_tps(self) -> float | None:
