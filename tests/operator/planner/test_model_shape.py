@@ -151,3 +151,19 @@ def test_unknown_dtype_and_compression_name_the_choices() -> None:
         shape.weight_bytes("fp16")
     with pytest.raises(PlannerError, match="unknown KV compression 'zstd'"):
         shape.kv_wire_bytes_per_layer(4, "float32", "zstd")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("encoding", ["none", "fp8", "int8"])
+def test_wire_bytes_equal_what_the_kv_codec_encodes(dtype: str, encoding: str) -> None:
+    torch = pytest.importorskip("torch")
+    from hybrid_workers.kv.compression import encode
+    from hybrid_workers.kv.frames import WireEncoding
+
+    shape = model_shape("demo-bench")
+    keys, values = (
+        torch.randn(1, shape.kv_heads, 100, shape.head_dim).to(getattr(torch, dtype)) for _ in "kv"
+    )
+    encoded = [encode(tensor, WireEncoding(encoding)) for tensor in (keys, values)]  # one layer, as sent
+    sent = sum(e.data.nbytes + len(e.scales) for e in encoded)
+    assert shape.kv_wire_bytes_per_layer(100, dtype, encoding) == sent
