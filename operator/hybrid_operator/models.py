@@ -183,6 +183,10 @@ class PlacementSpec(_Spec):
     """How nodes are chosen for the two roles."""
 
     mode: PlacementMode = PlacementMode.MANUAL
+    # auto only: what the planner optimises for (unset: 10gbe, 4096-token prompts, 256 output tokens)
+    link: str | None = Field(default=None, min_length=1, max_length=63)  # planner link id, e.g. 10gbe
+    prompt_tokens: int | None = Field(default=None, ge=1, le=1048576)  # typical prompt length
+    output_tokens: int | None = Field(default=None, ge=1, le=1048576)  # typical completion length
 
 
 class MetricsSpec(_Spec):

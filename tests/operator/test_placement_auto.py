@@ -125,3 +125,29 @@ def test_a_model_without_a_known_shape_is_a_problem_naming_it() -> None:
 def test_the_demo_model_is_planned_when_no_source_is_given() -> None:
     placement = resolve_placement(spec(model={}), [SPARK])
     assert placement.ok and placement.prefill_nodes == ("spark",)
+
+
+def test_placement_link_and_request_shape_change_the_plan() -> None:
+    slow = resolve_placement(spec(placement={"mode": "auto", "link": "1gbe"}), [MAC, SPARK])
+    fast = resolve_placement(spec(placement={"mode": "auto", "link": "25gbe"}), [MAC, SPARK])
+    assert "over 1gbe" in slow.reason and "over 25gbe" in fast.reason
+    assert slow.remote_prefill_min_tokens is None or fast.remote_prefill_min_tokens is not None
+    short = resolve_placement(
+        spec(placement={"mode": "auto", "promptTokens": 16, "outputTokens": 512}), [MAC, SPARK]
+    )
+    assert "16-token prompts, 512 output tokens" in short.reason
+
+
+def test_an_unknown_link_id_is_a_problem_listing_the_known_ones() -> None:
+    placement = resolve_placement(spec(placement={"mode": "auto", "link": "carrier-pigeon"}), [MAC, SPARK])
+    assert "cannot plan: unknown link 'carrier-pigeon'" in placement.problems[0]
+    assert "10gbe" in placement.problems[0]
+
+
+def test_the_crd_accepts_the_auto_placement_settings_and_rejects_bad_ones() -> None:
+    from crd_schema import validate
+
+    body = {"apiVersion": API_VERSION, "kind": "HybridInference", "metadata": {"name": "auto"}}
+    good = {**AUTO, "placement": {"mode": "auto", "link": "25gbe", "promptTokens": 2048, "outputTokens": 64}}
+    assert validate({**body, "spec": good}) == []
+    assert validate({**body, "spec": {**AUTO, "placement": {"mode": "auto", "promptTokens": 0}}})
