@@ -14,28 +14,22 @@ from hybrid_operator.placement import NodeFacts, Placement, fits
 from hybrid_operator.planner import PlannerError, Request, link_profile, model_shape
 from hybrid_operator.planner.auto_placement import NoPlacementError, PlacementPlan, plan_placement
 
-# The request shape auto placement optimises for, unless spec.placement says otherwise: a long prompt
-# (where disaggregation matters) and a medium answer.
+# What auto placement optimises for unless spec.placement says otherwise: a long prompt (where
+# disaggregation matters) and a medium answer, over 10 GbE.
 DEFAULT_PROMPT_TOKENS = 4096
 DEFAULT_OUTPUT_TOKENS = 256
-DEFAULT_LINK = "10gbe"  # the link assumed between nodes (spec.placement.link when the CRD has it)
+DEFAULT_LINK = "10gbe"
 DEMO_SHAPE = "demo-tiny"  # the workers' embedded demo model (no model.source)
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
-def _setting(spec: HybridInferenceSpec, field: str, default: object) -> object:
-    """spec.placement.<field> when the CRD defines it and it is set, else `default`."""
-    value = getattr(spec.placement, field, None)
-    return default if value is None else value
-
-
 def planner_request(spec: HybridInferenceSpec) -> Request:
-    """The request shape to plan for: prompt/output lengths, dtype and KV compression from the spec."""
+    """The request shape to plan for: spec.placement's lengths, the model dtype, the KV compression."""
     dtype = spec.model.dtype.value
     if dtype == "auto":
         dtype = "float32" if spec.model.source is None else "bfloat16"
-    prompt = int(str(_setting(spec, "prompt_tokens", DEFAULT_PROMPT_TOKENS)))
-    output = int(str(_setting(spec, "output_tokens", DEFAULT_OUTPUT_TOKENS)))
+    prompt = spec.placement.prompt_tokens or DEFAULT_PROMPT_TOKENS
+    output = spec.placement.output_tokens or DEFAULT_OUTPUT_TOKENS
     return Request(prompt, output, dtype, spec.kv_transfer.compression.value)
 
 
@@ -73,7 +67,7 @@ def resolve_auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Place
     """Placement chosen by the planner; a Placement with `problems` when it cannot choose."""
     try:
         shape = model_shape(spec.model.source or DEMO_SHAPE)
-        link = link_profile(str(_setting(spec, "link", DEFAULT_LINK)))
+        link = link_profile(spec.placement.link or DEFAULT_LINK)
         plan = plan_placement(
             nodes, shape, planner_request(spec), link, spec.kv_transfer.mode.value, roles=_roles(spec, nodes)
         )
