@@ -25,6 +25,8 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 WIRE_BYTES: dict[str, int | None] = {"none": None, "fp8": 1, "int8": 1}
 # Compressed KV carries one float32 scale per (layer, K|V, KV head): negligible, but counted.
 SCALE_BYTES = 4
+# config.json fields that mark a mixture-of-experts model (its FLOPs and bytes per token differ).
+MOE_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts")
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,11 @@ def shape_from_config(config: Mapping[str, Any], name: str) -> ModelShape:
         raise PlannerError(f"{name}: a model config must be a JSON object, got {type(config).__name__}")
     if "num_hidden_layers" not in config and isinstance(config.get("text_config"), Mapping):
         config = config["text_config"]
+    experts = next((config[k] for k in MOE_FIELDS if isinstance(config.get(k), int) and config[k] > 1), None)
+    if experts is not None:
+        raise PlannerError(
+            f"{name}: a mixture-of-experts model ({experts} experts); the planner models dense decoders only"
+        )
     heads = _field(config, "num_attention_heads", name)
     hidden = _field(config, "hidden_size", name)
     if "head_dim" not in config and hidden % heads:

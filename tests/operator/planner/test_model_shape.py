@@ -113,6 +113,7 @@ def test_hugging_face_ids_alias_the_builtin_shapes() -> None:
     ("config", "message"),
     [
         ({"hidden_size": 64}, "no 'num_attention_heads'"),
+        ({"num_local_experts": 8, "hidden_size": 64}, "a mixture-of-experts model \\(8 experts\\)"),
         (
             {
                 "num_hidden_layers": 2,
