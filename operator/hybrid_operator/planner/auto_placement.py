@@ -123,6 +123,13 @@ def plan_placement(
             or "the cluster has no nodes"
         )
         raise NoPlacementError(f"no node with a known device profile ({details})", excluded)
+    for role in sorted(ROLES):
+        if not any(role in allowed[p.node] for p in known):
+            names = ", ".join(p.node for p in known)
+            raise NoPlacementError(
+                f"none of the known nodes ({names}) may run the {role} pods (taints or GPU requests)",
+                excluded,
+            )
     groups = _groups(known, allowed)
     group_roles = {label: group_role for label, (_, group_role, _) in groups.items()}
 

@@ -6,6 +6,8 @@ import pytest
 from hybrid_operator.planner import Request, link_profile, model_shape
 from hybrid_operator.planner.auto_placement import NoPlacementError, plan_placement
 from hybrid_operator.planner.nodes import NodeInfo
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 SPARK = NodeInfo(
     "spark", labels={"nvidia.com/gpu.product": "NVIDIA-GB10", "kubernetes.io/arch": "arm64"}, gpus=1
@@ -75,3 +77,43 @@ def test_a_known_node_that_no_role_may_use_is_excluded_with_the_reason() -> None
     chosen = plan_placement([SPARK, MAC], LLAMA, EXO_REQUEST, TEN_GBE, roles={"spark": {"prefill", "decode"}})
     assert chosen.excluded == {"mac-studio": "neither role's pods can run there (taints or GPU requests)"}
     assert (chosen.prefill_node, chosen.decode_node) == ("spark", "spark")
+
+
+TEMPLATES = [
+    ("gpu", {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, 1, True),
+    ("l4", {"nvidia.com/gpu.product": "NVIDIA-L4"}, 1, True),
+    ("mac", {"hybridinference.dev/device": "m2-ultra"}, 0, True),
+    ("board", {"kubernetes.io/arch": "arm64"}, 0, True),
+    ("cordoned", {"hybridinference.dev/device": "h200"}, 0, False),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    picks=st.lists(st.tuples(st.sampled_from(TEMPLATES), st.sets(st.sampled_from(["prefill", "decode"]))),
+                   min_size=1, max_size=5),
+    prompt=st.integers(1, 32768),
+)  # fmt: skip
+def test_auto_placement_only_uses_known_eligible_nodes_and_beats_every_single_node(
+    picks: list[tuple[tuple[str, dict[str, str], int, bool], set[str]]], prompt: int
+) -> None:
+    nodes = [
+        NodeInfo(f"{kind}-{i}", labels, {}, gpus, ok) for i, ((kind, labels, gpus, ok), _) in enumerate(picks)
+    ]
+    roles = {node.name: allowed for node, (_, allowed) in zip(nodes, picks, strict=True)}
+    try:
+        chosen = plan_placement(nodes, LLAMA, Request(prompt, 64), TEN_GBE, roles=roles)
+    except NoPlacementError as exc:  # every refusal names its cause
+        reasons = ("no node with a known device profile", "may run the", "fits on none", "no placement fits")
+        assert any(reason in str(exc) for reason in reasons), str(exc)
+        return
+    assert "prefill" in roles[chosen.prefill_node] and "decode" in roles[chosen.decode_node]
+    assert chosen.prefill_node not in chosen.excluded and chosen.decode_node not in chosen.excluded
+    assert all(name in chosen.excluded for name in roles if name.startswith(("board", "cordoned")))
+    if chosen.plan.best_single is not None:  # the best node that may run both roles alone
+        assert chosen.total_seconds <= chosen.plan.best_single.total_seconds
+
+
+def test_no_node_allowed_to_decode_is_named() -> None:
+    with pytest.raises(NoPlacementError, match=r"none of the known nodes \(spark\) may run the decode pods"):
+        plan_placement([SPARK], LLAMA, EXO_REQUEST, TEN_GBE, roles={"spark": {"prefill"}})
