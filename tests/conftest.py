@@ -18,12 +18,15 @@ def demo_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh HYBRID_INFERENCE_CACHE_DIR for the session: demo models are written once, by this code.
 
     Child processes started by tests inherit it, so `hybrid-inference ...` without --model finds the
-    same demo model instead of a stale one from ~/.cache.
+    same demo model instead of a stale one from ~/.cache. They also inherit OMP_NUM_THREADS=1 (unless
+    set): worker processes on the tiny model otherwise fight over the cores with 2 threads each, which
+    made a worker test file ~1.5x slower on the 2-core reference machine.
     """
     path = tmp_path_factory.mktemp("hybrid-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HYBRID_INFERENCE_CACHE_DIR", str(path))
         patch.setenv("HYBRID_INFERENCE_DEMO_PRESET", "tiny")
+        patch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
         yield path
 
 
