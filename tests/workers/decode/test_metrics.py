@@ -39,6 +39,8 @@ def test_each_finished_request_feeds_the_latency_and_token_metrics(decode_server
         "prefill=local" in line and f"output={per_request} tokens" in line and "tps=" in line
         for line in lines
     )
+    ids = [reply.headers["x-request-id"] for reply in replies]
+    assert [line.split(":")[0] for line in lines] == [f"request {request_id}" for request_id in ids]
 
 
 def test_metrics_endpoint_is_prometheus_text_with_the_planner_predictions(decode_server) -> None:

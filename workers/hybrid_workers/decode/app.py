@@ -24,6 +24,8 @@ from hybrid_workers.metrics import Outcome
 Body = TypeVar("Body", bound=BaseModel)
 Translate = Callable[[Any, Any, Limits], GenerationRequest]
 _CLIENT_CLOSED = 499
+# Names the request in the decode worker's log line (`request <id>: ...`).
+REQUEST_ID_HEADER = "X-Request-Id"
 # Far above any prompt that fits a context (a 128k-token id list is ≈1 MiB of JSON).
 MAX_BODY_BYTES = 16 << 20
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -87,7 +89,8 @@ class ExchangeStream(StreamingResponse):
     """
 
     def __init__(self, exchange: Exchange) -> None:
-        super().__init__(exchange.stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
+        headers = {**_SSE_HEADERS, REQUEST_ID_HEADER: exchange.stats.request_id}
+        super().__init__(exchange.stream(), media_type="text/event-stream", headers=headers)
         self.exchange = exchange
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -126,6 +129,7 @@ async def _generate(
         await exchange.prepare(request.is_disconnected)
         if generation.stream:
             return ExchangeStream(exchange)
-        return JSONResponse(await exchange.collect(request.is_disconnected))
+        body = await exchange.collect(request.is_disconnected)
+        return JSONResponse(body, headers={REQUEST_ID_HEADER: stats.request_id})
     except ClientGone:
         return Response(status_code=_CLIENT_CLOSED)  # nobody reads it; nginx's code for the access log
