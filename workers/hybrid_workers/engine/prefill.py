@@ -41,12 +41,20 @@ def check_token_ids(lm: LoadedModel, token_ids: Sequence[int]) -> torch.Tensor:
     return torch.tensor([list(token_ids)], dtype=torch.long, device=lm.device)  # [1, seq]
 
 
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued kernels on `device` (CPU work is already done when the hook runs)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 class _LayerWatch:
     """Forward hooks on every decoder layer of one model, active for one cache object only."""
 
     def __init__(self, lm: LoadedModel, cache: DynamicCache, on_layer: OnLayer | None) -> None:
         self.cache, self.on_layer = cache, on_layer
-        self.sync = lm.device.type == "cuda"  # per-layer times and "final" need the kernels finished
+        self.device = lm.device  # on GPUs, per-layer times and "final" need the layer's kernels finished
         self.started = [0.0] * lm.num_layers
         self.seconds = [0.0] * lm.num_layers
 
@@ -60,8 +68,7 @@ class _LayerWatch:
     def after(self, index: int, kwargs: dict[str, Any]) -> None:
         if not self._ours(kwargs):
             return
-        if self.sync:
-            torch.cuda.synchronize()
+        _synchronize(self.device)
         self.seconds[index] = time.perf_counter() - self.started[index]
         if self.on_layer is not None:
             layer: Any = self.cache.layers[
