@@ -223,3 +223,11 @@ def test_a_failed_hand_off_leaves_no_layer_behind(tiny_lm, fake, monkeypatch: py
         fake.scenario = list
     gc.collect()
     assert len(held) == 6 and all(ref() is None for ref in held)
+
+
+@pytest.mark.parametrize(("option", "value"), [("encoding", "zstd"), ("mode", "streaming")])
+def test_unknown_client_options_are_named(tiny_lm, option: str, value: str) -> None:
+    from hybrid_workers.errors import UserError
+
+    with pytest.raises(UserError, match=f"'{value}': use one of"):
+        PrefillClient("127.0.0.1:1", tiny_lm, **{option: value})

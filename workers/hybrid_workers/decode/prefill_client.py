@@ -18,20 +18,33 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
 
 import grpc
 import torch
 
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
+from hybrid_workers.errors import UserError
 from hybrid_workers.kv import wire
 from hybrid_workers.kv.checks import ReceiverModel
 from hybrid_workers.kv.convert import request_to_pb
 from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.kv.frames import GRPC_OPTIONS, KVRequest, Trailer, TransferMode, WireEncoding
+from hybrid_workers.kv.frames import (
+    GRPC_OPTIONS,
+    Frame,
+    KVRequest,
+    LayerChunk,
+    Trailer,
+    TransferMode,
+    WireEncoding,
+)
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 from hybrid_workers.kv.receiver import KVReceiver
 from hybrid_workers.kv.tls import TLSConfig, channel_credentials
 from hybrid_workers.prefill.servicer import SERVICE_NAME
+
+StrEnumT = TypeVar("StrEnumT", bound=StrEnum)
 
 
 @dataclass(frozen=True)
@@ -91,8 +104,8 @@ class PrefillClient:
         self.target = target
         self.lm = lm
         self.timeout_s = timeout_s
-        self.encoding = WireEncoding(encoding)
-        self.mode = TransferMode(mode)
+        self.encoding = _choice(WireEncoding, encoding, "--kv-compression")
+        self.mode = _choice(TransferMode, mode, "mode")
         self.chunk_bytes = chunk_bytes
         self._model = ReceiverModel.of(lm)
         if tls is None:
@@ -204,9 +217,9 @@ class _Clock:
         self.end = 0.0
         self.layers = [0.0] * num_layers
 
-    def frame_received(self, frame: object) -> None:
+    def frame_received(self, frame: Frame) -> None:
         now = time.perf_counter() - self.start
-        if type(frame).__name__ == "LayerChunk":
+        if isinstance(frame, LayerChunk):
             self.first_chunk = now if self.first_chunk is None else self.first_chunk
             self.last_chunk = now
 
@@ -249,3 +262,12 @@ def rpc_failure(error: grpc.RpcError, target: str) -> KVProtocolError:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED):
         return KVProtocolError(Reason.TRANSPORT, f"prefill worker {target} unreachable or lost: {details}")
     return KVProtocolError(Reason.REJECTED, f"prefill worker {target} refused ({code.name}): {details}")
+
+
+def _choice(kind: type[StrEnumT], value: str, flag: str) -> StrEnumT:
+    """`value` as a member of the str Enum `kind`, or UserError naming the value and the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise UserError(f"{flag} {value!r}: use one of {choices}") from None
