@@ -84,3 +84,12 @@ def test_a_failure_after_the_first_token_ends_the_stream_with_an_error_event(
     assert "[DONE]" not in streamed
     labels = {"model": server.name, "outcome": "error"}
     wait_for(lambda: sample_value("hybrid_inference_requests_total", labels) == 1, "the error to be counted")
+
+
+def test_a_streamed_echo_of_zero_tokens_still_ends_with_a_finish_reason(decode_server) -> None:
+    server = decode_server()
+    body = {"model": server.name, "prompt": PROMPT, "max_tokens": 0, "echo": True}
+    with server.client() as client:
+        streamed = events(client, "/v1/completions", body)
+    assert [e["choices"][0]["text"] for e in streamed[:-1]] == [PROMPT, ""]
+    assert streamed[-2]["choices"][0]["finish_reason"] == "length" and streamed[-1] == "[DONE]"

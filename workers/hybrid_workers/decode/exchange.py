@@ -154,6 +154,8 @@ class Exchange:
                 break
         finish = self.steps[-1].finish_reason if self.steps else "length"
         self.stats.finish(Outcome.SUCCESS, finish)
+        if not self.steps:  # echo with max_tokens 0: no token chunk carried the finish reason
+            yield sse(self.shaper.chunk("", finish))
         if self.request.include_usage:
             yield sse(self.shaper.usage_chunk(self._usage()))
         yield DONE
