@@ -162,3 +162,22 @@ def test_info_describes_the_served_model(tiny_lm, prefill_server) -> None:
         tiny_lm.num_layers,
         "float32",
     )
+
+
+def test_standard_grpc_health_reports_serving_then_not_serving_on_shutdown(tiny_lm) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from hybrid_workers.prefill.server import HEALTH_SERVICE
+
+    running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0))
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for name in ("", HEALTH_SERVICE):
+            assert stub.Check(health_pb2.HealthCheckRequest(service=name)).status == serving
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        running.health.enter_graceful_shutdown()
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=HEALTH_SERVICE))
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    running.stop(grace_s=0)
