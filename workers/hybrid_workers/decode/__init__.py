@@ -7,11 +7,13 @@ Module map:
 - requests.py    HTTP request -> GenerationRequest (tokenized prompt + SamplingParams), validated
 - scheduler.py   bounded concurrency and waiting queue (429 beyond it)
 - routing.py     remote prefill through the PrefillClient, or local, with the fallback policy
-- runner.py      one request's model work in a worker thread, events back to the event loop
+- runner.py      one request's model work in a worker thread, events back to the event loop;
+                 forward passes serialised per model (model_lock)
 - stats.py       per-request timings -> Prometheus metrics and one log line
 - responses.py   OpenAI response and SSE chunk shapes
 - logprobs.py    prompt scoring (echo) and top logprobs
-- worker.py      DecodeWorker: ties the above together for the app
+- worker.py      DecodeWorker: model, router, scheduler and thread pool shared by all requests
+- exchange.py    one request/response: admission, prefill wait, SSE stream or whole body, outcome
 - app.py         the FastAPI application
 - prefill_client.py / receiver*.py   the gRPC client of the KV stream (KV hand-off issue)
 """
