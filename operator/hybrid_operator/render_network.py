@@ -85,8 +85,19 @@ def service_monitor(cr: HybridInference) -> Manifest:
         "spec": {
             "selector": {"matchLabels": selector_labels(cr)},
             "endpoints": [
-                {"port": "metrics", "path": "/metrics", "interval": "15s"},
-                {"port": "http", "path": "/metrics", "interval": "15s"},
+                {"port": port, "path": "/metrics", "interval": "15s", "relabelings": SCRAPE_RELABELINGS}
+                for port in ("metrics", "http")
             ],
         },
     }
+
+
+# The target labels the dashboard and alerts select on (docs/monitoring.md); the chart's
+# `hybrid-inference.monitoringRelabelings` helper applies the same two.
+SCRAPE_RELABELINGS = [
+    {
+        "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+        "targetLabel": "hybridinference",
+    },
+    {"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"], "targetLabel": "component"},
+]

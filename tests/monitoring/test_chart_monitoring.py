@@ -143,3 +143,13 @@ def test_helm_lint_finds_no_warning_with_monitoring_on() -> None:
     report = helm.lint(CHART, values={"monitoring": ALL_ON}, strict=True, namespace="obs")
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_per_resource_monitor_of_the_operator_relabels_like_the_charts() -> None:
+    # A user who turns on spec.metrics.serviceMonitor instead of the chart's monitor must get the
+    # same target labels, or the dashboard's variables find nothing.
+    from hybrid_operator.render_network import SCRAPE_RELABELINGS
+
+    chart = {m["metadata"]["name"]: m["spec"] for m in of_kind(render(ALL_ON), "ServiceMonitor")}
+    for endpoint in chart["hinf-hybrid-inference-workers"]["endpoints"]:
+        assert endpoint["relabelings"] == SCRAPE_RELABELINGS

@@ -212,6 +212,16 @@ def test_service_monitor_only_when_asked() -> None:
     assert not [m for m in render(resource(SPARK), ANYWHERE, CONFIG) if m["kind"] == "ServiceMonitor"]
 
 
+def test_service_monitor_labels_series_with_instance_and_component() -> None:
+    monitor = by_name(render(resource(TLS), ANYWHERE, CONFIG))["ServiceMonitor/secure"]
+    for endpoint in monitor["spec"]["endpoints"]:
+        targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
+        assert targets == {
+            "hybridinference": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
+            "component": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"],
+        }
+
+
 def test_placement_selectors_replace_the_spec_selectors() -> None:
     pinned = Placement(("spark",), ("mac",), "auto", prefill_selector={"kubernetes.io/hostname": "spark"},
                        decode_selector={"kubernetes.io/hostname": "mac"})  # fmt: skip
