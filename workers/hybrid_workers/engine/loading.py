@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from hybrid_workers.engine.demo_model import DEFAULT_PRESET_ENV, demo_model_dir
+from hybrid_workers.engine.layer_hooks import layer_hooks
 from hybrid_workers.errors import UserError
 
 DTYPES: dict[str, torch.dtype] = {
@@ -120,7 +121,7 @@ def check_causal_lm(config: Any, name: str) -> None:
 
 
 def _decoder_layers(model: Any) -> Any:
-    """The model's list of decoder layers (model.model.layers for Llama-style models)."""
+    """The model's list of decoder layers (model.model.layers for Llama-style models); UserError if none."""
     layers = getattr(getattr(model, "model", None), "layers", None)
     if layers is None:
         raise UserError(f"{type(model).__name__}: no decoder layer list at model.model.layers; unsupported")
@@ -187,6 +188,8 @@ def load_model(
     check_causal_lm(config, name)
     torch_dtype = resolve_dtype(dtype, config, torch_device)
     hf_model = _from_pretrained(path, torch_dtype, torch_device, progress)
+    num_layers = len(_decoder_layers(hf_model))
+    layer_hooks(hf_model)  # now, before any thread runs a forward pass (see layer_hooks)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     text_config = hf_model.config
     heads = text_config.num_attention_heads
@@ -197,7 +200,7 @@ def load_model(
         device=torch_device,
         dtype=torch_dtype,
         fingerprint=weights_fingerprint(hf_model, text_config, torch_dtype),
-        num_layers=len(_decoder_layers(hf_model)),
+        num_layers=num_layers,
         num_kv_heads=getattr(text_config, "num_key_value_heads", None) or heads,
         head_dim=getattr(text_config, "head_dim", None) or text_config.hidden_size // heads,
         max_context=int(text_config.max_position_embeddings),
