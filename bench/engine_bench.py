@@ -18,7 +18,9 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from hybrid_workers.engine import LoadedModel, SamplingParams, decode, load_model, prefill, sample
@@ -44,10 +46,23 @@ def _prompt(lm: LoadedModel, length: int) -> list[int]:
     return [lm.tokenizer.bos_token_id, *body]
 
 
+@contextmanager
+def _without_layer_hooks(lm: LoadedModel) -> Iterator[None]:
+    """Take the engine's (idle) layer hooks off for a truly plain baseline; bench-only, private torch API."""
+    saved = [(layer._forward_pre_hooks, layer._forward_hooks) for layer in lm.model.model.layers]
+    for layer in lm.model.model.layers:
+        layer._forward_pre_hooks, layer._forward_hooks = OrderedDict(), OrderedDict()
+    try:
+        yield
+    finally:
+        for layer, (pre, post) in zip(lm.model.model.layers, saved, strict=True):
+            layer._forward_pre_hooks, layer._forward_hooks = pre, post
+
+
 def plain_forward(lm: LoadedModel, prompt: list[int]) -> float:
     """Seconds for the ordinary transformers forward that prefill replaces (cache on, last logits only)."""
     input_ids = torch.tensor([prompt], device=lm.device)  # [1, seq]
-    with torch.no_grad():
+    with torch.no_grad(), _without_layer_hooks(lm):
         return _seconds(lambda: lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1))
 
 
