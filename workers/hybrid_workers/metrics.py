@@ -145,6 +145,18 @@ kv_send_bytes_total = Counter(
 )
 
 
+def zero_labelled_series(model: str) -> None:
+    """Create every outcome and fallback-reason series of `model` at 0.
+
+    A labelled counter appears only at its first increment, so `rate()` and `increase()` would miss
+    that first event (and alerts on it would never see a change); started at 0 they see every one.
+    """
+    for outcome in Outcome:
+        requests_total.labels(model, outcome.value)
+    for reason in FallbackReason:
+        prefill_fallback_total.labels(model, reason.value)
+
+
 def exposition() -> tuple[bytes, str]:
     """The text exposition of every metric in this process and its content type, for `GET /metrics`."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from hybrid_workers.metrics import sample_value
+from hybrid_workers.metrics import FallbackReason, Outcome, sample_value
 from prometheus_client.parser import text_string_to_metric_families
 
 PROMPT = "Metrics tell whether the plan matches reality"
@@ -58,6 +58,19 @@ def test_metrics_endpoint_is_prometheus_text_with_the_planner_predictions(decode
     }
     assert predicted[server.name] == 0.4
     assert metric("predicted_decode_tokens_per_second", model=server.name) == 37.5
+
+
+def test_every_outcome_and_fallback_series_exists_before_its_first_event(decode_server) -> None:
+    # rate() only sees an increment from a series that already existed: a fresh worker exports 0s.
+    server = decode_server(served_model_name="fresh-zeroes")
+    with server.client() as client:
+        families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    mine = [s for s in families["hybrid_inference_requests"].samples if s.labels["model"] == "fresh-zeroes"]
+    assert {s.labels["outcome"] for s in mine if s.name.endswith("_total")} == {o.value for o in Outcome}
+    fallbacks = families["hybrid_inference_prefill_fallback"].samples
+    reasons = {s.labels["reason"] for s in fallbacks if s.labels["model"] == "fresh-zeroes"}
+    assert reasons == {r.value for r in FallbackReason}
+    assert all(s.value == 0 for s in mine if s.name.endswith("_total"))
 
 
 def test_health_ready_and_models(decode_server) -> None:

@@ -40,6 +40,7 @@ class DecodeWorker:
         self.executor = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="decode")
         self._observe(0, 0)
         self._export_predictions()
+        metrics.zero_labelled_series(self.model_label)
 
     def _observe(self, running: int, waiting: int) -> None:
         metrics.requests_running.labels(self.model_label).set(running)
