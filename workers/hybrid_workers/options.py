@@ -35,7 +35,9 @@ def env_default(flag: str, default: object = None) -> object:
     return os.environ.get(env_name(flag), default)
 
 
-def add_option(parser: argparse.ArgumentParser, flag: str, *, default: object = None, **kwargs: object) -> None:
+def add_option(
+    parser: argparse.ArgumentParser, flag: str, *, default: object = None, **kwargs: object
+) -> None:
     """Add `flag` whose default comes from its HYBRID_INFERENCE_* variable; the help text names it."""
     help_text = str(kwargs.pop("help", ""))
     help_text = f"{help_text} [env {env_name(flag)}; default: %(default)s]".strip()
