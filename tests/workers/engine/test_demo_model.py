@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
 import pytest
 import torch
 from hybrid_workers.engine import PRESETS, demo_model_dir, write_demo_model
+from hybrid_workers.engine.demo_model import GENERATOR_VERSION, STAMP_FILE
 from hybrid_workers.errors import UserError
 
 
@@ -83,7 +85,20 @@ def test_concurrent_first_use_yields_one_complete_model(tmp_path, monkeypatch):
         thread.join()
     assert results == [tmp_path / "demo-tiny"] * 2
     assert (tmp_path / "demo-tiny" / "model.safetensors").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["demo-tiny"]  # no staging folder left behind
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers == [".demo-tiny.lock", "demo-tiny"]  # no staging folder left behind
+
+
+def test_a_stale_or_incomplete_cached_model_is_replaced(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRID_INFERENCE_CACHE_DIR", str(tmp_path))
+    stale = tmp_path / "demo-tiny"
+    stale.mkdir()
+    (stale / "config.json").write_text("{}")  # e.g. an interrupted write, or an older generator
+    (stale / STAMP_FILE).write_text('{"preset": "tiny", "generator": 0}')
+    path = demo_model_dir("tiny")
+    assert path == stale
+    assert json.loads((path / STAMP_FILE).read_text()) == {"preset": "tiny", "generator": GENERATOR_VERSION}
+    assert (path / "model.safetensors").is_file()
 
 
 def test_an_unknown_preset_is_refused(tmp_path):

@@ -8,9 +8,13 @@ Two presets:
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +23,8 @@ from hybrid_workers.errors import UserError
 DEFAULT_PRESET_ENV = "HYBRID_INFERENCE_DEMO_PRESET"
 CACHE_DIR_ENV = "HYBRID_INFERENCE_CACHE_DIR"
 WEIGHT_SEED = 1234
+GENERATOR_VERSION = 1  # bump when the weights, tokenizer or config written for a preset change
+STAMP_FILE = "hybrid-inference-demo.json"
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,8 @@ def write_demo_model(directory: str | os.PathLike[str], preset: str = "tiny") ->
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    stamp = {"preset": preset, "generator": GENERATOR_VERSION}
+    (path / STAMP_FILE).write_text(json.dumps(stamp) + "\n")  # last: marks the folder complete
     return path
 
 
@@ -118,24 +126,53 @@ def cache_root() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "hybrid-inference"
 
 
-def demo_model_dir(preset: str = "tiny") -> Path:
-    """The cached demo model of `preset`, written on first use.
+def _is_current(folder: Path, preset: str) -> bool:
+    """True when `folder` holds a complete demo model written by this generator version."""
+    try:
+        stamp = json.loads((folder / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return stamp == {"preset": preset, "generator": GENERATOR_VERSION}
 
-    Safe against several processes asking at once: each writes into its own temporary folder and
-    renames it into place; whoever loses the race deletes its copy and uses the winner's.
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `lock_path` (other processes and threads wait)."""
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def demo_model_dir(preset: str = "tiny") -> Path:
+    """The cached demo model of `preset`, written on first use (and rewritten when the generator changed).
+
+    Safe against several processes asking at once: one writes, under a lock file, into a temporary
+    folder that is renamed into place; the others wait and then use it. A folder is only used once
+    its stamp file (written last) says it is complete and of this generator version.
     """
     _preset(preset)
     final = cache_root() / f"demo-{preset}"
-    if (final / "config.json").is_file():
+    if _is_current(final, preset):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(final.parent / f".demo-{preset}.lock"):
+        if not _is_current(final, preset):
+            _replace(final, preset)
+    return final
+
+
+def _replace(final: Path, preset: str) -> None:
+    """Write the model into a staging folder, then swap it in for whatever `final` held."""
     staging = Path(tempfile.mkdtemp(prefix=f".demo-{preset}-", dir=final.parent))
+    stale = final.parent / f"{staging.name}-stale"
     try:
         write_demo_model(staging, preset)
+        if final.exists():
+            os.rename(final, stale)
         os.rename(staging, final)
-    except OSError:
-        if not (final / "config.json").is_file():
-            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return final
+        shutil.rmtree(stale, ignore_errors=True)
