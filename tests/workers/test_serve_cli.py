@@ -83,3 +83,12 @@ def test_wildcard_hosts_are_reached_over_loopback() -> None:
         "10.0.0.5",
         "[fe80::1]",
     ]
+
+
+def test_workers_wait_passively_for_cores_unless_the_user_chose(monkeypatch) -> None:
+    args = serve_args()
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    for spec in (prefill_spec(args, "/m", PORTS), decode_spec(args, "/m", PORTS)):
+        assert spec.env["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert prefill_spec(args, "/m", PORTS).env["OMP_WAIT_POLICY"] == "ACTIVE"

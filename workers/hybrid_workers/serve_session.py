@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import socket
@@ -38,11 +39,20 @@ def forwarded(role: str, args: argparse.Namespace) -> list[str]:
     return out + list(getattr(args, f"{role}_arg"))
 
 
+def shared_cores_env() -> dict[str, str]:
+    """Both workers share this machine's cores: OpenMP threads that spin while idle (the default)
+    steal them from the other worker's forward pass; passive waiting gives them back. A user's
+    own OMP_WAIT_POLICY wins."""
+    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
 def prefill_spec(args: argparse.Namespace, model: str, ports: Ports) -> ChildSpec:
     """The prefill worker: gRPC and metrics on loopback only (the decode worker is its only client)."""
     argv = worker_argv("prefill", args, model)
     argv += ["--host", LOOPBACK, "--port", str(ports.prefill), "--metrics-port", str(ports.prefill_metrics)]
-    return ChildSpec("prefill", tuple(argv + forwarded("prefill", args)), ExitCode.PREFILL_EXITED)
+    return ChildSpec(
+        "prefill", tuple(argv + forwarded("prefill", args)), ExitCode.PREFILL_EXITED, env=shared_cores_env()
+    )
 
 
 def decode_spec(args: argparse.Namespace, model: str, ports: Ports) -> ChildSpec:
@@ -50,7 +60,8 @@ def decode_spec(args: argparse.Namespace, model: str, ports: Ports) -> ChildSpec
     argv = worker_argv("decode", args, model)
     argv += ["--prefill", f"{LOOPBACK}:{ports.prefill}", "--host", args.host, "--port", str(ports.api)]
     hide = None if args.verbose else ROUTINE_ACCESS_LOG
-    return ChildSpec("decode", tuple(argv + forwarded("decode", args)), ExitCode.DECODE_EXITED, hide=hide)
+    argv += forwarded("decode", args)
+    return ChildSpec("decode", tuple(argv), ExitCode.DECODE_EXITED, env=shared_cores_env(), hide=hide)
 
 
 def tcp_open(host: str, port: int) -> bool:
