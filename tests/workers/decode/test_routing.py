@@ -79,5 +79,6 @@ def test_a_prefill_worker_of_another_dtype_is_refused_and_prefill_falls_back(
         peer.close()
     finally:
         running.stop(0)
-    # The prefill worker itself refuses the other fingerprint (FAILED_PRECONDITION): an `error` answer.
-    assert plan.site is PrefillSite.LOCAL and plan.fallback == "error"
+    # The prefill worker itself refuses the other fingerprint and says why: a `protocol` fallback
+    # (KV that would not fit this model), not a generic worker `error`.
+    assert plan.site is PrefillSite.LOCAL and plan.fallback == "protocol"

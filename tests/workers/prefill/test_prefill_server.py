@@ -181,3 +181,10 @@ def test_standard_grpc_health_reports_serving_then_not_serving_on_shutdown(tiny_
         reply = stub.Check(health_pb2.HealthCheckRequest(service=HEALTH_SERVICE))
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
     running.stop(grace_s=0)
+
+
+def test_a_decode_worker_in_another_dtype_gets_a_fingerprint_error(tiny_lm_bf16, prefill_server) -> None:
+    with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm_bf16) as client:
+        with pytest.raises(KVProtocolError, match="same model and --dtype") as caught:
+            client.prefill(prompt(8), GREEDY)
+        assert caught.value.reason is Reason.FINGERPRINT

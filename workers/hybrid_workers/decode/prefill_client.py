@@ -42,7 +42,7 @@ from hybrid_workers.kv.frames import (
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 from hybrid_workers.kv.receiver import KVReceiver
 from hybrid_workers.kv.tls import TLSConfig, channel_credentials
-from hybrid_workers.prefill.servicer import SERVICE_NAME
+from hybrid_workers.prefill.servicer import REASON_METADATA, SERVICE_NAME
 
 StrEnumT = TypeVar("StrEnumT", bound=StrEnum)
 
@@ -249,6 +249,9 @@ def rpc_failure(error: grpc.RpcError, target: str) -> KVProtocolError:
     """The KVProtocolError for a failed gRPC call (status code -> Reason)."""
     code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (error.details() if isinstance(error, grpc.Call) else str(error)) or code.name
+    reason = _refusal_reason(error)
+    if reason is not None:
+        return KVProtocolError(reason, f"prefill worker {target} refused: {details}")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return KVProtocolError(Reason.TIMEOUT, f"prefill worker {target} did not finish in time: {details}")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
@@ -271,3 +274,12 @@ def _choice(kind: type[StrEnumT], value: str, flag: str) -> StrEnumT:
     except ValueError:
         choices = ", ".join(member.value for member in kind)
         raise UserError(f"{flag} {value!r}: use one of {choices}") from None
+
+
+def _refusal_reason(error: grpc.RpcError) -> Reason | None:
+    """The Reason a prefill worker attached to a refusal (version or fingerprint mismatch), if any."""
+    metadata: tuple[tuple[str, str], ...] = (
+        (error.trailing_metadata() or ()) if isinstance(error, grpc.Call) else ()
+    )
+    values = [value for key, value in metadata if key == REASON_METADATA]
+    return Reason(values[0]) if values and values[0] in {r.value for r in Reason} else None

@@ -34,6 +34,8 @@ from hybrid_workers.prefill.job import PrefillJob
 from hybrid_workers.prefill.pipe import Cancelled, LayerPipe, LayerReady, PrefillDone
 
 log = logging.getLogger("hybrid_inference.prefill")
+# Trailing metadata key carrying a KVProtocolError reason (version, fingerprint) with a refusal.
+REASON_METADATA = "kv-reason"
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
         try:
             request, params = self._parse(message)
         except (UserError, ValueError, KVProtocolError) as exc:
+            if isinstance(exc, KVProtocolError):  # the client raises the same reason
+                context.set_trailing_metadata(((REASON_METADATA, exc.reason.value),))
             context.abort(_status_of(exc), str(exc))
         with self._lock:
             if self._pending >= self.options.max_queue:
