@@ -12,24 +12,21 @@ from decode_servers import ForwardGate, RunningServer, _ServerThread, start_serv
 @pytest.fixture
 def decode_server(tiny_lm: Any) -> Iterator[Callable[..., RunningServer]]:
     """Factory: start a decode worker for the tiny model with DecodeConfig overrides (and a peer)."""
-    started: list[tuple[RunningServer, _ServerThread]] = []
-
-    def start(peer: Any = None, **overrides: Any) -> RunningServer:
-        started.append(start_server(tiny_lm, peer, **overrides))
-        return started[-1][0]
-
-    yield start
-    for running, thread in started:
-        stop_server(running, thread)
+    yield from _server_factory(tiny_lm)
 
 
 @pytest.fixture(scope="module")
 def module_decode_server(tiny_lm: Any) -> Iterator[Callable[..., RunningServer]]:
     """Like decode_server, but the servers live for the whole test module."""
+    yield from _server_factory(tiny_lm)
+
+
+def _server_factory(lm: Any) -> Iterator[Callable[..., RunningServer]]:
+    """Yield a starter of decode workers for `lm`; stop every server it started afterwards."""
     started: list[tuple[RunningServer, _ServerThread]] = []
 
     def start(peer: Any = None, **overrides: Any) -> RunningServer:
-        started.append(start_server(tiny_lm, peer, **overrides))
+        started.append(start_server(lm, peer, **overrides))
         return started[-1][0]
 
     yield start
