@@ -10,7 +10,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from hybrid_workers.options import DType  # the workers' own --dtype choices: one list for CLI and CRD
+# The workers' own choices (light modules, no torch): one list each for the CLI, the wire and the CRD.
+from hybrid_workers.kv.frames import TransferMode
+from hybrid_workers.kv.frames import WireEncoding as Compression
+from hybrid_workers.options import DType
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -37,21 +40,6 @@ class Device(StrEnum):
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
-
-
-class TransferMode(StrEnum):
-    """How the KV cache travels: each layer as soon as it is final, or all at once after prefill."""
-
-    LAYERWISE = "layerwise"
-    BULK = "bulk"
-
-
-class Compression(StrEnum):
-    """KV wire compression (per-head scales for fp8/int8)."""
-
-    NONE = "none"
-    FP8 = "fp8"
-    INT8 = "int8"
 
 
 class Fallback(StrEnum):

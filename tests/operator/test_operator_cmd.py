@@ -49,3 +49,15 @@ def test_planner_imports_where_kopf_is_not_installed() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_whole_operator_runs_without_torch_or_grpc() -> None:
+    # The operator image installs no torch: everything kopf loads must work with torch unimportable.
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['grpc'] = None; "
+        "import hybrid_operator.handlers, hybrid_operator.reconcile, hybrid_operator.render; "
+        "print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
