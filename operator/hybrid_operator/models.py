@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 # The workers' own choices (light modules, no torch): one list each for the CLI, the wire and the CRD.
+from hybrid_workers.decode.config import Fallback
 from hybrid_workers.kv.frames import TransferMode
 from hybrid_workers.kv.frames import WireEncoding as Compression
 from hybrid_workers.options import DType
@@ -40,13 +41,6 @@ class Device(StrEnum):
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
-
-
-class Fallback(StrEnum):
-    """What decode does when the prefill worker is unreachable: prefill locally, or fail the request."""
-
-    LOCAL = "local"
-    FAIL = "fail"
 
 
 class PlacementMode(StrEnum):

@@ -38,8 +38,7 @@ def test_command_line_loads_without_importing_kopf_or_torch() -> None:
         "import sys; from hybrid_workers.cli import build_parser; build_parser(); "
         "print(sorted({'kopf', 'torch'} & set(sys.modules)))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"
+    assert run_python(code) == "[]"
 
 
 def test_planner_imports_where_kopf_is_not_installed() -> None:
@@ -47,8 +46,7 @@ def test_planner_imports_where_kopf_is_not_installed() -> None:
         "import sys; sys.modules['kopf'] = None; import hybrid_operator.planner, hybrid_operator; "
         "print(hasattr(hybrid_operator, 'handlers'))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
+    assert run_python(code) == "False"
 
 
 def test_the_whole_operator_runs_without_torch_or_grpc() -> None:
@@ -58,6 +56,11 @@ def test_the_whole_operator_runs_without_torch_or_grpc() -> None:
         "import hybrid_operator.handlers, hybrid_operator.reconcile, hybrid_operator.render; "
         "print('ok')"
     )
+    assert run_python(code) == "ok"
+
+
+def run_python(code: str) -> str:
+    """Run `code` in a fresh interpreter (clean sys.modules); its stripped stdout. Fails on non-zero exit."""
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    return result.stdout.strip()
