@@ -11,10 +11,8 @@ from enum import StrEnum
 from typing import Any, Literal
 
 # The workers' own choices (light modules, no torch): one list each for the CLI, the wire and the CRD.
-from hybrid_workers.decode.config import Fallback
-from hybrid_workers.kv.frames import TransferMode
-from hybrid_workers.kv.frames import WireEncoding as Compression
-from hybrid_workers.options import DType
+from hybrid_workers.enums import DType, Fallback, TransferMode
+from hybrid_workers.enums import WireEncoding as Compression
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 

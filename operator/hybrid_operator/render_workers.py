@@ -6,7 +6,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from hybrid_workers.options import env_name
+from hybrid_workers.enums import env_name
 
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference, WorkerPoolSpec

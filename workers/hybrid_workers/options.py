@@ -4,30 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from enum import StrEnum
 
+from hybrid_workers.enums import Device, DType, env_name
 
-class Device(StrEnum):
-    """Where a worker runs its model."""
-
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-    MPS = "mps"
-
-
-class DType(StrEnum):
-    """Weight and activation dtype; `auto` takes the model's own (float32 on CPU when it is half)."""
-
-    AUTO = "auto"
-    FLOAT32 = "float32"
-    BFLOAT16 = "bfloat16"
-    FLOAT16 = "float16"
-
-
-def env_name(flag: str) -> str:
-    """`--max-tokens` -> `HYBRID_INFERENCE_MAX_TOKENS` (the operator sets these in pods)."""
-    return "HYBRID_INFERENCE_" + flag.lstrip("-").replace("-", "_").upper()
+__all__ = ["DType", "Device", "add_model_options", "add_option", "env_default", "env_name"]
 
 
 def env_default(flag: str, default: object = None) -> object:

@@ -75,7 +75,8 @@ def served_name(model: str | None) -> str:
 
 def build_config(args: argparse.Namespace):  # -> DecodeConfig
     """The DecodeConfig for the parsed flags (UserError for bad values)."""
-    from hybrid_workers.decode.config import DecodeConfig, Fallback, parse_min_tokens
+    from hybrid_workers.decode.config import DecodeConfig, parse_min_tokens
+    from hybrid_workers.enums import Fallback
     from hybrid_workers.kv.tls import TLSConfig
 
     return DecodeConfig(

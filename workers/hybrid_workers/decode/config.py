@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from hybrid_workers.enums import Fallback
 from hybrid_workers.errors import UserError
 
 # Prompts shorter than this prefill locally: below it the round trip costs more than the prefill.
 DEFAULT_REMOTE_PREFILL_MIN_TOKENS = 32
-
-
-class Fallback(StrEnum):
-    """What a long prompt does when its remote prefill fails."""
-
-    LOCAL = "local"  # prefill on the decode worker instead (counted in prefill_fallback_total)
-    FAIL = "fail"  # answer 503 with an OpenAI error
 
 
 @dataclass(frozen=True)

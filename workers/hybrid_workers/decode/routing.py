@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hybrid_workers import metrics
-from hybrid_workers.decode.config import DecodeConfig, Fallback
+from hybrid_workers.decode.config import DecodeConfig
 from hybrid_workers.engine.sampling import SamplingParams
+from hybrid_workers.enums import Fallback
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.metrics import FallbackReason, PrefillSite
 

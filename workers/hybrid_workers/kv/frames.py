@@ -6,6 +6,8 @@ import zlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from hybrid_workers.enums import TransferMode, WireEncoding
+
 PROTOCOL_VERSION = 1
 DEFAULT_CHUNK_BYTES = 4 << 20  # 4 MiB: grpcio's sweet spot on loopback (REFERENCE.md)
 MIN_CHUNK_BYTES = 64 << 10
@@ -18,21 +20,6 @@ GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
-
-
-class WireEncoding(StrEnum):
-    """How tensor bytes travel: `none` is exact; `fp8`/`int8` carry one float32 scale per KV head."""
-
-    NONE = "none"
-    FP8 = "fp8"
-    INT8 = "int8"
-
-
-class TransferMode(StrEnum):
-    """`layerwise`: each layer as soon as it is final; `bulk`: everything after the whole prefill."""
-
-    LAYERWISE = "layerwise"
-    BULK = "bulk"
 
 
 class TensorKind(StrEnum):
