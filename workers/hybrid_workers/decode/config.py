@@ -21,6 +21,8 @@ class DecodeConfig:
     remote_prefill_min_tokens: int = DEFAULT_REMOTE_PREFILL_MIN_TOKENS  # shorter prompts stay local
     fallback: Fallback = Fallback.LOCAL  # policy when remote prefill fails
     prefill_timeout_s: float = 60.0  # deadline of one remote prefill, KV transfer included
+    prefill_stall_s: float = 5.0  # a remote prefill with no frame (not even a heartbeat) this long: stalled
+    probe_interval_s: float = 2.0  # seconds between health + handshake probes of a ready prefill worker
     max_concurrency: int = 2  # requests running at once (each holds a model thread and its KV cache)
     max_queue: int = 64  # requests waiting for a slot; beyond it: 429 with Retry-After
     max_model_len: int | None = None  # prompt + completion token limit; None: the model's context
@@ -36,6 +38,8 @@ class DecodeConfig:
         _positive("--remote-prefill-min-tokens", self.remote_prefill_min_tokens)
         _positive("--max-concurrency", self.max_concurrency)
         _positive("--prefill-timeout", self.prefill_timeout_s)
+        _positive("--prefill-stall-timeout", self.prefill_stall_s)
+        _positive("--prefill-probe-interval", self.probe_interval_s)
         if self.max_queue < 0:
             raise UserError(f"--max-queue {self.max_queue}: must be 0 or more")
         if self.max_model_len is not None:

@@ -23,6 +23,7 @@ from hybrid_workers.decode.requests import GenerationRequest
 from hybrid_workers.decode.routing import PrefillPlan, PrefillRouter
 from hybrid_workers.engine.generation import TextStep, stream_completion
 from hybrid_workers.engine.loading import LoadedModel
+from hybrid_workers.kv.errors import PrefillCancelled
 from hybrid_workers.metrics import PrefillSite
 
 
@@ -98,7 +99,7 @@ class RequestRun:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
 
     def cancel(self) -> None:
-        """Ask the thread to stop before its next token (safe from any thread)."""
+        """Ask the thread to stop before its next token, or its remote prefill now (any thread)."""
         self.cancelled.set()
 
     async def next_event(self) -> Event:
@@ -123,7 +124,10 @@ class RequestRun:
         if request.params.max_tokens == 0:  # echo-only scoring: no prefill needed
             self._emit(Prefilled(PrefillPlan(PrefillSite.LOCAL, None)))
             return []
-        plan = self.router.plan(request.prompt_ids, request.params)
+        try:
+            plan = self.router.plan(request.prompt_ids, request.params, self.cancelled)
+        except PrefillCancelled:  # the client left during the remote prefill: not a failure
+            return None
         self._emit(Prefilled(plan))
         generated: list[int] = []
         steps = stream_completion(self.lm, request.prompt_ids, request.params, first=plan.first)

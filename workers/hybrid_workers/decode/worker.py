@@ -36,6 +36,7 @@ class DecodeWorker:
         self.model_label = config.served_model_name
         self.limits = Limits(config.served_model_name, config.context_limit(lm.max_context), lm.vocab_size)
         self.router = PrefillRouter(config, self.model_label, peer)
+        self.router.start()  # the first handshake with the prefill worker, then background probes
         self.scheduler = Scheduler(config.max_concurrency, config.max_queue, observe=self._observe)
         self.executor = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="decode")
         self._observe(0, 0)
@@ -72,12 +73,13 @@ class DecodeWorker:
         except QueueFull as exc:
             raise _too_many(exc) from None
 
-    async def readiness(self) -> Readiness:
-        """(ready, why): the model is loaded; the prefill side is reachable or may be done locally."""
-        return await asyncio.to_thread(self.router.readiness)
+    def readiness(self) -> Readiness:
+        """(ready, why): the model is loaded; the prefill worker is ready or long prompts may prefill here."""
+        return self.router.readiness()
 
     def close(self) -> None:
         """Stop accepting model work; running threads finish their current token and end."""
+        self.router.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
