@@ -21,13 +21,17 @@ FORWARDED: dict[str, tuple[str, ...]] = {
     "--fallback": ("decode",),
     "--max-concurrency": ("decode",),
     "--max-queue": ("decode",),
+    "--kv-cache-bytes": ("decode",),
+    "--prefill-chunk-tokens": ("decode",),
     "--kv-compression": ("decode",),
     "--chunk-bytes": ("prefill",),
 }
 FORWARDED_HELP = {
     "--remote-prefill-min-tokens": "prompts with at least this many tokens prefill on the prefill worker",
     "--fallback": "when the prefill worker fails: local (prefill on the decode worker) or fail (503)",
-    "--max-concurrency": "requests the decode worker runs at once",
+    "--max-concurrency": "requests the decode worker runs at once (its largest batch; auto: by device)",
+    "--kv-cache-bytes": "KV memory of the decode worker's batch, e.g. 4G (auto: from free memory)",
+    "--prefill-chunk-tokens": "local prefill chunk between two decode steps (bounds inter-token latency)",
     "--max-queue": "requests that may wait for a slot; beyond it the API answers 429",
     "--kv-compression": "KV wire compression the decode worker asks for: none, fp8 or int8",
     "--chunk-bytes": "largest KV frame payload in bytes",
