@@ -24,7 +24,7 @@ class FailingPeer:
         self.reason = reason
         self.calls = 0
 
-    def prefill(self, token_ids: Any, params: Any, cancel: Any = None) -> Any:
+    def prefill(self, token_ids: Any, params: Any, slot: Any = None, cancel: Any = None) -> Any:
         self.calls += 1
         raise KVProtocolError(self.reason, "simulated")
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from hybrid_workers import metrics
 from hybrid_workers.decode.config import DecodeConfig
+from hybrid_workers.decode.engine_api import KVSlot
 from hybrid_workers.decode.peer_monitor import PeerMonitor, PeerState
 from hybrid_workers.engine.sampling import SamplingParams
 from hybrid_workers.enums import Fallback
@@ -39,10 +40,14 @@ class PrefillPeer(Protocol):
     """What routing needs of `decode.prefill_client.PrefillClient`."""
 
     def prefill(
-        self, token_ids: Sequence[int], params: SamplingParams, cancel: threading.Event | None = None
+        self,
+        token_ids: Sequence[int],
+        params: SamplingParams,
+        slot: KVSlot | None = None,
+        cancel: threading.Event | None = None,
     ) -> Any:
-        """KV cache + first token of the prompt, computed remotely; raises KVProtocolError, or the
-        client's PrefillCancelled once `cancel` is set."""
+        """First token of the prompt, computed remotely, its KV landed in `slot` (or in a new cache
+        when `slot` is None); raises KVProtocolError, or PrefillCancelled once `cancel` is set."""
 
     def probe(self, timeout_s: float = 2.0) -> Any:
         """Health + handshake verdict; raises KVProtocolError when the worker is down."""
@@ -71,7 +76,7 @@ class PrefillPlan:
     """The outcome of routing one prompt."""
 
     site: PrefillSite
-    first: tuple[Any, int, float] | None  # (cache, first token, its logprob) from remote; None: local
+    first: tuple[Any, int, float] | None  # (slot or cache, first token, its logprob) from remote; None: local
     kv: KvTransfer | None = None  # remote only
     fallback: FallbackReason | None = None  # set when a remote attempt failed and we went local
 
@@ -122,11 +127,17 @@ class PrefillRouter:
         return self.peer is not None and prompt_len >= self.config.remote_prefill_min_tokens
 
     def plan(
-        self, prompt_ids: Sequence[int], params: SamplingParams, cancel: threading.Event | None = None
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        slot: KVSlot | None = None,
+        cancel: threading.Event | None = None,
     ) -> PrefillPlan:
         """Run the remote prefill when wanted and allowed (blocking; call from a worker thread).
 
-        Raises RemotePrefillFailed (policy `fail`) or PrefillCancelled (`cancel` was set meanwhile).
+        With a `slot`, the remote KV lands in it layer by layer; after a fallback to local the slot
+        may hold some layers already, which the local prefill overwrites. Raises RemotePrefillFailed
+        (policy `fail`) or PrefillCancelled (`cancel` was set meanwhile).
         """
         if self.peer is None or not self.wants_remote(len(prompt_ids)):
             return PrefillPlan(PrefillSite.LOCAL, None)
@@ -139,7 +150,7 @@ class PrefillRouter:
             )
             return self._failed(reason, Exception(f"remote prefill skipped: {status.detail}"))
         try:
-            remote = self.peer.prefill(list(prompt_ids), params, cancel)
+            remote = self.peer.prefill(list(prompt_ids), params, slot=slot, cancel=cancel)
         except KVProtocolError as exc:
             self._count(RemoteOutcome.FAILED)
             if self.monitor is not None:
