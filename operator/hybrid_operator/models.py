@@ -66,7 +66,7 @@ class ModelVolume(_Spec):
 class ModelSpec(_Spec):
     """The model both roles load; they must load the same one (the KV fingerprint checks it)."""
 
-    # HF id (from the HF cache in the volume; workers never download) or a path; None: the default model (SmolLM2).
+    # HF id (from the HF cache in the volume; workers never download) or a path; None: the default model.
     source: str | None = Field(default=None, min_length=1, max_length=512)
     dtype: DType = DType.AUTO
     volume: ModelVolume = ModelVolume()

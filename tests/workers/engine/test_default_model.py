@@ -115,9 +115,9 @@ def test_the_makefile_and_the_worker_images_install_the_package_without_its_depe
 
 
 def test_the_planners_builtin_shape_is_the_converted_models(trained_model_dir):
-    from hybrid_operator.planner import model_shape
-
     from dataclasses import replace
+
+    from hybrid_operator.planner import model_shape
 
     builtin = model_shape("smollm2-135m-instruct")
     assert builtin == replace(model_shape(str(trained_model_dir)), name=builtin.name)
