@@ -24,7 +24,8 @@ from typing import TypeVar
 import grpc
 import torch
 
-from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
+from hybrid_workers.decode import engines
+from hybrid_workers.engine import LoadedModel, SamplingParams
 from hybrid_workers.errors import UserError
 from hybrid_workers.kv import wire
 from hybrid_workers.kv.checks import ReceiverModel
@@ -67,7 +68,7 @@ class TransferTimings:
 class RemotePrefill:
     """A prompt prefilled remotely: the rebuilt cache, the first token (step 0) and the costs."""
 
-    cache: object  # transformers DynamicCache, every layer of the prompt, on the local device
+    cache: object  # every layer of the prompt: a DynamicCache (torch engine) or an MlxKVSlot (MLX engine)
     first_token: int
     first_logprob: float
     timings: TransferTimings
@@ -126,7 +127,7 @@ class PrefillClient:
         Blocks until the trailer arrived (call from a worker thread). Raises KVProtocolError.
         """
         request = self._request(token_ids, params)
-        builder = CacheBuilder(self.lm)
+        builder = engines.kv_destination(self.lm, len(token_ids), params.max_tokens)
         clock = _Clock(self.lm.num_layers)
 
         def sink(index: int, keys: torch.Tensor, values: torch.Tensor) -> None:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hybrid_workers.decode.logprobs import TokenScore, score_tokens
+from hybrid_workers.decode import engines
+from hybrid_workers.decode.logprobs import TokenScore
 from hybrid_workers.decode.requests import GenerationRequest
 from hybrid_workers.decode.routing import PrefillPlan, PrefillRouter
 from hybrid_workers.engine.generation import TextStep, stream_completion
@@ -71,6 +72,9 @@ def model_lock(lm: LoadedModel) -> threading.Lock:
     so another thread's forward pass in between can call a kwargs hook without its kwargs.
     Batched decode (see scheduler.py) replaces this with one engine loop owning the model.
     """
+    own = getattr(lm, "lock", None)  # the MLX engine's model carries its lock (it also guards KV writes)
+    if own is not None:
+        return own  # type: ignore[no-any-return]
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(lm.model, threading.Lock())
 
@@ -126,7 +130,8 @@ class RequestRun:
         plan = self.router.plan(request.prompt_ids, request.params)
         self._emit(Prefilled(plan))
         generated: list[int] = []
-        steps = stream_completion(self.lm, request.prompt_ids, request.params, first=plan.first)
+        tokens = engines.token_stream(self.lm, request.prompt_ids, request.params, plan.first)
+        steps = stream_completion(self.lm, request.prompt_ids, request.params, plan.first, tokens)
         while not self.cancelled.is_set():
             with model_lock(self.lm):  # one forward pass (a local prefill or a decode step)
                 step = next(steps, None)
@@ -140,7 +145,8 @@ class RequestRun:
         if self.cancelled.is_set():
             return None
         with model_lock(self.lm):
-            return score_tokens(self.lm, [*self.request.prompt_ids, *generated], self.request.top_logprobs)
+            ids = [*self.request.prompt_ids, *generated]
+            return engines.score_tokens(self.lm, ids, self.request.top_logprobs)  # type: ignore[no-any-return]
 
     def _emit(self, event: Event) -> None:
         self._call_on_loop(self._events.put_nowait, event)
