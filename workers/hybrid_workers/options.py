@@ -16,12 +16,20 @@ def env_default(flag: str, default: object = None) -> object:
 
 
 def add_option(
-    parser: argparse.ArgumentParser, flag: str, *, default: object = None, **kwargs: object
+    parser: argparse.ArgumentParser,
+    flag: str,
+    *,
+    default: object = None,
+    env: str | None = None,
+    **kwargs: object,
 ) -> None:
-    """Add `flag` whose default comes from its HYBRID_INFERENCE_* variable; the help text names it."""
+    """Add `flag` whose default comes from its environment variable (`env`, else HYBRID_INFERENCE_<FLAG>);
+    the help text names it."""
+    variable = env or env_name(flag)
     help_text = str(kwargs.pop("help", ""))
-    help_text = f"{help_text} [env {env_name(flag)}; default: %(default)s]".strip()
-    parser.add_argument(flag, default=env_default(flag, default), help=help_text, **kwargs)  # type: ignore[arg-type]
+    help_text = f"{help_text} [env {variable}; default: %(default)s]".strip()
+    value = os.environ.get(variable, default)
+    parser.add_argument(flag, default=value, help=help_text, **kwargs)  # type: ignore[arg-type]
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
