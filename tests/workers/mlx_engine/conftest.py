@@ -31,14 +31,6 @@ def theta_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="session")
-def tiny_mlx(tiny_model_dir: Path) -> Any:
-    """The tiny demo model in MLX, float32 (shared: do not modify it)."""
-    from hybrid_workers.mlx_engine.loading import load_mlx_model
-
-    return load_mlx_model(str(tiny_model_dir), dtype="float32")
-
-
-@pytest.fixture(scope="session")
 def tiny_mlx_bf16(tiny_model_dir: Path) -> Any:
     """The tiny demo model in MLX, bfloat16."""
     from hybrid_workers.mlx_engine.loading import load_mlx_model

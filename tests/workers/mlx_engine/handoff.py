@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from hybrid_workers.decode.engines import PREFILL_CHUNK, engine_token_stream
 from hybrid_workers.engine import SamplingParams, prefill, sample
 from hybrid_workers.engine.decode import forward_one
 from hybrid_workers.engine.growing_cache import reserve
-from hybrid_workers.mlx_engine import decode as mlx_decode
-from hybrid_workers.mlx_engine.kv_slot import MlxKVSlot
 
 NEAR_TIE = 1e-4  # a greedy choice between two logits closer than this may go either way
 
@@ -41,26 +40,36 @@ def torch_greedy(lm: Any, prompt: list[int], new_tokens: int) -> TorchRun:
     return TorchRun(tokens, logits, result.logits, layers)
 
 
-def slot_from(mm: Any, run: TorchRun, capacity: int) -> MlxKVSlot:
+def slot_from(engine: Any, run: TorchRun, prompt_len: int) -> Any:
     """An MLX slot holding the torch prefill's layers, written in reverse order (any order must do)."""
-    slot = MlxKVSlot(mm, capacity)
+    slot = engine.new_slot(prompt_len, len(run.tokens))
     for index in reversed(range(len(run.layers))):
-        slot.add_layer(index, *run.layers[index])
+        slot.write_layer(index, *run.layers[index])
     return slot
 
 
-def mlx_teacher_forced(mm: Any, run: TorchRun, prompt_len: int) -> list[torch.Tensor]:
+def mlx_teacher_forced(engine: Any, run: TorchRun, prompt_len: int) -> list[torch.Tensor]:
     """MLX logits at every decode step, fed the torch run's tokens (so each step sees the same history)."""
-    slot = slot_from(mm, run, prompt_len + len(run.tokens))
-    return [mlx_decode.forward_one(mm, slot, token) for token in run.tokens[:-1]]
+    slot = slot_from(engine, run, prompt_len)
+    tokens = run.tokens[:-1]
+    return [engine.step([(slot, token, prompt_len + s)])[0] for s, token in enumerate(tokens)]
 
 
-def mlx_greedy(mm: Any, run: TorchRun, prompt: list[int]) -> list[int]:
-    """MLX's own greedy run (the engine's token_stream) continuing from the torch prefill's first token."""
+def mlx_greedy(engine: Any, run: TorchRun, prompt: list[int]) -> list[int]:
+    """The engine's own greedy run (engine_token_stream) continuing from the torch prefill's first token."""
     greedy = SamplingParams(max_tokens=len(run.tokens), temperature=0)
-    slot = slot_from(mm, run, len(prompt) + len(run.tokens))
-    stream = mlx_decode.token_stream(mm, prompt, greedy, (slot, run.tokens[0], 0.0))
-    return [token for token, _ in zip((t for t, _ in stream), range(len(run.tokens)), strict=False)]
+    slot = slot_from(engine, run, len(prompt))
+    stream = engine_token_stream(engine, prompt, greedy, (slot, run.tokens[0], 0.0))
+    return [token for (token, _), _ in zip(stream, range(len(run.tokens)), strict=False)]
+
+
+def mlx_local_logits(engine: Any, prompt: list[int]) -> torch.Tensor:
+    """First-token logits of a local MLX prefill (in the engine's chunks)."""
+    slot = engine.new_slot(len(prompt), 1)
+    logits = None
+    for start in range(0, len(prompt), PREFILL_CHUNK):
+        logits = engine.prefill_chunk(slot, prompt[start : start + PREFILL_CHUNK], start)
+    return logits
 
 
 def top2_gap(logits: torch.Tensor) -> float:

@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         type=Engine,
         choices=list(Engine),
-        help="decode engine: torch, mlx (needs the [mlx] extra), or auto (mlx on Apple silicon when installed)",
+        help="decode engine: torch, mlx (the [mlx] extra), or auto (mlx on Apple silicon when installed)",
     )
     add_option(
         parser, "--prefill", default=None, help="HOST:PORT of the prefill worker; none: prefill locally"

@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 import mlx.core as mx
 import numpy as np
 import torch
-
 from hybrid_workers.engine.loading import DTYPES, _load_config, _model_path, resolve_dtype
 from hybrid_workers.enums import ComputeDevice, Device, Engine
 from hybrid_workers.errors import UserError
@@ -51,7 +50,7 @@ class MlxModel:
     args: dict[str, Any]  # the ModelArgs the model was built with (translated, see model_args)
     # Serialises MLX work on this model across threads (forward passes and KV writes): decode.runner's
     # model_lock returns it, and MlxKVSlot takes it while it writes a received layer.
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: Any = field(default_factory=threading.RLock)  # threading.RLock: the engine re-enters it
 
     @property
     def mx_dtype(self) -> Any:
@@ -77,7 +76,9 @@ def mlx_compute_device() -> ComputeDevice:
 def _read_weights(folder: Path, name: str) -> dict[str, mx.array]:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise UserError(f"--model {name}: no *.safetensors files in {folder}; the MLX engine reads safetensors")
+        raise UserError(
+            f"--model {name}: no *.safetensors files in {folder}; the MLX engine reads safetensors"
+        )
     weights: dict[str, mx.array] = {}
     for file in files:
         weights.update(mx.load(str(file)))  # type: ignore[arg-type]  # a dict for .safetensors
@@ -173,4 +174,6 @@ def _snapshot_folder(model_id: str, name: str) -> Path:
     try:
         return Path(snapshot_download(model_id, local_files_only=True))
     except Exception as exc:  # the hub raises several kinds for "not cached"
-        raise UserError(f"--model {name}: not in the local Hugging Face cache ({exc}); pass a folder") from None
+        raise UserError(
+            f"--model {name}: not in the local Hugging Face cache ({exc}); pass a folder"
+        ) from None

@@ -30,7 +30,9 @@ _ROPE_SCALING_KEYS = (
 
 def refuse(name: str, what: str) -> UserError:
     """The one-line start-up error for a model the MLX engine cannot run."""
-    return UserError(f"--model {name}: {what}; the MLX engine runs Llama-family models only, use --engine torch")
+    return UserError(
+        f"--model {name}: {what}; the MLX engine runs Llama-family models only, use --engine torch"
+    )
 
 
 def rope_settings(config: Any, name: str) -> tuple[float, dict[str, Any] | None]:
@@ -42,7 +44,9 @@ def rope_settings(config: Any, name: str) -> tuple[float, dict[str, Any] | None]
         raise refuse(name, "config names no rope base (rope_parameters.rope_theta)")
     rope_type = str(params.get("rope_type") or params.get("type") or "default")
     if rope_type not in _ROPE_TYPES:
-        raise refuse(name, f"rope_type {rope_type!r} is not supported (supported: {', '.join(sorted(_ROPE_TYPES))})")
+        raise refuse(
+            name, f"rope_type {rope_type!r} is not supported (supported: {', '.join(sorted(_ROPE_TYPES))})"
+        )
     if rope_type == "default":
         return float(params["rope_theta"]), None
     scaling = {key: params[key] for key in _ROPE_SCALING_KEYS if params.get(key) is not None}
