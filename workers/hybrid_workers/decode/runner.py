@@ -131,7 +131,10 @@ class RequestRun:
         self._emit(Prefilled(plan))
         generated: list[int] = []
         tokens = engines.token_stream(self.lm, request.prompt_ids, request.params, plan.first)
-        steps = stream_completion(self.lm, request.prompt_ids, request.params, plan.first, tokens)
+        other_engine = {} if tokens is None else {"tokens": tokens}  # torch: the engine's own stream
+        steps = stream_completion(
+            self.lm, request.prompt_ids, request.params, first=plan.first, **other_engine
+        )
         while not self.cancelled.is_set():
             with model_lock(self.lm):  # one forward pass (a local prefill or a decode step)
                 step = next(steps, None)

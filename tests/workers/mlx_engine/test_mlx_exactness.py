@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from handoff import NEAR_TIE, mlx_greedy, mlx_local_logits, mlx_teacher_forced, top2_gap, torch_greedy
+from mlx_handoff import NEAR_TIE, mlx_greedy, mlx_local_logits, mlx_teacher_forced, top2_gap, torch_greedy
 from hybrid_workers.mlx_engine.engine import MlxDecodeEngine
 
 NEW_TOKENS = 33  # the prefill worker's first token + 32 decoded by MLX
