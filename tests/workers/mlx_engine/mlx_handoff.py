@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from hybrid_workers.decode.engines import PREFILL_CHUNK, engine_token_stream
 from hybrid_workers.engine import SamplingParams, prefill, sample
 from hybrid_workers.engine.decode import forward_one
 from hybrid_workers.engine.growing_cache import reserve
 
+PREFILL_CHUNK = 128  # local prefill chunks: a near-limit prompt takes several
 NEAR_TIE = 1e-4  # a greedy choice between two logits closer than this may go either way
 
 
@@ -56,11 +56,15 @@ def mlx_teacher_forced(engine: Any, run: TorchRun, prompt_len: int) -> list[torc
 
 
 def mlx_greedy(engine: Any, run: TorchRun, prompt: list[int]) -> list[int]:
-    """The engine's own greedy run (engine_token_stream) continuing from the torch prefill's first token."""
+    """The engine's own greedy run (step + sample) continuing from the torch prefill's first token."""
     greedy = SamplingParams(max_tokens=len(run.tokens), temperature=0)
     slot = slot_from(engine, run, len(prompt))
-    stream = engine_token_stream(engine, prompt, greedy, (slot, run.tokens[0], 0.0))
-    return [token for (token, _), _ in zip(stream, range(len(run.tokens)), strict=False)]
+    tokens = [run.tokens[0]]
+    for step in range(1, len(run.tokens)):
+        [row] = engine.step([(slot, tokens[-1], len(prompt) + step - 1)])
+        tokens.append(engine.sample(row, greedy, step)[0])
+    slot.release()
+    return tokens
 
 
 def mlx_local_logits(engine: Any, prompt: list[int]) -> torch.Tensor:

@@ -72,19 +72,13 @@ def _token_stream(
 
 
 def stream_completion(
-    lm: LoadedModel,
-    prompt_ids: Sequence[int],
-    params: SamplingParams,
-    first: FirstToken | None = None,
-    tokens: Iterator[tuple[int, float]] | None = None,
+    lm: LoadedModel, prompt_ids: Sequence[int], params: SamplingParams, first: FirstToken | None = None
 ) -> Iterator[TextStep]:
     """Generate a completion of `prompt_ids`, one TextStep per token, the last with a finish reason.
 
     Ends with "stop" at an EOS token (yielded with empty text) or a stop string (text cut before it),
     and with "length" at max_tokens or when the context is full. max_tokens 0 yields nothing.
-    `first` continues a prefill done elsewhere; otherwise the prompt is prefilled here. `tokens`
-    replaces this engine's (token, logprob) stream with another engine's (mlx_engine.decode), which
-    then gets the same stop conditions and detokenization.
+    `first` continues a prefill done elsewhere; otherwise the prompt is prefilled here.
     """
     check_token_ids(lm, prompt_ids)
     check_budget(lm, len(prompt_ids), params.max_tokens)
@@ -92,8 +86,7 @@ def stream_completion(
         return
     text = TextAssembler(lm.tokenizer, params.stop)
     room = min(params.max_tokens, lm.max_context - len(prompt_ids))
-    stream = tokens if tokens is not None else _token_stream(lm, prompt_ids, params, first)
-    for count, (token, logprob) in enumerate(stream, start=1):
+    for count, (token, logprob) in enumerate(_token_stream(lm, prompt_ids, params, first), start=1):
         if token in lm.eos_token_ids:
             yield TextStep(token, logprob, text.flush(), "stop")
             return
