@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -84,9 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def served_name(model: str | None) -> str:
-    """Default `model` id: a Hugging Face id as given, a folder's name, or demo-<preset> for the demo."""
+    """Default `model` id: a Hugging Face id as given, a folder's name, or the embedded model's name."""
     if not model:
-        return "demo-" + os.environ.get("HYBRID_INFERENCE_DEMO_PRESET", "tiny")
+        from hybrid_workers.engine.default_model import embedded_model_name
+
+        return embedded_model_name()
     if Path(model).expanduser().exists():
         return Path(model).expanduser().resolve().name
     return model

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,15 +132,15 @@ def choose_ports(args: argparse.Namespace) -> Ports:
 
 
 def resolve_model(model: str | None) -> str:
-    """The model folder both workers load: --model, or the demo model (created here, once, for both)."""
+    """The model folder both workers load: --model, or the embedded model (converted here, once, for both)."""
     if model:
         looks_local = str(model).startswith(("/", "./", "../", "~"))  # a Hugging Face id is `org/name`
         if looks_local and not Path(model).expanduser().is_dir():
             raise UserError(f"--model {model}: no such folder; give a model folder or a Hugging Face id")
         return str(model)
-    from hybrid_workers.engine.demo_model import DEFAULT_PRESET_ENV, demo_model_dir
+    from hybrid_workers.engine.default_model import embedded_model_dir
 
-    return str(demo_model_dir(os.environ.get(DEFAULT_PRESET_ENV, "tiny")))
+    return str(embedded_model_dir())
 
 
 def run(args: argparse.Namespace) -> int:
