@@ -234,3 +234,77 @@ def test_a_long_local_prefill_is_chunked_between_decode_steps_of_running_streams
     first, last = kinds.index("prefill", kinds.index("step")), len(kinds) - 1 - kinds[::-1].index("prefill")
     between = kinds[first : last + 1]
     assert all(a != b for a, b in itertools.pairwise(between))  # step, chunk, step, chunk...
+
+
+class RecordingEngine:
+    """The torch engine, recording every logits row it hands out per slot (prefill end, then steps)."""
+
+    def __init__(self, engine: TorchDecodeEngine) -> None:
+        self.engine = engine
+        self.rows: dict[int, list[Any]] = {}
+        self.kv_bytes_per_token = engine.kv_bytes_per_token
+        self.new_slot, self.sample = engine.new_slot, engine.sample
+
+    def prefill_chunk(self, slot: Any, ids: Any, start: int) -> Any:
+        row = self.engine.prefill_chunk(slot, ids, start)
+        if row is not None:
+            self.rows.setdefault(id(slot), []).append(row)
+        return row
+
+    def step(self, entries: Any) -> Any:
+        rows = self.engine.step(entries)
+        for (slot, _, _), row in zip(entries, rows, strict=True):
+            self.rows.setdefault(id(slot), []).append(row)
+        return rows
+
+
+@pytest.mark.slow
+def test_trained_model_eight_sequences_remote_and_local_match_solo_logits(trained_lm: Any) -> None:
+    """SmolLM2-135M, float32: 8 mixed-length prompts, half prefilled by a real prefill worker."""
+    from test_batch_engine_reference import solo_logits
+
+    harness = Harness(trained_lm, chunk=64)
+    recorder = RecordingEngine(harness.engine)
+    harness.loop.engine = recorder  # type: ignore[assignment]
+    running = start_server(trained_lm, PrefillServerConfig(host="127.0.0.1", port=0))
+    client = PrefillClient(f"127.0.0.1:{running.port}", trained_lm, timeout_s=120)
+    texts = [  # greedy continuations of at least 40 tokens (no EOS before), 4..23 prompt tokens
+        "def fibonacci(n):",
+        "1, 2, 3, 4,",
+        "Translate to German: good morning, how are you today?",
+        "A list of prime numbers:",
+        "Once upon a time, in a village at the edge of a great forest, there lived an old clockmaker who",
+        "The history of the printing press",
+        "Here is a recipe for bread:",
+        "Dear diary, today",
+    ]
+    prompts = [[int(t) for t in trained_lm.tokenizer.encode(text)] for text in texts]
+    params = SamplingParams(max_tokens=TOKENS, temperature=0)
+    runs = [harness.sequence(ids, params) for ids in prompts]
+    try:
+        with model_lock(trained_lm):
+            remote = [threading.Thread(target=harness.submit_remote, args=(r, client)) for r in runs[1::2]]
+            for thread in remote:
+                thread.start()
+            for run in runs[::2]:
+                harness.submit_local(run)
+            for thread in remote:
+                thread.join(HANG_S)
+        finished(runs)
+    finally:
+        harness.close()
+        client.close()
+        running.stop()
+    assert max(e.batch for e in harness.events if e.kind == "step") == len(runs)
+    for index, (ids, run) in enumerate(zip(prompts, runs, strict=True)):
+        tokens = [s.token_id for s in run.steps]  # type: ignore[attr-defined]
+        reference, logits = solo_logits(trained_lm, ids, len(tokens))
+        assert (run.error is None and len(tokens) >= TOKENS) or tokens[-1] in trained_lm.eos_token_ids
+        assert tokens == reference, f"prompt {index}"
+        rows = recorder.rows[id(run.slot)]
+        rows = (
+            rows if index % 2 == 0 else [None, *rows]
+        )  # remote: step 0's logits stayed on the prefill worker
+        for step, (row, want) in enumerate(zip(rows, logits, strict=True)):
+            if row is not None:
+                assert float((row - want).abs().max()) < 1e-4, f"prompt {index} step {step}"
