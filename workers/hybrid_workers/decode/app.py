@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from hybrid_workers import metrics
+from hybrid_workers.decode import prompt_batch
 from hybrid_workers.decode.api_errors import ApiError, from_validation_errors, install_error_handlers
 from hybrid_workers.decode.exchange import Exchange
 from hybrid_workers.decode.request_id import RequestIdMiddleware, request_id_of
@@ -118,10 +120,17 @@ async def _generate(
 ) -> Response:
     stats = RequestStats(worker.model_label, request_id_of(request.scope))
     try:
-        generation = translate(parse_body(await request.body(), model), worker.lm.tokenizer, worker.limits)
+        parsed = parse_body(await request.body(), model)
+        parts = prompt_batch.split(parsed) if isinstance(parsed, CompletionRequest) else None
+        if parts is not None:  # several prompts: all validated before any starts
+            many = [translate(part, worker.lm.tokenizer, worker.limits) for part in parts]
+        else:
+            generation = translate(parsed, worker.lm.tokenizer, worker.limits)
     except ApiError:
         stats.finish(Outcome.INVALID)
         raise
+    if parts is not None:
+        return await _generate_many(worker, request, many)
     exchange = Exchange(worker, generation, stats)
     try:
         await exchange.prepare(request.is_disconnected)
@@ -131,3 +140,20 @@ async def _generate(
         return JSONResponse(body)
     except ClientGone:
         return Response(status_code=_CLIENT_CLOSED)  # nobody reads it; nginx's code for the access log
+
+
+async def _generate_many(
+    worker: DecodeWorker, request: Request, generations: list[GenerationRequest]
+) -> Response:
+    """Several prompts of one request, run as concurrent exchanges (batched by the engine loop)."""
+
+    async def one(generation: GenerationRequest) -> dict[str, Any]:
+        exchange = Exchange(worker, generation, RequestStats(worker.model_label, uuid.uuid4().hex[:8]))
+        await exchange.prepare(request.is_disconnected)
+        return await exchange.collect(request.is_disconnected)
+
+    try:
+        bodies = await prompt_batch.run_all([functools.partial(one, g) for g in generations])
+    except ClientGone:
+        return Response(status_code=_CLIENT_CLOSED)
+    return JSONResponse(prompt_batch.merge(bodies))

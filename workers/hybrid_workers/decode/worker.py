@@ -98,6 +98,10 @@ class DecodeWorker:
             return await wait_unless_disconnected(acquiring, is_disconnected)
         except QueueFull as exc:
             raise _too_many(exc) from None
+        except asyncio.CancelledError:  # e.g. a batch-mate prompt of the same request failed
+            if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
+                acquiring.result().release()  # got a slot just now: give it back
+            raise
 
     def readiness(self) -> Readiness:
         """(ready, why): the model is loaded; the prefill worker is ready or long prompts may prefill here."""
@@ -113,7 +117,11 @@ class DecodeWorker:
 async def wait_unless_disconnected(waiting: asyncio.Future[T], is_disconnected: IsDisconnected) -> T:
     """The result of `waiting`, unless the client goes away first (then ClientGone, `waiting` cancelled)."""
     while True:
-        done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+        try:
+            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+        except asyncio.CancelledError:  # whoever waits is cancelled: so is what it waited for
+            waiting.cancel()
+            raise
         if done:
             return waiting.result()
         if await is_disconnected():
