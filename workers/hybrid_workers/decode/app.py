@@ -16,7 +16,7 @@ from hybrid_workers import metrics
 from hybrid_workers.decode import prompt_batch
 from hybrid_workers.decode.api_errors import ApiError, from_validation_errors, install_error_handlers
 from hybrid_workers.decode.exchange import Exchange
-from hybrid_workers.decode.request_id import RequestIdMiddleware, request_id_of
+from hybrid_workers.decode.request_id import RequestIdMiddleware, new_request_id, request_id_of
 from hybrid_workers.decode.requests import GenerationRequest, Limits, check_model, from_chat, from_completion
 from hybrid_workers.decode.schemas import ChatCompletionRequest, CompletionRequest
 from hybrid_workers.decode.stats import RequestStats
@@ -148,7 +148,7 @@ async def _generate_many(
     """Several prompts of one request, run as concurrent exchanges (batched by the engine loop)."""
 
     async def one(generation: GenerationRequest) -> dict[str, Any]:
-        exchange = Exchange(worker, generation, RequestStats(worker.model_label, uuid.uuid4().hex[:8]))
+        exchange = Exchange(worker, generation, RequestStats(worker.model_label, new_request_id()))
         await exchange.prepare(request.is_disconnected)
         return await exchange.collect(request.is_disconnected)
 
