@@ -63,7 +63,7 @@ def batched_run(lm: LoadedModel, engine: TorchDecodeEngine, streams: int, args: 
                     lm.max_context,
                     on_token=lambda _step, mine=times[index]: mine.append(time.perf_counter()),
                     cancelled=threading.Event(),
-                )  # fmt: skip
+                )
             )
         with model_lock(lm):  # everyone joins before the first step
             for run, first in zip(runs, firsts, strict=True):
