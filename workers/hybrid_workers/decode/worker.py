@@ -40,6 +40,7 @@ class DecodeWorker:
         self.model_label = config.served_model_name
         self.limits = Limits(config.served_model_name, config.context_limit(lm.max_context), lm.vocab_size)
         self.router = PrefillRouter(config, self.model_label, peer)
+        self.router.start()  # the first handshake with the prefill worker, then background probes
         self.max_concurrency = config.concurrency(lm.device.type)
         self.scheduler = Scheduler(self.max_concurrency, config.max_queue, observe=self._observe)
         self.executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="decode")
@@ -102,12 +103,13 @@ class DecodeWorker:
                 acquiring.result().release()  # got a slot just now: give it back
             raise
 
-    async def readiness(self) -> Readiness:
-        """(ready, why): the model is loaded; the prefill side is reachable or may be done locally."""
-        return await asyncio.to_thread(self.router.readiness)
+    def readiness(self) -> Readiness:
+        """(ready, why): the model is loaded; the prefill worker is ready or long prompts may prefill here."""
+        return self.router.readiness()
 
     def close(self) -> None:
         """Stop accepting model work; the engine loop ends after its current step."""
+        self.router.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.engine_loop.close()
 
