@@ -14,17 +14,29 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hybrid_operator.agent_status import decode_role, with_agent
+from hybrid_operator.agent_world import AgentProblem, read_lease
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.kube import ApplyResult, KubeClient, KubeError
 from hybrid_operator.models import HybridInference, parse
 from hybrid_operator.placement import NodeFacts, Placement, resolve_placement
+from hybrid_operator.reconcile_agent import apply_agent
 from hybrid_operator.render import render
+from hybrid_operator.render_agent import adapt
 from hybrid_operator.render_common import DECODE, PREFILL, child_name
 from hybrid_operator.status import RoleState, invalid_status, ready_status
 
 logger = logging.getLogger(__name__)
 TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
-STATUS_FIELDS = ("phase", "observedGeneration", "conditions", "placement", "prediction", "endpoints")
+STATUS_FIELDS = (
+    "phase",
+    "observedGeneration",
+    "conditions",
+    "placement",
+    "prediction",
+    "endpoints",
+    "agent",
+)
 
 
 @dataclass(frozen=True)
@@ -144,14 +156,25 @@ async def reconcile(kube: KubeClient, body: Mapping[str, Any], config: OperatorC
         return await _write(kube, body, status, ())
     try:
         placement = await check_world(kube, cr)
-    except SpecProblem as problem:
+        lease = await read_lease(kube, cr)  # None unless decode.agent is set
+    except (SpecProblem, AgentProblem) as problem:
         status = invalid_status(generation, problem.reason, str(problem), previous, now_iso())
         return await _write(kube, body, status, ())
-    results = await apply_all(kube, render(cr, placement, config))
+    manifests = render(cr, placement, config)
+    if lease is not None:  # decode runs on a native agent (render_agent.py)
+        manifests = adapt(manifests, cr, lease)
+    results = await apply_all(kube, manifests)
+    agent = await apply_agent(kube, cr, lease, placement, results, previous)
+    results += agent.results
     changes = [
         f"{r.action} {r.obj.get('kind')} {r.obj['metadata']['name']}"
         for r in results
         if r.action != "unchanged"
     ]
-    status = ready_status(cr, placement, _roles(cr, results), previous, now_iso())
+    prefill, decode = _roles(cr, results)
+    if agent.view is not None:
+        decode = decode_role(cr, agent.view, decode)
+    status = ready_status(cr, placement, (prefill, decode), previous, now_iso())
+    if agent.view is not None:
+        status = with_agent(status, agent.view, agent.prefill, previous, now_iso())
     return await _write(kube, body, status, changes)

@@ -1,7 +1,8 @@
 """RBAC: what the operator's code uses, kube.PERMISSIONS, and the chart's roles are the same set.
 
-"Used" is derived, not declared: the literal API calls in kube.py (AST), the kinds reconcile applies
-(every rendered sample), the resources kopf's registered handlers watch, and kopf's own writes.
+"Used" is derived, not declared: the literal API calls in kube.py and the operator's agent modules
+(AST), the kinds reconcile applies (every rendered sample, agent children included), the resources
+kopf's registered handlers watch, and kopf's own writes.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ import pytest
 import yaml
 from crd_schema import ROOT
 from helm_render import chart_objects, render_chart
-from hybrid_operator import kube
+from hybrid_operator import agent_world, kube, reconcile_agent
+from hybrid_operator.agent_contract import AgentLease, WorkerPhase, WorkerReport
+from hybrid_operator.agent_world import LeaseReading, judge
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
 from hybrid_operator.placement import Placement
 from hybrid_operator.render import render as render_children
+from hybrid_operator.render_agent import adapt, assignment, assignment_data, endpoint_slice
 
 Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
+# KubeClient methods that take (apiVersion, kind, ...) and the RBAC verb each one needs.
+CLIENT_VERBS = {"get": "get", "list_all": "list", "watch": "watch", "merge_patch": "patch", "delete": "delete"}
 
 
 def expand(rules: Iterable[dict[str, Any]]) -> set[Rule]:
@@ -45,17 +51,18 @@ def declared(namespaced: bool | None = None) -> set[Rule]:
     }
 
 
-def literal_calls() -> set[Rule]:
-    """Rules of the literal `self._call("verb", _, "Kind", ...)` and `self.get(_, "Kind", ...)` in kube.py."""
+def literal_calls(module: Any = kube) -> set[Rule]:
+    """Rules of the literal `self._call("verb", _, "Kind", ...)` and `client.get(_, "Kind", ...)` (or
+    another CLIENT_VERBS method) in `module`."""
     used = set()
-    for node in ast.walk(ast.parse(inspect.getsource(kube))):
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         args = [a.value if isinstance(a, ast.Constant) else None for a in node.args]
         if node.func.attr == "_call" and isinstance(args[0], str) and isinstance(args[2], str):
             verb, kind, sub = args[0], args[2], _subresource(node)
-        elif node.func.attr == "get" and len(args) >= 2 and isinstance(args[1], str):
-            verb, kind, sub = "get", args[1], ""
+        elif node.func.attr in CLIENT_VERBS and len(args) >= 2 and isinstance(args[1], str):
+            verb, kind, sub = CLIENT_VERBS[node.func.attr], args[1], ""
         else:
             continue
         group, plural = next(v for (_, k), v in kube.KINDS.items() if k == kind)
@@ -77,12 +84,26 @@ def applied_kinds() -> set[Rule]:
     for path in samples:
         body = yaml.safe_load(path.read_text())
         body["metadata"].update(namespace="ns", uid="u")
-        for manifest in render_children(parse(body), Placement(("n",), ("n",), "t"), OperatorConfig()):
+        for manifest in _children(parse(body)):
             group, plural = kube.KINDS[(manifest["apiVersion"], manifest["kind"])]
             used |= {(group, plural, verb) for verb in ("get", "create", "patch")}
             if any(ref.get("blockOwnerDeletion") for ref in manifest["metadata"]["ownerReferences"]):
                 used.add(("hybridinference.dev", "hybridinferences/finalizers", "update"))
     return used
+
+
+def _children(cr: Any) -> list[dict[str, Any]]:
+    """Every child a pass may apply for `cr`, the agent's too (with an agent that is serving it)."""
+    manifests = render_children(cr, Placement(("n",), ("n",), "t"), OperatorConfig())
+    if cr.spec.decode.agent is None:
+        return manifests
+    worker = WorkerReport(WorkerPhase.READY, port=8000)
+    lease = AgentLease("mac", address="192.0.2.7", duration_s=10, workers={"ns/x": worker})
+    reading = LeaseReading(lease, 0.0)
+    data = assignment_data(cr, "192.0.2.1:30051")
+    slice_manifest = endpoint_slice(cr, judge(reading, "ns/x", ""))
+    assert slice_manifest is not None
+    return [*adapt(manifests, cr, reading), assignment(cr, data), slice_manifest]
 
 
 def kopf_needs() -> set[Rule]:
@@ -110,6 +131,7 @@ def kopf_needs() -> set[Rule]:
 
 def test_everything_the_code_uses_is_declared_and_nothing_else() -> None:
     used = literal_calls() | applied_kinds() | kopf_needs()
+    used |= literal_calls(agent_world) | literal_calls(reconcile_agent)
     assert used - declared() == set(), "used but missing from kube.PERMISSIONS"
     assert declared() - used == set(), "declared in kube.PERMISSIONS but never used"
 
@@ -130,6 +152,6 @@ def test_namespaced_chart_grants_namespaced_rules_in_a_role_and_only_nodes_clust
 
 async def test_client_refuses_a_call_outside_the_table() -> None:
     client = kube.KubeClient(kopf.ConnectionInfo(server="http://127.0.0.1:9"), "test", relogin=lambda: None)  # type: ignore[arg-type,return-value]
-    with pytest.raises(PermissionError, match="delete apps/deployments"):
-        await client._call("delete", "apps/v1", "Deployment", "DELETE", "/apis/apps/v1/deployments/x")
+    with pytest.raises(PermissionError, match="delete core/services"):
+        await client._call("delete", "v1", "Service", "DELETE", "/api/v1/services/x")
     await client.close()
