@@ -239,9 +239,12 @@ class KubeClient:
         async with session.get(url, params=params, timeout=limit) as response:
             if response.status >= 400:
                 raise KubeError(response.status, "GET", url, await response.text())
-            async for line in response.content:
-                if line.strip():
-                    yield json.loads(line)
+            try:
+                async for line in response.content:
+                    if line.strip():
+                        yield json.loads(line)
+            except TimeoutError:
+                return  # a server that ignores timeoutSeconds: our limit ends the watch instead
 
     async def merge_patch(
         self, api_version: str, kind: str, namespace: str | None, name: str, body: Mapping[str, Any]
