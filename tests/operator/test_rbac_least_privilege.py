@@ -29,7 +29,13 @@ from hybrid_operator.render_agent import adapt, assignment, assignment_data, end
 
 Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
 # KubeClient methods that take (apiVersion, kind, ...) and the RBAC verb each one needs.
-CLIENT_VERBS = {"get": "get", "list_all": "list", "watch": "watch", "merge_patch": "patch", "delete": "delete"}
+CLIENT_VERBS = {
+    "get": "get",
+    "list_all": "list",
+    "watch": "watch",
+    "merge_patch": "patch",
+    "delete": "delete",
+}
 
 
 def expand(rules: Iterable[dict[str, Any]]) -> set[Rule]:
