@@ -18,6 +18,7 @@ from hybrid_operator.agent_world import (
     prefill_address,
     prefill_service_of,
 )
+from hybrid_operator.apply import apply_all
 from hybrid_operator.kube import ApplyResult, KubeClient
 from hybrid_operator.models import AgentFallback, HybridInference
 from hybrid_operator.placement import Placement
@@ -53,28 +54,29 @@ async def apply_agent(
     if not target.prefill_address:
         nodes = await kube.list_nodes() or []
     prefill = prefill_address(cr, placement, nodes, prefill_service_of(cr, [r.obj for r in applied]))
-    results: list[ApplyResult] = []
+    manifests = []
     digest = ""
     if prefill is not None:
         data = assignment_data(cr, prefill)
         digest = assignment_digest(data)
-        results.append(await kube.apply(assignment(cr, data)))
+        manifests.append(assignment(cr, data))
     view = judge(reading, f"{cr.namespace}/{cr.name}", digest)
     if prefill is None and view.state != AgentState.LOST:
         message = "waiting for the API server to allocate the prefill NodePort"
         view = AgentView(view.lease, AgentState.STARTING, "WaitingForNodePort", message, view.report)
     slice_manifest = endpoint_slice(cr, view)
     if slice_manifest is not None:
-        results.append(await kube.apply(slice_manifest))
-    if target.fallback == AgentFallback.NONE:
+        manifests.append(slice_manifest)
+    results = await apply_all(kube, manifests)
+    if target.fallback == AgentFallback.NONE and cr.metadata.uid:
         # A decode Deployment left from before the agent took the role (no fallback wanted) goes.
         decode = child_name(cr, DECODE)
-        if await kube.get("apps/v1", "Deployment", cr.namespace, decode) is not None:
-            await kube.delete("apps/v1", "Deployment", cr.namespace, decode)
+        await kube.delete_owned("apps/v1", "Deployment", cr.namespace, decode, cr.metadata.uid)
     return AgentOutcome(tuple(results), view, prefill)
 
 
 async def _delete_agent_children(kube: KubeClient, cr: HybridInference) -> None:
-    await kube.delete("v1", "ConfigMap", cr.namespace, child_name(cr, AGENT_SUFFIX))
+    uid = cr.metadata.uid or ""
+    await kube.delete_owned("v1", "ConfigMap", cr.namespace, child_name(cr, AGENT_SUFFIX), uid)
     slice_name = child_name(cr, f"{API_SUFFIX}-{AGENT_SUFFIX}")
-    await kube.delete("discovery.k8s.io/v1", "EndpointSlice", cr.namespace, slice_name)
+    await kube.delete_owned("discovery.k8s.io/v1", "EndpointSlice", cr.namespace, slice_name, uid)

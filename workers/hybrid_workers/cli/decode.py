@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -41,7 +40,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser, "--fallback", default="local", choices=["local", "fail"], help="when remote prefill fails"
     )
     add_option(parser, "--prefill-timeout", default=60.0, type=float, help="seconds for one remote prefill")
-    add_option(parser, "--max-concurrency", default=2, type=int, help="requests running at once")
+    add_option(
+        parser,
+        "--max-concurrency",
+        default="auto",
+        help="requests running at once = the largest decode batch (auto: 8 on CPU, 64 on CUDA, 32 on MPS)",
+    )
+    add_option(
+        parser,
+        "--kv-cache-bytes",
+        default="auto",
+        help="KV memory for all running sequences, e.g. 4G (auto: half the free RAM, 90%% of free GPU "
+        "memory); a request reserves prompt + max_tokens positions and waits in FIFO order until it fits",
+    )
+    add_option(
+        parser,
+        "--prefill-chunk-tokens",
+        default=256,
+        type=int,
+        help="local prefill runs in chunks of this many tokens between decode steps (bounds the ITL)",
+    )
     add_option(parser, "--max-queue", default=64, type=int, help="requests waiting; beyond: 429")
     add_option(parser, "--max-model-len", default=None, type=int, help="prompt + completion tokens at most")
     add_option(
@@ -65,9 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def served_name(model: str | None) -> str:
-    """Default `model` id: a Hugging Face id as given, a folder's name, or demo-<preset> for the demo."""
+    """Default `model` id: a Hugging Face id as given, a folder's name, or the embedded model's name."""
     if not model:
-        return "demo-" + os.environ.get("HYBRID_INFERENCE_DEMO_PRESET", "tiny")
+        from hybrid_workers.engine.default_model import embedded_model_name
+
+        return embedded_model_name()
     if Path(model).expanduser().exists():
         return Path(model).expanduser().resolve().name
     return model
@@ -75,7 +95,7 @@ def served_name(model: str | None) -> str:
 
 def build_config(args: argparse.Namespace):  # -> DecodeConfig
     """The DecodeConfig for the parsed flags (UserError for bad values)."""
-    from hybrid_workers.decode.config import DecodeConfig, parse_min_tokens
+    from hybrid_workers.decode.config import DecodeConfig, parse_auto_int, parse_bytes, parse_min_tokens
     from hybrid_workers.enums import Fallback
     from hybrid_workers.kv.tls import TLSConfig
 
@@ -85,7 +105,9 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         remote_prefill_min_tokens=parse_min_tokens(args.remote_prefill_min_tokens),
         fallback=Fallback(args.fallback),
         prefill_timeout_s=args.prefill_timeout,
-        max_concurrency=args.max_concurrency,
+        max_concurrency=parse_auto_int(args.max_concurrency, "--max-concurrency"),
+        kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes"),
+        prefill_chunk_tokens=args.prefill_chunk_tokens,
         max_queue=args.max_queue,
         max_model_len=args.max_model_len,
         kv_compression=args.kv_compression,
