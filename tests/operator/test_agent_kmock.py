@@ -230,6 +230,19 @@ def test_agent_serves_restarts_fails_over_and_stops_its_worker(
     assert cluster.get(f"{DEPLOYMENTS}/macd-decode")["spec"]["replicas"] == 0  # fallback idle
     first_pid = report(cluster, "macd")["pid"]
 
+    # a second resource wanting the same port on the same agent is refused; the first keeps serving
+    cluster.create(HINF, resource("twin", spec(tiny_model_dir, tls_dir, prefill, port)))
+    twin = wait_for(
+        "twin refused",
+        lambda: (s := status(cluster, "twin")).get("agent", {}).get("state") == "Refused" and s,
+    )
+    assert "PortInUse" in twin["agent"]["reason"] and f"{NS}/macd" in twin["agent"]["reason"]
+    assert condition(twin, "Degraded")["reason"] == "PortInUse"
+    assert "pid" not in report(cluster, "twin")  # nothing started
+    assert report(cluster, "macd")["pid"] == first_pid and complete(url)["choices"][0]["text"]
+    cluster.delete(f"{HINF}/twin")
+    cluster.delete(f"{CONFIGMAPS}/twin-agent")  # the garbage collector's part
+
     # edit the spec → the worker is restarted with the new flags
     cluster.patch(f"{HINF}/macd", {"metadata": {"generation": 2}, "spec": {"serving": {"maxConcurrency": 3}}})
     edited = wait_for(
@@ -273,3 +286,97 @@ def test_agent_serves_restarts_fails_over_and_stops_its_worker(
     cluster.delete(f"{CONFIGMAPS}/macd-agent")
     wait_for("worker gone from the Lease", lambda: f"{NS}/macd" not in workers(cluster))
     assert process_gone(pid)
+
+
+def test_unknown_agent_name_is_an_invalid_spec_and_assigns_nothing(
+    cluster: EmulatedCluster, operator: KopfRunner, tiny_model_dir: Path, tls_dir: Path
+) -> None:
+    body = spec(tiny_model_dir, tls_dir, "127.0.0.1:1", 8000)
+    body["decode"]["agent"]["name"] = "mac-that-never-joined"
+    cluster.create(HINF, resource("nobody", body))
+    found = wait_for(
+        "Invalid", lambda: status(cluster, "nobody").get("phase") == "Invalid" and status(cluster, "nobody")
+    )
+    assert condition(found, "InvalidSpec")["reason"] == "UnknownAgent"
+    assert "mac-that-never-joined" in condition(found, "InvalidSpec")["message"]
+    assert cluster.get(f"{CONFIGMAPS}/nobody-agent") is None
+    assert cluster.get(f"{DEPLOYMENTS}/nobody-prefill") is None
+
+
+def test_model_folder_missing_on_the_agent_is_refused_before_anything_starts(
+    cluster: EmulatedCluster, agent: dict[str, subprocess.Popen[str]], tiny_model_dir: Path, tls_dir: Path
+) -> None:
+    (port,) = free_ports(1)
+    body = spec(tiny_model_dir, tls_dir, "127.0.0.1:1", port, modelPath="/nonexistent/llama")
+    cluster.create(HINF, resource("nomodel", body))
+    found = wait_for(
+        "agent Refused",
+        lambda: (s := status(cluster, "nomodel")).get("agent", {}).get("state") == "Refused" and s,
+    )
+    assert "ModelMissing" in found["agent"]["reason"] and "/nonexistent/llama" in found["agent"]["reason"]
+    assert condition(found, "DecodeReady")["status"] == "False"
+    assert "pid" not in report(cluster, "nomodel")
+
+
+def test_assignment_from_an_incompatible_operator_is_refused_with_a_reason(
+    cluster: EmulatedCluster, agent: dict[str, subprocess.Popen[str]]
+) -> None:
+    data = {
+        "protocol": "99",
+        "operatorVersion": "9.0.0",
+        "owner": f"{NS}/future",
+        "port": "9",
+        "flags.json": "{}",
+    }
+    labels = {"hybridinference.dev/agent": AGENT}
+    meta = {"name": "future-agent", "namespace": NS, "labels": labels}
+    cluster.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
+    refused = wait_for(
+        "refusal in the Lease",
+        lambda: report(cluster, "future").get("phase") == "refused" and report(cluster, "future"),
+    )
+    assert refused["reason"] == "IncompatibleOperator"
+    assert "protocol 99" in refused["message"] and "9.0.0" in refused["message"]
+
+
+def test_expired_kubeconfig_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hybrid_workers.cli import main
+
+    emulated = EmulatedCluster(expired_token="test-token").start()
+    try:
+        config = emulated.write_kubeconfig(tmp_path / "config", NS)
+        status_code = main(
+            [
+                "agent",
+                "--name",
+                AGENT,
+                "--namespace",
+                NS,
+                "--kubeconfig",
+                str(config),
+                "--address",
+                "127.0.0.1",
+            ]
+        )
+    finally:
+        emulated.stop()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status_code == 2
+    assert len(err) == 1 and "401 Unauthorized" in err[0] and str(config) in err[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(None, "no such file"), ("current-context: x\n", "no context named 'x'"), ("[", "not YAML")],
+)
+def test_missing_or_broken_kubeconfig_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, expected: str
+) -> None:
+    from hybrid_workers.cli import main
+
+    path = tmp_path / "config"
+    if content is not None:
+        path.write_text(content)
+    assert main(["agent", "--name", AGENT, "--namespace", NS, "--kubeconfig", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and str(path) in err[0]

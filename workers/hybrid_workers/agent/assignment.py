@@ -110,10 +110,8 @@ def command(assignment: Assignment, listen_host: str, engine: Engine, device: Co
     argv = [sys.executable, "-m", "hybrid_workers", "decode"]
     for flag, value in sorted(assignment.flags.items()):
         argv += [flag, str(Path(value).expanduser()) if value.startswith("~") else value]
-    argv += ["--host", listen_host]
-    if engine == Engine.MLX and "--engine" in decode_flag_names():
-        argv += ["--engine", engine.value]
-    elif device != ComputeDevice.METAL:
+    argv += ["--host", listen_host, "--engine", engine.value]
+    if engine == Engine.TORCH and device != ComputeDevice.METAL:
         argv += ["--device", device.value]
     return argv
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import platform
 import re
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit
 
 from hybrid_workers.agent.config import AgentConfig
 from hybrid_workers.agent.lease import Identity
+from hybrid_workers.decode.engines import apple_silicon, resolve_engine
 from hybrid_workers.enums import ComputeDevice, Engine
 from hybrid_workers.errors import UserError
 
@@ -45,18 +45,6 @@ def free_memory_bytes() -> int:
         pages = sum(int(m[1]) for m in re.finditer(r"Pages (?:free|inactive|speculative):\s+(\d+)", text))
         return pages * page
     return 0
-
-
-def apple_silicon() -> bool:
-    """macOS on arm64 (Metal available to MLX and torch's mps)."""
-    return platform.system() == "Darwin" and platform.machine() == "arm64"
-
-
-def resolve_engine(engine: Engine) -> Engine:
-    """`auto`: mlx on Apple silicon when installed, torch elsewhere (as the decode worker decides)."""
-    if engine != Engine.AUTO:
-        return engine
-    return Engine.MLX if apple_silicon() and importlib.util.find_spec("mlx") else Engine.TORCH
 
 
 def resolve_device(engine: Engine, device: ComputeDevice | None) -> ComputeDevice:
