@@ -16,7 +16,7 @@ from hybrid_workers import metrics
 from hybrid_workers.decode import prompt_batch
 from hybrid_workers.decode.api_errors import ApiError, from_validation_errors, install_error_handlers
 from hybrid_workers.decode.exchange import Exchange
-from hybrid_workers.decode.request_id import RequestIdMiddleware, new_request_id, request_id_of
+from hybrid_workers.decode.request_id import RequestIdMiddleware, request_id_of
 from hybrid_workers.decode.requests import GenerationRequest, Limits, check_model, from_chat, from_completion
 from hybrid_workers.decode.schemas import ChatCompletionRequest, CompletionRequest
 from hybrid_workers.decode.stats import RequestStats
@@ -147,13 +147,16 @@ async def _generate_many(
 ) -> Response:
     """Several prompts of one request, run as concurrent exchanges (batched by the engine loop)."""
 
-    async def one(generation: GenerationRequest) -> dict[str, Any]:
-        exchange = Exchange(worker, generation, RequestStats(worker.model_label, new_request_id()))
+    request_id = request_id_of(request.scope)
+
+    async def one(index: int, generation: GenerationRequest) -> dict[str, Any]:
+        stats = RequestStats(worker.model_label, f"{request_id}.{index}")  # one log line per prompt
+        exchange = Exchange(worker, generation, stats)
         await exchange.prepare(request.is_disconnected)
         return await exchange.collect(request.is_disconnected)
 
     try:
-        bodies = await prompt_batch.run_all([functools.partial(one, g) for g in generations])
+        bodies = await prompt_batch.run_all([functools.partial(one, i, g) for i, g in enumerate(generations)])
     except ClientGone:
         return Response(status_code=_CLIENT_CLOSED)
     return JSONResponse(prompt_batch.merge(bodies))
