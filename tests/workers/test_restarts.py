@@ -65,7 +65,11 @@ def test_a_crashed_child_is_restarted_announced_back_and_the_other_keeps_running
             supervisor.request_stop()
 
     patient = RestartPolicy(max_restarts=2, window_s=60, backoff_s=0.3)  # many polls while it waits
-    outcome = restarts.supervise(supervisor, patient, say, {"prefill": lambda: True})
+
+    def started_twice() -> bool:  # "back" = the restarted process got as far as its first line
+        return supervisor.children[0].tail().count("started") == 2
+
+    outcome = restarts.supervise(supervisor, patient, say, {"prefill": started_twice})
     statuses = supervisor.stop_all()
     assert outcome.code == ExitCode.STOPPED, said
     assert said[0].startswith("the prefill worker exited 9; restarting it in 0.3 s (crash 1 of 2")

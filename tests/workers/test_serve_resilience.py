@@ -118,7 +118,7 @@ def stream(serve: RunningServe, prompt: str, max_tokens: int, first: threading.E
 
 def test_sigkill_of_the_prefill_worker_with_four_streams_in_flight(serve: RunningServe) -> None:
     wait_ready(serve)
-    max_tokens = 120
+    max_tokens = 64
     reference = {prompt: complete(serve, prompt, max_tokens) for prompt in PROMPTS}
     health = HealthProbe(serve)
     health.start()

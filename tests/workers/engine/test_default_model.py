@@ -19,6 +19,7 @@ from hybrid_workers.engine.default_model import (
 )
 from hybrid_workers.engine.model_cache import STAMP_FILE
 from hybrid_workers.errors import UserError
+from hybrid_workers.model_identity import STAMP_FILE as IDENTITY_STAMP
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -33,7 +34,8 @@ def _chat_ids(lm, messages) -> list[int]:
 def test_converting_twice_gives_byte_identical_folders(trained_model_dir, tmp_path):
     again = convert_gguf(packaged_gguf(), tmp_path / "again")
     names = sorted(p.name for p in again.iterdir())
-    assert names == sorted(p.name for p in trained_model_dir.iterdir() if p.name != STAMP_FILE)
+    stamps = {STAMP_FILE, IDENTITY_STAMP}  # written beside the files by the cache and the model identity
+    assert names == sorted(p.name for p in trained_model_dir.iterdir() if p.name not in stamps)
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= set(names)
     for name in names:
         assert (again / name).read_bytes() == (trained_model_dir / name).read_bytes(), name
