@@ -52,12 +52,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
   verbs: [get, create, patch, delete]
-- apiGroups: [""]
-  resources: [secrets]
-  verbs: [get]
+- apiGroups: [cert-manager.io]
+  resources: [certificates]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- end -}}
+
+{{/* Secret access: only ever in a namespaced Role (watchNamespace, or each of secretNamespaces). */}}
+{{- define "hybrid-inference.secretRules" -}}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 {{- end -}}
 
 {{/* RBAC rules for cluster-scoped resources. */}}
