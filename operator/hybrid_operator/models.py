@@ -50,7 +50,7 @@ class PlacementMode(StrEnum):
 
 class ModelVolume(_Spec):
     """Where model weights live: a PVC (shared or one per role), a hostPath (opt-in: not allowed under the
-    restricted Pod Security Standard), or (none) a scratch emptyDir per pod (demo model, model.download)."""
+    restricted Pod Security Standard), or (none) a scratch emptyDir per pod (default model, download)."""
 
     pvc: str | None = Field(default=None, min_length=1, max_length=253)  # claim both roles mount
     prefill_pvc: str | None = Field(default=None, min_length=1, max_length=253)  # prefill's own claim
@@ -85,7 +85,7 @@ class ModelDownload(_Spec):
 class ModelSpec(_Spec):
     """The model both roles load; they must load the same one (the KV fingerprint checks it)."""
 
-    # HF id (from the HF cache in the volume; workers never download) or a path; None: the demo model.
+    # HF id (from the HF cache in the volume; workers never download) or a path; None: the default model.
     source: str | None = Field(default=None, min_length=1, max_length=512)
     dtype: DType = DType.AUTO
     download: ModelDownload | None = None
@@ -96,6 +96,26 @@ class ModelSpec(_Spec):
         if self.download and self.download.enabled and (not self.source or self.source.startswith("/")):
             raise ValueError("model.download needs model.source to be a Hugging Face id (not a path)")
         return self
+
+
+class AgentFallback(StrEnum):
+    """What serves decode while a native agent is lost (its Lease expired)."""
+
+    NONE = "none"  # nothing: the resource is Degraded until the agent returns
+    DEPLOYMENT = "deployment"  # the in-cluster decode Deployment, scaled to 0 while the agent serves
+
+
+class AgentTarget(_Spec):
+    """A native decode agent (`hybrid-inference agent`, e.g. on a Mac) that runs the decode role."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)  # its Lease's name
+    fallback: AgentFallback = AgentFallback.NONE
+    # Folder (or HF id) of the model on the agent's machine; default: model.source as given.
+    model_path: str | None = Field(default=None, min_length=1, max_length=1024)
+    # Folder on the agent's machine with tls.crt, tls.key and ca.crt (TLS files never leave it).
+    tls_dir: str = Field(default="/etc/hybrid-inference/tls", pattern=r"^(/|~)", max_length=1024)
+    # HOST:PORT the agent dials for prefill; default: a prefill node's InternalIP and the NodePort.
+    prefill_address: str | None = Field(default=None, pattern=r"^[^:/\s]+:[0-9]{1,5}$")
 
 
 class Toleration(_Spec):
@@ -145,6 +165,7 @@ class WorkerPoolSpec(_Spec):
     # Model loads of tens of GB take minutes: the Deployment's rollout deadline (Kubernetes' 600 s is short).
     progress_deadline_seconds: int = Field(default=1800, ge=60, le=86400)
     pod_template: PodTemplate | None = None
+    agent: AgentTarget | None = None  # decode only: a native agent runs the role instead of pods
 
     @model_validator(mode="after")
     def _gpus_need_gpu_device(self) -> WorkerPoolSpec:
@@ -239,6 +260,20 @@ class HybridInferenceSpec(_Spec):
                 "placement.mode auto chooses nodes itself: remove prefill.nodeSelector and "
                 "decode.nodeSelector, or use placement.mode manual"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _agent_rules(self) -> HybridInferenceSpec:
+        if self.prefill.agent is not None:
+            raise ValueError("prefill.agent: agents run the decode role only; remove it")
+        tls = self.kv_transfer.tls
+        if self.decode.agent is not None and not (tls.enabled and tls.mutual):
+            raise ValueError(
+                "decode.agent: the KV link leaves the cluster network; set kvTransfer.tls.enabled "
+                "and kvTransfer.tls.mutual (mTLS)"
+            )
+        if self.decode.agent is not None and self.placement.mode == PlacementMode.AUTO:
+            raise ValueError("decode.agent chooses the decode machine itself: use placement.mode manual")
         return self
 
 

@@ -44,6 +44,17 @@ class FallbackReason(StrEnum):
     ERROR = "error"  # it answered with an error
     TIMEOUT = "timeout"  # it did not finish within --prefill-timeout
     PROTOCOL = "protocol"  # it sent KV the receiver refused (version, fingerprint, sizes, checksum)
+    STALLED = "stalled"  # its transfer made no progress for --prefill-stall-timeout
+    PEER_DOWN = "peer_down"  # not attempted: the breaker is open (the worker is down or hangs)
+    INCOMPATIBLE = "incompatible"  # not attempted: the handshake refused it (model, dtype, version)
+
+
+class RemoteOutcome(StrEnum):
+    """Value of the `outcome` label of `remote_prefill_total`: how a remote prefill attempt ended."""
+
+    SUCCESS = "success"  # the KV arrived
+    FAILED = "failed"  # it failed (the fallback policy applied)
+    CANCELLED = "cancelled"  # the client went away meanwhile (not a fallback)
 
 
 # Seconds: 5 ms (GPU, short prompt) .. 5 min (CPU, long prompt on a slow node).
@@ -96,10 +107,34 @@ requests_total = Counter(
 )
 requests_running = Gauge(PREFIX + "requests_running", "Requests holding a scheduler slot now", _MODEL)
 requests_waiting = Gauge(PREFIX + "requests_waiting", "Requests queued for a scheduler slot now", _MODEL)
+# Capacity of the batched decode engine (decode/batch_loop.py, decode/kv_budget.py).
+batch_size = Gauge(
+    PREFIX + "batch_size", "Sequences in the decode batch now (one forward pass per step)", _MODEL
+)
+kv_cache_usage_ratio = Gauge(
+    PREFIX + "kv_cache_usage_ratio",
+    "KV cache bytes reserved by admitted sequences (prompt + max_tokens each) / --kv-cache-bytes",
+    _MODEL,
+)
+kv_cache_budget_bytes = Gauge(
+    PREFIX + "kv_cache_budget_bytes", "KV cache budget of the decode worker (--kv-cache-bytes)", _MODEL
+)
 prefill_fallback_total = Counter(
     PREFIX + "prefill_fallback_total",
     "Long prompts prefilled locally because remote prefill failed (see metrics.FallbackReason)",
     ("model", "reason"),
+)
+remote_prefill_total = Counter(
+    PREFIX + "remote_prefill_total",
+    "Remote prefill attempts by outcome (see metrics.RemoteOutcome); requests the breaker kept local "
+    "are not attempts",
+    ("model", "outcome"),
+)
+prefill_peer_state = Gauge(
+    PREFIX + "prefill_peer_state",
+    "1 for the prefill worker's current state as the decode worker sees it "
+    "(connecting, ready, unreachable, stalled, incompatible), 0 for the others",
+    ("model", "state"),
 )
 kv_transfer_seconds = Histogram(
     PREFIX + "kv_transfer_seconds",
@@ -155,6 +190,8 @@ def zero_labelled_series(model: str) -> None:
         requests_total.labels(model, outcome.value)
     for reason in FallbackReason:
         prefill_fallback_total.labels(model, reason.value)
+    for remote in RemoteOutcome:
+        remote_prefill_total.labels(model, remote.value)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
+from hybrid_workers.enums import Engine
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_model_options, add_option
 
@@ -27,6 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_options(parser)
     add_option(
+        parser,
+        "--engine",
+        default="auto",
+        type=Engine,
+        choices=list(Engine),
+        help="decode engine: torch, mlx (the [mlx] extra), or auto (mlx on Apple silicon when installed)",
+    )
+    add_option(
         parser, "--prefill", default=None, help="HOST:PORT of the prefill worker; none: prefill locally"
     )
     add_option(parser, "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a pod)")
@@ -41,7 +49,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser, "--fallback", default="local", choices=["local", "fail"], help="when remote prefill fails"
     )
     add_option(parser, "--prefill-timeout", default=60.0, type=float, help="seconds for one remote prefill")
-    add_option(parser, "--max-concurrency", default=2, type=int, help="requests running at once")
+    add_option(
+        parser,
+        "--prefill-stall-timeout",
+        default=5.0,
+        type=float,
+        help="seconds without a frame (the prefill worker sends heartbeats) before a transfer counts as "
+        "stalled: the request falls back and the breaker opens",
+    )
+    add_option(
+        parser,
+        "--prefill-probe-interval",
+        default=2.0,
+        type=float,
+        help="seconds between health + handshake probes of a ready prefill worker (an unready one is "
+        "probed every 0.1-1 s)",
+    )
+    add_option(
+        parser,
+        "--max-concurrency",
+        default="auto",
+        help="requests running at once = the largest decode batch (auto: 8 on CPU, 64 on CUDA, 32 on MPS)",
+    )
+    add_option(
+        parser,
+        "--kv-cache-bytes",
+        default="auto",
+        help="KV memory for all running sequences, e.g. 4G (auto: half the free RAM, 90%% of free GPU "
+        "memory); a request reserves prompt + max_tokens positions and waits in FIFO order until it fits",
+    )
+    add_option(
+        parser,
+        "--prefill-chunk-tokens",
+        default=256,
+        type=int,
+        help="local prefill runs in chunks of this many tokens between decode steps (bounds the ITL)",
+    )
     add_option(parser, "--max-queue", default=64, type=int, help="requests waiting; beyond: 429")
     add_option(parser, "--max-model-len", default=None, type=int, help="prompt + completion tokens at most")
     add_option(
@@ -65,9 +108,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def served_name(model: str | None) -> str:
-    """Default `model` id: a Hugging Face id as given, a folder's name, or demo-<preset> for the demo."""
+    """Default `model` id: a Hugging Face id as given, a folder's name, or the embedded model's name."""
     if not model:
-        return "demo-" + os.environ.get("HYBRID_INFERENCE_DEMO_PRESET", "tiny")
+        from hybrid_workers.engine.default_model import embedded_model_name
+
+        return embedded_model_name()
     if Path(model).expanduser().exists():
         return Path(model).expanduser().resolve().name
     return model
@@ -75,7 +120,7 @@ def served_name(model: str | None) -> str:
 
 def build_config(args: argparse.Namespace):  # -> DecodeConfig
     """The DecodeConfig for the parsed flags (UserError for bad values)."""
-    from hybrid_workers.decode.config import DecodeConfig, parse_min_tokens
+    from hybrid_workers.decode.config import DecodeConfig, parse_auto_int, parse_bytes, parse_min_tokens
     from hybrid_workers.enums import Fallback
     from hybrid_workers.kv.tls import TLSConfig
 
@@ -85,7 +130,11 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         remote_prefill_min_tokens=parse_min_tokens(args.remote_prefill_min_tokens),
         fallback=Fallback(args.fallback),
         prefill_timeout_s=args.prefill_timeout,
-        max_concurrency=args.max_concurrency,
+        prefill_stall_s=args.prefill_stall_timeout,
+        probe_interval_s=args.prefill_probe_interval,
+        max_concurrency=parse_auto_int(args.max_concurrency, "--max-concurrency"),
+        kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes"),
+        prefill_chunk_tokens=args.prefill_chunk_tokens,
         max_queue=args.max_queue,
         max_model_len=args.max_model_len,
         kv_compression=args.kv_compression,
@@ -110,22 +159,25 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hybrid_workers.decode.app import create_app
+    from hybrid_workers.decode.engines import compute_device, load_decode_model, resolve_engine
     from hybrid_workers.decode.worker import DecodeWorker
-    from hybrid_workers.engine import load_model
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: must be in 1..65535")
     config = build_config(args)
+    engine = resolve_engine(args.engine)
     _configure_logging(args.log_level)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=True)
+    lm = load_decode_model(engine, args.model, device=args.device, dtype=args.dtype)
     peer = _prefill_client(config, lm)
     worker = DecodeWorker(lm, config, peer)
     logging.getLogger("hybrid_inference.decode").info(
-        "serving %s on http://%s:%d (prefill: %s)",
+        "serving %s on http://%s:%d (prefill: %s; engine %s on %s)",
         config.served_model_name,
         args.host,
         args.port,
         config.prefill or "local only",
+        engine.value,
+        compute_device(lm).value,
     )
     try:
         uvicorn.run(
@@ -148,5 +200,10 @@ def _prefill_client(config, lm):  # -> PrefillClient | None
     from hybrid_workers.decode.prefill_client import PrefillClient
 
     return PrefillClient(
-        config.prefill, lm, tls=config.tls, timeout_s=config.prefill_timeout_s, encoding=config.kv_compression
+        config.prefill,
+        lm,
+        tls=config.tls,
+        timeout_s=config.prefill_timeout_s,
+        stall_s=config.prefill_stall_s,
+        encoding=config.kv_compression,
     )

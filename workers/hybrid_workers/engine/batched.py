@@ -88,3 +88,20 @@ class TorchDecodeEngine:
 
     def sample(self, logits: Any, params: SamplingParams, step: int) -> tuple[int, float]:
         return sample(logits, params, step)
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory free for KV on `device` now: CUDA's free memory, else the host's available memory."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)  # macOS: half the RAM
