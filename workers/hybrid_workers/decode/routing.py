@@ -34,6 +34,11 @@ _REASONS = {
 }
 
 
+# Failures that say the prefill worker itself is down or stuck (and so /ready should know at once);
+# a refused request or a protocol error is about that one request.
+_PEER_DOWN = (FallbackReason.UNREACHABLE, FallbackReason.TIMEOUT)
+
+
 class PrefillPeer(Protocol):
     """What routing needs of `decode.prefill_client.PrefillClient`."""
 
@@ -109,8 +114,9 @@ class PrefillRouter:
         return PrefillPlan(PrefillSite.REMOTE, first, kv_transfer(remote))
 
     def _failed(self, reason: FallbackReason, exc: Exception) -> PrefillPlan:
-        with self._health_lock:  # /ready learns it at once
-            self._health = (time.monotonic(), False, str(exc))
+        if reason in _PEER_DOWN:
+            with self._health_lock:  # /ready learns it at once
+                self._health = (time.monotonic(), False, str(exc))
         if self.config.fallback is Fallback.FAIL:
             raise RemotePrefillFailed(reason, exc) from exc
         metrics.prefill_fallback_total.labels(self.model_label, reason.value).inc()

@@ -173,6 +173,9 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
                 return
             else:
                 log.error("request %s: prefill failed: %s", request.request_id or "-", item.error)
+                # Named as a refusal: a bare INTERNAL reads as a lost connection on the decode side,
+                # and a failed computation is not an unreachable worker.
+                context.set_trailing_metadata(((REASON_METADATA, Reason.REJECTED.value),))
                 context.abort(_status_of(item.error), f"prefill failed: {item.error}")
 
     def _layer_frames(self, item: LayerReady, request: KVRequest) -> Iterator[bytes]:
