@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from hybrid_workers import metrics
 from hybrid_workers.decode.api_errors import ApiError, from_validation_errors, install_error_handlers
+from hybrid_workers.decode.body import UploadAborted, read_body
 from hybrid_workers.decode.exchange import Exchange
 from hybrid_workers.decode.requests import GenerationRequest, Limits, check_model, from_chat, from_completion
 from hybrid_workers.decode.schemas import ChatCompletionRequest, CompletionRequest
@@ -103,10 +104,6 @@ class ExchangeStream(StreamingResponse):
 
 def parse_body(raw: bytes, model: type[Body]) -> Body:
     """The request body validated as `model`; 400 naming the problem otherwise."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(
-            413, f"request body of {len(raw)} bytes exceeds {MAX_BODY_BYTES}", code="body_too_large"
-        )
     if not raw.strip():
         raise ApiError(400, "request body is empty; send a JSON object", code="invalid_json")
     try:
@@ -115,15 +112,26 @@ def parse_body(raw: bytes, model: type[Body]) -> Body:
         raise from_validation_errors(exc.errors()) from None
 
 
+def _translate(
+    raw: bytes, model: type[Body], translate: Translate, worker: DecodeWorker
+) -> GenerationRequest:
+    """Parse, validate and tokenise (in a worker thread: a long prompt takes seconds)."""
+    return translate(parse_body(raw, model), worker.lm.tokenizer, worker.limits)
+
+
 async def _generate(
     worker: DecodeWorker, request: Request, model: type[Body], translate: Translate
 ) -> Response:
     stats = RequestStats(worker.model_label, uuid.uuid4().hex[:8])
     try:
-        generation = translate(parse_body(await request.body(), model), worker.lm.tokenizer, worker.limits)
+        raw = await read_body(request, MAX_BODY_BYTES, worker.config.read_timeout_s)
+        generation = await worker.in_thread(_translate, raw, model, translate, worker)
     except ApiError:
         stats.finish(Outcome.INVALID)
         raise
+    except UploadAborted as exc:
+        stats.upload_aborted(exc)
+        return Response(status_code=_CLIENT_CLOSED)  # nobody reads it; nginx's code for the access log
     exchange = Exchange(worker, generation, stats)
     try:
         await exchange.prepare(request.is_disconnected)

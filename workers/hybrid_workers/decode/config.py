@@ -28,6 +28,7 @@ class DecodeConfig:
     tls: Any = None  # kv.tls.TLSConfig for the channel to the prefill worker; None: plaintext
     predicted_ttft_s: float | None = None  # the planner's TTFT for this placement (exported as a gauge)
     predicted_decode_tps: float | None = None  # the planner's decode tokens/s (exported as a gauge)
+    read_timeout_s: float = 30.0  # a request's head, and then its body, must arrive within this
 
     def __post_init__(self) -> None:
         if self.fallback not in {f.value for f in Fallback}:
@@ -36,6 +37,7 @@ class DecodeConfig:
         _positive("--remote-prefill-min-tokens", self.remote_prefill_min_tokens)
         _positive("--max-concurrency", self.max_concurrency)
         _positive("--prefill-timeout", self.prefill_timeout_s)
+        _positive("--read-timeout", self.read_timeout_s)
         if self.max_queue < 0:
             raise UserError(f"--max-queue {self.max_queue}: must be 0 or more")
         if self.max_model_len is not None:

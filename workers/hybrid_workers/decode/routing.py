@@ -102,7 +102,8 @@ class PrefillRouter:
 
     def plan(self, prompt_ids: Sequence[int], params: SamplingParams) -> PrefillPlan:
         """Run the remote prefill when wanted (blocking; call from a worker thread)."""
-        if self.peer is None or not self.wants_remote(len(prompt_ids)):
+        if self.peer is None or not self.wants_remote(len(prompt_ids)) or params.min_tokens > 0:
+            # min_tokens holds EOS back from the first token too, which the wire cannot ask for yet
             return PrefillPlan(PrefillSite.LOCAL, None)
         try:
             remote = self.peer.prefill(list(prompt_ids), params)

@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hybrid_workers import metrics
 from hybrid_workers.decode.api_errors import ApiError
 from hybrid_workers.decode.config import DecodeConfig
-from hybrid_workers.decode.requests import GenerationRequest, Limits
+from hybrid_workers.decode.prompts import Limits, max_prompt_chars
+from hybrid_workers.decode.requests import GenerationRequest
 from hybrid_workers.decode.routing import PrefillPeer, PrefillRouter, Readiness
 from hybrid_workers.decode.runner import RequestRun
 from hybrid_workers.decode.scheduler import QueueFull, Scheduler, Slot
+from hybrid_workers.decode.token_texts import TokenTexts
 from hybrid_workers.engine.loading import LoadedModel
 
 # How often a request waiting without sending anything checks whether its client is still there.
 DISCONNECT_POLL_S = 0.2
+# Threads for the HTTP layer's CPU work (parsing, tokenising, shaping logprobs), off the event loop.
+HTTP_CPU_THREADS = 2
 
 T = TypeVar("T")
 IsDisconnected = Callable[[], Awaitable[bool]]
@@ -34,13 +38,23 @@ class DecodeWorker:
         self.lm = lm
         self.config = config
         self.model_label = config.served_model_name
-        self.limits = Limits(config.served_model_name, config.context_limit(lm.max_context), lm.vocab_size)
+        context = config.context_limit(lm.max_context)
+        self.limits = Limits(
+            config.served_model_name,
+            context,
+            lm.vocab_size,
+            max_prompt_chars=max_prompt_chars(lm.tokenizer, context),
+            eos_token_ids=frozenset(lm.eos_token_ids),
+        )
         self.router = PrefillRouter(config, self.model_label, peer)
         self.scheduler = Scheduler(config.max_concurrency, config.max_queue, observe=self._observe)
         self.executor = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="decode")
+        self.cpu = ThreadPoolExecutor(HTTP_CPU_THREADS, thread_name_prefix="decode-http")
+        self.token_texts = TokenTexts(lm.tokenizer)
         self._observe(0, 0)
         self._export_predictions()
         metrics.zero_labelled_series(self.model_label)
+        metrics.export_build_info(self.model_label, "decode")
 
     def _observe(self, running: int, waiting: int) -> None:
         metrics.requests_running.labels(self.model_label).set(running)
@@ -72,6 +86,10 @@ class DecodeWorker:
         except QueueFull as exc:
             raise _too_many(exc) from None
 
+    async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on the HTTP layer's threads: CPU work never blocks the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.cpu, function, *args)
+
     async def readiness(self) -> Readiness:
         """(ready, why): the model is loaded; the prefill side is reachable or may be done locally."""
         return await asyncio.to_thread(self.router.readiness)
@@ -79,6 +97,7 @@ class DecodeWorker:
     def close(self) -> None:
         """Stop accepting model work; running threads finish their current token and end."""
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.cpu.shutdown(wait=False, cancel_futures=True)
 
 
 async def wait_unless_disconnected(waiting: asyncio.Future[T], is_disconnected: IsDisconnected) -> T:

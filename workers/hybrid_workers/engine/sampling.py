@@ -27,11 +27,18 @@ class SamplingParams:
     top_p: float = 1.0  # keep the smallest set of tokens whose probability reaches top_p; 1 = off
     seed: int | None = None  # same seed, same tokens; None = fresh randomness
     stop: tuple[str, ...] = ()  # generation ends before the first occurrence of any of these
+    stop_token_ids: tuple[int, ...] = ()  # generation ends after any of these (as after EOS)
+    ignore_eos: bool = False  # EOS does not end generation (benchmarks fixing the output length)
+    min_tokens: int = 0  # EOS and stop_token_ids cannot be drawn before this many tokens
+    suppressed: tuple[int, ...] = ()  # the ids min_tokens holds back (EOS + stop_token_ids; set by callers)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", _check_stop(self.stop))
         _check_int("max_tokens", self.max_tokens, minimum=0)
         _check_int("top_k", self.top_k, minimum=0)
+        _check_int("min_tokens", self.min_tokens, minimum=0)
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        object.__setattr__(self, "suppressed", tuple(self.suppressed))
         if self.top_k >= 1 << 32:
             raise UserError(f"top_k {self.top_k}: must be below 2^32 (0 turns it off)")
         if self.seed is not None:
@@ -47,7 +54,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        """True when the choice is the argmax (temperature 0 or below GREEDY_BELOW_TEMPERATURE, or top_k 1)."""
+        """True when the choice is the argmax (temperature below GREEDY_BELOW_TEMPERATURE, or top_k 1)."""
         return self.temperature < GREEDY_BELOW_TEMPERATURE or self.top_k == 1
 
 
@@ -108,6 +115,8 @@ def sample(logits: torch.Tensor, params: SamplingParams, step: int) -> tuple[int
     """
     raw = logits.detach().reshape(-1).to("cpu", torch.float32)  # [vocab]
     logprobs = torch.log_softmax(raw, dim=-1)
+    if step < params.min_tokens and params.suppressed:
+        raw = raw.index_fill(0, torch.tensor(params.suppressed, dtype=torch.long), -math.inf)
     if params.greedy:
         token = int(torch.argmax(raw))
         return token, float(logprobs[token])
