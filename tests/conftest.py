@@ -97,3 +97,12 @@ def trained_lm_bf16(trained_model_dir: Path):  # -> LoadedModel
 
     _one_thread()
     return load_model(str(trained_model_dir), device="cpu", dtype="bfloat16", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_mlx(tiny_model_dir: Path):  # -> MlxModel
+    """The tiny demo model on the MLX engine, float32 (shared: do not modify it); skips without [mlx]."""
+    pytest.importorskip("mlx.core", reason="the MLX engine needs the [mlx] extra (mlx, mlx-lm)")
+    from hybrid_workers.mlx_engine.loading import load_mlx_model
+
+    return load_mlx_model(str(tiny_model_dir), dtype="float32")

@@ -28,7 +28,14 @@ CASES: list[tuple[str, str, Any, int, str | None, str]] = [
         "no BOS token is added",
     ),
     ("empty token list", "/v1/completions", {"model": MODEL, "prompt": []}, 400, "prompt", "empty"),
-    ("two prompts", "/v1/completions", {"model": MODEL, "prompt": ["a", "b"]}, 400, "prompt", "2 prompts"),
+    (
+        "two prompts streamed",
+        "/v1/completions",
+        {"model": MODEL, "prompt": ["a", "b"], "stream": True},
+        400,
+        "prompt",
+        "stream=false",
+    ),
     (
         "token id out of vocab",
         "/v1/completions",

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from hybrid_workers.enums import Engine
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_model_options, add_option, add_served_model_name, served_name
 
@@ -27,6 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cache streams back layer by layer; shorter prompts (or all, without --prefill) prefill here.",
     )
     add_model_options(parser)
+    add_option(
+        parser,
+        "--engine",
+        default="auto",
+        type=Engine,
+        choices=list(Engine),
+        help="decode engine: torch, mlx (the [mlx] extra), or auto (mlx on Apple silicon when installed)",
+    )
     add_option(
         parser, "--prefill", default=None, help="HOST:PORT of the prefill worker; none: prefill locally"
     )
@@ -129,23 +138,26 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hybrid_workers.decode.app import create_app
+    from hybrid_workers.decode.engines import compute_device, load_decode_model, resolve_engine
     from hybrid_workers.decode.http_server import server_config
     from hybrid_workers.decode.worker import DecodeWorker
-    from hybrid_workers.engine import load_model
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: must be in 1..65535")
     config = build_config(args)
+    engine = resolve_engine(args.engine)
     _configure_logging(args.log_level)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=True)
+    lm = load_decode_model(engine, args.model, device=args.device, dtype=args.dtype)
     peer = _prefill_client(config, lm)
     worker = DecodeWorker(lm, config, peer)
     logging.getLogger("hybrid_inference.decode").info(
-        "serving %s on http://%s:%d (prefill: %s)",
+        "serving %s on http://%s:%d (prefill: %s; engine %s on %s)",
         config.served_model_name,
         args.host,
         args.port,
         config.prefill or "local only",
+        engine.value,
+        compute_device(lm).value,
     )
     server = uvicorn.Server(
         server_config(

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from hybrid_workers.enums import Engine
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import Device, add_model_options, add_option
 
@@ -25,6 +26,7 @@ FORWARDED: dict[str, tuple[str, ...]] = {
     "--kv-cache-bytes": ("decode",),
     "--prefill-chunk-tokens": ("decode",),
     "--kv-compression": ("decode",),
+    "--engine": ("decode",),
     "--chunk-bytes": ("prefill",),
 }
 FORWARDED_HELP = {
@@ -37,9 +39,14 @@ FORWARDED_HELP = {
     "--max-queue": "requests that may wait for a slot; beyond it the API answers 429",
     "--kv-compression": "KV wire compression the decode worker asks for: none, fp8 or int8",
     "--chunk-bytes": "largest KV frame payload in bytes",
+    "--engine": "decode engine: torch, mlx (the [mlx] extra) or auto (mlx on Apple silicon when installed)",
 }
 # Closed choices checked by serve itself, so a typo fails before two workers start loading the model.
-FORWARDED_CHOICES = {"--fallback": ["local", "fail"], "--kv-compression": ["none", "fp8", "int8"]}
+FORWARDED_CHOICES = {
+    "--fallback": ["local", "fail"],
+    "--kv-compression": ["none", "fp8", "int8"],
+    "--engine": [e.value for e in Engine],
+}
 LOOPBACK = "127.0.0.1"
 
 
@@ -149,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
     """Start both workers, wait until the API is ready, relay their output until stopped or one exits."""
     from hybrid_workers import serve_session
 
+    if args.engine is not None:  # an MLX engine that is not installed fails before two workers load
+        from hybrid_workers.decode.engines import resolve_engine
+
+        resolve_engine(args.engine)
     ports = choose_ports(args)
     model = resolve_model(args.model)
     return serve_session.supervise(args, model, ports)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from hybrid_workers import metrics
+from hybrid_workers.decode import prompt_batch
 from hybrid_workers.decode.api_errors import ApiError, from_validation_errors, install_error_handlers
 from hybrid_workers.decode.body import UploadAborted, read_body
 from hybrid_workers.decode.exchange import Exchange
@@ -114,9 +116,14 @@ def parse_body(raw: bytes, model: type[Body]) -> Body:
 
 def _translate(
     raw: bytes, model: type[Body], translate: Translate, worker: DecodeWorker
-) -> GenerationRequest:
-    """Parse, validate and tokenise (in a worker thread: a long prompt takes seconds)."""
-    return translate(parse_body(raw, model), worker.lm.tokenizer, worker.limits)
+) -> GenerationRequest | list[GenerationRequest]:
+    """Parse, validate and tokenise (in a worker thread: a long prompt takes seconds); a `prompt`
+    array gives one request per prompt, all validated before any starts."""
+    parsed = parse_body(raw, model)
+    parts = prompt_batch.split(parsed) if isinstance(parsed, CompletionRequest) else None
+    if parts is not None:
+        return [translate(part, worker.lm.tokenizer, worker.limits) for part in parts]
+    return translate(parsed, worker.lm.tokenizer, worker.limits)
 
 
 async def _generate(
@@ -125,13 +132,16 @@ async def _generate(
     stats = RequestStats(worker.model_label, uuid.uuid4().hex[:8])
     try:
         raw = await read_body(request, MAX_BODY_BYTES, worker.config.read_timeout_s)
-        generation = await worker.in_thread(_translate, raw, model, translate, worker)
+        translated = await worker.in_thread(_translate, raw, model, translate, worker)
     except ApiError:
         stats.finish(Outcome.INVALID)
         raise
     except UploadAborted as exc:
         stats.upload_aborted(exc)
         return Response(status_code=_CLIENT_CLOSED)  # nobody reads it; nginx's code for the access log
+    if isinstance(translated, list):
+        return await _generate_many(worker, request, translated)
+    generation = translated
     exchange = Exchange(worker, generation, stats)
     try:
         await exchange.prepare(request.is_disconnected)
@@ -141,3 +151,20 @@ async def _generate(
         return JSONResponse(body, headers={REQUEST_ID_HEADER: stats.request_id})
     except ClientGone:
         return Response(status_code=_CLIENT_CLOSED)  # nobody reads it; nginx's code for the access log
+
+
+async def _generate_many(
+    worker: DecodeWorker, request: Request, generations: list[GenerationRequest]
+) -> Response:
+    """Several prompts of one request, run as concurrent exchanges (batched by the engine loop)."""
+
+    async def one(generation: GenerationRequest) -> dict[str, Any]:
+        exchange = Exchange(worker, generation, RequestStats(worker.model_label, uuid.uuid4().hex[:8]))
+        await exchange.prepare(request.is_disconnected)
+        return await exchange.collect(request.is_disconnected)
+
+    try:
+        bodies = await prompt_batch.run_all([functools.partial(one, g) for g in generations])
+    except ClientGone:
+        return Response(status_code=_CLIENT_CLOSED)
+    return JSONResponse(prompt_batch.merge(bodies))

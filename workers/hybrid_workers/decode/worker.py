@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from hybrid_workers import metrics
+from hybrid_workers.decode import engines
 from hybrid_workers.decode.api_errors import ApiError
 from hybrid_workers.decode.batch_loop import BatchLoop
 from hybrid_workers.decode.config import KV_SHARE_OF_FREE, DecodeConfig
@@ -18,7 +19,7 @@ from hybrid_workers.decode.routing import PrefillPeer, PrefillRouter, Readiness
 from hybrid_workers.decode.runner import RequestRun, model_lock
 from hybrid_workers.decode.scheduler import QueueFull, Scheduler, Slot
 from hybrid_workers.decode.token_texts import TokenTexts
-from hybrid_workers.engine.batched import TorchDecodeEngine, free_memory_bytes
+from hybrid_workers.engine.batched import free_memory_bytes
 from hybrid_workers.engine.loading import LoadedModel
 
 # How often a request waiting without sending anything checks whether its client is still there.
@@ -53,7 +54,7 @@ class DecodeWorker:
         self.max_concurrency = config.concurrency(lm.device.type)
         self.scheduler = Scheduler(self.max_concurrency, config.max_queue, observe=self._observe)
         self.executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="decode")
-        self.engine = TorchDecodeEngine(lm)
+        self.engine = engines.decode_engine(lm)  # torch or MLX, as the model was loaded
         self.budget = KVBudget(self._kv_budget(lm), observe=self._observe_kv)
         self.engine_loop = BatchLoop(
             self.engine,
@@ -110,6 +111,10 @@ class DecodeWorker:
             return await wait_unless_disconnected(acquiring, is_disconnected)
         except QueueFull as exc:
             raise _too_many(exc) from None
+        except asyncio.CancelledError:  # e.g. a batch-mate prompt of the same request failed
+            if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
+                acquiring.result().release()  # got a slot just now: give it back
+            raise
 
     async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` on the HTTP layer's threads: CPU work never blocks the event loop."""
@@ -129,7 +134,11 @@ class DecodeWorker:
 async def wait_unless_disconnected(waiting: asyncio.Future[T], is_disconnected: IsDisconnected) -> T:
     """The result of `waiting`, unless the client goes away first (then ClientGone, `waiting` cancelled)."""
     while True:
-        done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+        try:
+            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+        except asyncio.CancelledError:  # whoever waits is cancelled: so is what it waited for
+            waiting.cancel()
+            raise
         if done:
             return waiting.result()
         if await is_disconnected():
