@@ -51,6 +51,7 @@ class DecodeWorker:
             eos_token_ids=frozenset(lm.eos_token_ids),
         )
         self.router = PrefillRouter(config, self.model_label, peer)
+        self.router.start()  # the first handshake with the prefill worker, then background probes
         self.max_concurrency = config.concurrency(lm.device.type)
         self.scheduler = Scheduler(self.max_concurrency, config.max_queue, observe=self._observe)
         self.executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="decode")
@@ -120,12 +121,13 @@ class DecodeWorker:
         """`function(*args)` on the HTTP layer's threads: CPU work never blocks the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.cpu, function, *args)
 
-    async def readiness(self) -> Readiness:
-        """(ready, why): the model is loaded; the prefill side is reachable or may be done locally."""
-        return await asyncio.to_thread(self.router.readiness)
+    def readiness(self) -> Readiness:
+        """(ready, why): the model is loaded; the prefill worker is ready or long prompts may prefill here."""
+        return self.router.readiness()
 
     def close(self) -> None:
         """Stop accepting model work; the engine loop ends after its current step."""
+        self.router.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.engine_loop.close()
         self.cpu.shutdown(wait=False, cancel_futures=True)
