@@ -74,20 +74,6 @@ def test_fail_policy_raises_with_the_reason() -> None:
     assert routing.readiness().ready is True  # a timeout is one request's failure: the breaker stays closed
 
 
-class RefusingPeer(FailingPeer):
-    """A prefill worker that is up (health answers) but refuses this one request."""
-
-    def health(self) -> None:
-        return None
-
-
-def test_a_refused_request_leaves_the_prefill_worker_ready() -> None:
-    routing = router(RefusingPeer(Reason.REJECTED), remote_prefill_min_tokens=1, fallback="fail")
-    with pytest.raises(RemotePrefillFailed, match="error"):
-        routing.plan([1, 2, 3], GREEDY)
-    assert routing.readiness().ready is True and routing.readiness().prefill == "reachable"
-
-
 def test_a_prefill_worker_of_another_dtype_is_refused_and_prefill_falls_back(
     prefill_lm, tiny_lm_bf16
 ) -> None:
