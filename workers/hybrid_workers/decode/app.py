@@ -147,13 +147,16 @@ async def _generate_many(
 ) -> Response:
     """Several prompts of one request, run as concurrent exchanges (batched by the engine loop)."""
 
-    async def one(generation: GenerationRequest) -> dict[str, Any]:
-        exchange = Exchange(worker, generation, RequestStats(worker.model_label, uuid.uuid4().hex[:8]))
+    request_id = request_id_of(request.scope)
+
+    async def one(index: int, generation: GenerationRequest) -> dict[str, Any]:
+        stats = RequestStats(worker.model_label, f"{request_id}.{index}")  # one log line per prompt
+        exchange = Exchange(worker, generation, stats)
         await exchange.prepare(request.is_disconnected)
         return await exchange.collect(request.is_disconnected)
 
     try:
-        bodies = await prompt_batch.run_all([functools.partial(one, g) for g in generations])
+        bodies = await prompt_batch.run_all([functools.partial(one, i, g) for i, g in enumerate(generations)])
     except ClientGone:
         return Response(status_code=_CLIENT_CLOSED)
     return JSONResponse(prompt_batch.merge(bodies))
