@@ -62,6 +62,12 @@ def latency_row() -> Row:
                 _quantiles("e2e_request_latency_seconds", (0.5, 0.95)),
                 unit="s",
             ),
+            Panel(
+                "Queue time",
+                "Admitted requests: time waiting for a scheduler slot (part of TTFT); p50/p95.",
+                _quantiles("request_queue_time_seconds", (0.5, 0.95), by=()),
+                unit="s",
+            ),
         ),
     )
 
@@ -104,6 +110,17 @@ def throughput_row() -> Row:
                 "Requests/s by outcome",
                 "Completion requests per second: success, cancelled, rejected, invalid, unavailable, error.",
                 (Query(sum_by(("outcome",), rate("requests_total", W, M)), "{{outcome}}"),),
+                unit="reqps",
+            ),
+            Panel(
+                "Finished requests/s by finish reason",
+                "Successful requests per second by finish reason: stop (EOS, stop string) or length.",
+                (
+                    Query(
+                        sum_by(("finished_reason",), rate("request_success_total", W, M)),
+                        "{{finished_reason}}",
+                    ),
+                ),
                 unit="reqps",
             ),
         ),
