@@ -137,3 +137,63 @@ def test_one_failing_request_does_not_affect_the_others(decode_server, monkeypat
     assert fine.status_code == 200
     assert metric("requests_total", model=server.name, outcome="error") == 1
     wait_for(lambda: metric("requests_running", model=server.name) == 0, "the slots to be released")
+
+
+def test_a_full_batch_and_a_full_queue_answer_429_and_everyone_admitted_finishes(
+    decode_server, forward_gate
+) -> None:
+    server = decode_server(max_concurrency=2, max_queue=1)
+    body = {"model": server.name, "prompt": "hold the batch", "max_tokens": 3, "temperature": 0}
+    replies: list[httpx.Response] = []
+
+    def send() -> None:
+        with server.client() as client:
+            replies.append(client.post("/v1/completions", json=body))
+
+    senders = [threading.Thread(target=send) for _ in range(3)]
+    for index, sender in enumerate(senders):
+        sender.start()  # the engine loop waits in the gate: two hold the batch's slots, one queues
+        if index < 2:
+            wait_for(lambda i=index: metric("requests_running", model=server.name) == i + 1, "a slot taken")
+    wait_for(lambda: metric("requests_waiting", model=server.name) == 1, "the third request to queue")
+    with server.client() as client:
+        refused = client.post("/v1/completions", json=body)
+    forward_gate.open()
+    for sender in senders:
+        sender.join(60)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert [r.status_code for r in replies] == [200, 200, 200]
+    assert len({r.json()["choices"][0]["text"] for r in replies}) == 1  # same prompt, same greedy answer
+
+
+def test_concurrent_requests_are_decoded_in_one_batch_and_the_capacity_gauges_follow(
+    decode_server, forward_gate
+) -> None:
+    server = decode_server(max_concurrency=4, kv_cache_bytes=64 << 20)
+    steps: list[int] = []
+    server.worker.engine_loop.listeners.append(lambda e: steps.append(e.batch) if e.kind == "step" else None)
+    body = {"model": server.name, "max_tokens": 6, "temperature": 0}
+    replies: list[httpx.Response] = []
+
+    def send(prompt: str) -> None:
+        with server.client() as client:
+            replies.append(client.post("/v1/completions", json={**body, "prompt": prompt}))
+
+    senders = [threading.Thread(target=send, args=(p,)) for p in PROMPTS[:3]]
+    for sender in senders:
+        sender.start()  # the engine loop waits in the gate: all three reserve their KV meanwhile
+    wait_for(lambda: metric("requests_running", model=server.name) == 3, "three requests admitted")
+    worker = server.worker
+    lengths = [len(worker.lm.tokenizer(p)["input_ids"]) + body["max_tokens"] for p in PROMPTS[:3]]
+    reserved = worker.engine.kv_bytes_per_token * sum(lengths)
+    wait_for(lambda: worker.budget.used_bytes == reserved, "all three to reserve their KV")
+    wait_for(lambda: worker.engine_loop.sequences == 3, "all three handed to the engine loop")
+    assert metric("kv_cache_budget_bytes", model=server.name) == 64 << 20
+    assert 0 < metric("kv_cache_usage_ratio", model=server.name) < 1
+    forward_gate.open()
+    for sender in senders:
+        sender.join(60)
+    assert [r.status_code for r in replies] == [200, 200, 200]
+    assert max(steps) == 3  # one forward pass for all three
+    wait_for(lambda: metric("kv_cache_usage_ratio", model=server.name) == 0, "KV released")
+    assert metric("batch_size", model=server.name) == 0

@@ -73,6 +73,13 @@ class BatchLoop:
         self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
         self._thread.start()
 
+    @property
+    def sequences(self) -> int:
+        """Sequences submitted that have not left yet (arrived, prefilling or running); approximate
+        while the loop thread is between two of its steps."""
+        with self._wake:
+            return len(self._inbox) + len(self._prefilling) + len(self._running)
+
     # ---- request threads -------------------------------------------------------------------------
     def reserve(self, prompt_len: int, max_tokens: int, cancelled: threading.Event) -> KVSlot:
         """A KV slot for prompt + max_tokens positions, once the budget has room (FIFO; blocks).
@@ -106,11 +113,14 @@ class BatchLoop:
             self._inbox.append((sequence, first))
             self._wake.notify()
 
-    def close(self) -> None:
-        """Stop after the current iteration; sequences still running end with LoopClosed."""
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop after the current iteration and wait for the loop thread to end (at most `timeout_s`);
+        sequences still running end with LoopClosed."""
         with self._wake:
             self._closed = True
             self._wake.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
 
     # ---- the loop thread -------------------------------------------------------------------------
     def _run(self) -> None:

@@ -10,7 +10,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hybrid_workers.engine import LoadedModel
 from hybrid_workers.errors import UserError
-from hybrid_workers.kv.frames import DEFAULT_CHUNK_BYTES, GRPC_OPTIONS, TransferMode, WireEncoding
+from hybrid_workers.kv.frames import DEFAULT_CHUNK_BYTES, TransferMode, WireEncoding
+from hybrid_workers.kv.keepalive import SERVER_OPTIONS
 from hybrid_workers.kv.tls import TLSConfig, server_credentials
 from hybrid_workers.prefill.servicer import PrefillServicer, ServiceOptions, add_to_server
 
@@ -55,7 +56,7 @@ def start_server(lm: LoadedModel, config: PrefillServerConfig) -> RunningServer:
         chunk_bytes=config.chunk_bytes, mode=config.mode, encoding=config.encoding, max_queue=config.max_queue
     )
     servicer = PrefillServicer(lm, options)
-    server = grpc.server(ThreadPoolExecutor(max_workers=config.rpc_threads), options=GRPC_OPTIONS)
+    server = grpc.server(ThreadPoolExecutor(max_workers=config.rpc_threads), options=SERVER_OPTIONS)
     add_to_server(servicer, server)
     health_servicer = _add_health(server)
     address = f"{config.host}:{config.port}"
