@@ -15,10 +15,11 @@ from hybrid_workers.mlx_engine.loading import load_mlx_model
 def test_the_fingerprint_equals_the_torch_engines(
     tiny_lm: Any, tiny_lm_bf16: Any, tiny_mlx: Any, tiny_mlx_bf16: Any
 ) -> None:
-    """The prefill worker refuses KV for another model by fingerprint: the two engines must agree."""
-    assert tiny_mlx.fingerprint == tiny_lm.fingerprint
-    assert tiny_mlx_bf16.fingerprint == tiny_lm_bf16.fingerprint
-    assert tiny_mlx.fingerprint != tiny_mlx_bf16.fingerprint
+    """The handshake compares model identity (the folder's files) and dtype: the two engines must agree."""
+    assert (
+        tiny_mlx.fingerprint == tiny_lm.fingerprint == tiny_mlx_bf16.fingerprint == tiny_lm_bf16.fingerprint
+    )
+    assert (tiny_mlx.dtype, tiny_mlx_bf16.dtype) == (tiny_lm.dtype, tiny_lm_bf16.dtype)
 
 
 def test_the_facts_equal_the_torch_engines(tiny_lm: Any, tiny_mlx: Any) -> None:
