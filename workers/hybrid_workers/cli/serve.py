@@ -19,6 +19,7 @@ from hybrid_workers.restarts import DEFAULT_MAX_RESTARTS, DEFAULT_WINDOW_S
 
 # Worker options `serve` passes through when given: flag -> roles that take it.
 FORWARDED: dict[str, tuple[str, ...]] = {
+    "--served-model-name": ("prefill", "decode"),
     "--remote-prefill-min-tokens": ("decode",),
     "--fallback": ("decode",),
     "--max-concurrency": ("decode",),
@@ -31,6 +32,7 @@ FORWARDED: dict[str, tuple[str, ...]] = {
     "--chunk-bytes": ("prefill",),
 }
 FORWARDED_HELP = {
+    "--served-model-name": "the `model` clients send and both workers' metrics label; none: from --model",
     "--remote-prefill-min-tokens": "prompts with at least this many tokens prefill on the prefill worker",
     "--fallback": "when the prefill worker fails: local (prefill on the decode worker) or fail (503)",
     "--max-concurrency": "requests the decode worker runs at once (its largest batch; auto: by device)",
