@@ -39,7 +39,10 @@ CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps"
 SLICES = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{AGENT}"
 SPARK = {
-    "metadata": {"name": "spark", "labels": {"hybridinference.dev/role": "prefill"}},
+    "metadata": {
+        "name": "spark",
+        "labels": {"hybridinference.dev/role": "prefill", "hybridinference.dev/device": "dgx-spark"},
+    },
     "status": {
         "conditions": [{"type": "Ready", "status": "True"}],
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
@@ -115,6 +118,7 @@ def start_agent(kubeconfig: Path, *extra: str, stderr: int | None = None) -> sub
     argv = [sys.executable, "-m", "hybrid_workers", "agent", "--name", AGENT, "--namespace", NS]
     argv += ["--kubeconfig", str(kubeconfig), "--address", "127.0.0.1", "--listen-host", "127.0.0.1"]
     argv += ["--device", "cpu", "--lease-seconds", "3", "--renew-seconds", "0.5", "--watch-seconds", "5"]
+    argv += ["--device-profile", "m3-ultra"]  # what the planner weighs with placement.mode auto
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([*argv, *extra], env=env, text=True, start_new_session=True, stderr=stderr)
 
@@ -427,3 +431,21 @@ def test_agent_keeps_its_worker_through_an_api_outage_and_reconnects(
         if second is not None:
             second.stop()
     assert process_gone(before["pid"])  # a clean stop stops its workers
+
+
+def test_auto_placement_weighs_the_agents_profile_and_hands_the_prediction_to_its_worker(
+    cluster: EmulatedCluster, agent: dict[str, subprocess.Popen[str]], tiny_model_dir: Path, tls_dir: Path
+) -> None:
+    (port,) = free_ports(1)
+    body = spec(tiny_model_dir, tls_dir, "127.0.0.1:1", port, modelPath="/nonexistent/auto")  # no worker
+    body["placement"] = {"mode": "auto"}
+    cluster.create(HINF, resource("auto", body))
+    found = wait_for("a planned placement", lambda: (s := status(cluster, "auto")).get("prediction") and s)
+    assert (found["placement"]["prefillNode"], found["placement"]["decodeNode"]) == (
+        "spark",
+        f"agent:{AGENT}",
+    )
+    assert found["prediction"]["decodeTokensPerSecond"] > 0
+    flags = json.loads(cluster.get(f"{CONFIGMAPS}/auto-agent")["data"]["flags.json"])
+    planned = float(flags["--predicted-decode-tokens-per-second"])
+    assert planned == pytest.approx(found["prediction"]["decodeTokensPerSecond"], rel=1e-6)
