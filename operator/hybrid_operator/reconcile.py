@@ -19,7 +19,7 @@ from hybrid_operator.agent_status import decode_role, with_agent
 from hybrid_operator.agent_world import AgentProblem, read_lease
 from hybrid_operator.apply import ChildRejected, apply_all
 from hybrid_operator.config import OperatorConfig
-from hybrid_operator.kube import ApplyResult, KubeClient
+from hybrid_operator.kube import ApplyResult, KubeClient, KubeError
 from hybrid_operator.models import HybridInference, PlacementMode, parse
 from hybrid_operator.placement import Placement
 from hybrid_operator.placement_agent import manual_for_checks
@@ -86,8 +86,17 @@ async def check_world(
         if held.placement.problems:
             raise SpecProblem("NoMatchingNode", "; ".join(held.placement.problems))
     tls = cr.spec.kv_transfer.tls
-    if tls.enabled and tls.secret_name:
-        keys = await kube.get_secret_keys(cr.namespace, tls.secret_name)
+    # cert-manager writes the Secret after the Certificate exists: the pods wait for it, not the spec.
+    if tls.enabled and tls.secret_name and tls.cert_manager is None:
+        try:
+            keys = await kube.get_secret_keys(cr.namespace, tls.secret_name)
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            # Secret access is granted per namespace only (chart: secretNamespaces); without it the
+            # pods report a missing Secret themselves (FailedMount events).
+            logger.info("TLS Secret %s/%s not checked: no permission", cr.namespace, tls.secret_name)
+            return held
         if keys is None:
             raise SpecProblem(
                 "TLSSecretMissing", f"kvTransfer.tls.secretName {tls.secret_name!r}: no such Secret"

@@ -36,6 +36,13 @@ class Servers:
         self._started = [start_server(lm)]
         self.local = self._started[0][0]
         self.remote = {mode: self.start_remote(mode=mode) for mode in MODES}
+        self._local_answers: dict[str, dict[str, Any]] = {}
+
+    def local_answer(self, kind: str) -> dict[str, Any]:
+        """The single-process answer of `kind` (chat or completion), asked once per module."""
+        if kind not in self._local_answers:
+            self._local_answers[kind] = (chat if kind == "chat" else complete)(self.local)
+        return self._local_answers[kind]
 
     def start_remote(self, **client: Any) -> Any:
         peer = PrefillClient(self.target, self.lm, timeout_s=60.0, **client)
@@ -83,7 +90,7 @@ def chat_tokens(choice: dict[str, Any]) -> list[tuple[str, float]]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_split_chat_answer_equals_the_single_process_answer(servers: Servers, mode: str) -> None:
-    want = chat(servers.local)
+    want = servers.local_answer("chat")
     got = chat(servers.remote[mode])
     assert got["message"]["content"] == want["message"]["content"]
     assert "Paris" in got["message"]["content"]
@@ -95,7 +102,7 @@ def test_split_chat_answer_equals_the_single_process_answer(servers: Servers, mo
 
 @pytest.mark.parametrize("mode", MODES)
 def test_split_completion_equals_the_single_process_completion(servers: Servers, mode: str) -> None:
-    want = complete(servers.local)
+    want = servers.local_answer("completion")
     got = complete(servers.remote[mode])
     assert got["text"] == want["text"]
     assert got["logprobs"]["tokens"] == want["logprobs"]["tokens"]

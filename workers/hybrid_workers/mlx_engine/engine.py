@@ -14,6 +14,7 @@ from typing import Any
 
 import mlx.core as mx
 import torch
+
 from hybrid_workers.decode.engine_api import StepEntry
 from hybrid_workers.engine.sampling import SamplingParams, sample
 from hybrid_workers.mlx_engine.arrays import to_torch_float32

@@ -19,10 +19,11 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 import torch
+from mlx_lm.models.cache import KVCache
+
 from hybrid_workers.decode.engine_api import LayerTarget
 from hybrid_workers.mlx_engine.arrays import to_mx
 from hybrid_workers.mlx_engine.loading import MlxModel
-from mlx_lm.models.cache import KVCache
 
 
 def _bytes_to_mx(raw: np.ndarray, shape: tuple[int, ...], dtype: Any) -> mx.array:

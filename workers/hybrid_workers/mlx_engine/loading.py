@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import mlx.core as mx
 import torch
+
 from hybrid_workers.engine.loading import DTYPES, _load_config, _model_path, resolve_dtype
 from hybrid_workers.enums import ComputeDevice, Device, Engine
 from hybrid_workers.errors import UserError
@@ -33,7 +34,9 @@ class MlxModel:
     model: Any  # mlx_lm.models.llama.Model, weights evaluated, in `mx_dtype`
     tokenizer: Any  # transformers tokenizer (the same the torch engine uses)
     name: str  # what the user asked for (folder or HF id)
-    device: torch.device  # where received KV tensors land before they enter MLX: always the CPU
+    # The torch device class of what MLX computes on: "mps" on Metal (Apple's GPU: the decode worker's
+    # GPU defaults for batch size and KV budget apply), "cpu" on MLX's CPU build. No torch work runs there.
+    device: torch.device
     dtype: torch.dtype  # the dtype KV travels in on the wire (the model's dtype)
     fingerprint: str  # the model identity of the folder's files: the torch engine's too (handshake)
     num_layers: int
@@ -129,7 +132,7 @@ def load_mlx_model(model: str | None = None, dtype: str = "auto") -> MlxModel:
         model=mlx_model,
         tokenizer=tokenizer,
         name=name,
-        device=torch.device("cpu"),
+        device=torch.device("cpu" if on_cpu else "mps"),
         dtype=torch_dtype,
         fingerprint=model_identity(folder),
         num_layers=args["num_hidden_layers"],

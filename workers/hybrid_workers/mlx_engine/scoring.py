@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import mlx.core as mx
+
 from hybrid_workers.decode.logprobs import TokenScore, scores_from_logits
 from hybrid_workers.mlx_engine.arrays import to_torch_float32
 from hybrid_workers.mlx_engine.loading import MlxModel
