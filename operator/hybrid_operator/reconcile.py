@@ -7,6 +7,7 @@ unchanged world applies nothing and writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping, Sequence
@@ -21,9 +22,10 @@ from hybrid_operator.apply import ChildRejected, apply_all
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.kube import ApplyResult, KubeClient, KubeError
 from hybrid_operator.models import HybridInference, PlacementMode, parse
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodeFacts, Placement
 from hybrid_operator.placement_agent import manual_for_checks
 from hybrid_operator.placement_hold import HeldPlacement, hold_placement
+from hybrid_operator.placement_prediction import with_prediction
 from hybrid_operator.reconcile_agent import agent_placement, apply_agent
 from hybrid_operator.render import render
 from hybrid_operator.render_agent import adapt
@@ -85,6 +87,8 @@ async def check_world(
         held = hold_placement(cr.spec, nodes, previous or {}, cr.metadata.generation)
         if held.placement.problems:
             raise SpecProblem("NoMatchingNode", "; ".join(held.placement.problems))
+        facts = [NodeFacts.from_node(n) for n in nodes]
+        held = dataclasses.replace(held, placement=with_prediction(cr.spec, facts, held.placement))
     tls = cr.spec.kv_transfer.tls
     # cert-manager writes the Secret after the Certificate exists: the pods wait for it, not the spec.
     if tls.enabled and tls.secret_name and tls.cert_manager is None:

@@ -13,5 +13,6 @@ from hybrid_workers.mlx_engine.loading import MlxModel
 
 def score_tokens(mm: MlxModel, token_ids: Sequence[int], top: int) -> list[TokenScore]:
     """Logprob of each token given the ones before it, with `top` alternatives (as decode.logprobs)."""
-    logits = mm.model(mx.array([list(token_ids)]))[0]  # [seq, vocab], no cache
-    return scores_from_logits(token_ids, to_torch_float32(logits), top)
+    with mm.computing():
+        logits = to_torch_float32(mm.model(mx.array([list(token_ids)]))[0])  # [seq, vocab], no cache
+    return scores_from_logits(token_ids, logits, top)
