@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from hybrid_workers.enums import Engine
 from hybrid_workers.errors import UserError
-from hybrid_workers.options import add_model_options, add_option
+from hybrid_workers.options import add_model_options, add_option, add_served_model_name, served_name
+
+__all__ = ["build_config", "register", "run", "served_name"]
 
 DEFAULT_PORT = 8000
 # On SIGTERM/Ctrl-C, open streams get this long to finish before they are cut.
 SHUTDOWN_GRACE_S = 5
+STARTUP_FAILURE = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,9 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_option(parser, "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a pod)")
     add_option(parser, "--port", default=DEFAULT_PORT, type=int, help="HTTP port")
-    add_option(
-        parser, "--served-model-name", default=None, help="the `model` clients send; none: from --model"
-    )
+    add_served_model_name(parser)
     add_option(
         parser, "--remote-prefill-min-tokens", default="32", help="shorter prompts prefill locally (or auto)"
     )
@@ -49,6 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser, "--fallback", default="local", choices=["local", "fail"], help="when remote prefill fails"
     )
     add_option(parser, "--prefill-timeout", default=60.0, type=float, help="seconds for one remote prefill")
+    add_option(
+        parser,
+        "--read-timeout",
+        default=30.0,
+        type=float,
+        help="seconds a client has to send a request's head, then its body (stalled ones are closed)",
+    )
     add_option(
         parser,
         "--prefill-stall-timeout",
@@ -107,20 +114,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def served_name(model: str | None) -> str:
-    """Default `model` id: a Hugging Face id as given, a folder's name, or the embedded model's name."""
-    if not model:
-        from hybrid_workers.engine.default_model import embedded_model_name
-
-        return embedded_model_name()
-    if Path(model).expanduser().exists():
-        from hybrid_workers.engine.default_model import cached_model_name
-
-        folder = Path(model).expanduser().resolve()
-        return cached_model_name(folder) or folder.name
-    return model
-
-
 def build_config(args: argparse.Namespace):  # -> DecodeConfig
     """The DecodeConfig for the parsed flags (UserError for bad values)."""
     from hybrid_workers.decode.config import DecodeConfig, parse_auto_int, parse_bytes, parse_min_tokens
@@ -133,6 +126,7 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         remote_prefill_min_tokens=parse_min_tokens(args.remote_prefill_min_tokens),
         fallback=Fallback(args.fallback),
         prefill_timeout_s=args.prefill_timeout,
+        read_timeout_s=args.read_timeout,
         prefill_stall_s=args.prefill_stall_timeout,
         probe_interval_s=args.prefill_probe_interval,
         max_concurrency=parse_auto_int(args.max_concurrency, "--max-concurrency"),
@@ -163,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hybrid_workers.decode.app import create_app
     from hybrid_workers.decode.engines import compute_device, load_decode_model, resolve_engine
+    from hybrid_workers.decode.http_server import server_config
     from hybrid_workers.decode.worker import DecodeWorker
 
     if not 0 < args.port < 65536:
@@ -182,14 +177,20 @@ def run(args: argparse.Namespace) -> int:
         engine.value,
         compute_device(lm).value,
     )
-    try:
-        uvicorn.run(
+    server = uvicorn.Server(
+        server_config(
             create_app(worker),
-            host=args.host,
-            port=args.port,
+            args.host,
+            args.port,
+            config.read_timeout_s,
             log_level=args.log_level,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         )
+    )
+    try:
+        server.run()
+        if not server.started:  # could not bind (uvicorn logged why); uvicorn.run's exit code
+            return STARTUP_FAILURE
     finally:
         worker.close()
         if peer is not None:

@@ -9,7 +9,7 @@ import sys
 import threading
 
 from hybrid_workers.errors import UserError
-from hybrid_workers.options import add_model_options, add_option
+from hybrid_workers.options import add_model_options, add_option, add_served_model_name, served_name
 
 _UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
 
@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(parser, "--tls-key", default=None, help="server private key (PEM)")
     add_option(parser, "--tls-ca", default=None, help="CA (PEM) that client certificates must chain to: mTLS")
     add_model_options(parser)
+    add_served_model_name(parser)
     parser.set_defaults(func=run)
 
 
@@ -61,6 +62,7 @@ def _config(args: argparse.Namespace):  # -> PrefillServerConfig
         mode=TransferMode(args.mode),
         max_queue=int(args.max_queue),
         tls=TLSConfig.from_flags(args.tls_cert, args.tls_key, args.tls_ca),
+        served_model_name=args.served_model_name or served_name(args.model),
     )
 
 

@@ -18,6 +18,7 @@ from hybrid_workers.options import Device, add_model_options, add_option
 
 # Worker options `serve` passes through when given: flag -> roles that take it.
 FORWARDED: dict[str, tuple[str, ...]] = {
+    "--served-model-name": ("prefill", "decode"),
     "--remote-prefill-min-tokens": ("decode",),
     "--fallback": ("decode",),
     "--max-concurrency": ("decode",),
@@ -29,6 +30,7 @@ FORWARDED: dict[str, tuple[str, ...]] = {
     "--chunk-bytes": ("prefill",),
 }
 FORWARDED_HELP = {
+    "--served-model-name": "the `model` clients send and both workers' metrics label; none: from --model",
     "--remote-prefill-min-tokens": "prompts with at least this many tokens prefill on the prefill worker",
     "--fallback": "when the prefill worker fails: local (prefill on the decode worker) or fail (503)",
     "--max-concurrency": "requests the decode worker runs at once (its largest batch; auto: by device)",

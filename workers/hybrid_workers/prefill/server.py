@@ -28,6 +28,7 @@ class PrefillServerConfig:
     max_queue: int = 16  # prefills queued or running at once
     tls: TLSConfig | None = None  # None: plaintext
     rpc_threads: int = 8  # concurrent RPCs (streams); prefills still run one at a time
+    served_model_name: str = ""  # the metrics' `model` label (the decode worker's name); "": the model's
 
 
 # The name kubelet's gRPC probe and grpc_health_probe may ask about; "" (the whole server) works too.
@@ -53,7 +54,11 @@ class RunningServer:
 def start_server(lm: LoadedModel, config: PrefillServerConfig) -> RunningServer:
     """Bind and start the PrefillWorker service for `lm`; UserError when the address cannot be bound."""
     options = ServiceOptions(
-        chunk_bytes=config.chunk_bytes, mode=config.mode, encoding=config.encoding, max_queue=config.max_queue
+        chunk_bytes=config.chunk_bytes,
+        mode=config.mode,
+        encoding=config.encoding,
+        max_queue=config.max_queue,
+        model_label=config.served_model_name or lm.name,
     )
     servicer = PrefillServicer(lm, options)
     server = grpc.server(ThreadPoolExecutor(max_workers=config.rpc_threads), options=SERVER_OPTIONS)
