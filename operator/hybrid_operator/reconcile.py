@@ -7,6 +7,7 @@ unchanged world applies nothing and writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping, Sequence
@@ -20,10 +21,12 @@ from hybrid_operator.agent_world import AgentProblem, read_lease
 from hybrid_operator.apply import ChildRejected, apply_all
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.kube import ApplyResult, KubeClient, KubeError
-from hybrid_operator.models import HybridInference, parse
-from hybrid_operator.placement import Placement
+from hybrid_operator.models import HybridInference, PlacementMode, parse
+from hybrid_operator.placement import NodeFacts, Placement
+from hybrid_operator.placement_agent import manual_for_checks
 from hybrid_operator.placement_hold import HeldPlacement, hold_placement
-from hybrid_operator.reconcile_agent import apply_agent
+from hybrid_operator.placement_prediction import with_prediction
+from hybrid_operator.reconcile_agent import agent_placement, apply_agent
 from hybrid_operator.render import render
 from hybrid_operator.render_agent import adapt
 from hybrid_operator.render_common import DECODE, PREFILL, child_name
@@ -84,6 +87,8 @@ async def check_world(
         held = hold_placement(cr.spec, nodes, previous or {}, cr.metadata.generation)
         if held.placement.problems:
             raise SpecProblem("NoMatchingNode", "; ".join(held.placement.problems))
+        facts = [NodeFacts.from_node(n) for n in nodes]
+        held = dataclasses.replace(held, placement=with_prediction(cr.spec, facts, held.placement))
     tls = cr.spec.kv_transfer.tls
     # cert-manager writes the Secret after the Certificate exists: the pods wait for it, not the spec.
     if tls.enabled and tls.secret_name and tls.cert_manager is None:
@@ -195,8 +200,10 @@ async def reconcile(
         return Outcome(dict(previous))
     try:
         check_spec(cr)
-        held = await check_world(kube, cr, previous)
         lease = await read_lease(kube, cr)  # None unless decode.agent is set
+        held = await check_world(kube, manual_for_checks(cr), previous)
+        if lease is not None and cr.spec.placement.mode == PlacementMode.AUTO:
+            held = await agent_placement(kube, cr, lease, held)  # the planner weighs the agent
         manifests = render(cr, held.placement, config)
         if lease is not None:  # decode runs on a native agent (render_agent.py)
             manifests = adapt(manifests, cr, lease)

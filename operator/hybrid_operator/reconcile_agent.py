@@ -11,6 +11,7 @@ from typing import Any
 
 from hybrid_operator.agent_contract import assignment_digest
 from hybrid_operator.agent_world import (
+    AgentProblem,
     AgentState,
     AgentView,
     LeaseReading,
@@ -21,7 +22,9 @@ from hybrid_operator.agent_world import (
 from hybrid_operator.apply import apply_all
 from hybrid_operator.kube import ApplyResult, KubeClient
 from hybrid_operator.models import AgentFallback, HybridInference
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodeFacts, Placement
+from hybrid_operator.placement_agent import plan_with_agent
+from hybrid_operator.placement_hold import HeldPlacement
 from hybrid_operator.render_agent import AGENT_SUFFIX, assignment, assignment_data, endpoint_slice
 from hybrid_operator.render_common import DECODE, child_name
 from hybrid_operator.render_network import API_SUFFIX
@@ -57,7 +60,7 @@ async def apply_agent(
     manifests = []
     digest = ""
     if prefill is not None:
-        data = assignment_data(cr, prefill)
+        data = assignment_data(cr, prefill, placement)
         digest = assignment_digest(data)
         manifests.append(assignment(cr, data))
     view = judge(reading, f"{cr.namespace}/{cr.name}", digest)
@@ -80,3 +83,16 @@ async def _delete_agent_children(kube: KubeClient, cr: HybridInference) -> None:
     await kube.delete_owned("v1", "ConfigMap", cr.namespace, child_name(cr, AGENT_SUFFIX), uid)
     slice_name = child_name(cr, f"{API_SUFFIX}-{AGENT_SUFFIX}")
     await kube.delete_owned("discovery.k8s.io/v1", "EndpointSlice", cr.namespace, slice_name, uid)
+
+
+async def agent_placement(
+    kube: KubeClient, cr: HybridInference, reading: LeaseReading, held: HeldPlacement
+) -> HeldPlacement:
+    """Auto placement with an agent: the planner picks the prefill node for the agent's profile."""
+    nodes = await kube.list_nodes()
+    if nodes is None:
+        return held  # nodes not readable: keep the unchecked placement
+    placement = plan_with_agent(cr, [NodeFacts.from_node(n) for n in nodes], reading.lease)
+    if placement.problems:
+        raise AgentProblem("NoMatchingNode", "; ".join(placement.problems))
+    return dataclasses.replace(held, placement=placement)
