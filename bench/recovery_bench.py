@@ -53,7 +53,7 @@ class Serve:
         argv = [sys.executable, "-m", "hybrid_workers", "serve", "--device", "cpu", "--dtype", "float32"]
         argv += ["--port", str(api), "--prefill-port", str(prefill), "--prefill-metrics-port", str(metrics)]
         argv += ["--remote-prefill-min-tokens", "8", "--prefill-stall-timeout", str(stall_timeout)]
-        argv += ["--decode-arg=--prefill-probe-interval=60", "--restart-window", "3600"]
+        argv += ["--restart-window", "3600"]  # the default probe interval (2 s)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYBRID_INFERENCE_DEMO_PRESET": "tiny"}
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -80,14 +80,14 @@ class Serve:
         """Seconds from sending a streamed greedy request to its first token chunk (client clock)."""
         body = {"model": self.model, "prompt": PROMPT, "max_tokens": 4, "temperature": 0, "stream": True}
         start = time.perf_counter()
+        first = None
         with httpx.stream("POST", self.url + "/v1/completions", json=body, timeout=120) as response:
-            for line in response.iter_lines():
-                if line.startswith("data: {"):
+            for line in response.iter_lines():  # read to the end: the request finishes before the next
+                if first is None and line.startswith("data: {"):
                     first = time.perf_counter() - start
-                    for _ in response.iter_lines():
-                        pass
-                    return first
-        raise RuntimeError("no token")
+        if first is None:
+            raise RuntimeError("no token")
+        return first
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
