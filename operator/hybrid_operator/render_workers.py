@@ -92,6 +92,7 @@ def decode_flags(cr: HybridInference, placement: Placement | None = None) -> dic
         "--max-concurrency": serving.max_concurrency,
         "--max-model-len": serving.max_model_len,
         "--kv-compression": cr.spec.kv_transfer.compression.value,
+        "--kv-transfer-mode": cr.spec.kv_transfer.mode.value,
         **_tls_flags(cr, DECODE),
     }
     if placement is not None:

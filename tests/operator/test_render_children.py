@@ -108,6 +108,15 @@ def test_worker_command_lines_follow_the_cli_contract() -> None:
     assert container(manifests, "spark-plus-mac-decode")["image"] == "reg/decode:1"
 
 
+def test_kv_transfer_mode_reaches_the_decode_worker_that_asks_for_it() -> None:
+    body = yaml.safe_load(SPARK.read_text())
+    body["spec"]["kvTransfer"] = {**body["spec"].get("kvTransfer", {}), "mode": "bulk"}
+    manifests = render(resource(body), ANYWHERE, CONFIG)
+    prefill, decode = env_of(manifests, "spark-plus-mac-prefill"), env_of(manifests, "spark-plus-mac-decode")
+    assert decode["HYBRID_INFERENCE_KV_TRANSFER_MODE"] == "bulk"  # each request names the mode
+    assert prefill["HYBRID_INFERENCE_MODE"] == "bulk"  # the default for requests that name none
+
+
 def test_no_model_source_means_the_demo_model_flag_is_absent() -> None:
     body = {
         "apiVersion": "hybridinference.dev/v1alpha1",

@@ -53,6 +53,7 @@ def test_per_role_device_overrides_the_shared_one() -> None:
         ("--max-concurrency", "3"),
         ("--max-queue", "5"),
         ("--kv-compression", "int8"),
+        ("--kv-transfer-mode", "bulk"),
         ("--chunk-bytes", "1MiB"),
         ("--engine", "mlx"),
     ],

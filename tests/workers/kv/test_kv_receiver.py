@@ -18,6 +18,7 @@ from hybrid_workers.kv.frames import (
     checksum,
 )
 from hybrid_workers.kv.receiver import KVReceiver
+from hybrid_workers.enums import TransferMode
 from kv_stream_builder import LONG_PROMPT, MODEL, Stream, make_stream, trailer
 
 Received = dict[int, tuple[torch.Tensor, torch.Tensor]]
@@ -109,6 +110,7 @@ MALFORMED = {
     "wrong fingerprint": (replace_header(model_fingerprint="cd" * 32), Reason.FINGERPRINT),
     "wrong dtype": (replace_header(dtype="bfloat16"), Reason.DTYPE),
     "wrong shape": (replace_header(keys_shapes=((1, 2, 6, 8),) * 3), Reason.BAD_HEADER),
+    "mode other than asked": (replace_header(mode=TransferMode.BULK), Reason.BAD_HEADER),
     "chunk size too small": (replace_header(chunk_bytes=1024), Reason.BAD_HEADER),
     "missing layer": (drop_chunks(4, 5, 6, 7), Reason.MISSING_LAYER),
     "last layer missing": (drop_chunks(8, 9, 10, 11), Reason.MISSING_LAYER),

@@ -58,3 +58,22 @@ def test_timings_describe_the_request(tiny_lm, prefill_server) -> None:
     assert list(timings.layer_received_at_s) == sorted(timings.layer_received_at_s)
     assert 0 <= timings.exposed_transfer_s <= timings.total_s
     assert timings.first_chunk_at_s <= timings.layer_received_at_s[0] <= timings.total_s
+
+
+@pytest.mark.parametrize("mode", ["layerwise", "bulk"])
+def test_decode_flag_kv_transfer_mode_is_the_mode_the_prefill_worker_sends(
+    tiny_lm, prefill_server, mode: str
+) -> None:
+    # The receiver rejects a header whose mode differs from the request's, so a completed hand-off
+    # proves the worker streamed in the mode the decode worker's flag asked for.
+    from hybrid_workers.cli import build_parser
+    from hybrid_workers.cli.decode import _prefill_client, build_config
+
+    args = build_parser().parse_args(
+        ["decode", "--prefill", f"127.0.0.1:{prefill_server.port}", "--kv-transfer-mode", mode]
+    )
+    ids = prompt(40, seed=3)
+    with _prefill_client(build_config(args), tiny_lm) as client:
+        assert client.mode == mode
+        remote = client.prefill(ids, GREEDY)
+    assert_matches_generate(tiny_lm, remote, ids, NEW_TOKENS)

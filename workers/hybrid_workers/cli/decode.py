@@ -98,6 +98,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser, "--kv-compression", default="none", choices=["none", "fp8", "int8"], help="KV wire format"
     )
     add_option(
+        parser,
+        "--kv-transfer-mode",
+        default="layerwise",
+        choices=["layerwise", "bulk"],
+        help="KV send mode asked of the prefill worker: layerwise (each layer leaves while the next "
+        "computes) or bulk (all layers after the prefill)",
+    )
+    add_option(
         parser, "--tls-cert", default=None, help="client certificate (PEM) for mTLS to the prefill worker"
     )
     add_option(parser, "--tls-key", default=None, help="client key (PEM) for mTLS")
@@ -135,6 +143,7 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         max_queue=args.max_queue,
         max_model_len=args.max_model_len,
         kv_compression=args.kv_compression,
+        kv_transfer_mode=args.kv_transfer_mode,
         tls=TLSConfig.from_flags(args.tls_cert, args.tls_key, args.tls_ca),
         predicted_ttft_s=args.predicted_ttft_seconds,
         predicted_decode_tps=args.predicted_decode_tokens_per_second,
@@ -210,4 +219,5 @@ def _prefill_client(config, lm):  # -> PrefillClient | None
         timeout_s=config.prefill_timeout_s,
         stall_s=config.prefill_stall_s,
         encoding=config.kv_compression,
+        mode=config.kv_transfer_mode,
     )

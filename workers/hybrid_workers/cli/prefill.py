@@ -33,7 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(parser, "--host", default="0.0.0.0", help="interface to listen on")
     add_option(parser, "--port", default=50051, type=int, help="gRPC port")
     add_option(parser, "--chunk-bytes", default="4MiB", help="default KV frame size, 64KiB..16MiB")
-    add_option(parser, "--mode", default="layerwise", choices=["layerwise", "bulk"], help="default send mode")
+    add_option(
+        parser,
+        "--mode",
+        default="layerwise",
+        choices=["layerwise", "bulk"],
+        help="send mode for requests that do not name one (the decode worker names its "
+        "--kv-transfer-mode in every request)",
+    )
     add_option(parser, "--max-queue", default=16, type=int, help="prefills queued or running at most")
     add_option(parser, "--metrics-port", default=9090, type=int, help="Prometheus /metrics port; 0 = off")
     add_option(parser, "--tls-cert", default=None, help="server certificate (PEM); with --tls-key: TLS")
@@ -87,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     scheme = "plaintext" if config.tls is None else ("mTLS" if config.tls.ca else "TLS")
     print(
         f"prefill worker: {lm.name} ({lm.dtype}, {lm.device}, {lm.num_layers} layers) on "
-        f"{config.host}:{running.port} ({scheme}, {config.mode} by default); "
+        f"{config.host}:{running.port} ({scheme}; {config.mode} when a request names no mode, "
+        f"decode workers name theirs: --kv-transfer-mode); "
         f"metrics on :{args.metrics_port or 'off'}",
         flush=True,
     )

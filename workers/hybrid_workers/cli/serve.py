@@ -27,6 +27,7 @@ FORWARDED: dict[str, tuple[str, ...]] = {
     "--kv-cache-bytes": ("decode",),
     "--prefill-chunk-tokens": ("decode",),
     "--kv-compression": ("decode",),
+    "--kv-transfer-mode": ("decode",),
     "--prefill-stall-timeout": ("decode",),
     "--engine": ("decode",),
     "--chunk-bytes": ("prefill",),
@@ -40,6 +41,7 @@ FORWARDED_HELP = {
     "--prefill-chunk-tokens": "local prefill chunk between two decode steps (bounds inter-token latency)",
     "--max-queue": "requests that may wait for a slot; beyond it the API answers 429",
     "--kv-compression": "KV wire compression the decode worker asks for: none, fp8 or int8",
+    "--kv-transfer-mode": "KV send mode the decode worker asks for: layerwise (overlaps the prefill) or bulk",
     "--prefill-stall-timeout": "seconds without a KV frame or heartbeat before a remote prefill counts as "
     "stalled (falls back; remote prefill pauses until the prefill worker answers probes again)",
     "--chunk-bytes": "largest KV frame payload in bytes",
@@ -49,6 +51,7 @@ FORWARDED_HELP = {
 FORWARDED_CHOICES = {
     "--fallback": ["local", "fail"],
     "--kv-compression": ["none", "fp8", "int8"],
+    "--kv-transfer-mode": ["layerwise", "bulk"],
     "--engine": [e.value for e in Engine],
 }
 LOOPBACK = "127.0.0.1"

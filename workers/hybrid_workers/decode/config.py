@@ -38,6 +38,7 @@ class DecodeConfig:
     max_queue: int = 64  # requests waiting for a slot; beyond it: 429 with Retry-After
     max_model_len: int | None = None  # prompt + completion token limit; None: the model's context
     kv_compression: str = "none"  # wire compression asked of the prefill worker: none | fp8 | int8
+    kv_transfer_mode: str = "layerwise"  # send mode asked of the prefill worker: layerwise | bulk
     tls: Any = None  # kv.tls.TLSConfig for the channel to the prefill worker; None: plaintext
     predicted_ttft_s: float | None = None  # the planner's TTFT for this placement (exported as a gauge)
     predicted_decode_tps: float | None = None  # the planner's decode tokens/s (exported as a gauge)
@@ -63,6 +64,8 @@ class DecodeConfig:
             _positive("--max-model-len", self.max_model_len)
         if self.kv_compression not in ("none", "fp8", "int8"):
             raise UserError(f"--kv-compression {self.kv_compression!r}: use one of none, fp8, int8")
+        if self.kv_transfer_mode not in ("layerwise", "bulk"):
+            raise UserError(f"--kv-transfer-mode {self.kv_transfer_mode!r}: use layerwise or bulk")
         if not self.served_model_name:
             raise UserError("--served-model-name: must not be empty")
         if self.prefill is not None:

@@ -86,6 +86,10 @@ def _header_problems(header: Header, request: KVRequest, model: ReceiverModel) -
             f"request id {header.request_id!r}, asked {request.request_id!r}",
         ),
         (
+            header.mode == request.mode,
+            f"transfer mode {header.mode}, asked {request.mode} (the prefill worker ignored the mode)",
+        ),
+        (
             header.dtype == dtype_name(model.dtype),
             f"dtype {header.dtype!r}, expected {dtype_name(model.dtype)!r}",
         ),
