@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from hybrid_workers.enums import TransferMode
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import (
     PROTOCOL_VERSION,
@@ -18,7 +19,6 @@ from hybrid_workers.kv.frames import (
     checksum,
 )
 from hybrid_workers.kv.receiver import KVReceiver
-from hybrid_workers.enums import TransferMode
 from kv_stream_builder import LONG_PROMPT, MODEL, Stream, make_stream, trailer
 
 Received = dict[int, tuple[torch.Tensor, torch.Tensor]]
