@@ -7,6 +7,7 @@ pairs best with it and predicts TTFT and tokens/s for that split. The planner is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 
@@ -75,4 +76,32 @@ def plan_with_agent(cr: HybridInference, nodes: Sequence[NodeFacts], lease: Agen
         speedup_vs_best_single_node=plan.speedup_vs_best_single_node,
         prefill_selector={HOSTNAME_LABEL: hostname[plan.prefill_node]},
         remote_prefill_min_tokens=plan.remote_prefill_min_tokens,
+    )
+
+
+def predict_for_agent(
+    cr: HybridInference, nodes: Sequence[NodeFacts], lease: AgentLease, placement: Placement
+) -> Placement:
+    """Manual placement with an agent: decode is the agent (not the fallback's candidate nodes), and the
+    prediction is the planner's for the selected prefill nodes paired with the agent's profile."""
+    agent = AGENT_NODE_PREFIX + lease.name
+    base = dataclasses.replace(
+        placement,
+        decode_nodes=(agent,),
+        ttft_seconds=None,
+        decode_tokens_per_second=None,
+        speedup_vs_best_single_node=None,
+        remote_prefill_min_tokens=None,
+        reason=placement.reason.split("; predicted for ")[0].split("; no prediction: ")[0],
+    )
+    planned = plan_with_agent(cr, [n for n in nodes if n.name in placement.prefill_nodes], lease)
+    if planned.problems:
+        return dataclasses.replace(base, reason=f"{base.reason}; no prediction: {planned.problems[0]}")
+    return dataclasses.replace(
+        base,
+        reason=f"{base.reason}; predicted for {planned.prefill_nodes[0]} + {agent}",
+        ttft_seconds=planned.ttft_seconds,
+        decode_tokens_per_second=planned.decode_tokens_per_second,
+        speedup_vs_best_single_node=planned.speedup_vs_best_single_node,
+        remote_prefill_min_tokens=planned.remote_prefill_min_tokens,
     )

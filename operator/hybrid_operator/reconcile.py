@@ -21,7 +21,7 @@ from hybrid_operator.agent_world import AgentProblem, read_lease
 from hybrid_operator.apply import ChildRejected, apply_all
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.kube import ApplyResult, KubeClient, KubeError
-from hybrid_operator.models import HybridInference, PlacementMode, parse
+from hybrid_operator.models import HybridInference, parse
 from hybrid_operator.placement import NodeFacts, Placement
 from hybrid_operator.placement_agent import manual_for_checks
 from hybrid_operator.placement_hold import HeldPlacement, hold_placement
@@ -202,8 +202,8 @@ async def reconcile(
         check_spec(cr)
         lease = await read_lease(kube, cr)  # None unless decode.agent is set
         held = await check_world(kube, manual_for_checks(cr), previous)
-        if lease is not None and cr.spec.placement.mode == PlacementMode.AUTO:
-            held = await agent_placement(kube, cr, lease, held)  # the planner weighs the agent
+        if lease is not None:  # decode is the agent: the planner weighs its profile
+            held = await agent_placement(kube, cr, lease, held)
         manifests = render(cr, held.placement, config)
         if lease is not None:  # decode runs on a native agent (render_agent.py)
             manifests = adapt(manifests, cr, lease)

@@ -21,9 +21,9 @@ from hybrid_operator.agent_world import (
 )
 from hybrid_operator.apply import apply_all
 from hybrid_operator.kube import ApplyResult, KubeClient
-from hybrid_operator.models import AgentFallback, HybridInference
+from hybrid_operator.models import AgentFallback, HybridInference, PlacementMode
 from hybrid_operator.placement import NodeFacts, Placement
-from hybrid_operator.placement_agent import plan_with_agent
+from hybrid_operator.placement_agent import plan_with_agent, predict_for_agent
 from hybrid_operator.placement_hold import HeldPlacement
 from hybrid_operator.render_agent import AGENT_SUFFIX, assignment, assignment_data, endpoint_slice
 from hybrid_operator.render_common import DECODE, child_name
@@ -88,11 +88,17 @@ async def _delete_agent_children(kube: KubeClient, cr: HybridInference) -> None:
 async def agent_placement(
     kube: KubeClient, cr: HybridInference, reading: LeaseReading, held: HeldPlacement
 ) -> HeldPlacement:
-    """Auto placement with an agent: the planner picks the prefill node for the agent's profile."""
+    """Placement with an agent: auto, the planner picks the prefill node for the agent's profile;
+    manual, the selected prefill nodes are kept and the prediction pairs them with the agent."""
     nodes = await kube.list_nodes()
     if nodes is None:
         return held  # nodes not readable: keep the unchecked placement
-    placement = plan_with_agent(cr, [NodeFacts.from_node(n) for n in nodes], reading.lease)
+    facts = [NodeFacts.from_node(n) for n in nodes]
+    if cr.spec.placement.mode == PlacementMode.MANUAL:
+        return dataclasses.replace(
+            held, placement=predict_for_agent(cr, facts, reading.lease, held.placement)
+        )
+    placement = plan_with_agent(cr, facts, reading.lease)
     if placement.problems:
         raise AgentProblem("NoMatchingNode", "; ".join(placement.problems))
     return dataclasses.replace(held, placement=placement)

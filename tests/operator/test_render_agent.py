@@ -12,7 +12,7 @@ from hybrid_operator.agent_world import AgentState, LeaseReading, judge, prefill
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
 from hybrid_operator.placement import NodeFacts, Placement
-from hybrid_operator.placement_agent import plan_with_agent
+from hybrid_operator.placement_agent import plan_with_agent, predict_for_agent
 from hybrid_operator.render import render
 from hybrid_operator.render_agent import adapt, endpoint_slice
 from hybrid_operator.status import RoleState, ready_status
@@ -171,3 +171,20 @@ def test_auto_placement_with_an_agent_without_a_profile_says_how_to_announce_one
     placement = plan_with_agent(auto_resource(), nodes, AgentLease("mac"))
     assert placement.problems and "decode.agent mac announces no device profile" in placement.problems[0]
     assert "--device-profile" in placement.problems[0]
+
+
+def test_manual_placement_with_an_agent_predicts_the_selected_prefill_node_paired_with_the_agent() -> None:
+    cr = resource()
+    nodes = [
+        NodeFacts("spark", labels={"hybridinference.dev/device": "dgx-spark"}),
+        NodeFacts("rtx", labels={"hybridinference.dev/device": "rtx-4090"}),
+    ]
+    pod_path = Placement(
+        ("spark",), ("spark", "rtx"), "manual", ttft_seconds=9.0, decode_tokens_per_second=1.0
+    )
+    predicted = predict_for_agent(cr, nodes, AgentLease("mac", device_profile="m3-ultra"), pod_path)
+    assert predicted.prefill_nodes == ("spark",) and predicted.decode_nodes == ("agent:mac",)
+    assert predicted.decode_tokens_per_second is not None and predicted.decode_tokens_per_second > 1.0
+    assert "predicted for spark + agent:mac" in predicted.reason
+    unknown = predict_for_agent(cr, nodes, AgentLease("mac"), pod_path)
+    assert unknown.decode_tokens_per_second is None and "announces no device profile" in unknown.reason

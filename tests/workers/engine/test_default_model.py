@@ -93,6 +93,9 @@ def test_the_embedded_model_is_smollm2_unless_a_demo_preset_is_named(trained_mod
     assert (embedded_model_dir(), embedded_model_name()) == (trained_model_dir, "SmolLM2-135M-Instruct")
     monkeypatch.setenv("HYBRID_INFERENCE_DEMO_PRESET", "tiny")
     assert (embedded_model_dir().name, embedded_model_name()) == ("demo-tiny", "demo-tiny")
+    monkeypatch.setenv("HYBRID_INFERENCE_DEMO_PRESET", "huge")
+    with pytest.raises(UserError, match="HYBRID_INFERENCE_DEMO_PRESET=huge: unknown demo preset; use one of"):
+        embedded_model_dir()
 
 
 def _package_missing(name: str):
