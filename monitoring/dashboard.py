@@ -191,6 +191,15 @@ def health_row() -> Row:
                 ),
             ),
             Panel(
+                "Decode batch and KV cache usage",
+                "Sequences decoded per forward pass (all decode pods), and the highest share of a decode "
+                "worker's KV budget reserved by admitted requests (near 1: requests wait for KV memory).",
+                (
+                    Query(sum_by((), series("batch_size", M)), "batch size"),
+                    Query(f"max ({series('kv_cache_usage_ratio', M)})", "KV usage (max)"),
+                ),
+            ),
+            Panel(
                 "Prefill fallbacks/s by reason",
                 "Long prompts prefilled on the decode worker because remote prefill failed.",
                 (Query(sum_by(("reason",), rate("prefill_fallback_total", W, M)), "{{reason}}"),),

@@ -54,6 +54,7 @@ def test_per_role_device_overrides_the_shared_one() -> None:
         ("--max-queue", "5"),
         ("--kv-compression", "int8"),
         ("--chunk-bytes", "1MiB"),
+        ("--engine", "mlx"),
     ],
 )
 def test_each_pass_through_flag_reaches_its_worker_only(flag: str, value: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -35,7 +36,7 @@ class FailingPeer:
 
 def router(peer: Any, **overrides: Any) -> PrefillRouter:
     """A router whose breaker was closed by one probe (no background prober)."""
-    config = DecodeConfig(served_model_name=f"routing-{id(peer)}", prefill="peer:1", **overrides)
+    config = DecodeConfig(served_model_name=f"routing-{uuid.uuid4().hex[:8]}", prefill="peer:1", **overrides)
     routing = PrefillRouter(config, config.served_model_name, peer)
     assert routing.monitor is not None and routing.monitor.probe_now().state == "ready"
     return routing
