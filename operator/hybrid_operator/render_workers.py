@@ -63,7 +63,7 @@ def _tls_flags(cr: HybridInference, role: str) -> dict[str, object]:
 
 
 def prefill_flags(cr: HybridInference) -> dict[str, object]:
-    """The `hybrid-inference prefill` flags (ARCHITECTURE.md §3) this instance needs."""
+    """The `hybrid-inference prefill` flags (docs/architecture.md "Command line") this instance needs."""
     kv = cr.spec.kv_transfer
     return {
         **_common_flags(cr, cr.spec.prefill),
@@ -76,7 +76,7 @@ def prefill_flags(cr: HybridInference) -> dict[str, object]:
 
 
 def decode_flags(cr: HybridInference, placement: Placement | None = None) -> dict[str, object]:
-    """The `hybrid-inference decode` flags (ARCHITECTURE.md §3); with auto placement also the
+    """The `hybrid-inference decode` flags (docs/architecture.md "Command line"); with auto placement also the
     planner's prediction (as gauges) and, for `remotePrefillMinTokens: auto`, its threshold."""
     serving = cr.spec.serving
     flags: dict[str, object] = {

@@ -1,4 +1,4 @@
-"""Prometheus metrics of both workers (ARCHITECTURE.md §7): names, labels and buckets in one place.
+"""Prometheus metrics of both workers (docs/architecture.md, "Metrics"): names, labels, buckets in one place.
 
 Every metric is prefixed `hybrid_inference_` and carries its unit in its name. Labels:
 `model` (the served model name) on all of them, `prefill` (`remote` | `local`, where the prompt's
