@@ -10,12 +10,11 @@ import kopf
 import prometheus_client
 
 from hybrid_operator import metrics
-from hybrid_operator.config import OperatorConfig
+from hybrid_operator.config import OperatorConfig, configure_kopf
 from hybrid_operator.kube import KubeClient, KubeError
 from hybrid_operator.models import GROUP, PLURAL, VERSION
 from hybrid_operator.reconcile import reconcile
 from hybrid_operator.render_common import MANAGED_BY
-from hybrid_operator.settings import configure
 
 logger = logging.getLogger(__name__)
 # Only children this operator created trigger passes (label filter runs in kopf, before the handler).
@@ -50,7 +49,7 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     """Read our settings from the environment, apply kopf's, serve metrics, start the resync loop."""
     _State.config = OperatorConfig.from_env()
     _State.locks = {}  # asyncio locks belong to one event loop: never reuse a previous run's
-    configure(settings)
+    configure_kopf(settings)
     if _State.config.metrics_port:
         prometheus_client.start_http_server(_State.config.metrics_port)
     _State.resync = asyncio.create_task(resync_forever(kwargs["hybridinferences"]))

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.kube import ApplyResult, KubeClient, KubeError
 from hybrid_operator.models import HybridInference, parse
-from hybrid_operator.placement import NodeFacts, Placement, resolve_placement
+from hybrid_operator.placement import NodeFacts, NodePlacement, resolve_placement
 from hybrid_operator.render import render
 from hybrid_operator.render_common import DECODE, PREFILL, child_name
 from hybrid_operator.status import RoleState, invalid_status, ready_status
@@ -60,11 +60,11 @@ def describe_errors(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
-async def check_world(kube: KubeClient, cr: HybridInference) -> Placement:
-    """Placement on the current nodes, and the TLS Secret; raises SpecProblem when either cannot work."""
+async def check_world(kube: KubeClient, cr: HybridInference) -> NodePlacement:
+    """NodePlacement on the current nodes, and the TLS Secret; raises SpecProblem when either cannot work."""
     nodes = await kube.list_nodes()
     if nodes is None:
-        placement = Placement(("?",), ("?",), reason="nodes not readable: placement not checked")
+        placement = NodePlacement(("?",), ("?",), reason="nodes not readable: placement not checked")
     else:
         placement = resolve_placement(cr.spec, [NodeFacts.from_node(n) for n in nodes])
         if placement.problems:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodePlacement
 from hybrid_operator.render_common import Manifest
 from hybrid_operator.render_network import (
     api_service,
@@ -15,7 +15,7 @@ from hybrid_operator.render_network import (
 from hybrid_operator.render_workers import decode_deployment, prefill_deployment
 
 
-def with_placement(cr: HybridInference, placement: Placement) -> HybridInference:
+def with_placement(cr: HybridInference, placement: NodePlacement) -> HybridInference:
     """The resource with each role's nodeSelector replaced by the one placement chose (auto mode)."""
     if placement.prefill_selector is None and placement.decode_selector is None:
         return cr
@@ -25,7 +25,7 @@ def with_placement(cr: HybridInference, placement: Placement) -> HybridInference
     return cr.model_copy(update={"spec": spec})
 
 
-def render(cr: HybridInference, placement: Placement, config: OperatorConfig) -> list[Manifest]:
+def render(cr: HybridInference, placement: NodePlacement, config: OperatorConfig) -> list[Manifest]:
     """All children in apply order: the NetworkPolicy before the pods it protects, Services, Deployments."""
     placed = with_placement(cr, placement)
     manifests = [

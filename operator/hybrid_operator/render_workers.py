@@ -10,8 +10,7 @@ from hybrid_workers.enums import env_name
 
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference, WorkerPoolSpec
-from hybrid_operator.placement import GPU_RESOURCE, Placement
-from hybrid_operator.placement_auto import decode_prediction_flags
+from hybrid_operator.placement import GPU_RESOURCE, NodePlacement, decode_prediction_flags
 from hybrid_operator.render_common import (
     DECODE,
     PREFILL,
@@ -75,11 +74,10 @@ def prefill_flags(cr: HybridInference) -> dict[str, object]:
     }
 
 
-def decode_flags(cr: HybridInference, placement: Placement | None = None) -> dict[str, object]:
-    """The `hybrid-inference decode` flags (docs/architecture.md "Command line"); with auto placement also the
-    planner's prediction (as gauges) and, for `remotePrefillMinTokens: auto`, its threshold."""
+def decode_flags(cr: HybridInference) -> dict[str, object]:
+    """The `hybrid-inference decode` flags (docs/architecture.md "Command line") this instance needs."""
     serving = cr.spec.serving
-    flags: dict[str, object] = {
+    return {
         **_common_flags(cr, cr.spec.decode),
         "--prefill": f"{child_name(cr, PREFILL)}:{PREFILL_PORT}",
         "--port": serving.port,
@@ -90,9 +88,6 @@ def decode_flags(cr: HybridInference, placement: Placement | None = None) -> dic
         "--kv-compression": cr.spec.kv_transfer.compression.value,
         **_tls_flags(cr, DECODE),
     }
-    if placement is not None:
-        flags.update(decode_prediction_flags(cr, placement))
-    return flags
 
 
 def _model_volume(cr: HybridInference) -> dict[str, Any]:
@@ -256,7 +251,7 @@ def prefill_deployment(cr: HybridInference, config: OperatorConfig) -> Manifest:
 
 
 def decode_deployment(
-    cr: HybridInference, config: OperatorConfig, placement: Placement | None = None
+    cr: HybridInference, config: OperatorConfig, placement: NodePlacement | None = None
 ) -> Manifest:
     """Deployment `<name>-decode`: `hybrid-inference decode` serving the OpenAI API (and /metrics).
 

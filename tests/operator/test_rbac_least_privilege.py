@@ -20,7 +20,7 @@ from helm_render import chart_objects, render_chart
 from hybrid_operator import kube
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodePlacement
 from hybrid_operator.render import render as render_children
 
 Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
@@ -77,7 +77,7 @@ def applied_kinds() -> set[Rule]:
     for path in samples:
         body = yaml.safe_load(path.read_text())
         body["metadata"].update(namespace="ns", uid="u")
-        for manifest in render_children(parse(body), Placement(("n",), ("n",), "t"), OperatorConfig()):
+        for manifest in render_children(parse(body), NodePlacement(("n",), ("n",), "t"), OperatorConfig()):
             group, plural = kube.KINDS[(manifest["apiVersion"], manifest["kind"])]
             used |= {(group, plural, verb) for verb in ("get", "create", "patch")}
             if any(ref.get("blockOwnerDeletion") for ref in manifest["metadata"]["ownerReferences"]):

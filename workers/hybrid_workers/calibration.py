@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from hybrid_operator.planner.model_shape import ModelShape
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from hybrid_workers.enums import DType
+from hybrid_workers.torch_dtypes import TORCH_DTYPES
 
 
 @dataclass(frozen=True)
@@ -215,9 +216,10 @@ def measure_profile(
 ) -> dict[str, Any]:
     """A device profile (planner JSON) measured on `device`; `budget` seconds per measurement. Peak:
     a square-ish GEMM; sustained prefill and decode rates: on `shape`'s matrices (`rows` prompt tokens)."""
-    peak = {dtype: matmul_tflops(device, DTYPES[dtype], budget) for dtype in dtypes}
-    tflops = {dtype: prefill_tflops(device, DTYPES[dtype], budget, shape, rows) for dtype in dtypes}
-    decode = {dtype: decode_gbps(device, DTYPES[dtype], budget, shape) for dtype in dtypes}
+    kinds = {dtype: TORCH_DTYPES[DType(dtype)] for dtype in dtypes}
+    peak = {dtype: matmul_tflops(device, kind, budget) for dtype, kind in kinds.items()}
+    tflops = {dtype: prefill_tflops(device, kind, budget, shape, rows) for dtype, kind in kinds.items()}
+    decode = {dtype: decode_gbps(device, kind, budget, shape) for dtype, kind in kinds.items()}
     read = read_gbps(device, budget)
     overhead = layer_overhead_seconds(device, 2 * budget)
     kv = kv_gbps(device, 2 * budget)

@@ -27,6 +27,10 @@ class DType(StrEnum):
     FLOAT16 = "float16"
 
 
+# The dtypes a model really runs in (DType without `auto`), in the order flags and profiles list them.
+CONCRETE_DTYPES = (DType.FLOAT32, DType.BFLOAT16, DType.FLOAT16)
+
+
 class Engine(StrEnum):
     """The decode engine (`--engine`): `auto` is mlx on macOS arm64 when installed, torch elsewhere."""
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import grpc
 
+from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.kv.convert import request_to_pb
-from hybrid_workers.kv.frames import GRPC_OPTIONS, KVRequest, TransferMode, WireEncoding
+from hybrid_workers.kv.frames import GRPC_OPTIONS, KVRequest
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 
 

@@ -1,13 +1,13 @@
-"""Command-line options shared by several commands; every flag has a HYBRID_INFERENCE_<FLAG> env mirror."""
+"""Command-line options shared by several commands; the worker flags have HYBRID_INFERENCE_<FLAG> mirrors."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
+from enum import StrEnum
 
 from hybrid_workers.enums import Device, DType, env_name
-
-__all__ = ["DType", "Device", "add_model_options", "add_option", "env_default", "env_name"]
 
 
 def env_default(flag: str, default: object = None) -> object:
@@ -15,12 +15,39 @@ def env_default(flag: str, default: object = None) -> object:
     return os.environ.get(env_name(flag), default)
 
 
+def choice_of(enum: type[StrEnum]) -> Callable[[str], StrEnum]:
+    """An argparse `type` for a closed choice whose error names the value and every valid one."""
+
+    def parse(text: str) -> StrEnum:
+        try:
+            return enum(text)
+        except ValueError:
+            valid = ", ".join(member.value for member in enum)
+            raise argparse.ArgumentTypeError(f"{text!r} is not a choice; use one of {valid}") from None
+
+    parse.__name__ = enum.__name__  # argparse names the type in some messages
+    return parse
+
+
 def add_option(
-    parser: argparse.ArgumentParser, flag: str, *, default: object = None, **kwargs: object
+    parser: argparse.ArgumentParser,
+    flag: str,
+    *,
+    default: object = None,
+    choices: type[StrEnum] | list[str] | None = None,
+    **kwargs: object,
 ) -> None:
-    """Add `flag` whose default comes from its HYBRID_INFERENCE_* variable; the help text names it."""
+    """Add `flag` whose default comes from its HYBRID_INFERENCE_* variable; the help text names it.
+
+    `choices` is a StrEnum (the value parses to its member) or a list of strings; either way a bad value
+    is refused with the valid ones named.
+    """
     help_text = str(kwargs.pop("help", ""))
     help_text = f"{help_text} [env {env_name(flag)}; default: %(default)s]".strip()
+    if isinstance(choices, list):
+        kwargs["choices"] = choices
+    elif choices is not None:
+        kwargs.update(type=choice_of(choices), metavar="{" + ",".join(m.value for m in choices) + "}")
     parser.add_argument(flag, default=env_default(flag, default), help=help_text, **kwargs)  # type: ignore[arg-type]
 
 
@@ -32,5 +59,5 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="local model folder or Hugging Face id from the local HF cache; none: the embedded demo model",
     )
-    add_option(parser, "--device", default="auto", type=Device, choices=list(Device), help="compute device")
-    add_option(parser, "--dtype", default="auto", type=DType, choices=list(DType), help="model dtype")
+    add_option(parser, "--device", default=Device.AUTO, choices=Device, help="compute device")
+    add_option(parser, "--dtype", default=DType.AUTO, choices=DType, help="model dtype")

@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from hybrid_workers.cli.serve import FORWARDED, LOOPBACK, Ports
+from hybrid_workers.serve_options import FORWARDED, LOOPBACK, Ports
 from hybrid_workers.supervisor import Child, ChildSpec, ExitCode, Outcome, Supervisor, http_ok
 
 # Ctrl-C, `kill`/orchestrators, a closed terminal: each stops both workers in order.
@@ -32,9 +32,9 @@ def worker_argv(role: str, args: argparse.Namespace, model: str) -> list[str]:
 def forwarded(role: str, args: argparse.Namespace) -> list[str]:
     """The pass-through options given to `serve` that `role` takes, then its --<role>-arg extras."""
     out: list[str] = []
-    for flag, roles in FORWARDED.items():
+    for flag, option in FORWARDED.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if role in roles and value is not None:
+        if role in option.roles and value is not None:
             out += [flag, str(value)]
     return out + list(getattr(args, f"{role}_arg"))
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hybrid_workers.enums import CONCRETE_DTYPES
 
 from hybrid_operator.planner.errors import PlannerError
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = tuple(CONCRETE_DTYPES)  # the rates a profile may list
 _DATA = Path(__file__).with_name("devices.yaml")
 
 

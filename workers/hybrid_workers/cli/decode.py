@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from hybrid_workers.enums import Fallback, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_model_options, add_option
 
@@ -38,14 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser, "--remote-prefill-min-tokens", default="32", help="shorter prompts prefill locally (or auto)"
     )
     add_option(
-        parser, "--fallback", default="local", choices=["local", "fail"], help="when remote prefill fails"
+        parser, "--fallback", default=Fallback.LOCAL, choices=Fallback, help="when remote prefill fails"
     )
     add_option(parser, "--prefill-timeout", default=60.0, type=float, help="seconds for one remote prefill")
     add_option(parser, "--max-concurrency", default=2, type=int, help="requests running at once")
     add_option(parser, "--max-queue", default=64, type=int, help="requests waiting; beyond: 429")
     add_option(parser, "--max-model-len", default=None, type=int, help="prompt + completion tokens at most")
     add_option(
-        parser, "--kv-compression", default="none", choices=["none", "fp8", "int8"], help="KV wire format"
+        parser,
+        "--kv-compression",
+        default=WireEncoding.NONE,
+        choices=WireEncoding,
+        help="KV wire format",
     )
     add_option(
         parser, "--tls-cert", default=None, help="client certificate (PEM) for mTLS to the prefill worker"
@@ -76,14 +81,13 @@ def served_name(model: str | None) -> str:
 def build_config(args: argparse.Namespace):  # -> DecodeConfig
     """The DecodeConfig for the parsed flags (UserError for bad values)."""
     from hybrid_workers.decode.config import DecodeConfig, parse_min_tokens
-    from hybrid_workers.enums import Fallback
     from hybrid_workers.kv.tls import TLSConfig
 
     return DecodeConfig(
         served_model_name=args.served_model_name or served_name(args.model),
         prefill=args.prefill or None,
         remote_prefill_min_tokens=parse_min_tokens(args.remote_prefill_min_tokens),
-        fallback=Fallback(args.fallback),
+        fallback=args.fallback,
         prefill_timeout_s=args.prefill_timeout,
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,

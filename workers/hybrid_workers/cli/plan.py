@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hybrid_workers.enums import CONCRETE_DTYPES, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_option
-
-PLAN_DTYPES = ("float32", "bfloat16", "float16")
-COMPRESSIONS = ("none", "fp8", "int8")
 
 
 def register(subparsers: Any) -> None:
@@ -28,19 +26,14 @@ def register(subparsers: Any) -> None:
     add_option(parser, "--link", default="10gbe", help="link profile id (e.g. 10gbe) or measured link file")
     add_option(parser, "--prompt-tokens", default=8192, type=int, help="prompt length")
     add_option(parser, "--output-tokens", default=32, type=int, help="decode steps after the first token")
-    add_option(parser, "--dtype", default="float16", help=f"model dtype: {', '.join(PLAN_DTYPES)}")
     add_option(
-        parser, "--kv-compression", default="none", help=f"KV wire encoding: {', '.join(COMPRESSIONS)}"
+        parser, "--dtype", default="float16", choices=[d.value for d in CONCRETE_DTYPES], help="model dtype"
     )
+    add_option(parser, "--kv-compression", default=WireEncoding.NONE, choices=WireEncoding, help="KV wire")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write the best split's timeline as PNG")
     parser.add_argument("--list", action="store_true", help="list the built-in devices, links and models")
     parser.set_defaults(func=run)
-
-
-def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"{flag} {value}: unknown value; use one of {', '.join(choices)}")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -48,8 +41,6 @@ def _check_args(args: argparse.Namespace) -> None:
         if not getattr(args, flag):
             name = "--" + flag.replace("_", "-")
             raise UserError(f"{name} is required (or set HYBRID_INFERENCE_{flag.upper()})")
-    _check_choice("--dtype", args.dtype, PLAN_DTYPES)
-    _check_choice("--kv-compression", args.kv_compression, COMPRESSIONS)
     for flag in ("prompt_tokens", "output_tokens"):
         if getattr(args, flag) < 0:
             raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 0")

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from hybrid_workers.enums import TransferMode
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_model_options, add_option
 
@@ -33,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(parser, "--host", default="0.0.0.0", help="interface to listen on")
     add_option(parser, "--port", default=50051, type=int, help="gRPC port")
     add_option(parser, "--chunk-bytes", default="4MiB", help="default KV frame size, 64KiB..16MiB")
-    add_option(parser, "--mode", default="layerwise", choices=["layerwise", "bulk"], help="default send mode")
+    add_option(
+        parser, "--mode", default=TransferMode.LAYERWISE, choices=TransferMode, help="default send mode"
+    )
     add_option(parser, "--max-queue", default=16, type=int, help="prefills queued or running at most")
     add_option(parser, "--metrics-port", default=9090, type=int, help="Prometheus /metrics port; 0 = off")
     add_option(parser, "--tls-cert", default=None, help="server certificate (PEM); with --tls-key: TLS")
@@ -44,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):  # -> PrefillServerConfig
-    from hybrid_workers.kv.frames import TransferMode, check_chunk_bytes
+    from hybrid_workers.kv.frames import check_chunk_bytes
     from hybrid_workers.kv.tls import TLSConfig
     from hybrid_workers.prefill.server import PrefillServerConfig
 

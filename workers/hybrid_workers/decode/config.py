@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
-from hybrid_workers.enums import Fallback
+from hybrid_workers.enums import Fallback, WireEncoding
 from hybrid_workers.errors import UserError
+
+E = TypeVar("E", bound=StrEnum)
 
 # Prompts shorter than this prefill locally: below it the round trip costs more than the prefill.
 DEFAULT_REMOTE_PREFILL_MIN_TOKENS = 32
@@ -24,15 +27,16 @@ class DecodeConfig:
     max_concurrency: int = 2  # requests running at once (each holds a model thread and its KV cache)
     max_queue: int = 64  # requests waiting for a slot; beyond it: 429 with Retry-After
     max_model_len: int | None = None  # prompt + completion token limit; None: the model's context
-    kv_compression: str = "none"  # wire compression asked of the prefill worker: none | fp8 | int8
+    kv_compression: WireEncoding = WireEncoding.NONE  # wire compression asked of the prefill worker
     tls: Any = None  # kv.tls.TLSConfig for the channel to the prefill worker; None: plaintext
     predicted_ttft_s: float | None = None  # the planner's TTFT for this placement (exported as a gauge)
     predicted_decode_tps: float | None = None  # the planner's decode tokens/s (exported as a gauge)
 
     def __post_init__(self) -> None:
-        if self.fallback not in {f.value for f in Fallback}:
-            raise UserError(f"--fallback {self.fallback!r}: use local or fail")
-        object.__setattr__(self, "fallback", Fallback(self.fallback))
+        object.__setattr__(self, "fallback", _choice("--fallback", Fallback, self.fallback))
+        object.__setattr__(
+            self, "kv_compression", _choice("--kv-compression", WireEncoding, self.kv_compression)
+        )
         _positive("--remote-prefill-min-tokens", self.remote_prefill_min_tokens)
         _positive("--max-concurrency", self.max_concurrency)
         _positive("--prefill-timeout", self.prefill_timeout_s)
@@ -40,8 +44,6 @@ class DecodeConfig:
             raise UserError(f"--max-queue {self.max_queue}: must be 0 or more")
         if self.max_model_len is not None:
             _positive("--max-model-len", self.max_model_len)
-        if self.kv_compression not in ("none", "fp8", "int8"):
-            raise UserError(f"--kv-compression {self.kv_compression!r}: use one of none, fp8, int8")
         if not self.served_model_name:
             raise UserError("--served-model-name: must not be empty")
         if self.prefill is not None:
@@ -63,6 +65,14 @@ def parse_min_tokens(value: str | int) -> int:
         return int(text)
     except ValueError:
         raise UserError(f"--remote-prefill-min-tokens {value!r}: use a positive integer or auto") from None
+
+
+def _choice(flag: str, enum: type[E], value: object) -> E:
+    try:
+        return enum(str(value))
+    except ValueError:
+        valid = ", ".join(member.value for member in enum)
+        raise UserError(f"{flag} {value!r}: use one of {valid}") from None
 
 
 def _positive(flag: str, value: float) -> None:

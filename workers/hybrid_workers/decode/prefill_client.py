@@ -25,20 +25,13 @@ import grpc
 import torch
 
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
+from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.kv import wire
 from hybrid_workers.kv.checks import ReceiverModel
 from hybrid_workers.kv.convert import request_to_pb
 from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.kv.frames import (
-    GRPC_OPTIONS,
-    Frame,
-    KVRequest,
-    LayerChunk,
-    Trailer,
-    TransferMode,
-    WireEncoding,
-)
+from hybrid_workers.kv.frames import GRPC_OPTIONS, Frame, KVRequest, LayerChunk, Trailer
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 from hybrid_workers.kv.receiver import KVReceiver
 from hybrid_workers.kv.tls import TLSConfig, channel_credentials

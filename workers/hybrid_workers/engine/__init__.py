@@ -13,7 +13,6 @@ from hybrid_workers.engine.generation import (
     FirstToken,
     TextStep,
     check_budget,
-    count_tokens,
     encode_prompt,
     stream_completion,
 )
@@ -33,7 +32,6 @@ __all__ = [
     "Step",
     "TextStep",
     "check_budget",
-    "count_tokens",
     "decode",
     "demo_model_dir",
     "encode_prompt",

@@ -30,11 +30,6 @@ class TextStep:
     finish_reason: FinishReason | None  # set on the last step only
 
 
-def count_tokens(lm: LoadedModel, text: str) -> int:
-    """Number of tokens `text` encodes to (including the BOS the tokenizer adds)."""
-    return len(lm.tokenizer.encode(text))
-
-
 def check_budget(lm: LoadedModel, prompt_tokens: int, max_tokens: int) -> None:
     """Raise UserError unless prompt + max_tokens fit in the model's context."""
     if prompt_tokens + max_tokens > lm.max_context:

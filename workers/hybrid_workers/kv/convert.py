@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
+from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.kv.frames import (
-    Frame,
-    Header,
-    KVRequest,
-    LayerChunk,
-    TensorKind,
-    Trailer,
-    TransferMode,
-    WireEncoding,
-)
+from hybrid_workers.kv.frames import Frame, Header, KVRequest, LayerChunk, TensorKind, Trailer
 from hybrid_workers.kv.proto import kv_pb2
 
 _ENCODINGS = {

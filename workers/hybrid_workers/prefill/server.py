@@ -9,8 +9,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hybrid_workers.engine import LoadedModel
+from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
-from hybrid_workers.kv.frames import DEFAULT_CHUNK_BYTES, GRPC_OPTIONS, TransferMode, WireEncoding
+from hybrid_workers.kv.frames import DEFAULT_CHUNK_BYTES, GRPC_OPTIONS
 from hybrid_workers.kv.tls import TLSConfig, server_credentials
 from hybrid_workers.prefill.servicer import PrefillServicer, ServiceOptions, add_to_server
 

@@ -15,23 +15,17 @@ import grpc
 from hybrid_workers import metrics
 from hybrid_workers.engine import LoadedModel, SamplingParams
 from hybrid_workers.engine.prefill import check_token_ids
+from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.kv import wire
-from hybrid_workers.kv.checks import dtype_name
 from hybrid_workers.kv.chunker import build_header, layer_chunks
 from hybrid_workers.kv.convert import request_from_pb
 from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.kv.frames import (
-    PROTOCOL_VERSION,
-    Frame,
-    KVRequest,
-    TransferMode,
-    WireEncoding,
-    check_chunk_bytes,
-)
+from hybrid_workers.kv.frames import PROTOCOL_VERSION, Frame, KVRequest, check_chunk_bytes
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 from hybrid_workers.prefill.job import PrefillJob
 from hybrid_workers.prefill.pipe import Cancelled, LayerPipe, LayerReady, PrefillDone
+from hybrid_workers.torch_dtypes import dtype_name
 
 log = logging.getLogger("hybrid_inference.prefill")
 # Trailing metadata key carrying a KVProtocolError reason (version, fingerprint) with a refusal.
