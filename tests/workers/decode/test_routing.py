@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -32,7 +33,9 @@ class FailingPeer:
 
 
 def router(peer: Any, **overrides: Any) -> PrefillRouter:
-    config = DecodeConfig(served_model_name=f"routing-{id(peer)}", prefill="peer:1", **overrides)
+    # A fresh model label per router, so metric counts never carry over from another test (an id()
+    # would: CPython reuses the id of a collected peer).
+    config = DecodeConfig(served_model_name=f"routing-{uuid.uuid4().hex}", prefill="peer:1", **overrides)
     return PrefillRouter(config, config.served_model_name, peer)
 
 
