@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 
 from hybrid_workers.enums import Device, DType, env_name
@@ -15,17 +15,16 @@ def env_default(flag: str, default: object = None) -> object:
     return os.environ.get(env_name(flag), default)
 
 
-def choice_of(enum: type[StrEnum]) -> Callable[[str], StrEnum]:
-    """An argparse `type` for a closed choice whose error names the value and every valid one."""
+def choice_of(members: Iterable[StrEnum]) -> Callable[[str], StrEnum]:
+    """An argparse `type` for a closed choice (a StrEnum, or some of its members) whose error names the
+    value and every valid one."""
+    valid = {member.value: member for member in members}
 
     def parse(text: str) -> StrEnum:
-        try:
-            return enum(text)
-        except ValueError:
-            valid = ", ".join(member.value for member in enum)
-            raise argparse.ArgumentTypeError(f"{text!r} is not a choice; use one of {valid}") from None
+        if text not in valid:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a choice; use one of {', '.join(valid)}")
+        return valid[text]
 
-    parse.__name__ = enum.__name__  # argparse names the type in some messages
     return parse
 
 
@@ -34,19 +33,17 @@ def add_option(
     flag: str,
     *,
     default: object = None,
-    choices: type[StrEnum] | list[str] | None = None,
+    choices: type[StrEnum] | tuple[StrEnum, ...] | None = None,
     **kwargs: object,
 ) -> None:
     """Add `flag` whose default comes from its HYBRID_INFERENCE_* variable; the help text names it.
 
-    `choices` is a StrEnum (the value parses to its member) or a list of strings; either way a bad value
-    is refused with the valid ones named.
+    `choices` is a StrEnum or a tuple of its members: the value parses to its member, and a bad value is
+    refused with the valid ones named.
     """
     help_text = str(kwargs.pop("help", ""))
     help_text = f"{help_text} [env {env_name(flag)}; default: %(default)s]".strip()
-    if isinstance(choices, list):
-        kwargs["choices"] = choices
-    elif choices is not None:
+    if choices is not None:
         kwargs.update(type=choice_of(choices), metavar="{" + ",".join(m.value for m in choices) + "}")
     parser.add_argument(flag, default=env_default(flag, default), help=help_text, **kwargs)  # type: ignore[arg-type]
 

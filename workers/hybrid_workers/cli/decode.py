@@ -6,11 +6,22 @@ import argparse
 import logging
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 
 from hybrid_workers.enums import Fallback, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_model_options, add_option
+
+
+class LogLevel(StrEnum):
+    """How much the decode worker logs (uvicorn's levels)."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
 
 DEFAULT_PORT = 8000
 # On SIGTERM/Ctrl-C, open streams get this long to finish before they are cut.
@@ -65,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="planner's TPS (a gauge)",
     )
-    add_option(parser, "--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_option(parser, "--log-level", default=LogLevel.INFO, choices=LogLevel, help="log detail")
     parser.set_defaults(func=run)
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hybrid_workers.enums import CONCRETE_DTYPES, WireEncoding
+from hybrid_workers.enums import CONCRETE_DTYPES, DType, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_option
 
@@ -26,9 +26,7 @@ def register(subparsers: Any) -> None:
     add_option(parser, "--link", default="10gbe", help="link profile id (e.g. 10gbe) or measured link file")
     add_option(parser, "--prompt-tokens", default=8192, type=int, help="prompt length")
     add_option(parser, "--output-tokens", default=32, type=int, help="decode steps after the first token")
-    add_option(
-        parser, "--dtype", default="float16", choices=[d.value for d in CONCRETE_DTYPES], help="model dtype"
-    )
+    add_option(parser, "--dtype", default=DType.FLOAT16, choices=CONCRETE_DTYPES, help="model dtype")
     add_option(parser, "--kv-compression", default=WireEncoding.NONE, choices=WireEncoding, help="KV wire")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write the best split's timeline as PNG")
