@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,9 +53,20 @@ class OperatorConfig:
 KOPF_PREFIX = "hybridinference.dev"
 
 
-def configure_kopf(settings: kopf.OperatorSettings) -> None:
+def label_selector(labels: Mapping[str, str]) -> str:
+    """`{"a": "1", "b": "2"}` -> `a=1,b=2` (Kubernetes equality-based label selector)."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def configure_kopf(settings: kopf.OperatorSettings, child_labels: Mapping[str, str] | None = None) -> None:
     """Apply our choices to kopf's settings, each with its reason (called from the startup handler)."""
     import kopf  # only the running operator needs it; rendering and the planner do not
+
+    # kopf's `labels=` handler filters run in the operator, after the API server has streamed every
+    # Deployment in scope (kopf/_cogs/clients/watching.py sends only settings.watching.label_selectors
+    # as labelSelector). Ask the API server to send only our children.
+    if child_labels:
+        settings.watching.label_selectors["apps", "deployments"] = label_selector(child_labels)
 
     # One operator replica per watched scope: peering (kopf's leader election via KopfPeering objects)
     # would need its own CRD and RBAC for no gain; the chart runs a single replica with Recreate.

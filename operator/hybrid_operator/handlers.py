@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
+import aiohttp
 import kopf
 import prometheus_client
 
@@ -17,7 +18,9 @@ from hybrid_operator.reconcile import reconcile
 from hybrid_operator.render_common import MANAGED_BY
 
 logger = logging.getLogger(__name__)
-# Only children this operator created trigger passes (label filter runs in kopf, before the handler).
+# Only children this operator created trigger passes. `labels=` on a kopf handler filters client-side
+# (kopf still lists and watches every Deployment in scope); config.configure_kopf() therefore also sets
+# this selector as kopf's server-side label selector for Deployments (settings.watching.label_selectors).
 CHILD_LABELS = {"app.kubernetes.io/name": "hybrid-inference", "app.kubernetes.io/managed-by": MANAGED_BY}
 
 
@@ -49,7 +52,7 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     """Read our settings from the environment, apply kopf's, serve metrics, start the resync loop."""
     _State.config = OperatorConfig.from_env()
     _State.locks = {}  # asyncio locks belong to one event loop: never reuse a previous run's
-    configure_kopf(settings)
+    configure_kopf(settings, child_labels=CHILD_LABELS)
     if _State.config.metrics_port:
         prometheus_client.start_http_server(_State.config.metrics_port)
     _State.resync = asyncio.create_task(resync_forever(kwargs["hybridinferences"]))
@@ -90,7 +93,13 @@ async def cleanup(**_: Any) -> None:
         await _State.client.close()
 
 
-async def run_pass(trigger: str, namespace: str, name: str) -> None:
+def backoff_seconds(retry: int) -> float:
+    """Delay before retry number `retry` (0-based) of a pass that hit a temporary API error: 5 s doubling
+    up to 5 minutes, so an API outage is not hammered every few seconds."""
+    return float(min(5 * 2 ** min(retry, 10), 300))
+
+
+async def run_pass(trigger: str, namespace: str, name: str, retry: int = 0) -> None:
     """Re-read the object and reconcile it, one pass at a time per object."""
     client = _State.client
     if client is None:
@@ -103,18 +112,20 @@ async def run_pass(trigger: str, namespace: str, name: str) -> None:
                 if body is None:
                     _State.locks.pop((namespace, name), None)
                     return  # deleted meanwhile; children go with it (owner references)
-                result = await reconcile(client, body, _State.config)
-            except KubeError as exc:
-                raise kopf.TemporaryError(str(exc), delay=5) from exc
+                # Timer and child passes do not resend a generation the API server rejected.
+                retry_rejected = trigger not in ("timer", "child")
+                result = await reconcile(client, body, _State.config, retry_rejected=retry_rejected)
+            except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+                raise kopf.TemporaryError(str(exc), delay=backoff_seconds(retry)) from exc
             outcome["phase"] = result.status["phase"]
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, id="resume")
 @kopf.on.create(GROUP, VERSION, PLURAL, id="create")
 @kopf.on.update(GROUP, VERSION, PLURAL, id="update")
-async def changed(reason: str, namespace: str | None, name: str, **_: Any) -> None:
+async def changed(reason: str, namespace: str | None, name: str, retry: int, **_: Any) -> None:
     """The resource appeared, changed, or the operator restarted: reconcile it."""
-    await run_pass(str(reason), namespace or "default", name)
+    await run_pass(str(reason), namespace or "default", name, retry)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, id="child-deployment")

@@ -9,6 +9,7 @@ not grant, nor is granted one it never uses.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -56,7 +57,10 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "services", ("get", "create", "patch"), "<name>-prefill and <name>-api Services"),
     Permission("networking.k8s.io", "networkpolicies", ("get", "create", "patch"), "prefill NetworkPolicy"),
     Permission(
-        "monitoring.coreos.com", "servicemonitors", ("get", "create", "patch"), "optional ServiceMonitor"
+        "monitoring.coreos.com",
+        "servicemonitors",
+        ("get", "create", "patch", "delete"),
+        "optional ServiceMonitor; deleted when spec.metrics.serviceMonitor is switched off",
     ),
     Permission("", "secrets", ("get",), "checks that the KV TLS Secret exists and has its keys"),
     Permission("", "events", ("create",), "events on the HybridInference (operator and kopf)"),
@@ -84,6 +88,16 @@ class KubeError(Exception):
     def __init__(self, status: int, method: str, path: str, message: str) -> None:
         super().__init__(f"{method} {path}: HTTP {status}: {message}")
         self.status = status
+        self.detail = status_message(message)
+
+
+def status_message(text: str) -> str:
+    """The `message` of a metav1.Status response body, else the body itself (shortened)."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text[:500]
+    return str(body.get("message") or text)[:500] if isinstance(body, dict) else text[:500]
 
 
 @dataclass(frozen=True)
@@ -174,15 +188,28 @@ class KubeClient:
                 return None
             raise
 
-    async def apply(self, manifest: Mapping[str, Any]) -> ApplyResult:
-        """Server-side apply `manifest` (stamped with its hash) unless the live object still matches it."""
+    async def current(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The live object `manifest` describes, or None."""
+        meta = manifest["metadata"]
+        return await self.get(manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"])
+
+    async def apply(
+        self, manifest: Mapping[str, Any], dry_run: bool = False, current: Any = ...
+    ) -> ApplyResult:
+        """Server-side apply `manifest` (stamped with its hash) unless the live object still matches it.
+
+        `dry_run`: the API server validates and admits it (dryRun=All) but stores nothing.
+        `current`: the live object when the caller read it already (None: absent)."""
         api_version, kind, meta = manifest["apiVersion"], manifest["kind"], manifest["metadata"]
-        current = await self.get(api_version, kind, meta.get("namespace"), meta["name"])
+        if current is ...:
+            current = await self.current(manifest)
         if current is not None and not needs_apply(manifest, current):
             return ApplyResult("unchanged", current)
         manifest = stamped(manifest)
         path = object_path(api_version, kind, meta.get("namespace"), meta["name"])
         params = {"fieldManager": self._field_manager, "force": "true"}
+        if dry_run:
+            params["dryRun"] = "All"
         headers = {"Content-Type": "application/apply-patch+yaml"}  # JSON is YAML
         try:
             obj = await self._call(
@@ -197,6 +224,21 @@ class KubeClient:
                 "create", api_version, kind, "POST", collection, json=manifest, params=params
             )
         return ApplyResult("created" if current is None else "updated", obj)
+
+    async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, uid: str) -> bool:
+        """Delete the object if its controller owner reference is `uid` (never a stranger's object of the
+        same name); True when it was deleted."""
+        current = await self.get(api_version, kind, namespace, name)
+        refs = (current or {}).get("metadata", {}).get("ownerReferences", [])
+        if not any(ref.get("uid") == uid and ref.get("controller") for ref in refs):
+            return False
+        path = object_path(api_version, kind, namespace, name)
+        try:
+            await self._call("delete", api_version, kind, "DELETE", path)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+        return True
 
     async def list_nodes(self) -> list[dict[str, Any]] | None:
         """All nodes, or None when the operator may not list them (placement checks are then skipped)."""

@@ -1,7 +1,8 @@
 """The one reconcile pass, used by create, update, resume, the drift timer and child events.
 
-validate → check nodes and secrets → render → apply → compute status → write status once. Idempotent:
-a second pass over an unchanged world applies nothing and writes nothing.
+validate → check nodes and secrets → render → dry-run every change → apply → prune → compute status →
+write status once (an Event when the phase or its reason changes). Idempotent: a second pass over an
+unchanged world applies nothing and writes nothing.
 """
 
 from __future__ import annotations
@@ -14,17 +15,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hybrid_operator.apply import ChildRejected, apply_all
 from hybrid_operator.config import OperatorConfig
-from hybrid_operator.kube import ApplyResult, KubeClient, KubeError
+from hybrid_operator.kube import ApplyResult, KubeClient
 from hybrid_operator.models import HybridInference, parse
-from hybrid_operator.placement import NodeFacts, NodePlacement, resolve_placement
+from hybrid_operator.placement import HeldPlacement, NodePlacement, hold_placement
 from hybrid_operator.render import render
 from hybrid_operator.render_common import DECODE, PREFILL, child_name
+from hybrid_operator.render_network import service_monitor
 from hybrid_operator.status import RoleState, invalid_status, ready_status
+from hybrid_operator.validation import SpecProblem, check_spec
 
 logger = logging.getLogger(__name__)
 TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
 STATUS_FIELDS = ("phase", "observedGeneration", "conditions", "placement", "prediction", "endpoints")
+# InvalidSpec reasons that only a spec change can clear (not retried by the resync timer).
+PERMANENT_REASONS = ("ChildRejected",)
+__all__ = ["SpecProblem", "apply_all", "reconcile"]  # SpecProblem, apply_all: moved, still importable here
 
 
 @dataclass(frozen=True)
@@ -33,14 +40,6 @@ class Outcome:
 
     status: dict[str, Any]
     changes: tuple[str, ...] = ()
-
-
-class SpecProblem(Exception):
-    """The spec passed the schema but cannot work here; `reason` becomes the InvalidSpec reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def now_iso() -> str:
@@ -60,15 +59,20 @@ def describe_errors(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
-async def check_world(kube: KubeClient, cr: HybridInference) -> NodePlacement:
-    """NodePlacement on the current nodes, and the TLS Secret; raises SpecProblem when either cannot work."""
+async def check_world(
+    kube: KubeClient, cr: HybridInference, previous: Mapping[str, Any] | None = None
+) -> HeldPlacement:
+    """Where each role runs on the current nodes (the last good placement kept when its nodes are
+    unavailable), and the TLS Secret; raises SpecProblem when either cannot work."""
     nodes = await kube.list_nodes()
     if nodes is None:
-        placement = NodePlacement(("?",), ("?",), reason="nodes not readable: placement not checked")
+        held = HeldPlacement(
+            NodePlacement(("?",), ("?",), reason="nodes not readable: placement not checked")
+        )
     else:
-        placement = resolve_placement(cr.spec, [NodeFacts.from_node(n) for n in nodes])
-        if placement.problems:
-            raise SpecProblem("NoMatchingNode", "; ".join(placement.problems))
+        held = hold_placement(cr.spec, nodes, previous or {}, cr.metadata.generation)
+        if held.placement.problems:
+            raise SpecProblem("NoMatchingNode", "; ".join(held.placement.problems))
     tls = cr.spec.kv_transfer.tls
     if tls.enabled and tls.secret_name:
         keys = await kube.get_secret_keys(cr.namespace, tls.secret_name)
@@ -79,20 +83,22 @@ async def check_world(kube: KubeClient, cr: HybridInference) -> NodePlacement:
         missing = [key for key in TLS_KEYS if key not in keys]
         if missing:
             raise SpecProblem("TLSSecretIncomplete", f"Secret {tls.secret_name!r} lacks {', '.join(missing)}")
-    return placement
+    return held
 
 
-async def apply_all(kube: KubeClient, manifests: Sequence[Mapping[str, Any]]) -> list[ApplyResult]:
-    """Apply in order; a missing ServiceMonitor CRD skips that object instead of failing the pass."""
-    results = []
-    for manifest in manifests:
-        try:
-            results.append(await kube.apply(manifest))
-        except KubeError as exc:
-            if manifest["kind"] != "ServiceMonitor" or exc.status != 404:
-                raise
-            logger.warning("ServiceMonitor skipped: the monitoring.coreos.com CRDs are not installed")
-    return results
+async def prune(kube: KubeClient, cr: HybridInference) -> list[str]:
+    """Delete children the spec no longer asks for (only ones this resource owns)."""
+    if cr.spec.metrics.service_monitor or not cr.metadata.uid:
+        return []
+    monitor = service_monitor(cr)
+    deleted = await kube.delete_owned(
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        cr.namespace,
+        monitor["metadata"]["name"],
+        cr.metadata.uid,
+    )
+    return [f"deleted ServiceMonitor {monitor['metadata']['name']}"] if deleted else []
 
 
 def _roles(cr: HybridInference, results: Sequence[ApplyResult]) -> tuple[RoleState, RoleState]:
@@ -117,21 +123,44 @@ async def _write(
         await kube.patch_status(meta.get("namespace") or "default", meta["name"], complete)
     if changes:
         await kube.post_event(body, "Applied", "; ".join(changes))
-    if previous.get("phase") != status["phase"]:
+    said, before = _phase_says(status), _phase_says(previous)
+    if said != before:
         warning = status["phase"] in ("Degraded", "Invalid")
-        message = next(
-            c["message"] for c in status["conditions"] if c["type"] == _phase_condition(status["phase"])
-        )
-        await kube.post_event(body, status["phase"], message, warning=warning)
+        await kube.post_event(body, said[1] if warning else status["phase"], said[2], warning=warning)
     return Outcome(status, tuple(changes))
+
+
+def _phase_says(status: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(phase, reason, message) of the condition behind the phase: a new one posts an Event."""
+    phase = status.get("phase") or ""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == _phase_condition(phase):
+            return phase, str(cond.get("reason")), str(cond.get("message"))
+    return phase, "", ""
 
 
 def _phase_condition(phase: str) -> str:
     return {"Invalid": "InvalidSpec", "Degraded": "Degraded"}.get(phase, "Ready")
 
 
-async def reconcile(kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig) -> Outcome:
-    """One pass over one HybridInference object body (as the API returned it)."""
+def _rejected_at(previous: Mapping[str, Any], generation: int | None) -> bool:
+    """Whether the status already reports a permanent rejection of this very generation."""
+    conditions: list[dict[str, Any]] = previous.get("conditions") or []
+    invalid = next((c for c in conditions if c.get("type") == "InvalidSpec"), {})
+    return (
+        invalid.get("status") == "True"
+        and invalid.get("reason") in PERMANENT_REASONS
+        and previous.get("observedGeneration") == generation
+    )
+
+
+async def reconcile(
+    kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, retry_rejected: bool = True
+) -> Outcome:
+    """One pass over one HybridInference object body (as the API returned it).
+
+    `retry_rejected=False` (resync timer, child events): a generation whose children the API server
+    rejected is left alone until the spec changes, instead of being resent every period."""
     previous = body.get("status") or {}
     generation = body.get("metadata", {}).get("generation")
     if body.get("metadata", {}).get("deletionTimestamp"):
@@ -142,16 +171,24 @@ async def reconcile(kube: KubeClient, body: Mapping[str, Any], config: OperatorC
     except ValidationError as exc:
         status = invalid_status(generation, "SchemaViolation", describe_errors(exc), previous, now_iso())
         return await _write(kube, body, status, ())
+    if not retry_rejected and _rejected_at(previous, generation):
+        return Outcome(dict(previous))
     try:
-        placement = await check_world(kube, cr)
+        check_spec(cr)
+        held = await check_world(kube, cr, previous)
+        results = await apply_all(kube, render(cr, held.placement, config))
     except SpecProblem as problem:
         status = invalid_status(generation, problem.reason, str(problem), previous, now_iso())
         return await _write(kube, body, status, ())
-    results = await apply_all(kube, render(cr, placement, config))
+    except ChildRejected as rejected:
+        message = f"the API server rejected {rejected}; fix the spec (nothing was created or changed)"
+        status = invalid_status(generation, "ChildRejected", message, previous, now_iso())
+        return await _write(kube, body, status, ())
     changes = [
         f"{r.action} {r.obj.get('kind')} {r.obj['metadata']['name']}"
         for r in results
         if r.action != "unchanged"
     ]
-    status = ready_status(cr, placement, _roles(cr, results), previous, now_iso())
+    changes += await prune(kube, cr)
+    status = ready_status(cr, held.placement, _roles(cr, results), previous, now_iso(), held.degraded)
     return await _write(kube, body, status, changes)

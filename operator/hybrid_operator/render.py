@@ -13,6 +13,7 @@ from hybrid_operator.render_network import (
     service_monitor,
 )
 from hybrid_operator.render_workers import decode_deployment, prefill_deployment
+from hybrid_operator.validation import resolved_dtype
 
 
 def with_placement(cr: HybridInference, placement: NodePlacement) -> HybridInference:
@@ -25,9 +26,15 @@ def with_placement(cr: HybridInference, placement: NodePlacement) -> HybridInfer
     return cr.model_copy(update={"spec": spec})
 
 
+def with_resolved_dtype(cr: HybridInference) -> HybridInference:
+    """The resource with `model.dtype` explicit, the same for both roles (validation.resolved_dtype)."""
+    model = cr.spec.model.model_copy(update={"dtype": resolved_dtype(cr)})
+    return cr.model_copy(update={"spec": cr.spec.model_copy(update={"model": model})})
+
+
 def render(cr: HybridInference, placement: NodePlacement, config: OperatorConfig) -> list[Manifest]:
     """All children in apply order: the NetworkPolicy before the pods it protects, Services, Deployments."""
-    placed = with_placement(cr, placement)
+    placed = with_placement(with_resolved_dtype(cr), placement)
     manifests = [
         prefill_network_policy(placed),
         prefill_service(placed),

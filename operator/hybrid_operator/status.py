@@ -98,11 +98,15 @@ def invalid_status(
     return status
 
 
-def _phase(prefill: RoleState, decode: RoleState, previous: Mapping[str, Any]) -> tuple[str, bool, str]:
-    """(phase, degraded, degraded message)."""
+def _phase(
+    prefill: RoleState, decode: RoleState, previous: Mapping[str, Any], held: str | None = None
+) -> tuple[str, bool, str]:
+    """(phase, degraded, degraded message); `held`: why the placement is kept despite its nodes."""
+    failures = [f"{s.role}: {s.failure}" for s in (prefill, decode) if s.failure]
+    if held is not None:
+        return "Degraded", True, "; ".join([held, *failures])
     if prefill.ready and decode.ready:
         return "Ready", False, "both roles available"
-    failures = [f"{s.role}: {s.failure}" for s in (prefill, decode) if s.failure]
     if failures:
         return "Degraded", True, "; ".join(failures)
     if previous.get("phase") in ("Ready", "Degraded"):
@@ -117,16 +121,20 @@ def ready_status(
     roles: tuple[RoleState, RoleState],
     previous: Mapping[str, Any],
     now: str,
+    held: str | None = None,
 ) -> dict[str, Any]:
-    """Status of a valid spec whose children were applied: phase, conditions, placement, endpoints."""
+    """Status of a valid spec whose children were applied: phase, conditions, placement, endpoints.
+
+    `held`: the placement's nodes are unavailable and it is kept anyway (Degraded, NodeUnavailable)."""
     prefill, decode = roles
-    phase, degraded, degraded_message = _phase(prefill, decode, previous)
+    phase, degraded, degraded_message = _phase(prefill, decode, previous, held)
     both = prefill.ready and decode.ready
+    degraded_reason = "NodeUnavailable" if held else "Degraded" if degraded else "AsExpected"
     wanted = {
         "Ready": (both, "Available" if both else "NotAvailable", degraded_message),
         "PrefillReady": prefill.condition(),
         "DecodeReady": decode.condition(),
-        "Degraded": (degraded, "Degraded" if degraded else "AsExpected", degraded_message),
+        "Degraded": (degraded, degraded_reason, degraded_message),
         "InvalidSpec": (False, "Valid", "spec accepted"),
     }
     generation = cr.metadata.generation

@@ -16,21 +16,59 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import kmock
 import yaml
 
 CRD_RESOURCE = "hybridinference.dev/v1alpha1/hybridinferences"
+VERBS = {"get", "list", "watch", "create", "patch", "delete"}
+# CRDs of optional kinds the operator creates (kmock's bundle has only built-in resources).
+OPTIONAL_RESOURCES = {
+    "monitoring.coreos.com/v1/servicemonitors": ("ServiceMonitor", "servicemonitor"),
+    "cert-manager.io/v1/certificates": ("Certificate", "certificate"),
+}
+
+
+class ApiServerEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus two things a real API server does and kmock does not: `dryRun=All`
+    (validate, store nothing: answered with the request's object) and validation failures (422 for
+    any create/patch of an object named in `invalid`, as the API server answers an invalid child)."""
+
+    invalid: dict[str, str] = {}  # noqa: RUF012 (set per instance in EmulatedCluster._serve)
+
+    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        if request.method in ("POST", "PATCH", "PUT") and isinstance(request.data, dict):
+            name = request.data.get("metadata", {}).get("name") or request.name
+            if name in self.invalid:
+                status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 422}
+                status.update(reason="Invalid", message=self.invalid[name])
+                return aiohttp.web.json_response(status, status=422)
+            if request.params.get("dryRun") == "All":
+                return aiohttp.web.json_response(request.data)
+        response: aiohttp.web.StreamResponse = await super()._handle(request)
+        return response
 
 
 class EmulatedCluster:
     """A running kmock KubernetesEmulator with our CRD's resource declared; sync HTTP helpers."""
 
-    def __init__(self, missing: tuple[str, ...] = (), expired_token: str | None = None) -> None:
+    def __init__(
+        self,
+        missing: tuple[str, ...] = (),
+        expired_token: str | None = None,
+        invalid: dict[str, str] | None = None,
+        crd_installed: bool = True,
+    ) -> None:
         """`missing`: resources ("group/version/plural") whose CRD is not installed: every call gets 404.
-        `expired_token`: a bearer token the API answers 401 to, as it does once a token has expired."""
+        `expired_token`: a bearer token the API answers 401 to, as it does once a token has expired.
+        `invalid`: child name -> the API server's 422 message for any create or patch of it.
+        `crd_installed=False`: our CRD is not served until `install_crd()`."""
         self.url = ""
         self._missing = missing
         self._expired_token = expired_token
+        self._invalid = dict(invalid or {})
+        self._crd_installed = crd_installed
+        self.emulator: ApiServerEmulator | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -39,16 +77,17 @@ class EmulatedCluster:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+        async with ApiServerEmulator() as emulator, kmock.Server(emulator) as server:
+            self.emulator = emulator
+            emulator.invalid = self._invalid
             emulator.resources.load_bundled()
-            emulator.resources[CRD_RESOURCE] = kmock.ResourceInfo(
-                kind="HybridInference",
-                singular="hybridinference",
-                namespaced=True,
-                shortnames={"hinf"},
-                verbs={"get", "list", "watch", "create", "patch", "delete"},
-                subresources={"status"},
-            )
+            if self._crd_installed:
+                self._declare_crd()
+            for resource, (kind, singular) in OPTIONAL_RESOURCES.items():
+                if resource not in self._missing:
+                    emulator.resources[resource] = kmock.ResourceInfo(
+                        kind=kind, singular=singular, namespaced=True, verbs=VERBS
+                    )
             for resource in self._missing:
                 emulator[kmock.resource(resource)] << kmock.KubernetesResourceNotFoundError
             if self._expired_token:
@@ -57,6 +96,29 @@ class EmulatedCluster:
             self.url = str(server.url).rstrip("/")
             self._ready.set()
             await self._stop.wait()
+
+    def _declare_crd(self) -> None:
+        assert self.emulator is not None
+        self.emulator.resources[CRD_RESOURCE] = kmock.ResourceInfo(
+            kind="HybridInference",
+            singular="hybridinference",
+            namespaced=True,
+            shortnames={"hinf"},
+            verbs=VERBS,
+            subresources={"status"},
+        )
+
+    def install_crd(self) -> None:
+        """Start serving our CRD's resource, as `kubectl apply -f crds/` does on a running cluster."""
+        assert self._loop is not None
+        done = threading.Event()
+        self._loop.call_soon_threadsafe(lambda: (self._declare_crd(), done.set()))
+        done.wait(timeout=10)
+
+    def requests_to(self, path: str) -> list[Any]:
+        """Every request the emulator received whose URL path is `path` (kmock records them)."""
+        assert self.emulator is not None
+        return [r for r in list(self.emulator._requests) if r.url.path == path]
 
     def start(self) -> EmulatedCluster:
         """Start serving; returns once the URL is known."""

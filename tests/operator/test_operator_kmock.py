@@ -245,3 +245,18 @@ def test_selector_matching_no_node_is_reported_and_builds_nothing(
     assert invalid["reason"] == "NoMatchingNode"
     assert "mac-that-never-joined" in invalid["message"]
     assert child(cluster, DEPLOYMENTS, "nowhere-prefill") is None
+
+
+def test_the_child_watch_sends_its_label_selector_to_the_api_server(
+    cluster: EmulatedCluster, operator: KopfRunner
+) -> None:
+    # kopf filters `labels=` of a handler in the operator; only settings.watching.label_selectors
+    # reach the API server, so every Deployment in the namespace would otherwise be streamed.
+    requests = wait_for(
+        "the Deployment list and watch",
+        lambda: [r for r in cluster.requests_to(DEPLOYMENTS) if r.method == "GET"],
+    )
+    selectors = {r.params.get("labelSelector") for r in requests}
+    assert selectors == {
+        "app.kubernetes.io/managed-by=hybrid-inference-operator,app.kubernetes.io/name=hybrid-inference"
+    }

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from crd_schema import ROOT
 from helm_render import chart_objects, render_chart
-from hybrid_operator import kube
+from hybrid_operator import kube, reconcile
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
 from hybrid_operator.placement import NodePlacement
@@ -46,16 +46,22 @@ def declared(namespaced: bool | None = None) -> set[Rule]:
 
 
 def literal_calls() -> set[Rule]:
-    """Rules of the literal `self._call("verb", _, "Kind", ...)` and `self.get(_, "Kind", ...)` in kube.py."""
+    """Rules of the literal `self._call("verb", _, "Kind", ...)`, `self.get(_, "Kind", ...)` in kube.py and
+    `delete_owned(_, "Kind", ...)` anywhere in the operator (deletions are named at the call site)."""
     used = set()
-    for node in ast.walk(ast.parse(inspect.getsource(kube))):
+    nodes = [(m, n) for m in (kube, reconcile) for n in ast.walk(ast.parse(inspect.getsource(m)))]
+    for module, node in nodes:
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         args = [a.value if isinstance(a, ast.Constant) else None for a in node.args]
+        if module is not kube and node.func.attr != "delete_owned":
+            continue
         if node.func.attr == "_call" and isinstance(args[0], str) and isinstance(args[2], str):
             verb, kind, sub = args[0], args[2], _subresource(node)
         elif node.func.attr == "get" and len(args) >= 2 and isinstance(args[1], str):
             verb, kind, sub = "get", args[1], ""
+        elif node.func.attr == "delete_owned" and len(args) >= 2 and isinstance(args[1], str):
+            verb, kind, sub = "delete", args[1], ""
         else:
             continue
         group, plural = next(v for (_, k), v in kube.KINDS.items() if k == kind)

@@ -148,7 +148,9 @@ async def test_an_invalid_spec_removes_stale_placement_from_status(
 ) -> None:
     create(cluster, "stale", {})
     assert "placement" in (await run(cluster, client, "stale")).status
-    cluster.patch(f"{HINF}/stale", {"spec": {"decode": {"nodeSelector": {"zone": "nowhere"}}}})
+    # A spec change (the API server bumps generation; kmock does not, so the test does).
+    change = {"metadata": {"generation": 2}, "spec": {"decode": {"nodeSelector": {"zone": "nowhere"}}}}
+    cluster.patch(f"{HINF}/stale", change)
     await run(cluster, client, "stale")
     status = cluster.get(f"{HINF}/stale")["status"]
     assert status["phase"] == "Invalid"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +25,40 @@ def prefill_server(tiny_lm) -> Iterator:  # -> RunningServer
 
 
 @pytest.fixture(scope="module")
-def profile_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def calibration(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The profile file of one calibrate run (float32 and float16, 2 repeats) and its stderr."""
     out = tmp_path_factory.mktemp("calibrate") / "box.json"
-    args = ["calibrate", "--out", str(out), "--device", "cpu", "--dtypes", "float32", "--shape", "demo-bench"]
-    assert main([*args, "--budget-seconds", "0.05", "--id", "box"]) == 0
-    return out
+    args = ["calibrate", "--out", str(out), "--device", "cpu", "--dtypes", "float32,float16"]
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = main(
+            [*args, "--shape", "demo-bench", "--budget-seconds", "0.05", "--id", "box", "--repeats", "2"]
+        )
+    assert code == 0
+    return out, stderr.getvalue()
+
+
+@pytest.fixture(scope="module")
+def profile_file(calibration: tuple[Path, str]) -> Path:
+    return calibration[0]
+
+
+def test_calibrate_reports_progress_and_the_spread_of_its_repeats(calibration: tuple[Path, str]) -> None:
+    path, stderr = calibration
+    data = json.loads(path.read_text())
+    assert data["repeats"] == 2
+    assert set(data["spread"]) >= {"matmul float32", "decode GEMVs float16", "layer overhead"}
+    assert all(value >= 0 for value in data["spread"].values())
+    # One progress line per measurement, counted, with both repeats' values.
+    lines = [line for line in stderr.splitlines() if line.startswith("calibrate [")]
+    assert len(lines) == 3 * 2 + 3 and lines[-1].startswith("calibrate [9/9] KV")
+    assert "largest spread over 2 repeats" in stderr
+
+
+def test_the_default_dtype_of_plan_is_measured(calibration: tuple[Path, str]) -> None:
+    box = device_profile(str(calibration[0]))
+    plan = make_plan(model_shape("demo-tiny"), [box], link_profile("loopback"), Request(64, 8))  # float16
+    assert plan.best.decode_tokens_per_second > 0
 
 
 def test_the_profile_holds_positive_measured_rates(profile_file: Path) -> None:

@@ -1,8 +1,10 @@
 """Measure this machine for the planner: dense matmul rate, memory read bandwidth, per-layer overhead.
 
 Each measurement repeats its operation for a time budget and keeps the median call, so a brief
-disturbance does not set the number. The result is a device profile in the planner's JSON shape
-(`hybrid_operator.planner.hardware.device_from_dict` reads it back).
+disturbance does not set the number; the whole set runs `repeats` times and the profile keeps each
+number's median with its spread ((max - min) / median), so a run on a busy machine shows itself. The
+result is a device profile in the planner's JSON shape (`hybrid_operator.planner.hardware.device_from_dict`
+reads it back).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -33,6 +36,9 @@ class Sizes:
 
 SIZES = {
     "cpu": Sizes((1024, 2048, 2048), 256 << 20, 64 << 20),
+    # float16 matmuls on most CPUs are converted element by element (no native fp16 GEMM): a quarter
+    # of the rows keeps one call near a second instead of minutes.
+    "cpu-float16": Sizes((256, 2048, 2048), 64 << 20, 64 << 20),
     "cuda": Sizes((8192, 8192, 8192), 1 << 30, 512 << 20),
     "mps": Sizes((4096, 4096, 4096), 512 << 20, 256 << 20),
 }
@@ -45,12 +51,25 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def _sizes(device: torch.device, dtype: torch.dtype | None = None) -> Sizes:
+    if device.type == "cpu" and dtype == torch.float16:
+        return SIZES["cpu-float16"]
+    return SIZES[device.type]
+
+
 def median_seconds(
     fn: Callable[[], object], device: torch.device, budget: float, min_calls: int = 3
 ) -> float:
-    """Median wall time of `fn()` over repeated calls for about `budget` seconds (after one warm-up)."""
+    """Median wall time of `fn()` over repeated calls for about `budget` seconds (after one warm-up).
+
+    A warm-up that alone exceeds the budget is followed by one timed call only, so a slow dtype on a
+    slow machine costs two calls, not `min_calls`.
+    """
+    start = time.perf_counter()
     fn()
     _sync(device)
+    if time.perf_counter() - start > budget:
+        min_calls = 1
     times: list[float] = []
     deadline = time.perf_counter() + budget
     while len(times) < min_calls or time.perf_counter() < deadline:
@@ -63,7 +82,7 @@ def median_seconds(
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, budget: float) -> float:
     """Dense matmul TFLOP/s at a prefill-like shape (2·m·k·n FLOPs per call)."""
-    m, k, n = SIZES[device.type].gemm
+    m, k, n = _sizes(device, dtype).gemm
     a = torch.randn(m, k, device=device).to(dtype)  # [m, k] activations
     b = torch.randn(k, n, device=device).to(dtype)  # [k, n] weights
     with torch.no_grad():
@@ -105,7 +124,7 @@ def _stream_rate(
 ) -> float:
     """Bytes/s of one-token F.linear passes over copies of `matrices` (enough to leave the caches)."""
     once = sum(out * inp for out, inp in matrices) * torch.empty((), dtype=dtype).element_size()
-    copies = max(1, -(-SIZES[device.type].stream_bytes // once))
+    copies = max(1, -(-_sizes(device, dtype).stream_bytes // once))
     # Filled with a constant, not empty: untouched or denormal memory would flatter or slow the pass.
     weights = [torch.full(m, 0.01, device=device, dtype=dtype) for _ in range(copies) for m in matrices]
     inputs = {inp: torch.full((1, inp), 0.01, device=device, dtype=dtype) for _, inp in matrices}  # [1, in]
@@ -211,18 +230,64 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({device.type}, {threads} torch threads)"
 
 
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    """Progress sink that prints nothing."""
+
+
+@dataclass
+class _Runs:
+    """Repeats of each measurement: median and spread by name, progress lines as they finish."""
+
+    repeats: int
+    progress: Progress
+    total: int  # measurements per repeat, for the [i/n] counter
+    done: int = 0
+    spread: dict[str, float] | None = None
+
+    def take(self, name: str, measure: Callable[[], float], unit: str) -> float:
+        """Run `measure` `repeats` times; report and return the median (spread kept under `name`)."""
+        values = [measure() for _ in range(self.repeats)]
+        middle = statistics.median(values)
+        spread = (max(values) - min(values)) / middle if middle > 0 and middle != float("inf") else 0.0
+        self.spread = {**(self.spread or {}), name: round(spread, 4)}
+        self.done += 1
+        shown = ", ".join(f"{v:.4g}" for v in values)
+        self.progress(f"calibrate [{self.done}/{self.total}] {name}: {middle:.4g} {unit} ({shown})")
+        return middle
+
+
 def measure_profile(
-    device: torch.device, dtypes: list[str], budget: float, name: str, shape: ModelShape, rows: int = 512
+    device: torch.device,
+    dtypes: list[str],
+    budget: float,
+    name: str,
+    shape: ModelShape,
+    rows: int = 512,
+    repeats: int = 1,
+    progress: Progress = _quiet,
 ) -> dict[str, Any]:
-    """A device profile (planner JSON) measured on `device`; `budget` seconds per measurement. Peak:
-    a square-ish GEMM; sustained prefill and decode rates: on `shape`'s matrices (`rows` prompt tokens)."""
-    kinds = {dtype: TORCH_DTYPES[DType(dtype)] for dtype in dtypes}
-    peak = {dtype: matmul_tflops(device, kind, budget) for dtype, kind in kinds.items()}
-    tflops = {dtype: prefill_tflops(device, kind, budget, shape, rows) for dtype, kind in kinds.items()}
-    decode = {dtype: decode_gbps(device, kind, budget, shape) for dtype, kind in kinds.items()}
-    read = read_gbps(device, budget)
-    overhead = layer_overhead_seconds(device, 2 * budget)
-    kv = kv_gbps(device, 2 * budget)
+    """A device profile (planner JSON) measured on `device`; `budget` seconds per measurement, each
+    measurement `repeats` times (median kept, spread recorded). Peak: a square-ish GEMM; sustained
+    prefill and decode rates: on `shape`'s matrices (`rows` prompt tokens). `progress` gets one line per
+    finished measurement."""
+    runs = _Runs(repeats, progress, total=3 * len(dtypes) + 3)
+    peak, tflops, decode = {}, {}, {}
+    for d in dtypes:
+        dtype = TORCH_DTYPES[DType(d)]
+        peak[d] = runs.take(f"matmul {d}", partial(matmul_tflops, device, dtype, budget), "TFLOP/s")
+    for d in dtypes:
+        measure = partial(prefill_tflops, device, TORCH_DTYPES[DType(d)], budget, shape, rows)
+        tflops[d] = runs.take(f"prefill GEMMs {d}", measure, "TFLOP/s")
+    for d in dtypes:
+        decode[d] = runs.take(
+            f"decode GEMVs {d}", partial(decode_gbps, device, TORCH_DTYPES[DType(d)], budget, shape), "GB/s"
+        )
+    read = runs.take("read", partial(read_gbps, device, budget), "GB/s")
+    overhead = runs.take("layer overhead", partial(layer_overhead_seconds, device, 2 * budget), "s")
+    kv = runs.take("KV", partial(kv_gbps, device, 2 * budget), "GB/s")
     rounded = {dtype: round(rate, 5) for dtype, rate in tflops.items()}
     when = time.strftime("%Y-%m-%d %H:%M:%S")
     return {
@@ -240,10 +305,12 @@ def measure_profile(
         "layer_overhead_seconds": round(overhead, 7),
         **({"kv_gbps": round(kv, 3)} if kv != float("inf") else {}),
         "measured": True,
+        "repeats": repeats,
+        "spread": runs.spread or {},
         "source": (
             f"hybrid-inference calibrate on {platform.node()} at {when}: torch {torch.__version__} "
             f"peak: matmul {SIZES[device.type].gemm}; prefill GEMMs ({rows} rows) and decode GEMVs on "
             f"{shape.name}'s matrix shapes; "
-            f"sum-reduction read {read:.1f} GB/s, median of repeats"
+            f"sum-reduction read {read:.1f} GB/s, median of {repeats} repeats"
         ),
     }

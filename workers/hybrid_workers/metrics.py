@@ -96,6 +96,18 @@ requests_total = Counter(
 )
 requests_running = Gauge(PREFIX + "requests_running", "Requests holding a scheduler slot now", _MODEL)
 requests_waiting = Gauge(PREFIX + "requests_waiting", "Requests queued for a scheduler slot now", _MODEL)
+# Capacity of the batched decode engine (decode/batch_loop.py, decode/kv_budget.py).
+batch_size = Gauge(
+    PREFIX + "batch_size", "Sequences in the decode batch now (one forward pass per step)", _MODEL
+)
+kv_cache_usage_ratio = Gauge(
+    PREFIX + "kv_cache_usage_ratio",
+    "KV cache bytes reserved by admitted sequences (prompt + max_tokens each) / --kv-cache-bytes",
+    _MODEL,
+)
+kv_cache_budget_bytes = Gauge(
+    PREFIX + "kv_cache_budget_bytes", "KV cache budget of the decode worker (--kv-cache-bytes)", _MODEL
+)
 prefill_fallback_total = Counter(
     PREFIX + "prefill_fallback_total",
     "Long prompts prefilled locally because remote prefill failed (see metrics.FallbackReason)",

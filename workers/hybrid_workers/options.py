@@ -10,11 +10,6 @@ from enum import StrEnum
 from hybrid_workers.enums import Device, DType, env_name
 
 
-def env_default(flag: str, default: object = None) -> object:
-    """The flag's default: its environment variable when set, else `default`."""
-    return os.environ.get(env_name(flag), default)
-
-
 def choice_of(members: Iterable[StrEnum]) -> Callable[[str], StrEnum]:
     """An argparse `type` for a closed choice (a StrEnum, or some of its members) whose error names the
     value and every valid one."""
@@ -33,19 +28,23 @@ def add_option(
     flag: str,
     *,
     default: object = None,
+    env: str | None = None,
     choices: type[StrEnum] | tuple[StrEnum, ...] | None = None,
     **kwargs: object,
 ) -> None:
-    """Add `flag` whose default comes from its HYBRID_INFERENCE_* variable; the help text names it.
+    """Add `flag` whose default comes from its environment variable (`env`, else HYBRID_INFERENCE_<FLAG>);
+    the help text names it.
 
     `choices` is a StrEnum or a tuple of its members: the value parses to its member, and a bad value is
     refused with the valid ones named.
     """
+    variable = env or env_name(flag)
     help_text = str(kwargs.pop("help", ""))
-    help_text = f"{help_text} [env {env_name(flag)}; default: %(default)s]".strip()
+    help_text = f"{help_text} [env {variable}; default: %(default)s]".strip()
     if choices is not None:
         kwargs.update(type=choice_of(choices), metavar="{" + ",".join(m.value for m in choices) + "}")
-    parser.add_argument(flag, default=env_default(flag, default), help=help_text, **kwargs)  # type: ignore[arg-type]
+    value = os.environ.get(variable, default)
+    parser.add_argument(flag, default=value, help=help_text, **kwargs)  # type: ignore[arg-type]
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

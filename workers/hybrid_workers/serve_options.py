@@ -25,6 +25,11 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def positive_int_or_auto(text: str) -> str:
+    """An argparse `type`: `auto` or an integer ≥ 1 (passed on as given)."""
+    return text if text.strip() == "auto" else str(positive_int(text))
+
+
 def positive_seconds(text: str) -> float:
     """An argparse `type`: a number of seconds > 0, refused with the value otherwise."""
     try:
@@ -65,7 +70,17 @@ FORWARDED: dict[str, Forwarded] = {
         "when the prefill worker fails: local (prefill on the decode worker) or fail (503)",
         choices=Fallback,
     ),
-    "--max-concurrency": Forwarded(("decode",), "requests the decode worker runs at once", positive_int),
+    "--max-concurrency": Forwarded(
+        ("decode",),
+        "requests the decode worker runs at once (its largest batch; auto: by device)",
+        positive_int_or_auto,
+    ),
+    "--kv-cache-bytes": Forwarded(
+        ("decode",), "KV memory of the decode worker's batch, e.g. 4G (auto: from free memory)"
+    ),
+    "--prefill-chunk-tokens": Forwarded(
+        ("decode",), "local prefill chunk between two decode steps (bounds inter-token latency)", positive_int
+    ),
     "--max-queue": Forwarded(
         ("decode",), "requests that may wait for a slot; beyond it the API answers 429", non_negative_int
     ),

@@ -23,13 +23,19 @@ DEMO_SHAPE = "demo-tiny"  # the workers' embedded demo model (no model.source)
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
-def planner_request(spec: HybridInferenceSpec) -> Request:
-    """The request shape to plan for: spec.placement's lengths, the model dtype, the KV compression."""
+def planner_request(spec: HybridInferenceSpec, max_context: int | None = None) -> Request:
+    """The request shape to plan for: spec.placement's lengths (defaults fitted into the model's
+    context `max_context`), the model dtype, the KV compression."""
     dtype = spec.model.dtype.value
     if dtype == "auto":
         dtype = "float32" if spec.model.source is None else "bfloat16"
-    prompt = spec.placement.prompt_tokens or DEFAULT_PROMPT_TOKENS
     output = spec.placement.output_tokens or DEFAULT_OUTPUT_TOKENS
+    if max_context is not None and not spec.placement.output_tokens:
+        output = min(output, max_context // 4)
+    default_prompt = (
+        DEFAULT_PROMPT_TOKENS if max_context is None else min(DEFAULT_PROMPT_TOKENS, max_context - output)
+    )
+    prompt = spec.placement.prompt_tokens or default_prompt
     return Request(prompt, output, dtype, spec.kv_transfer.compression.value)
 
 
@@ -69,7 +75,12 @@ def resolve_auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> NodeP
         shape = model_shape(spec.model.source or DEMO_SHAPE)
         link = link_profile(spec.placement.link or DEFAULT_LINK)
         plan = plan_placement(
-            nodes, shape, planner_request(spec), link, spec.kv_transfer.mode.value, roles=_roles(spec, nodes)
+            nodes,
+            shape,
+            planner_request(spec, shape.max_context),
+            link,
+            spec.kv_transfer.mode.value,
+            roles=_roles(spec, nodes),
         )
     except NoPlacementError as exc:
         problem = f"placement.mode auto: {exc}"

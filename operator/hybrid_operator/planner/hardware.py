@@ -19,6 +19,13 @@ from hybrid_workers.enums import CONCRETE_DTYPES
 from hybrid_operator.planner.errors import PlannerError
 
 DTYPES = tuple(CONCRETE_DTYPES)  # the rates a profile may list
+# Keys of peak_tflops / sustained_tflops: the model dtypes, plus the fp8/fp4 tensor-core rates that
+# fp8 / nvfp4 weights use where the device has them.
+COMPUTE_KEYS = (*DTYPES, "fp8", "fp4")
+# Share of memory held back from weights + KV by default, per kind: CUDA context, activations and
+# allocator slack on GPUs (vLLM's default gpu_memory_utilization is 0.9); macOS lets the GPU wire about
+# 75% of unified memory by default (iogpu.wired_limit_mb); the OS and the runtime on CPUs.
+MEMORY_RESERVE = {"gpu": 0.10, "apple": 0.25, "cpu": 0.15}
 _DATA = Path(__file__).with_name("devices.yaml")
 
 
@@ -47,6 +54,12 @@ class DeviceProfile:
     kv_gbps: float | None = None
     gpu_products: tuple[str, ...] = field(default=())  # token sequences of nvidia.com/gpu.product
     measured: bool = False  # True when the sustained numbers were measured on the machine
+    memory_reserve: float = 0.10  # share of memory_gb not available to weights + KV (see MEMORY_RESERVE)
+
+    @property
+    def usable_memory_gb(self) -> float:
+        """Memory weights and KV cache may take, 1e9 bytes."""
+        return self.memory_gb * (1 - self.memory_reserve)
 
     def flops_per_second(self, dtype: str) -> float:
         """Sustained dense FLOP/s for `dtype`; PlannerError when the profile has no number for it."""
@@ -82,6 +95,7 @@ class DeviceProfile:
             "kv_gbps": self.kv_gbps,
             "source": self.source,
             "measured": self.measured,
+            "memory_reserve": self.memory_reserve,
         }
 
 
@@ -119,9 +133,9 @@ def _rates(data: Mapping[str, Any], key: str, where: str) -> dict[str, float]:
     table = data.get(key)
     if not isinstance(table, Mapping) or not table:
         raise PlannerError(f"{where}: field {key!r} must map dtypes ({', '.join(DTYPES)}) to rates")
-    unknown = sorted(set(table) - set(DTYPES))
+    unknown = sorted(set(table) - set(COMPUTE_KEYS))
     if unknown:
-        raise PlannerError(f"{where}: {key} has unknown dtype {unknown[0]!r}; use {', '.join(DTYPES)}")
+        raise PlannerError(f"{where}: {key} has unknown dtype {unknown[0]!r}; use {', '.join(COMPUTE_KEYS)}")
     return {dtype: _positive(table, dtype, f"{where}: {key}") for dtype in table}
 
 
@@ -141,10 +155,14 @@ def device_from_dict(data: Mapping[str, Any], factors: Mapping[str, float] | Non
         sustained_gbps = _positive(data, "sustained_memory_gbps", where)
     else:
         sustained_gbps = memory_gbps * factors["bandwidth"]
+    kind = str(data.get("kind", "cpu"))
+    reserve = float(data.get("memory_reserve", MEMORY_RESERVE.get(kind, 0.10)))
+    if not 0 <= reserve < 1:
+        raise PlannerError(f"{where}: field 'memory_reserve' = {reserve} must be in [0, 1)")
     return DeviceProfile(
         id=str(data.get("id") or "unnamed"),
         name=str(data.get("name", data.get("id", "unnamed"))),
-        kind=str(data.get("kind", "cpu")),
+        kind=kind,
         memory_gb=_positive(data, "memory_gb", where),
         memory_gbps=memory_gbps,
         peak_tflops=peak,
@@ -156,6 +174,7 @@ def device_from_dict(data: Mapping[str, Any], factors: Mapping[str, float] | Non
         kv_gbps=_positive(data, "kv_gbps", where) if data.get("kv_gbps") is not None else None,
         gpu_products=tuple(str(p) for p in data.get("gpu_products", ())),
         measured=bool(data.get("measured", False)),
+        memory_reserve=reserve,
     )
 
 

@@ -17,6 +17,7 @@ import yaml
 from hybrid_workers.enums import DType, WireEncoding
 
 from hybrid_operator.planner.errors import PlannerError
+from hybrid_operator.planner.weight_formats import weight_format
 
 _DATA = Path(__file__).with_name("models.yaml")
 
@@ -43,6 +44,7 @@ class ModelShape:
     intermediate: int  # MLP width (gated: gate, up and down projections)
     vocab: int  # vocabulary size
     tied_embeddings: bool  # lm_head shares the embedding matrix
+    max_context: int | None = None  # max_position_embeddings; None when the config gives none
 
     @property
     def attention_params_per_layer(self) -> int:
@@ -73,15 +75,23 @@ class ModelShape:
         head = 0 if self.tied_embeddings else self.embedding_params
         return self.layers * per_layer + self.hidden + self.embedding_params + head
 
-    def weight_bytes(self, dtype: str) -> int:
-        """Bytes of all weights in `dtype` (what must fit in memory)."""
-        return self.params * dtype_bytes(dtype)
+    def weight_bytes(self, dtype: str, weights: str | None = None) -> int:
+        """Bytes of all weights in `dtype`, or in the weight format `weights` (what must fit in memory)."""
+        return round(self.params * bytes_per_weight(dtype, weights))
 
-    def decode_read_bytes(self, dtype: str) -> int:
+    def decode_read_bytes(self, dtype: str, weights: str | None = None) -> int:
         """Weight bytes one decode step reads: all but the embedding table (a one-row lookup),
         which is read anyway when tied because it is the lm_head too."""
         unread = 0 if self.tied_embeddings else self.embedding_params
-        return (self.params - unread) * dtype_bytes(dtype)
+        return round((self.params - unread) * bytes_per_weight(dtype, weights))
+
+    def check_context(self, tokens: int) -> None:
+        """PlannerError when `tokens` (prompt + output) exceed the model's context length."""
+        if self.max_context is not None and tokens > self.max_context:
+            raise PlannerError(
+                f"{self.name}: {tokens} prompt + output tokens exceed the model's context of "
+                f"{self.max_context} tokens (max_position_embeddings)"
+            )
 
     def layer_flops(self, tokens: int, past: int = 0) -> float:
         """FLOPs of one decoder layer for `tokens` new tokens after `past` cached ones.
@@ -125,6 +135,13 @@ def dtype_bytes(dtype: str) -> int:
     return DTYPE_BYTES[dtype]
 
 
+def bytes_per_weight(dtype: str, weights: str | None = None) -> float:
+    """Bytes per parameter: the weight format's when given, else the dtype's."""
+    if weights is None:
+        return float(dtype_bytes(dtype))
+    return weight_format(weights).bytes_per_weight()
+
+
 def _field(config: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:
     value = config.get(key, default)
     if value is None:
@@ -159,6 +176,9 @@ def shape_from_config(config: Mapping[str, Any], name: str) -> ModelShape:
         intermediate=_field(config, "intermediate_size", name),
         vocab=_field(config, "vocab_size", name),
         tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+        max_context=(
+            _field(config, "max_position_embeddings", name) if "max_position_embeddings" in config else None
+        ),
     )
 
 

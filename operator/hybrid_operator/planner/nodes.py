@@ -63,10 +63,20 @@ def _tokens(text: str) -> list[str]:
     return [t for t in re.split(r"[^a-z0-9]+", text.lower()) if t]
 
 
+# Vendor tokens GPU feature discovery puts before the model name.
+_VENDOR_TOKENS = ("nvidia", "geforce", "tesla")
+
+
 def _product_matches(product: str, pattern: str) -> bool:
-    """`RTX-4090` matches `NVIDIA-GeForce-RTX-4090` as whole tokens (so `L4` does not match `L40S`)."""
-    have, want = _tokens(product), _tokens(pattern)
-    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
+    """`RTX-4090` matches `NVIDIA-GeForce-RTX-4090`: the same tokens once the vendor prefix is dropped.
+
+    Exact, never a near match: `L4` is not `L40S`, `H100-PCIe` is not `H100-NVL`, and a bare family
+    name (`NVIDIA-A100`) matches no variant, because the variants differ in memory and bandwidth.
+    """
+    have = _tokens(product)
+    while have and have[0] in _VENDOR_TOKENS:
+        have = have[1:]
+    return have == _tokens(pattern)
 
 
 def _from_annotation(node: NodeLike, text: str) -> NodeProfile:

@@ -49,10 +49,16 @@ Eligible = Callable[[Placement], bool]
 
 
 def _fit_note(model: ModelShape, device: DeviceProfile, request: Request, tokens: int) -> str:
-    need = model.weight_bytes(request.dtype) + tokens * model.kv_bytes_per_token(request.dtype)
-    if need <= device.memory_gb * 1e9:
+    need = model.weight_bytes(request.dtype, request.weights) + tokens * model.kv_bytes_per_token(
+        request.dtype
+    )
+    usable = device.usable_memory_gb
+    if need <= usable * 1e9:
         return ""
-    return f"needs {need / 1e9:.1f} GB on {device.id}, which has {device.memory_gb:g} GB"
+    return (
+        f"needs {need / 1e9:.1f} GB on {device.id}, which has {usable:.1f} GB usable "
+        f"({device.memory_reserve:.0%} of {device.memory_gb:g} GB held back for the runtime)"
+    )
 
 
 def _tps(output_tokens: int, seconds: float) -> float:

@@ -102,6 +102,7 @@ def make_plan(
     that fits (and is `eligible`, when given)."""
     if not devices:
         raise PlannerError("no devices to plan for")
+    model.check_context(request.prompt_tokens + request.output_tokens)
     placements = all_placements(model, devices, link, request, split_modes)
     best = best_of(placements, eligible=eligible)
     if best is None and eligible is not None and best_of(placements) is not None:
@@ -113,8 +114,9 @@ def make_plan(
     threshold = None
     if best.mode != "single":
         by_id = {d.id: d for d in devices}
+        limit = min(MAX_THRESHOLD_TOKENS, model.max_context or MAX_THRESHOLD_TOKENS)
         threshold = remote_prefill_min_tokens(
-            model, by_id[best.prefill], by_id[best.decode], link, request, best.mode
+            model, by_id[best.prefill], by_id[best.decode], link, request, best.mode, limit
         )
     best_single = best_of(placements, single_only=True, eligible=eligible)
     return Plan(model, link, request, placements, best, best_single, threshold)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from hybrid_operator.planner.errors import PlannerError
 from hybrid_operator.planner.hardware import DeviceProfile
 from hybrid_operator.planner.links import LinkProfile
-from hybrid_operator.planner.model_shape import WIRE_BYTES, ModelShape, dtype_bytes
+from hybrid_operator.planner.model_shape import WIRE_BYTES, ModelShape, bytes_per_weight, dtype_bytes
+from hybrid_operator.planner.weight_formats import weight_format
 
 MODES = ("single", "bulk", "layerwise")
 
@@ -24,6 +25,7 @@ class Request:
     output_tokens: int  # decode steps after the first token (EXO's convention: 32 -> 32 steps)
     dtype: str = "float16"  # model weights, activations and KV cache
     kv_compression: str = "none"  # KV wire encoding: none | fp8 | int8
+    weights: str | None = None  # weight format (q4_0, fp8, mlx-4bit, ...); None: weights in `dtype`
 
     def __post_init__(self) -> None:
         for name in ("prompt_tokens", "output_tokens"):
@@ -31,10 +33,21 @@ class Request:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise PlannerError(f"{name} = {value!r} must be an integer >= 0")
         dtype_bytes(self.dtype)
+        if self.weights is not None:
+            weight_format(self.weights)
         if self.kv_compression not in WIRE_BYTES:
             raise PlannerError(
                 f"unknown KV compression {self.kv_compression!r}; use one of {', '.join(WIRE_BYTES)}"
             )
+
+
+def matmul_flops_per_second(device: DeviceProfile, request: Request) -> float:
+    """Sustained FLOP/s of prefill matmuls: fp8/fp4 tensor cores for those formats where the device
+    lists a rate for them, else the model dtype's rate (formats that dequantise on the fly)."""
+    precision = weight_format(request.weights).compute if request.weights else None
+    if precision is not None and precision in device.sustained_tflops:
+        return device.sustained_tflops[precision] * 1e12
+    return device.flops_per_second(request.dtype)
 
 
 def prefill_layer_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:
@@ -42,15 +55,16 @@ def prefill_layer_seconds(model: ModelShape, device: DeviceProfile, request: Req
     if request.prompt_tokens == 0:
         return 0.0
     flops = model.layer_flops(request.prompt_tokens)
-    weight_bytes = model.linear_params_per_layer * dtype_bytes(request.dtype)
-    compute = flops / device.flops_per_second(request.dtype)
+    weight_bytes = model.linear_params_per_layer * bytes_per_weight(request.dtype, request.weights)
+    compute = flops / matmul_flops_per_second(device, request)
     return max(compute, weight_bytes / device.bytes_per_second(request.dtype))
 
 
-def head_seconds(model: ModelShape, device: DeviceProfile, dtype: str) -> float:
+def head_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:
     """Time of the lm_head for one token (bandwidth-bound: it reads vocab x hidden weights)."""
-    compute = model.head_flops / device.flops_per_second(dtype)
-    return max(compute, model.embedding_params * dtype_bytes(dtype) / device.bytes_per_second(dtype))
+    compute = model.head_flops / device.flops_per_second(request.dtype)
+    head_bytes = model.embedding_params * bytes_per_weight(request.dtype, request.weights)
+    return max(compute, head_bytes / device.bytes_per_second(request.dtype))
 
 
 def prefill_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:
@@ -58,12 +72,14 @@ def prefill_seconds(model: ModelShape, device: DeviceProfile, request: Request) 
     if request.prompt_tokens == 0:
         return 0.0
     layers = model.layers * prefill_layer_seconds(model, device, request)
-    return layers + head_seconds(model, device, request.dtype)
+    return layers + head_seconds(model, device, request)
 
 
-def decode_step_seconds(model: ModelShape, device: DeviceProfile, dtype: str, context: int) -> float:
+def decode_step_seconds(
+    model: ModelShape, device: DeviceProfile, dtype: str, context: int, weights_format: str | None = None
+) -> float:
     """One decode step with `context` tokens cached: reads all weights and the whole KV cache."""
-    weights = model.decode_read_bytes(dtype) / device.bytes_per_second(dtype)
+    weights = model.decode_read_bytes(dtype, weights_format) / device.bytes_per_second(dtype)
     cache = context * model.kv_bytes_per_token(dtype) / device.kv_bytes_per_second(dtype)
     flops = model.layers * model.layer_flops(1, past=context) + model.head_flops
     roofline = max(weights + cache, flops / device.flops_per_second(dtype))
@@ -77,16 +93,16 @@ def decode_seconds(model: ModelShape, device: DeviceProfile, request: Request) -
     if n == 0:
         return 0.0
     mean_context = request.prompt_tokens + (n - 1) / 2
-    first = decode_step_seconds(model, device, request.dtype, request.prompt_tokens)
-    later = decode_step_seconds(model, device, request.dtype, request.prompt_tokens + n - 1)
+    first = decode_step_seconds(model, device, request.dtype, request.prompt_tokens, request.weights)
+    later = decode_step_seconds(model, device, request.dtype, request.prompt_tokens + n - 1, request.weights)
     if first == later or n == 1:
         return n * first
     # Affine unless the roofline switches between bound regimes mid-way; sum exactly then.
-    mid = decode_step_seconds(model, device, request.dtype, round(mean_context))
+    mid = decode_step_seconds(model, device, request.dtype, round(mean_context), request.weights)
     if abs((first + later) / 2 - mid) <= 1e-9 * mid:
         return n * (first + later) / 2
     steps = range(request.prompt_tokens, request.prompt_tokens + n)
-    return sum(decode_step_seconds(model, device, request.dtype, ctx) for ctx in steps)
+    return sum(decode_step_seconds(model, device, request.dtype, ctx, request.weights) for ctx in steps)
 
 
 def layer_send_seconds(model: ModelShape, link: LinkProfile, request: Request) -> float:

@@ -15,6 +15,11 @@ GPU_PRODUCTS = {
     "NVIDIA-GeForce-RTX-4090": "rtx-4090",
     "NVIDIA-L4": "l4",
     "NVIDIA-GB10": "dgx-spark",
+    "NVIDIA-A100-SXM4-40GB": "a100-40gb",
+    "NVIDIA-A100-PCIE-40GB": "a100-pcie-40gb",
+    "NVIDIA-A100-80GB-PCIe": "a100-pcie-80gb",
+    "NVIDIA-H100-PCIe": "h100-pcie",
+    "NVIDIA-H100-NVL": "h100-nvl",
 }
 
 
@@ -28,7 +33,10 @@ def test_gpu_feature_discovery_products_map_to_profiles(product: str, expected: 
     assert product in result.reason
 
 
-@pytest.mark.parametrize("product", ["NVIDIA-L40S", "NVIDIA-GH200-480GB", "Tesla-T4"])
+@pytest.mark.parametrize(
+    "product",
+    ["NVIDIA-L40S", "NVIDIA-GH200-480GB", "Tesla-T4", "NVIDIA-A100", "NVIDIA-H200-NVL", "NVIDIA-H100"],
+)
 def test_gpus_without_a_profile_are_unknown_not_a_near_match(product: str) -> None:
     result = profile_node(NodeInfo("gpu-2", labels={"nvidia.com/gpu.product": product}, gpus=1))
     assert result.device is None

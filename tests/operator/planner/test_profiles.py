@@ -30,7 +30,7 @@ def test_the_required_devices_exist_with_a_source_and_sustained_below_peak() -> 
     assert set(devices) >= REQUIRED_DEVICES
     for device in devices.values():
         assert len(device.source) > 40, device.id
-        assert set(device.peak_tflops) == {"float32", "bfloat16", "float16"}, device.id
+        assert set(device.peak_tflops) >= {"float32", "bfloat16", "float16"}, device.id
         for dtype, peak in device.peak_tflops.items():
             assert 0 < device.sustained_tflops[dtype] < peak
         assert 0 < device.sustained_memory_gbps < device.memory_gbps

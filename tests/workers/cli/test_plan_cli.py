@@ -141,7 +141,7 @@ def test_bad_flags_exit_2_naming_the_value(
 def test_missing_devices_are_named(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("HYBRID_INFERENCE_PREFILL_DEVICE", raising=False)
+    monkeypatch.delenv("HYBRID_INFERENCE_PLAN_PREFILL_DEVICE", raising=False)
     assert main(["plan", "--model", "llama-3.1-8b", "--decode-device", "m3-ultra"]) == 2
     assert "--prefill-device is required" in capsys.readouterr().err
 
@@ -170,3 +170,33 @@ def test_list_names_every_builtin_profile(capsys: pytest.CaptureFixture[str]) ->
         "demo-bench",
     ):
         assert name in out
+
+
+def test_the_workers_environment_does_not_leak_into_plan(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `serve` reads HYBRID_INFERENCE_DTYPE=auto and HYBRID_INFERENCE_MODEL=<folder>; plan must not.
+    monkeypatch.setenv("HYBRID_INFERENCE_DTYPE", "auto")
+    monkeypatch.setenv("HYBRID_INFERENCE_MODEL", "/models/served")
+    assert main([*EXO_ARGS, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "float16"
+    monkeypatch.setenv("HYBRID_INFERENCE_PLAN_DTYPE", "bfloat16")
+    assert main([*EXO_ARGS, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "bfloat16"
+
+
+def test_quantised_weights_are_planned(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "plan",
+        "--model",
+        "llama-3.1-70b",
+        "--prefill-device",
+        "dgx-spark",
+        "--decode-device",
+        "dgx-spark",
+    ]
+    assert main([*args, "--json"]) == 2
+    assert "fits on none" in capsys.readouterr().err
+    assert main([*args, "--weights", "fp8", "--json"]) == 0
+    assert main([*args, "--weights", "q3_z"]) == 2
+    assert "unknown weight format 'q3_z'" in capsys.readouterr().err

@@ -118,17 +118,16 @@ def test_a_non_streaming_client_that_gives_up_is_cancelled_too(decode_server, fo
 
 
 def test_one_failing_request_does_not_affect_the_others(decode_server, monkeypatch) -> None:
-    from hybrid_workers.decode import runner
-
     server = decode_server(max_concurrency=2)
-    real = runner.stream_completion
+    engine = server.worker.engine
+    real = engine.sample
 
-    def flaky(lm: Any, prompt_ids: Any, params: Any, first: Any = None) -> Any:
+    def flaky(logits: Any, params: Any, step: int) -> Any:
         if params.seed == 666:
             raise RuntimeError("boom")
-        return real(lm, prompt_ids, params, first=first)
+        return real(logits, params, step)
 
-    monkeypatch.setattr(runner, "stream_completion", flaky)
+    monkeypatch.setattr(engine, "sample", flaky)
     body = {"model": server.name, "prompt": "hello", "max_tokens": 4, "temperature": 0}
     with server.client() as client:
         failed = client.post("/v1/completions", json={**body, "seed": 666})

@@ -64,18 +64,15 @@ def test_chat_stream_logprobs_and_usage_chunk(decode_server) -> None:
 def test_a_failure_after_the_first_token_ends_the_stream_with_an_error_event(
     decode_server, monkeypatch
 ) -> None:
-    from hybrid_workers.decode import runner
-
-    real = runner.stream_completion
-
-    def breaks_after_two(*args: Any, **kwargs: Any) -> Any:
-        for index, step in enumerate(real(*args, **kwargs)):
-            if index == 2:
-                raise RuntimeError("device lost")
-            yield step
-
-    monkeypatch.setattr(runner, "stream_completion", breaks_after_two)
     server = decode_server()
+    real = server.worker.engine.sample
+
+    def breaks_after_two(logits: Any, params: Any, step: int) -> Any:
+        if step == 2:
+            raise RuntimeError("device lost")
+        return real(logits, params, step)
+
+    monkeypatch.setattr(server.worker.engine, "sample", breaks_after_two)
     body = {"model": server.name, "prompt": PROMPT, "max_tokens": 8, "temperature": 0}
     with server.client() as client:
         streamed = events(client, "/v1/completions", body)

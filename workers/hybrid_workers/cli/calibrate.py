@@ -25,7 +25,19 @@ def register(subparsers: Any) -> None:
     add_option(parser, "--out", default=None, help="write the profile JSON here (default: stdout only)")
     add_option(parser, "--device", default="auto", help="cpu, cuda, mps or auto")
     add_option(parser, "--id", default="this-machine", help="profile id to record")
-    add_option(parser, "--dtypes", default="float32,bfloat16", help="comma-separated dtypes to measure")
+    add_option(
+        parser,
+        "--dtypes",
+        default="float32,bfloat16,float16",
+        help="comma-separated dtypes to measure (plan's default dtype is float16)",
+    )
+    add_option(
+        parser,
+        "--repeats",
+        default=3,
+        type=int,
+        help="times each measurement runs; the profile keeps the median and records the spread",
+    )
     add_option(
         parser,
         "--shape",
@@ -58,6 +70,8 @@ def _dtypes(text: str) -> list[str]:
 def _check(args: argparse.Namespace) -> list[str]:
     if not args.budget_seconds > 0:
         raise UserError(f"--budget-seconds {args.budget_seconds}: must be > 0")
+    if args.repeats < 1:
+        raise UserError(f"--repeats {args.repeats}: must be >= 1")
     if args.prefill_tokens < 1:
         raise UserError(f"--prefill-tokens {args.prefill_tokens}: must be >= 1")
     if args.threads is not None and args.threads < 1:
@@ -88,8 +102,13 @@ def _summary(profile: dict[str, Any]) -> str:
         f"{profile['name']}: matmul {rates}; read {profile['memory_gbps']:.1f} GB/s; GEMV {decode}; "
         f"KV {profile.get('kv_gbps', float('nan')):.1f} GB/s; "
         f"decode overhead {profile['layer_overhead_seconds'] * 1e6:.0f} us/layer; "
-        f"memory {profile['memory_gb']} GB"
+        f"memory {profile['memory_gb']} GB; largest spread over {profile['repeats']} repeats "
+        f"{max(profile['spread'].values(), default=0.0):.0%} ({_widest(profile['spread'])})"
     )
+
+
+def _widest(spread: dict[str, float]) -> str:
+    return max(spread, key=lambda name: spread[name]) if spread else "-"
 
 
 def _write(text: str, path: str | None) -> None:
@@ -134,6 +153,12 @@ def _device(args: argparse.Namespace, dtypes: list[str]) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    profile = measure_profile(device, dtypes, args.budget_seconds, args.id, shape, args.prefill_tokens)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    profile = measure_profile(
+        device, dtypes, args.budget_seconds, args.id, shape, args.prefill_tokens, args.repeats, progress
+    )
     print(_summary(profile), file=sys.stderr)
     _write(json.dumps(profile, indent=2), args.out)

@@ -53,7 +53,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser, "--fallback", default=Fallback.LOCAL, choices=Fallback, help="when remote prefill fails"
     )
     add_option(parser, "--prefill-timeout", default=60.0, type=float, help="seconds for one remote prefill")
-    add_option(parser, "--max-concurrency", default=2, type=int, help="requests running at once")
+    add_option(
+        parser,
+        "--max-concurrency",
+        default="auto",
+        help="requests running at once = the largest decode batch (auto: 8 on CPU, 64 on CUDA, 32 on MPS)",
+    )
+    add_option(
+        parser,
+        "--kv-cache-bytes",
+        default="auto",
+        help="KV memory for all running sequences, e.g. 4G (auto: half the free RAM, 90%% of free GPU "
+        "memory); a request reserves prompt + max_tokens positions and waits in FIFO order until it fits",
+    )
+    add_option(
+        parser,
+        "--prefill-chunk-tokens",
+        default=256,
+        type=int,
+        help="local prefill runs in chunks of this many tokens between decode steps (bounds the ITL)",
+    )
     add_option(parser, "--max-queue", default=64, type=int, help="requests waiting; beyond: 429")
     add_option(parser, "--max-model-len", default=None, type=int, help="prompt + completion tokens at most")
     add_option(
@@ -91,7 +110,7 @@ def served_name(model: str | None) -> str:
 
 def build_config(args: argparse.Namespace):  # -> DecodeConfig
     """The DecodeConfig for the parsed flags (UserError for bad values)."""
-    from hybrid_workers.decode.config import DecodeConfig, parse_min_tokens
+    from hybrid_workers.decode.config import DecodeConfig, parse_auto_int, parse_bytes, parse_min_tokens
     from hybrid_workers.kv.tls import TLSConfig
 
     return DecodeConfig(
@@ -100,7 +119,9 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         remote_prefill_min_tokens=parse_min_tokens(args.remote_prefill_min_tokens),
         fallback=args.fallback,
         prefill_timeout_s=args.prefill_timeout,
-        max_concurrency=args.max_concurrency,
+        max_concurrency=parse_auto_int(args.max_concurrency, "--max-concurrency"),
+        kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes"),
+        prefill_chunk_tokens=args.prefill_chunk_tokens,
         max_queue=args.max_queue,
         max_model_len=args.max_model_len,
         kv_compression=args.kv_compression,

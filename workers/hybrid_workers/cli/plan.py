@@ -11,6 +11,18 @@ from hybrid_workers.enums import CONCRETE_DTYPES, DType, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_option
 
+# plan's flags read HYBRID_INFERENCE_PLAN_<FLAG>, not the workers' HYBRID_INFERENCE_<FLAG>: the same
+# name means different things there (`--dtype auto`, `--model` as a served folder).
+PLAN_ENV_PREFIX = "HYBRID_INFERENCE_PLAN_"
+
+
+def _env(flag: str) -> str:
+    return PLAN_ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _add(parser: Any, flag: str, **kwargs: Any) -> None:
+    add_option(parser, flag, env=_env(flag), **kwargs)
+
 
 def register(subparsers: Any) -> None:
     """Add the `plan` command."""
@@ -20,14 +32,20 @@ def register(subparsers: Any) -> None:
         description="Predict TTFT, decode tokens/s and total time for each device alone and for every "
         "split between them, from hardware, link and model shapes alone.",
     )
-    add_option(parser, "--model", help="built-in model shape (e.g. llama-3.1-8b) or a config.json path")
-    add_option(parser, "--prefill-device", help="device profile id (e.g. dgx-spark) or calibrate file")
-    add_option(parser, "--decode-device", help="device profile id (e.g. m3-ultra) or calibrate file")
-    add_option(parser, "--link", default="10gbe", help="link profile id (e.g. 10gbe) or measured link file")
-    add_option(parser, "--prompt-tokens", default=8192, type=int, help="prompt length")
-    add_option(parser, "--output-tokens", default=32, type=int, help="decode steps after the first token")
-    add_option(parser, "--dtype", default=DType.FLOAT16, choices=CONCRETE_DTYPES, help="model dtype")
-    add_option(parser, "--kv-compression", default=WireEncoding.NONE, choices=WireEncoding, help="KV wire")
+    _add(parser, "--model", help="built-in model shape (e.g. llama-3.1-8b) or a config.json path")
+    _add(parser, "--prefill-device", help="device profile id (e.g. dgx-spark) or calibrate file")
+    _add(parser, "--decode-device", help="device profile id (e.g. m3-ultra) or calibrate file")
+    _add(parser, "--link", default="10gbe", help="link profile id (e.g. 10gbe) or measured link file")
+    _add(parser, "--prompt-tokens", default=8192, type=int, help="prompt length")
+    _add(parser, "--output-tokens", default=32, type=int, help="decode steps after the first token")
+    _add(parser, "--dtype", default=DType.FLOAT16, choices=CONCRETE_DTYPES, help="activation and KV dtype")
+    _add(
+        parser,
+        "--weights",
+        default=None,
+        help="weight format when not the dtype: q8_0, q6_k, q4_0, q4_k_m, fp8, nvfp4, mlx-8bit, mlx-4bit",
+    )
+    _add(parser, "--kv-compression", default=WireEncoding.NONE, choices=WireEncoding, help="KV wire encoding")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write the best split's timeline as PNG")
     parser.add_argument("--list", action="store_true", help="list the built-in devices, links and models")
@@ -38,7 +56,7 @@ def _check_args(args: argparse.Namespace) -> None:
     for flag in ("model", "prefill_device", "decode_device"):
         if not getattr(args, flag):
             name = "--" + flag.replace("_", "-")
-            raise UserError(f"{name} is required (or set HYBRID_INFERENCE_{flag.upper()})")
+            raise UserError(f"{name} is required (or set {_env(name)})")
     for flag in ("prompt_tokens", "output_tokens"):
         if getattr(args, flag) < 0:
             raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 0")
@@ -113,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = shape_of(args.model)
         devices = [device_profile(args.prefill_device), device_profile(args.decode_device)]
-        request = Request(args.prompt_tokens, args.output_tokens, args.dtype, args.kv_compression)
+        request = Request(
+            args.prompt_tokens, args.output_tokens, args.dtype, args.kv_compression, weights=args.weights
+        )
         plan = make_plan(model, devices, link_profile(args.link), request)
     except PlannerError as exc:
         raise UserError(str(exc)) from None
@@ -122,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
         return 0
+    weights = f", weights {args.weights}" if args.weights else ""
     print(
-        f"{model.name} ({model.params / 1e9:.2f} B params, {args.dtype}), {args.prompt_tokens} prompt + "
+        f"{model.name} ({model.params / 1e9:.2f} B params, {args.dtype}{weights}), "
+        f"{args.prompt_tokens} prompt + "
         f"{args.output_tokens} output tokens, link {plan.link.id}, KV wire {args.kv_compression}"
     )
     print(_table(plan))

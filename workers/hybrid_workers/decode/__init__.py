@@ -15,5 +15,8 @@ Module map:
 - worker.py      DecodeWorker: model, router, scheduler and thread pool shared by all requests
 - exchange.py    one request/response: admission, prefill wait, SSE stream or whole body, outcome
 - app.py         the FastAPI application
+- engine_api.py  the engine-neutral decode-engine interface: KVSlot (where a prompt's KV lands,
+                 layer by layer), LayerTarget (writable byte buffers of one layer), DecodeEngine
+                 (new_slot, prefill_chunk, step a batch, sample); torch engine: engine/batched.py
 - prefill_client.py / receiver*.py   the gRPC client of the KV stream (KV hand-off issue)
 """

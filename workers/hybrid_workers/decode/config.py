@@ -13,6 +13,15 @@ E = TypeVar("E", bound=StrEnum)
 
 # Prompts shorter than this prefill locally: below it the round trip costs more than the prefill.
 DEFAULT_REMOTE_PREFILL_MIN_TOKENS = 32
+# --max-concurrency auto (= the largest decode batch). On a CPU a step's cost grows with the batch
+# once the matrix products turn compute-bound (about 8 rows for a 135M model on a few cores), so more
+# rows mostly add inter-token latency; a GPU (or Apple GPU) stays weight-bandwidth-bound far beyond
+# that, and 64 rows keep the per-sequence attention loop's overhead small.
+DEFAULT_CONCURRENCY = {"cpu": 8, "cuda": 64, "mps": 32}
+# Positions of a local prefill run between two decode steps (the inter-token latency bound).
+DEFAULT_PREFILL_CHUNK_TOKENS = 256
+# --kv-cache-bytes auto: this share of the memory free at start-up (after the weights are loaded).
+KV_SHARE_OF_FREE = {"cpu": 0.5, "cuda": 0.9, "mps": 0.5}
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,9 @@ class DecodeConfig:
     remote_prefill_min_tokens: int = DEFAULT_REMOTE_PREFILL_MIN_TOKENS  # shorter prompts stay local
     fallback: Fallback = Fallback.LOCAL  # policy when remote prefill fails
     prefill_timeout_s: float = 60.0  # deadline of one remote prefill, KV transfer included
-    max_concurrency: int = 2  # requests running at once (each holds a model thread and its KV cache)
+    max_concurrency: int | None = None  # requests running at once = largest batch; None: per device
+    kv_cache_bytes: int | None = None  # KV memory budget of all running sequences; None: from free memory
+    prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS  # local prefill chunk between decode steps
     max_queue: int = 64  # requests waiting for a slot; beyond it: 429 with Retry-After
     max_model_len: int | None = None  # prompt + completion token limit; None: the model's context
     kv_compression: WireEncoding = WireEncoding.NONE  # wire compression asked of the prefill worker
@@ -38,7 +49,11 @@ class DecodeConfig:
             self, "kv_compression", _choice("--kv-compression", WireEncoding, self.kv_compression)
         )
         _positive("--remote-prefill-min-tokens", self.remote_prefill_min_tokens)
-        _positive("--max-concurrency", self.max_concurrency)
+        if self.max_concurrency is not None:
+            _positive("--max-concurrency", self.max_concurrency)
+        if self.kv_cache_bytes is not None:
+            _positive("--kv-cache-bytes", self.kv_cache_bytes)
+        _positive("--prefill-chunk-tokens", self.prefill_chunk_tokens)
         _positive("--prefill-timeout", self.prefill_timeout_s)
         if self.max_queue < 0:
             raise UserError(f"--max-queue {self.max_queue}: must be 0 or more")
@@ -54,6 +69,42 @@ class DecodeConfig:
         if self.max_model_len is None:
             return model_context
         return min(self.max_model_len, model_context)
+
+    def concurrency(self, device_type: str) -> int:
+        """--max-concurrency, or its default for the device type (cpu | cuda | mps)."""
+        if self.max_concurrency is not None:
+            return self.max_concurrency
+        return DEFAULT_CONCURRENCY.get(device_type, DEFAULT_CONCURRENCY["cpu"])
+
+
+def parse_auto_int(value: str | int | None, flag: str) -> int | None:
+    """A positive-integer flag that also takes `auto` (None: decided at start-up)."""
+    text = str(value).strip() if value is not None else "auto"
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"{flag} {value!r}: use a positive integer or auto") from None
+
+
+def parse_bytes(value: str | int | None, flag: str) -> int | None:
+    """A byte count with an optional K/M/G/T (powers of 1024) suffix, or `auto` (None)."""
+    text = str(value).strip().upper() if value is not None else "AUTO"
+    if text == "AUTO":
+        return None
+    scale = 1
+    for position, suffix in enumerate("KMGT", start=1):
+        if text.endswith((suffix, suffix + "I", suffix + "IB", suffix + "B")):
+            text, scale = text.rstrip("IB").removesuffix(suffix), 1024**position
+            break
+    try:
+        number = float(text)
+    except ValueError:
+        raise UserError(
+            f"{flag} {value!r}: use a byte count such as 2G, 512M or 1073741824, or auto"
+        ) from None
+    return int(number * scale)
 
 
 def parse_min_tokens(value: str | int) -> int:

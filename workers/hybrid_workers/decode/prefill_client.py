@@ -24,6 +24,7 @@ from typing import TypeVar
 import grpc
 import torch
 
+from hybrid_workers.decode.engine_api import KVSlot, slot_sink
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
 from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
@@ -60,7 +61,7 @@ class TransferTimings:
 class RemotePrefill:
     """A prompt prefilled remotely: the rebuilt cache, the first token (step 0) and the costs."""
 
-    cache: object  # transformers DynamicCache, every layer of the prompt, on the local device
+    cache: object  # the KVSlot the layers landed in, or a transformers DynamicCache (no slot given)
     first_token: int
     first_logprob: float
     timings: TransferTimings
@@ -113,18 +114,26 @@ class PrefillClient:
             response_deserializer=None,  # raw bytes
         )
 
-    def prefill(self, token_ids: Sequence[int], params: SamplingParams) -> RemotePrefill:
+    def prefill(
+        self, token_ids: Sequence[int], params: SamplingParams, slot: KVSlot | None = None
+    ) -> RemotePrefill:
         """Prefill `token_ids` remotely, sampling the first token with `params` (step 0).
 
-        Blocks until the trailer arrived (call from a worker thread). Raises KVProtocolError.
+        Each layer lands in `slot` as it completes (the decode worker's batch path); without a slot
+        the layers are assembled into a new DynamicCache. Blocks until the trailer arrived (call from
+        a worker thread). Raises KVProtocolError.
         """
         request = self._request(token_ids, params)
         builder = CacheBuilder(self.lm)
         clock = _Clock(self.lm.num_layers)
+        into_slot = slot_sink(slot) if slot is not None else None
 
         def sink(index: int, keys: torch.Tensor, values: torch.Tensor) -> None:
             clock.layer_received(index)
-            builder.add_layer(index, keys.to(self.lm.device), values.to(self.lm.device))
+            if into_slot is not None:
+                into_slot(index, keys, values)
+            else:
+                builder.add_layer(index, keys.to(self.lm.device), values.to(self.lm.device))
 
         receiver = KVReceiver(self._model, request, sink)
         call = self._prefill(request_to_pb(request), timeout=self.timeout_s)
@@ -142,7 +151,7 @@ class PrefillClient:
             raise
         clock.done()
         return RemotePrefill(
-            cache=builder.build(),
+            cache=slot if slot is not None else builder.build(),
             first_token=trailer.first_token,
             first_logprob=trailer.first_logprob,
             timings=clock.timings(trailer, receiver.wire_bytes),

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from hybrid_workers import metrics
 from hybrid_workers.decode.config import DecodeConfig
+from hybrid_workers.decode.engine_api import KVSlot
 from hybrid_workers.engine.sampling import SamplingParams
 from hybrid_workers.enums import Fallback
 from hybrid_workers.kv.errors import KVProtocolError, Reason
@@ -37,8 +38,9 @@ _REASONS = {
 class PrefillPeer(Protocol):
     """What routing needs of `decode.prefill_client.PrefillClient`."""
 
-    def prefill(self, token_ids: Sequence[int], params: SamplingParams) -> Any:
-        """KV cache + first token of the prompt, computed remotely; raises KVProtocolError."""
+    def prefill(self, token_ids: Sequence[int], params: SamplingParams, slot: KVSlot | None = None) -> Any:
+        """First token of the prompt, computed remotely, its KV landed in `slot` (or in a new cache
+        when `slot` is None); raises KVProtocolError."""
 
     def health(self) -> Any:
         """Raises when the prefill worker is unreachable or not serving."""
@@ -67,7 +69,7 @@ class PrefillPlan:
     """The outcome of routing one prompt."""
 
     site: PrefillSite
-    first: tuple[Any, int, float] | None  # (cache, first token, its logprob) from remote; None: local
+    first: tuple[Any, int, float] | None  # (slot or cache, first token, its logprob) from remote; None: local
     kv: KvTransfer | None = None  # remote only
     fallback: FallbackReason | None = None  # set when a remote attempt failed and we went local
 
@@ -95,12 +97,21 @@ class PrefillRouter:
         """True when a prompt of this length should prefill on the prefill worker."""
         return self.peer is not None and prompt_len >= self.config.remote_prefill_min_tokens
 
-    def plan(self, prompt_ids: Sequence[int], params: SamplingParams) -> PrefillPlan:
-        """Run the remote prefill when wanted (blocking; call from a worker thread)."""
+    def plan(
+        self, prompt_ids: Sequence[int], params: SamplingParams, slot: KVSlot | None = None
+    ) -> PrefillPlan:
+        """Run the remote prefill when wanted (blocking; call from a worker thread).
+
+        With a `slot`, the remote KV lands in it layer by layer; after a fallback to local the slot
+        may hold some layers already, which the local prefill overwrites.
+        """
         if self.peer is None or not self.wants_remote(len(prompt_ids)):
             return PrefillPlan(PrefillSite.LOCAL, None)
         try:
-            remote = self.peer.prefill(list(prompt_ids), params)
+            if slot is None:
+                remote = self.peer.prefill(list(prompt_ids), params)
+            else:
+                remote = self.peer.prefill(list(prompt_ids), params, slot=slot)
         except KVProtocolError as exc:
             return self._failed(_REASONS.get(exc.reason, FallbackReason.PROTOCOL), exc)
         except Exception as exc:  # the client promises KVProtocolError; anything else is a peer error too

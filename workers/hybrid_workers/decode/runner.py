@@ -1,10 +1,12 @@
-"""One request's model work in a worker thread, reported to the event loop as a queue of events.
+"""One request's work in a worker thread, reported to the event loop as a queue of events.
 
-The thread routes the prefill (remote or local), generates tokens with the engine's
-`stream_completion`, optionally scores the tokens for logprobs, and emits one event per step. It
-checks its cancel flag between tokens, so a client that goes away stops the work within one token;
-when the thread ends, whatever it held (the KV cache included) is dropped and `on_exit` runs on the
-event loop (the scheduler slot is released there). Exceptions end this request only.
+The thread reserves the request's KV slot (admission by KV memory, batch_loop.BatchLoop.reserve),
+routes the prefill (remote: the KV lands in the slot; local: the engine loop prefills it in chunks),
+submits the sequence to the worker's one engine loop, which decodes it together with the others and
+emits one Token event per step, and waits until the sequence left the batch; then it optionally
+scores the tokens for logprobs. A cancelled request leaves the batch at the loop's next iteration;
+when the thread ends, the slot is released and `on_exit` runs on the event loop (the scheduler slot
+is released there). Exceptions end this request only.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hybrid_workers.decode.batch_loop import BatchLoop
+from hybrid_workers.decode.engine_api import KVSlot
+from hybrid_workers.decode.kv_budget import ReservationCancelled
 from hybrid_workers.decode.logprobs import TokenScore, score_tokens
 from hybrid_workers.decode.requests import GenerationRequest
 from hybrid_workers.decode.routing import PrefillPlan, PrefillRouter
-from hybrid_workers.engine.generation import TextStep, stream_completion
+from hybrid_workers.decode.sequence import SequenceRun
+from hybrid_workers.engine.generation import TextStep
 from hybrid_workers.engine.loading import LoadedModel
 from hybrid_workers.metrics import PrefillSite
 
@@ -65,11 +71,8 @@ _LOCKS_GUARD = threading.Lock()
 def model_lock(lm: LoadedModel) -> threading.Lock:
     """The lock that serialises forward passes on one model object (one per model, process-wide).
 
-    Concurrent requests interleave token by token instead of running forward passes at the same
-    time. On a CPU this costs nothing (one forward pass already uses every core), and it keeps the
-    engine's per-prefill layer hooks safe: torch registers and removes a module hook in two steps,
-    so another thread's forward pass in between can call a kwargs hook without its kwargs.
-    Batched decode (see scheduler.py) replaces this with one engine loop owning the model.
+    The engine loop holds it for each batched step or prefill chunk; a logprobs scoring pass takes
+    it between two steps. One forward pass already uses every core, so nothing is lost by waiting.
     """
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(lm.model, threading.Lock())
@@ -87,18 +90,19 @@ class RequestRun:
         self,
         lm: LoadedModel,
         router: PrefillRouter,
+        engine_loop: BatchLoop,
         request: GenerationRequest,
         loop: asyncio.AbstractEventLoop,
         on_exit: Callable[[], None],
     ) -> None:
-        self.lm, self.router, self.request = lm, router, request
+        self.lm, self.router, self.engine_loop, self.request = lm, router, engine_loop, request
         self.cancelled = threading.Event()
         self._loop = loop
         self._on_exit = on_exit
         self._events: asyncio.Queue[Event] = asyncio.Queue()
 
     def cancel(self) -> None:
-        """Ask the thread to stop before its next token (safe from any thread)."""
+        """Ask for the sequence to leave the batch before its next token (safe from any thread)."""
         self.cancelled.set()
 
     async def next_event(self) -> Event:
@@ -123,18 +127,39 @@ class RequestRun:
         if request.params.max_tokens == 0:  # echo-only scoring: no prefill needed
             self._emit(Prefilled(PrefillPlan(PrefillSite.LOCAL, None)))
             return []
-        plan = self.router.plan(request.prompt_ids, request.params)
+        try:
+            slot = self.engine_loop.reserve(
+                len(request.prompt_ids), request.params.max_tokens, self.cancelled
+            )
+        except ReservationCancelled:
+            return None
+        try:
+            sequence = self._decode(slot)
+        finally:
+            self.engine_loop.release(slot)  # idempotent: the loop released it when the sequence left
+        if sequence.error is not None:
+            raise sequence.error
+        return sequence.generated if sequence.finished else None
+
+    def _decode(self, slot: KVSlot) -> SequenceRun:
+        """Prefill into `slot`, run the sequence in the engine loop, return it once it left the batch."""
+        request = self.request
+        plan = self.router.plan(request.prompt_ids, request.params, slot=slot)
         self._emit(Prefilled(plan))
-        generated: list[int] = []
-        steps = stream_completion(self.lm, request.prompt_ids, request.params, first=plan.first)
-        while not self.cancelled.is_set():
-            with model_lock(self.lm):  # one forward pass (a local prefill or a decode step)
-                step = next(steps, None)
-            if step is None:
-                return generated
-            generated.append(step.token_id)
-            self._emit(Token(step, time.perf_counter()))
-        return None
+        sequence = SequenceRun(
+            request.prompt_ids,
+            request.params,
+            slot,
+            self.lm.tokenizer,
+            self.lm.eos_token_ids,
+            self.lm.max_context,
+            on_token=lambda step: self._emit(Token(step, time.perf_counter())),
+            cancelled=self.cancelled,
+        )
+        first = (plan.first[1], plan.first[2]) if plan.first is not None else None
+        self.engine_loop.submit(sequence, first)
+        sequence.done.wait()
+        return sequence
 
     def _score(self, generated: list[int]) -> list[TokenScore] | None:
         if self.cancelled.is_set():

@@ -1,4 +1,4 @@
-"""DecodeWorker: the model, the prefill router, the scheduler and the thread pool, shared by all requests."""
+"""DecodeWorker: the model, its engine loop, the prefill router, the scheduler and the thread pool."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from typing import TypeVar
 
 from hybrid_workers import metrics
 from hybrid_workers.decode.api_errors import ApiError
-from hybrid_workers.decode.config import DecodeConfig
+from hybrid_workers.decode.batch_loop import BatchLoop
+from hybrid_workers.decode.config import KV_SHARE_OF_FREE, DecodeConfig
+from hybrid_workers.decode.kv_budget import KVBudget
 from hybrid_workers.decode.requests import GenerationRequest, Limits
 from hybrid_workers.decode.routing import PrefillPeer, PrefillRouter, Readiness
-from hybrid_workers.decode.runner import RequestRun
+from hybrid_workers.decode.runner import RequestRun, model_lock
 from hybrid_workers.decode.scheduler import QueueFull, Scheduler, Slot
+from hybrid_workers.engine.batched import TorchDecodeEngine, free_memory_bytes
 from hybrid_workers.engine.loading import LoadedModel
 
 # How often a request waiting without sending anything checks whether its client is still there.
@@ -36,8 +39,18 @@ class DecodeWorker:
         self.model_label = config.served_model_name
         self.limits = Limits(config.served_model_name, config.context_limit(lm.max_context), lm.vocab_size)
         self.router = PrefillRouter(config, self.model_label, peer)
-        self.scheduler = Scheduler(config.max_concurrency, config.max_queue, observe=self._observe)
-        self.executor = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="decode")
+        self.max_concurrency = config.concurrency(lm.device.type)
+        self.scheduler = Scheduler(self.max_concurrency, config.max_queue, observe=self._observe)
+        self.executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="decode")
+        self.engine = TorchDecodeEngine(lm)
+        self.budget = KVBudget(self._kv_budget(lm), observe=self._observe_kv)
+        self.engine_loop = BatchLoop(
+            self.engine,
+            self.budget,
+            model_lock(lm),
+            prefill_chunk_tokens=config.prefill_chunk_tokens,
+            observe=metrics.batch_size.labels(self.model_label).set,
+        )
         self._observe(0, 0)
         self._export_predictions()
         metrics.zero_labelled_series(self.model_label)
@@ -45,6 +58,18 @@ class DecodeWorker:
     def _observe(self, running: int, waiting: int) -> None:
         metrics.requests_running.labels(self.model_label).set(running)
         metrics.requests_waiting.labels(self.model_label).set(waiting)
+
+    def _kv_budget(self, lm: LoadedModel) -> int:
+        """--kv-cache-bytes, or a share of the memory free now (at least one full-context sequence)."""
+        if self.config.kv_cache_bytes is not None:
+            return self.config.kv_cache_bytes
+        share = KV_SHARE_OF_FREE.get(lm.device.type, 0.5)
+        one_sequence = self.engine.kv_bytes_per_token * (lm.max_context + 1)
+        return max(int(free_memory_bytes(lm.device) * share), one_sequence)
+
+    def _observe_kv(self, used: int, budget: int) -> None:
+        metrics.kv_cache_usage_ratio.labels(self.model_label).set(used / budget)
+        metrics.kv_cache_budget_bytes.labels(self.model_label).set(budget)
 
     def _export_predictions(self) -> None:
         if self.config.predicted_ttft_s is not None:
@@ -57,7 +82,7 @@ class DecodeWorker:
         """Wait for a slot (429 when the queue is full) and start the request's thread."""
         slot = await self._admit(is_disconnected)
         loop = asyncio.get_running_loop()
-        run = RequestRun(self.lm, self.router, request, loop, on_exit=slot.release)
+        run = RequestRun(self.lm, self.router, self.engine_loop, request, loop, on_exit=slot.release)
         try:
             loop.run_in_executor(self.executor, run.work)
         except RuntimeError:  # executor shut down: the server is stopping
@@ -77,8 +102,9 @@ class DecodeWorker:
         return await asyncio.to_thread(self.router.readiness)
 
     def close(self) -> None:
-        """Stop accepting model work; running threads finish their current token and end."""
+        """Stop accepting model work; the engine loop ends after its current step."""
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.engine_loop.close()
 
 
 async def wait_unless_disconnected(waiting: asyncio.Future[T], is_disconnected: IsDisconnected) -> T:
