@@ -35,7 +35,7 @@ __all__ = ["SpecProblem", "apply_all", "reconcile"]  # SpecProblem, apply_all: m
 
 
 @dataclass(frozen=True)
-class Outcome:
+class PassResult:
     """What one pass did: the status it wrote and the children it created or changed."""
 
     status: dict[str, Any]
@@ -113,7 +113,7 @@ def _roles(cr: HybridInference, results: Sequence[ApplyResult]) -> tuple[RoleSta
 
 async def _write(
     kube: KubeClient, body: Mapping[str, Any], status: dict[str, Any], changes: Sequence[str]
-) -> Outcome:
+) -> PassResult:
     """Write the status (only when it differs) and post events for changes and phase transitions."""
     meta, previous = body["metadata"], body.get("status") or {}
     # Every status field, None for those this pass has nothing for: a merge patch then removes stale
@@ -127,7 +127,7 @@ async def _write(
     if said != before:
         warning = status["phase"] in ("Degraded", "Invalid")
         await kube.post_event(body, said[1] if warning else status["phase"], said[2], warning=warning)
-    return Outcome(status, tuple(changes))
+    return PassResult(status, tuple(changes))
 
 
 def _phase_says(status: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -156,7 +156,7 @@ def _rejected_at(previous: Mapping[str, Any], generation: int | None) -> bool:
 
 async def reconcile(
     kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, retry_rejected: bool = True
-) -> Outcome:
+) -> PassResult:
     """One pass over one HybridInference object body (as the API returned it).
 
     `retry_rejected=False` (resync timer, child events): a generation whose children the API server
@@ -165,14 +165,14 @@ async def reconcile(
     generation = body.get("metadata", {}).get("generation")
     if body.get("metadata", {}).get("deletionTimestamp"):
         # Being deleted (e.g. foreground deletion waiting for its children): never recreate them.
-        return Outcome(dict(previous))
+        return PassResult(dict(previous))
     try:
         cr = parse(dict(body))
     except ValidationError as exc:
         status = invalid_status(generation, "SchemaViolation", describe_errors(exc), previous, now_iso())
         return await _write(kube, body, status, ())
     if not retry_rejected and _rejected_at(previous, generation):
-        return Outcome(dict(previous))
+        return PassResult(dict(previous))
     try:
         check_spec(cr)
         held = await check_world(kube, cr, previous)

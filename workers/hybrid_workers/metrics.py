@@ -26,7 +26,7 @@ class PrefillSite(StrEnum):
     LOCAL = "local"
 
 
-class Outcome(StrEnum):
+class RequestOutcome(StrEnum):
     """Value of the `outcome` label of `requests_total`."""
 
     SUCCESS = "success"  # finished with finish_reason stop or length
@@ -92,7 +92,9 @@ generation_tokens_total = Counter(
     PREFIX + "generation_tokens_total", "Tokens generated (sent to clients)", _PER_REQUEST
 )
 requests_total = Counter(
-    PREFIX + "requests_total", "Completion requests by outcome (see metrics.Outcome)", ("model", "outcome")
+    PREFIX + "requests_total",
+    "Completion requests by outcome (see metrics.RequestOutcome)",
+    ("model", "outcome"),
 )
 requests_running = Gauge(PREFIX + "requests_running", "Requests holding a scheduler slot now", _MODEL)
 requests_waiting = Gauge(PREFIX + "requests_waiting", "Requests queued for a scheduler slot now", _MODEL)
@@ -163,7 +165,7 @@ def zero_labelled_series(model: str) -> None:
     A labelled counter appears only at its first increment, so `rate()` and `increase()` would miss
     that first event (and alerts on it would never see a change); started at 0 they see every one.
     """
-    for outcome in Outcome:
+    for outcome in RequestOutcome:
         requests_total.labels(model, outcome.value)
     for reason in FallbackReason:
         prefill_fallback_total.labels(model, reason.value)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hybrid_workers.serve_options import FORWARDED, LOOPBACK, Ports
-from hybrid_workers.supervisor import Child, ChildSpec, ExitCode, Outcome, Supervisor, http_ok
+from hybrid_workers.supervisor import Child, ChildSpec, ExitCode, SessionEnd, Supervisor, http_ok
 
 # Ctrl-C, `kill`/orchestrators, a closed terminal: each stops both workers in order.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -123,7 +123,9 @@ def describe_status(status: int) -> str:
     return f"ended by {signal.Signals(-status).name}" if status < 0 else f"exited {status}"
 
 
-def report(outcome: Outcome, children: list[Child], statuses: dict[str, int], ready_timeout: float) -> None:
+def report(
+    outcome: SessionEnd, children: list[Child], statuses: dict[str, int], ready_timeout: float
+) -> None:
     """Explain on stderr why the session ended, with the workers' last lines, unless stopped on request."""
     if outcome.code == ExitCode.STOPPED:
         say(

@@ -53,7 +53,7 @@ def test_each_failure_falls_back_locally_with_its_reason(reason: Reason, label: 
     peer = FailingPeer(reason)
     routing = router(peer, remote_prefill_min_tokens=4)
     plan = routing.plan(list(range(10)), GREEDY)
-    assert (plan.site, plan.first, plan.fallback) == (PrefillSite.LOCAL, None, label)
+    assert (plan.site, plan.remote, plan.fallback) == (PrefillSite.LOCAL, None, label)
     labels = {"model": routing.model_label, "reason": label}
     assert sample_value("hybrid_inference_prefill_fallback_total", labels) == 1
 

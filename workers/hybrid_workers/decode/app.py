@@ -19,7 +19,7 @@ from hybrid_workers.decode.requests import GenerationRequest, Limits, check_mode
 from hybrid_workers.decode.schemas import ChatCompletionRequest, CompletionRequest
 from hybrid_workers.decode.stats import RequestStats
 from hybrid_workers.decode.worker import ClientGone, DecodeWorker
-from hybrid_workers.metrics import Outcome
+from hybrid_workers.metrics import RequestOutcome
 
 Body = TypeVar("Body", bound=BaseModel)
 Translate = Callable[[Any, Any, Limits], GenerationRequest]
@@ -122,7 +122,7 @@ async def _generate(
     try:
         generation = translate(parse_body(await request.body(), model), worker.lm.tokenizer, worker.limits)
     except ApiError:
-        stats.finish(Outcome.INVALID)
+        stats.finish(RequestOutcome.INVALID)
         raise
     exchange = Exchange(worker, generation, stats)
     try:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import torch
@@ -37,6 +37,9 @@ from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 from hybrid_workers.kv.receiver import KVReceiver
 from hybrid_workers.kv.tls import TLSConfig, channel_credentials
 from hybrid_workers.prefill.servicer import REASON_METADATA, SERVICE_NAME
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
 
 StrEnumT = TypeVar("StrEnumT", bound=StrEnum)
 
@@ -59,9 +62,12 @@ class TransferTimings:
 
 @dataclass(frozen=True)
 class RemotePrefill:
-    """A prompt prefilled remotely: the rebuilt cache, the first token (step 0) and the costs."""
+    """A prompt prefilled remotely: its KV where it landed, the first token (step 0) and the costs.
 
-    cache: object  # the KVSlot the layers landed in, or a transformers DynamicCache (no slot given)
+    The one shape of a remote prefill's result, from the client through routing to the request's stats.
+    """
+
+    cache: KVSlot | DynamicCache  # the slot the layers landed in, or a new DynamicCache (no slot given)
     first_token: int
     first_logprob: float
     timings: TransferTimings

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hybrid_workers import metrics
 from hybrid_workers.decode.config import DecodeConfig
@@ -22,6 +22,9 @@ from hybrid_workers.engine.sampling import SamplingParams
 from hybrid_workers.enums import Fallback
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.metrics import FallbackReason, PrefillSite
+
+if TYPE_CHECKING:
+    from hybrid_workers.decode.prefill_client import RemotePrefill
 
 log = logging.getLogger("hybrid_inference.decode")
 
@@ -38,7 +41,9 @@ _REASONS = {
 class PrefillPeer(Protocol):
     """What routing needs of `decode.prefill_client.PrefillClient`."""
 
-    def prefill(self, token_ids: Sequence[int], params: SamplingParams, slot: KVSlot | None = None) -> Any:
+    def prefill(
+        self, token_ids: Sequence[int], params: SamplingParams, slot: KVSlot | None = None
+    ) -> RemotePrefill:
         """First token of the prompt, computed remotely, its KV landed in `slot` (or in a new cache
         when `slot` is None); raises KVProtocolError."""
 
@@ -55,22 +60,11 @@ class RemotePrefillFailed(Exception):
 
 
 @dataclass(frozen=True)
-class KvTransfer:
-    """What a remote prefill cost on the wire."""
-
-    compute_s: float  # prefill compute on the prefill worker
-    transfer_s: float  # first to last KV byte received
-    exposed_s: float  # transfer time not hidden behind compute (adds to TTFT)
-    bytes: int  # KV bytes received (wire size)
-
-
-@dataclass(frozen=True)
 class PrefillPlan:
     """The outcome of routing one prompt."""
 
     site: PrefillSite
-    first: tuple[Any, int, float] | None  # (slot or cache, first token, its logprob) from remote; None: local
-    kv: KvTransfer | None = None  # remote only
+    remote: RemotePrefill | None  # the remote prefill's KV, first token and costs; None: prefill locally
     fallback: FallbackReason | None = None  # set when a remote attempt failed and we went local
 
 
@@ -116,8 +110,7 @@ class PrefillRouter:
             return self._failed(_REASONS.get(exc.reason, FallbackReason.PROTOCOL), exc)
         except Exception as exc:  # the client promises KVProtocolError; anything else is a peer error too
             return self._failed(FallbackReason.ERROR, exc)
-        first = (remote.cache, int(remote.first_token), float(remote.first_logprob))
-        return PrefillPlan(PrefillSite.REMOTE, first, kv_transfer(remote))
+        return PrefillPlan(PrefillSite.REMOTE, remote)
 
     def _failed(self, reason: FallbackReason, exc: Exception) -> PrefillPlan:
         with self._health_lock:  # /ready learns it at once
@@ -155,14 +148,3 @@ class PrefillRouter:
                 ok, detail = False, str(exc) or type(exc).__name__
             self._health = (time.monotonic(), ok, detail)
             return ok, detail
-
-
-def kv_transfer(remote: Any) -> KvTransfer:
-    """The wire costs of a remote prefill (from prefill_client.RemotePrefill.timings)."""
-    timings = remote.timings
-    return KvTransfer(
-        compute_s=float(timings.prefill_compute_s),
-        transfer_s=float(timings.transfer_s),
-        exposed_s=float(timings.exposed_transfer_s),
-        bytes=int(timings.bytes),
-    )

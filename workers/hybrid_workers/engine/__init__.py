@@ -10,7 +10,6 @@ from hybrid_workers.engine.decode import Step, decode
 from hybrid_workers.engine.demo_model import PRESETS, demo_model_dir, write_demo_model
 from hybrid_workers.engine.generation import (
     FinishReason,
-    FirstToken,
     TextStep,
     check_budget,
     encode_prompt,
@@ -24,7 +23,6 @@ __all__ = [
     "PRESETS",
     "CacheBuilder",
     "FinishReason",
-    "FirstToken",
     "LoadedModel",
     "OnLayer",
     "PrefillResult",
