@@ -111,7 +111,7 @@ class WorkerPoolSpec(_Spec):
 
 
 class TLSSpec(_Spec):
-    """TLS (or mutual TLS) on the gRPC KV link; the Secret holds tls.crt, tls.key and ca.crt."""
+    """TLS (or mutual TLS) on the KV transfer's gRPC connection; the Secret holds tls.crt, tls.key, ca.crt."""
 
     enabled: bool = False
     secret_name: str | None = Field(default=None, min_length=1, max_length=253)
@@ -127,7 +127,7 @@ class TLSSpec(_Spec):
 
 
 class KVTransferSpec(_Spec):
-    """The KV link between prefill and decode."""
+    """How KV caches are transferred from prefill to decode."""
 
     mode: TransferMode = TransferMode.LAYERWISE
     compression: Compression = Compression.NONE

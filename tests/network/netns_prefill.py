@@ -17,7 +17,8 @@ import threading
 from pathlib import Path
 
 from hybrid_workers.engine import load_model
-from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.server import start_server
 
 HOLD_LIMIT_S = 120.0
 POLL_S = 0.01

@@ -17,7 +17,8 @@ from hybrid_workers.cli import main
 @pytest.fixture(scope="module")
 def prefill_server(tiny_lm) -> Iterator:  # -> RunningServer
     """A real prefill worker (gRPC, tiny model) on a free loopback port."""
-    from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+    from hybrid_workers.prefill.config import PrefillServerConfig
+    from hybrid_workers.prefill.server import start_server
 
     running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0))
     yield running

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from enum import StrEnum
 
 from hybrid_workers.enums import Device, DType, env_name
+from hybrid_workers.errors import UserError
 
 
 def choice_of(members: Iterable[StrEnum]) -> Callable[[str], StrEnum]:
@@ -21,6 +22,27 @@ def choice_of(members: Iterable[StrEnum]) -> Callable[[str], StrEnum]:
         return valid[text]
 
     return parse
+
+
+def parse_bytes(value: str | int | None, flag: str, *, auto: bool = False) -> int | None:
+    """A byte count with an optional K/M/G/T suffix (powers of 1024: `4MiB`, `512K`, `2G`), or, when
+    `auto` is allowed, `auto` (None). UserError naming the flag and the value otherwise."""
+    text = str(value).strip().upper() if value is not None else "AUTO"
+    if auto and text == "AUTO":
+        return None
+    scale = 1
+    for position, suffix in enumerate("KMGT", start=1):
+        if text.endswith((suffix, suffix + "I", suffix + "IB", suffix + "B")):
+            text, scale = text.rstrip("IB").removesuffix(suffix), 1024**position
+            break
+    try:
+        number = float(text)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:  # also nan
+        also = ", or auto" if auto else ""
+        raise UserError(f"{flag} {value!r}: give a byte count such as 4194304, 4MiB or 2G{also}") from None
+    return int(number * scale)
 
 
 def add_option(

@@ -1,7 +1,7 @@
 """PrefillClient against a misbehaving prefill worker: a real gRPC server sending crafted frames.
 
 Every malformed stream ends in KVProtocolError with its own reason, and the same client then
-completes a valid hand-off from the same server (nothing stuck, nothing leaked into the next call).
+completes a valid KV transfer from the same server (nothing stuck, nothing leaked into the next call).
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def test_nobody_listening_is_a_transport_error(tiny_lm, fake) -> None:
             client.health()
 
 
-def test_a_failed_hand_off_leaves_no_layer_behind(tiny_lm, fake, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_kv_transfer_leaves_no_layer_behind(tiny_lm, fake, monkeypatch: pytest.MonkeyPatch) -> None:
     from hybrid_workers.engine import cache as engine_cache
 
     held: list[weakref.ref] = []

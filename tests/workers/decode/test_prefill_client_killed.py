@@ -19,7 +19,8 @@ WORKER = """
 import sys, time
 from hybrid_workers.engine import load_model, prefill
 from hybrid_workers.prefill import job
-from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.server import start_server
 
 def slow_prefill(lm, ids, on_layer):
     def slow(i, k, v):

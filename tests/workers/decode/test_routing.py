@@ -12,7 +12,8 @@ from hybrid_workers.decode.routing import PrefillRouter, RemotePrefillFailed
 from hybrid_workers.engine import SamplingParams
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.metrics import PrefillSite, sample_value
-from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.server import start_server
 
 GREEDY = SamplingParams(max_tokens=4, temperature=0)
 

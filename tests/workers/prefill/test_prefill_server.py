@@ -11,14 +11,15 @@ from collections.abc import Iterator
 import grpc
 import pytest
 import torch
-from handoff_helpers import prompt
 from hybrid_workers.decode import prefill_client
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams, prefill
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 from hybrid_workers.prefill import job, pipe
-from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.server import start_server
+from kv_transfer_helpers import prompt
 
 GREEDY = SamplingParams(max_tokens=1, temperature=0)
 
@@ -160,7 +161,8 @@ def test_client_leaving_mid_stream_stops_the_prefill(
     gate.hold_after = None
     with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm) as client:
         assert client.prefill(prompt(20), GREEDY).trailer.first_token >= 0
-        assert client.health() == 0  # nothing left queued
+        client.health()
+    assert prefill_server.servicer.pending == 0  # nothing left queued
 
 
 def test_a_full_queue_refuses_with_the_limit(tiny_lm, gate) -> None:
@@ -217,19 +219,19 @@ def test_info_describes_the_served_model(tiny_lm, prefill_server) -> None:
 
 def test_standard_grpc_health_reports_serving_then_not_serving_on_shutdown(tiny_lm) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from hybrid_workers.prefill.server import HEALTH_SERVICE
+    from hybrid_workers.prefill.servicer import SERVICE_NAME
 
     running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0))
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         serving = health_pb2.HealthCheckResponse.SERVING
-        for name in ("", HEALTH_SERVICE):
+        for name in ("", SERVICE_NAME):
             assert stub.Check(health_pb2.HealthCheckRequest(service=name)).status == serving
         with pytest.raises(grpc.RpcError) as unknown:
             stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
         running.health.enter_graceful_shutdown()
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=HEALTH_SERVICE))
+        reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
     running.stop(grace_s=0)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hybrid_workers.enums import Fallback, WireEncoding
 from hybrid_workers.errors import UserError
-from hybrid_workers.options import add_model_options, add_option
+from hybrid_workers.options import add_model_options, add_option, parse_bytes
 
 
 class LogLevel(StrEnum):
@@ -110,7 +110,7 @@ def served_name(model: str | None) -> str:
 
 def build_config(args: argparse.Namespace):  # -> DecodeConfig
     """The DecodeConfig for the parsed flags (UserError for bad values)."""
-    from hybrid_workers.decode.config import DecodeConfig, parse_auto_int, parse_bytes, parse_min_tokens
+    from hybrid_workers.decode.config import DecodeConfig, parse_auto_int, parse_min_tokens
     from hybrid_workers.kv.tls import TLSConfig
 
     return DecodeConfig(
@@ -120,7 +120,7 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         fallback=args.fallback,
         prefill_timeout_s=args.prefill_timeout,
         max_concurrency=parse_auto_int(args.max_concurrency, "--max-concurrency"),
-        kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes"),
+        kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes", auto=True),
         prefill_chunk_tokens=args.prefill_chunk_tokens,
         max_queue=args.max_queue,
         max_model_len=args.max_model_len,

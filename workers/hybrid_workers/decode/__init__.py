@@ -18,5 +18,5 @@ Module map:
 - engine_api.py  the engine-neutral decode-engine interface: KVSlot (where a prompt's KV lands,
                  layer by layer), LayerTarget (writable byte buffers of one layer), DecodeEngine
                  (new_slot, prefill_chunk, step a batch, sample); torch engine: engine/batched.py
-- prefill_client.py / receiver*.py   the gRPC client of the KV stream (KV hand-off issue)
+- prefill_client.py / receiver*.py   the gRPC client of the KV stream
 """

@@ -88,25 +88,6 @@ def parse_auto_int(value: str | int | None, flag: str) -> int | None:
         raise UserError(f"{flag} {value!r}: use a positive integer or auto") from None
 
 
-def parse_bytes(value: str | int | None, flag: str) -> int | None:
-    """A byte count with an optional K/M/G/T (powers of 1024) suffix, or `auto` (None)."""
-    text = str(value).strip().upper() if value is not None else "AUTO"
-    if text == "AUTO":
-        return None
-    scale = 1
-    for position, suffix in enumerate("KMGT", start=1):
-        if text.endswith((suffix, suffix + "I", suffix + "IB", suffix + "B")):
-            text, scale = text.rstrip("IB").removesuffix(suffix), 1024**position
-            break
-    try:
-        number = float(text)
-    except ValueError:
-        raise UserError(
-            f"{flag} {value!r}: use a byte count such as 2G, 512M or 1073741824, or auto"
-        ) from None
-    return int(number * scale)
-
-
 def parse_min_tokens(value: str | int) -> int:
     """--remote-prefill-min-tokens: a positive integer, or `auto` for the built-in default."""
     text = str(value).strip()

@@ -1,4 +1,4 @@
-"""PrefillClient: the decode worker's side of the KV hand-off (remote prefill over gRPC).
+"""PrefillClient: the decode worker's side of the KV transfer (remote prefill over gRPC).
 
 It sends the prompt, validates every frame with kv.receiver.KVReceiver, puts each complete layer
 into an engine CacheBuilder as it arrives, and returns the cache with the first token and timings.
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybrid_workers.decode.engine_api import KVSlot, slot_sink
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
@@ -113,6 +114,7 @@ class PrefillClient:
         else:
             self._channel = grpc.secure_channel(target, channel_credentials(tls), options=GRPC_OPTIONS)
         self._stub = kv_pb2_grpc.PrefillWorkerStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
         # Prefill's frames arrive as raw bytes: kv.wire reads layer chunks without copying their data
         self._prefill = self._channel.unary_stream(
             f"/{SERVICE_NAME}/Prefill",
@@ -164,15 +166,16 @@ class PrefillClient:
             trailer=trailer,
         )
 
-    def health(self, timeout_s: float = 2.0) -> int:
-        """Number of prefills queued there; raises KVProtocolError when unreachable or not ready."""
+    def health(self, timeout_s: float = 2.0) -> None:
+        """Raises KVProtocolError unless the worker's grpc.health.v1 service says SERVING."""
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
         try:
-            reply = self._stub.Health(kv_pb2.HealthRequest(), timeout=timeout_s)
+            reply = self._health.Check(request, timeout=timeout_s)
         except grpc.RpcError as exc:
             raise rpc_failure(exc, self.target) from None
-        if not reply.ready:
-            raise KVProtocolError(Reason.REJECTED, f"prefill worker {self.target} is not ready")
-        return int(reply.queued_requests)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            raise KVProtocolError(Reason.REJECTED, f"prefill worker {self.target} is not serving ({status})")
 
     def info(self, timeout_s: float = 5.0) -> WorkerInfo:
         """The worker's model, fingerprint, dtype, device and layer count."""

@@ -1,4 +1,4 @@
-"""Receiver state machine: validates every frame of one hand-off and assembles layers as they complete.
+"""Receiver state machine: validates every frame of one KV transfer and assembles layers as they complete.
 
 Order (docs/kv-wire.md): Header; for layer 0..L-1: keys chunks at offsets 0, c, 2c, ... then values
 chunks likewise; Trailer. Anything else raises KVProtocolError with a specific Reason, after which the
