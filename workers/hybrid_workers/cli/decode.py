@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
 
-from hybrid_workers.enums import Fallback, WireEncoding
+from hybrid_workers.enums import Engine, Fallback, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_model_options, add_option, parse_bytes
 
@@ -38,6 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cache streams back layer by layer; shorter prompts (or all, without --prefill) prefill here.",
     )
     add_model_options(parser)
+    add_option(
+        parser,
+        "--engine",
+        default=Engine.AUTO,
+        choices=Engine,
+        help="decode engine: torch, mlx (the [mlx] extra), or auto (mlx on Apple silicon when installed)",
+    )
     add_option(
         parser, "--prefill", default=None, help="HOST:PORT of the prefill worker; none: prefill locally"
     )
@@ -100,9 +106,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def served_name(model: str | None) -> str:
-    """Default `model` id: a Hugging Face id as given, a folder's name, or demo-<preset> for the demo."""
+    """Default `model` id: a Hugging Face id as given, a folder's name, or the embedded model's name."""
     if not model:
-        return "demo-" + os.environ.get("HYBRID_INFERENCE_DEMO_PRESET", "tiny")
+        from hybrid_workers.engine.default_model import embedded_model_name
+
+        return embedded_model_name()
     if Path(model).expanduser().exists():
         return Path(model).expanduser().resolve().name
     return model
@@ -146,22 +154,25 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hybrid_workers.decode.app import create_app
+    from hybrid_workers.decode.engines import compute_device, load_decode_model, resolve_engine
     from hybrid_workers.decode.worker import DecodeWorker
-    from hybrid_workers.engine import load_model
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: must be in 1..65535")
     config = build_config(args)
+    engine = resolve_engine(args.engine)
     _configure_logging(args.log_level)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=True)
+    lm = load_decode_model(engine, args.model, device=args.device, dtype=args.dtype)
     peer = _prefill_client(config, lm)
     worker = DecodeWorker(lm, config, peer)
     logging.getLogger("hybrid_inference.decode").info(
-        "serving %s on http://%s:%d (prefill: %s)",
+        "serving %s on http://%s:%d (prefill: %s; engine %s on %s)",
         config.served_model_name,
         args.host,
         args.port,
         config.prefill or "local only",
+        engine.value,
+        compute_device(lm).value,
     )
     try:
         uvicorn.run(

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `generate` command."""
     parser = subparsers.add_parser(
         "generate",
-        help="generate one completion locally (default model: the embedded demo model)",
+        help="generate one completion locally (default model: SmolLM2-135M-Instruct, see --model)",
         description="Prefills the prompt, decodes the completion on this machine and prints it to "
         "stdout; then prints time to first token and decode tokens per second to stderr.",
     )

@@ -7,7 +7,6 @@ API is the decode worker's, on 127.0.0.1:8000 by default. Exit codes: supervisor
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from hybrid_workers.enums import Device
@@ -57,21 +56,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def resolve_model(model: str | None) -> str:
-    """The model folder both workers load: --model, or the demo model (created here, once, for both)."""
+    """The model folder both workers load: --model, or the embedded model (converted here, once, for both)."""
     if model:
         looks_local = str(model).startswith(("/", "./", "../", "~"))  # a Hugging Face id is `org/name`
         if looks_local and not Path(model).expanduser().is_dir():
             raise UserError(f"--model {model}: no such folder; give a model folder or a Hugging Face id")
         return str(model)
-    from hybrid_workers.engine.demo_model import DEFAULT_PRESET_ENV, demo_model_dir
+    from hybrid_workers.engine.default_model import embedded_model_dir
 
-    return str(demo_model_dir(os.environ.get(DEFAULT_PRESET_ENV, "tiny")))
+    return str(embedded_model_dir())
 
 
 def run(args: argparse.Namespace) -> int:
     """Start both workers, wait until the API is ready, relay their output until stopped or one exits."""
     from hybrid_workers import serve_session
 
+    if args.engine is not None:  # an MLX engine that is not installed fails before two workers load
+        from hybrid_workers.decode.engines import resolve_engine
+
+        resolve_engine(args.engine)
     ports = choose_ports(args.host, args.port, args.prefill_port, args.prefill_metrics_port)
     model = resolve_model(args.model)
     return serve_session.supervise(args, model, ports)

@@ -31,8 +31,14 @@ def score_tokens(lm: LoadedModel, token_ids: Sequence[int], top: int) -> list[To
     ids = torch.tensor([list(token_ids)], dtype=torch.long, device=lm.device)  # [1, seq]
     with torch.no_grad():
         logits = lm.model(input_ids=ids, use_cache=False).logits[0].float()  # [seq, vocab]
-    logprobs = torch.log_softmax(logits[:-1], dim=-1)  # [seq-1, vocab]; row p scores token p+1
-    chosen = logprobs.gather(1, ids[0, 1:, None])[:, 0].tolist()  # [seq-1]
+    return scores_from_logits(token_ids, logits, top)
+
+
+def scores_from_logits(token_ids: Sequence[int], logits: torch.Tensor, top: int) -> list[TokenScore]:
+    """TokenScores from any engine's teacher-forced logits [seq, vocab] over `token_ids`."""
+    ids = torch.tensor(list(token_ids), dtype=torch.long, device=logits.device)  # [seq]
+    logprobs = torch.log_softmax(logits[:-1].float(), dim=-1)  # [seq-1, vocab]; row p scores token p+1
+    chosen = logprobs.gather(1, ids[1:, None])[:, 0].tolist()  # [seq-1]
     alternatives = _top(logprobs, top)
     scores = [TokenScore(int(token_ids[0]), None, ())]
     for position, token in enumerate(token_ids[1:]):

@@ -20,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hybrid_workers.decode import engines
 from hybrid_workers.decode.batch_loop import BatchLoop
 from hybrid_workers.decode.engine_api import KVSlot
 from hybrid_workers.decode.kv_budget import ReservationCancelled
-from hybrid_workers.decode.logprobs import TokenScore, score_tokens
+from hybrid_workers.decode.logprobs import TokenScore
 from hybrid_workers.decode.requests import GenerationRequest
 from hybrid_workers.decode.routing import PrefillPlan, PrefillRouter
 from hybrid_workers.decode.sequence import SequenceRun
@@ -74,6 +75,9 @@ def model_lock(lm: LoadedModel) -> threading.Lock:
     The engine loop holds it for each batched step or prefill chunk; a logprobs scoring pass takes
     it between two steps. One forward pass already uses every core, so nothing is lost by waiting.
     """
+    own = getattr(lm, "lock", None)  # the MLX engine's model carries its lock (it also guards KV commits)
+    if own is not None:
+        return own  # type: ignore[no-any-return]
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(lm.model, threading.Lock())
 
@@ -166,7 +170,8 @@ class RequestRun:
         if self.cancelled.is_set():
             return None
         with model_lock(self.lm):
-            return score_tokens(self.lm, [*self.request.prompt_ids, *generated], self.request.top_logprobs)
+            ids = [*self.request.prompt_ids, *generated]
+            return engines.score_tokens(self.lm, ids, self.request.top_logprobs)  # type: ignore[no-any-return]
 
     def _emit(self, event: Event) -> None:
         self._call_on_loop(self._events.put_nowait, event)

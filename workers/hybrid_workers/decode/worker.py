@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from hybrid_workers import metrics
+from hybrid_workers.decode import engines
 from hybrid_workers.decode.api_errors import ApiError
 from hybrid_workers.decode.batch_loop import BatchLoop
 from hybrid_workers.decode.config import KV_SHARE_OF_FREE, DecodeConfig
@@ -16,7 +17,7 @@ from hybrid_workers.decode.requests import GenerationRequest, Limits
 from hybrid_workers.decode.routing import PrefillPeer, PrefillRouter, Readiness
 from hybrid_workers.decode.runner import RequestRun, model_lock
 from hybrid_workers.decode.scheduler import QueueFull, Scheduler, Slot
-from hybrid_workers.engine.batched import TorchDecodeEngine, free_memory_bytes
+from hybrid_workers.engine.batched import free_memory_bytes
 from hybrid_workers.engine.loading import LoadedModel
 
 # How often a request waiting without sending anything checks whether its client is still there.
@@ -42,7 +43,7 @@ class DecodeWorker:
         self.max_concurrency = config.concurrency(lm.device.type)
         self.scheduler = Scheduler(self.max_concurrency, config.max_queue, observe=self._observe)
         self.executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="decode")
-        self.engine = TorchDecodeEngine(lm)
+        self.engine = engines.decode_engine(lm)  # torch or MLX, as the model was loaded
         self.budget = KVBudget(self._kv_budget(lm), observe=self._observe_kv)
         self.engine_loop = BatchLoop(
             self.engine,

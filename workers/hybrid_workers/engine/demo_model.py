@@ -8,23 +8,33 @@ Two presets:
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from hybrid_workers.engine.model_cache import (
+    CACHE_DIR_ENV,
+    STAMP_FILE,
+    cache_root,
+    cached_folder,
+    write_stamp,
+)
 from hybrid_workers.errors import UserError
 
 DEFAULT_PRESET_ENV = "HYBRID_INFERENCE_DEMO_PRESET"
-CACHE_DIR_ENV = "HYBRID_INFERENCE_CACHE_DIR"
 WEIGHT_SEED = 1234
 GENERATOR_VERSION = 1  # bump when the weights, tokenizer or config written for a preset change
-STAMP_FILE = "hybrid-inference-demo.json"
+__all__ = [
+    "CACHE_DIR_ENV",
+    "DEFAULT_PRESET_ENV",
+    "GENERATOR_VERSION",
+    "PRESETS",
+    "STAMP_FILE",
+    "cache_root",
+    "demo_model_dir",
+    "write_demo_model",
+]
 
 
 @dataclass(frozen=True)
@@ -115,64 +125,18 @@ def write_demo_model(directory: str | os.PathLike[str], preset: str = "tiny") ->
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    stamp = {"preset": preset, "generator": GENERATOR_VERSION}
-    (path / STAMP_FILE).write_text(json.dumps(stamp) + "\n")  # last: marks the folder complete
+    write_stamp(path, _stamp(preset))  # last: marks the folder complete
     return path
 
 
-def cache_root() -> Path:
-    """Where demo models are cached: $HYBRID_INFERENCE_CACHE_DIR, else ~/.cache/hybrid-inference."""
-    configured = os.environ.get(CACHE_DIR_ENV)
-    return Path(configured) if configured else Path.home() / ".cache" / "hybrid-inference"
-
-
-def _is_current(folder: Path, preset: str) -> bool:
-    """True when `folder` holds a complete demo model written by this generator version."""
-    try:
-        stamp = json.loads((folder / STAMP_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return stamp == {"preset": preset, "generator": GENERATOR_VERSION}
-
-
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `lock_path` (other processes and threads wait)."""
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _stamp(preset: str) -> dict[str, Any]:
+    return {"preset": preset, "generator": GENERATOR_VERSION}
 
 
 def demo_model_dir(preset: str = "tiny") -> Path:
     """The cached demo model of `preset`, written on first use (and rewritten when the generator changed).
 
-    Safe against several processes asking at once: one writes, under a lock file, into a temporary
-    folder that is renamed into place; the others wait and then use it. A folder is only used once
-    its stamp file (written last) says it is complete and of this generator version.
+    Safe against several processes asking at once (see model_cache): one writes, the others wait.
     """
     _preset(preset)
-    final = cache_root() / f"demo-{preset}"
-    if _is_current(final, preset):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(final.parent / f".demo-{preset}.lock"):
-        if not _is_current(final, preset):
-            _replace(final, preset)
-    return final
-
-
-def _replace(final: Path, preset: str) -> None:
-    """Write the model into a staging folder, then swap it in for whatever `final` held."""
-    staging = Path(tempfile.mkdtemp(prefix=f".demo-{preset}-", dir=final.parent))
-    stale = final.parent / f"{staging.name}-stale"
-    try:
-        write_demo_model(staging, preset)
-        if final.exists():
-            os.rename(final, stale)
-        os.rename(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(stale, ignore_errors=True)
+    return cached_folder(f"demo-{preset}", _stamp(preset), lambda folder: write_demo_model(folder, preset))

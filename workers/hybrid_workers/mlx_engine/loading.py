@@ -1,0 +1,178 @@
+"""Load a Hugging Face Llama model folder into mlx-lm's Llama, straight from its safetensors files.
+
+No torch copy of the weights is ever made: the arrays come from `mx.load` of the folder's
+*.safetensors files and are cast to the requested dtype in MLX. The tokenizer, the config and the
+EOS ids come from transformers (no weights), so prompts tokenize exactly as on the torch engine.
+The result carries the same facts as the torch engine's LoadedModel (duck-typed: the KV receiver,
+the HTTP layer and the prefill client read only these), so both engines meet one decode worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import mlx.core as mx
+import numpy as np
+import torch
+from hybrid_workers.engine.loading import _load_config, _model_path, check_dtype, resolve_dtype
+from hybrid_workers.enums import ComputeDevice, Device, Engine
+from hybrid_workers.errors import UserError
+from hybrid_workers.mlx_engine.arrays import mx_dtype
+from hybrid_workers.mlx_engine.model_args import model_args, refuse
+
+_SAMPLES_PER_TENSOR = 4096  # as engine.loading.weights_fingerprint
+_UNSTABLE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "name_or_path"})
+
+
+@dataclass(frozen=True, eq=False)
+class MlxModel:
+    """An mlx-lm Llama ready for decode, with the facts the workers need (as engine.LoadedModel)."""
+
+    engine: ClassVar[Engine] = Engine.MLX
+
+    model: Any  # mlx_lm.models.llama.Model, weights evaluated, in `mx_dtype`
+    tokenizer: Any  # transformers tokenizer (the same the torch engine uses)
+    name: str  # what the user asked for (folder or HF id)
+    device: torch.device  # where received KV tensors land before they enter MLX: always the CPU
+    dtype: torch.dtype  # the dtype KV travels in on the wire (the model's dtype)
+    fingerprint: str  # equal to the torch engine's for the same folder and dtype (handshake)
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    max_context: int  # max_position_embeddings
+    eos_token_ids: frozenset[int]
+    vocab_size: int
+    args: dict[str, Any]  # the ModelArgs the model was built with (translated, see model_args)
+    # Serialises MLX work on this model across threads (forward passes and KV writes): decode.runner's
+    # model_lock returns it, and MlxKVSlot takes it while it writes a received layer.
+    lock: Any = field(default_factory=threading.RLock)  # threading.RLock: the engine re-enters it
+
+    @property
+    def mx_dtype(self) -> Any:
+        """The MLX dtype of the weights and the KV cache."""
+        return mx_dtype(self.dtype)
+
+
+def use_device(device: str) -> None:
+    """Apply `--device` to MLX: auto keeps MLX's default (Metal when present), cpu forces the CPU."""
+    if device == Device.CPU:
+        mx.set_default_device(mx.cpu)
+    elif device != Device.AUTO:
+        raise UserError(
+            f"--device {device}: the MLX engine computes on Metal (auto) or the CPU; use --device auto or cpu"
+        )
+
+
+def mlx_compute_device() -> ComputeDevice:
+    """metal when MLX computes on Apple silicon's GPU, cpu otherwise."""
+    return ComputeDevice.METAL if mx.default_device().type == mx.DeviceType.gpu else ComputeDevice.CPU
+
+
+def _read_weights(folder: Path, name: str) -> dict[str, mx.array]:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise UserError(
+            f"--model {name}: no *.safetensors files in {folder}; the MLX engine reads safetensors"
+        )
+    weights: dict[str, mx.array] = {}
+    for file in files:
+        weights.update(mx.load(str(file)))  # type: ignore[arg-type]  # a dict for .safetensors
+    return weights
+
+
+def _build(args: dict[str, Any], weights: dict[str, mx.array], dtype: Any, name: str) -> Any:
+    from mlx_lm.models import llama
+
+    model = llama.Model(llama.ModelArgs(**args))
+    weights = model.sanitize(weights)
+    cast = {key: value.astype(dtype) for key, value in weights.items()}
+    try:
+        model.load_weights(list(cast.items()), strict=True)
+    except ValueError as exc:
+        raise refuse(name, f"weights do not fit a Llama of this config ({exc})") from None
+    model.eval()
+    mx.eval(model.parameters())
+    return model
+
+
+def fingerprint(config: Any, dtype: torch.dtype, model: Any) -> str:
+    """engine.loading.weights_fingerprint computed from the MLX weights (same names, same samples)."""
+    digest = hashlib.sha256()
+    shape = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k not in _UNSTABLE_KEYS}
+    digest.update(json.dumps(shape, sort_keys=True, default=str).encode())
+    digest.update(str(dtype).encode())
+    from mlx.utils import tree_flatten
+
+    named = dict(tree_flatten(model.parameters()))
+    if "lm_head.weight" not in named:  # tied: torch's state_dict lists the shared tensor under both names
+        named["lm_head.weight"] = named["model.embed_tokens.weight"]
+    for key, array in sorted(named.items()):
+        flat = array.reshape(-1)  # [numel]
+        step = max(1, flat.size // _SAMPLES_PER_TENSOR)
+        sample = np.array(flat[::step].astype(mx.float32))
+        digest.update(f"{key}:{tuple(array.shape)}".encode())
+        digest.update(np.ascontiguousarray(sample).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _eos_ids(folder: Path, config: Any, tokenizer: Any) -> frozenset[int]:
+    from transformers import GenerationConfig
+
+    ids: set[int] = set()
+    try:
+        generation: Any = GenerationConfig.from_pretrained(str(folder), local_files_only=True)
+    except OSError:
+        generation = None
+    for source in (generation, config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        ids.update([value] if isinstance(value, int) else list(value or []))
+    return frozenset(ids)
+
+
+def load_mlx_model(model: str | None = None, dtype: str = "auto") -> MlxModel:
+    """Load a Llama-family model folder (or cached HF id) into MLX; UserError, one line, for anything else."""
+    from transformers import AutoTokenizer
+
+    check_dtype(dtype)
+    path = _model_path(model)
+    name = model or path
+    config = _load_config(path, name)
+    args = model_args(config, name)  # refuses non-Llama before any weight is read
+    folder = Path(path) if Path(path).is_dir() else _snapshot_folder(path, name)
+    # float16 is fast on Metal; on MLX's CPU build `auto` takes float32 for it, as the torch engine does.
+    on_cpu = mlx_compute_device() is ComputeDevice.CPU
+    torch_dtype = resolve_dtype(dtype, config, torch.device("cpu" if on_cpu else "mps"))
+    mlx_model = _build(args, _read_weights(folder, name), mx_dtype(torch_dtype), name)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return MlxModel(
+        model=mlx_model,
+        tokenizer=tokenizer,
+        name=name,
+        device=torch.device("cpu"),
+        dtype=torch_dtype,
+        fingerprint=fingerprint(config, torch_dtype, mlx_model),
+        num_layers=args["num_hidden_layers"],
+        num_kv_heads=args["num_key_value_heads"],
+        head_dim=args["head_dim"],
+        max_context=args["max_position_embeddings"],
+        eos_token_ids=_eos_ids(folder, config, tokenizer),
+        vocab_size=args["vocab_size"],
+        args=args,
+    )
+
+
+def _snapshot_folder(model_id: str, name: str) -> Path:
+    """The local Hugging Face cache folder of `model_id` (never downloads)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception as exc:  # the hub raises several kinds for "not cached"
+        raise UserError(
+            f"--model {name}: not in the local Hugging Face cache ({exc}); pass a folder"
+        ) from None
