@@ -326,7 +326,12 @@ def main() -> None:
     parser.add_argument("--target", default=None, help="client role: HOST:PORT of the prefill worker")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "kv_timeline.png")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="write the timeline PNG here (none: no plot)",
+    )
     args = parser.parse_args()
     if args.role == "client":
         client_role(args)
@@ -336,7 +341,7 @@ def main() -> None:
     torch.set_num_threads(2)
     results = {"prompt_tokens": PROMPT_TOKENS, "link": over_link(args)}
     results["loopback"] = on_loopback(load(args.model), args.repeats)
-    if "runs" in results["link"]:
+    if "runs" in results["link"] and args.plot is not None:
         plot(results["link"], args.plot)
         results["plot"] = str(args.plot)
     summary = {**results, "link": {k: v for k, v in results["link"].items() if k != "runs"}}

@@ -13,6 +13,8 @@ from hybrid_operator.planner import Request, device_profile, link_profile, make_
 from hybrid_operator.planner.nodes import NodeInfo, profile_node
 from hybrid_workers.cli import main
 
+pytestmark = pytest.mark.slow  # measures this machine for seconds, and a real prefill worker
+
 
 @pytest.fixture(scope="module")
 def prefill_server(tiny_lm) -> Iterator:  # -> RunningServer

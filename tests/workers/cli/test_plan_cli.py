@@ -146,6 +146,7 @@ def test_missing_devices_are_named(
     assert "--prefill-device is required" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_plan_runs_without_importing_torch() -> None:
     code = (
         "import sys; from hybrid_workers.cli import main; "
