@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 # The workers' own choices (light modules, no torch): one list each for the CLI, the wire and the CRD.
-from hybrid_workers.enums import DType, Fallback, TransferMode
+from hybrid_workers.enums import Device, DType, Fallback, TransferMode
 from hybrid_workers.enums import WireEncoding as Compression
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -31,14 +31,6 @@ class _Spec(BaseModel):
     """Base of every spec model: frozen, camelCase field names as in the CRD, unknown fields rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
-
-
-class Device(StrEnum):
-    """Compute device of a worker pool (`mps` is absent: Metal is not reachable from Linux containers)."""
-
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
 
 
 class PlacementMode(StrEnum):
@@ -93,7 +85,7 @@ class WorkerPoolSpec(_Spec):
     """One role's pods (prefill or decode): the same type serves both."""
 
     replicas: int = Field(default=1, ge=0, le=16)
-    device: Device = Device.AUTO
+    device: Device = Device.AUTO  # not mps: Metal is not reachable from Linux containers (the CRD's enum)
     gpus: int = Field(default=0, ge=0, le=8)  # nvidia.com/gpu per pod
     image: str | None = Field(default=None, min_length=1)  # default: the operator's image for the role
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -104,7 +96,9 @@ class WorkerPoolSpec(_Spec):
     runtime_class_name: str | None = Field(default=None, min_length=1)  # e.g. "nvidia" on k3s GPU nodes
 
     @model_validator(mode="after")
-    def _gpus_need_gpu_device(self) -> WorkerPoolSpec:
+    def _device_fits_the_pool(self) -> WorkerPoolSpec:
+        if self.device == Device.MPS:
+            raise ValueError("device mps: Metal is not reachable from containers; use auto, cpu or cuda")
         if self.device == Device.CPU and self.gpus > 0:
             raise ValueError("gpus > 0 needs device cuda or auto")
         return self

@@ -12,6 +12,7 @@ import pytest
 from hybrid_operator.planner import Request, device_profile, link_profile, make_plan, model_shape
 from hybrid_operator.planner.nodes import NodeInfo, profile_node
 from hybrid_workers.cli import main
+from support.prefill import prefill_server as serving
 
 pytestmark = pytest.mark.slow  # measures this machine for seconds, and a real prefill worker
 
@@ -19,12 +20,8 @@ pytestmark = pytest.mark.slow  # measures this machine for seconds, and a real p
 @pytest.fixture(scope="module")
 def prefill_server(tiny_lm) -> Iterator:  # -> RunningServer
     """A real prefill worker (gRPC, tiny model) on a free loopback port."""
-    from hybrid_workers.prefill.config import PrefillServerConfig
-    from hybrid_workers.prefill.server import start_server
-
-    running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0))
-    yield running
-    running.stop(grace_s=0)
+    with serving(tiny_lm) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

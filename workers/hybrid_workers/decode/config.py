@@ -90,13 +90,8 @@ def parse_auto_int(value: str | int | None, flag: str) -> int | None:
 
 def parse_min_tokens(value: str | int) -> int:
     """--remote-prefill-min-tokens: a positive integer, or `auto` for the built-in default."""
-    text = str(value).strip()
-    if text == "auto":
-        return DEFAULT_REMOTE_PREFILL_MIN_TOKENS
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"--remote-prefill-min-tokens {value!r}: use a positive integer or auto") from None
+    parsed = parse_auto_int(value, "--remote-prefill-min-tokens")
+    return DEFAULT_REMOTE_PREFILL_MIN_TOKENS if parsed is None else parsed
 
 
 def _choice(flag: str, enum: type[E], value: object) -> E:
