@@ -13,7 +13,7 @@ from typing import Any, Literal
 # The workers' own choices (light modules, no torch): one list each for the CLI, the wire and the CRD.
 from hybrid_workers.enums import Device, DType, Fallback, TransferMode
 from hybrid_workers.enums import WireEncoding as Compression
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "hybridinference.dev"
@@ -95,10 +95,15 @@ class WorkerPoolSpec(_Spec):
     resources: Resources = Resources()
     runtime_class_name: str | None = Field(default=None, min_length=1)  # e.g. "nvidia" on k3s GPU nodes
 
+    @field_validator("device")
+    @classmethod
+    def _not_mps(cls, device: Device) -> Device:
+        if device == Device.MPS:
+            raise ValueError("mps: Metal is not reachable from containers; use auto, cpu or cuda")
+        return device
+
     @model_validator(mode="after")
-    def _device_fits_the_pool(self) -> WorkerPoolSpec:
-        if self.device == Device.MPS:
-            raise ValueError("device mps: Metal is not reachable from containers; use auto, cpu or cuda")
+    def _gpus_need_gpu_device(self) -> WorkerPoolSpec:
         if self.device == Device.CPU and self.gpus > 0:
             raise ValueError("gpus > 0 needs device cuda or auto")
         return self

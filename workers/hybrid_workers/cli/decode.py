@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
 
+from hybrid_workers.decode.config import DecodeConfig
 from hybrid_workers.enums import Engine, Fallback, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_model_options, add_option, parse_bytes
@@ -22,6 +24,10 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+# The flags' defaults are DecodeConfig's (fields without a default, such as the model name, are absent).
+DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(DecodeConfig) if f.default is not dataclasses.MISSING
+}
 DEFAULT_PORT = 8000
 # On SIGTERM/Ctrl-C, open streams get this long to finish before they are cut.
 SHUTDOWN_GRACE_S = 5
@@ -53,12 +59,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser, "--served-model-name", default=None, help="the `model` clients send; none: from --model"
     )
     add_option(
-        parser, "--remote-prefill-min-tokens", default="32", help="shorter prompts prefill locally (or auto)"
+        parser,
+        "--remote-prefill-min-tokens",
+        default=DEFAULTS["remote_prefill_min_tokens"],
+        help="shorter prompts prefill locally (or auto)",
     )
     add_option(
-        parser, "--fallback", default=Fallback.LOCAL, choices=Fallback, help="when remote prefill fails"
+        parser, "--fallback", default=DEFAULTS["fallback"], choices=Fallback, help="when remote prefill fails"
     )
-    add_option(parser, "--prefill-timeout", default=60.0, type=float, help="seconds for one remote prefill")
+    add_option(
+        parser,
+        "--prefill-timeout",
+        default=DEFAULTS["prefill_timeout_s"],
+        type=float,
+        help="seconds for one remote prefill",
+    )
     add_option(
         parser,
         "--max-concurrency",
@@ -75,16 +90,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(
         parser,
         "--prefill-chunk-tokens",
-        default=256,
+        default=DEFAULTS["prefill_chunk_tokens"],
         type=int,
         help="local prefill runs in chunks of this many tokens between decode steps (bounds the ITL)",
     )
-    add_option(parser, "--max-queue", default=64, type=int, help="requests waiting; beyond: 429")
+    add_option(
+        parser, "--max-queue", default=DEFAULTS["max_queue"], type=int, help="requests waiting; then 429"
+    )
     add_option(parser, "--max-model-len", default=None, type=int, help="prompt + completion tokens at most")
     add_option(
         parser,
         "--kv-compression",
-        default=WireEncoding.NONE,
+        default=DEFAULTS["kv_compression"],
         choices=WireEncoding,
         help="KV wire format",
     )
@@ -118,7 +135,7 @@ def served_name(model: str | None) -> str:
 
 def build_config(args: argparse.Namespace):  # -> DecodeConfig
     """The DecodeConfig for the parsed flags (UserError for bad values)."""
-    from hybrid_workers.decode.config import DecodeConfig, parse_auto_int, parse_min_tokens
+    from hybrid_workers.decode.config import parse_auto_int, parse_min_tokens
     from hybrid_workers.kv.tls import TLSConfig
 
     return DecodeConfig(

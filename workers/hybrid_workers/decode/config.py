@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from hybrid_workers.enums import Fallback, WireEncoding
-from hybrid_workers.errors import UserError
-
-E = TypeVar("E", bound=StrEnum)
+from hybrid_workers.errors import UserError, closed_choice
 
 # Prompts shorter than this prefill locally: below it the round trip costs more than the prefill.
 DEFAULT_REMOTE_PREFILL_MIN_TOKENS = 32
@@ -44,9 +41,9 @@ class DecodeConfig:
     predicted_decode_tps: float | None = None  # the planner's decode tokens/s (exported as a gauge)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "fallback", _choice("--fallback", Fallback, self.fallback))
+        object.__setattr__(self, "fallback", closed_choice("--fallback", Fallback, self.fallback))
         object.__setattr__(
-            self, "kv_compression", _choice("--kv-compression", WireEncoding, self.kv_compression)
+            self, "kv_compression", closed_choice("--kv-compression", WireEncoding, self.kv_compression)
         )
         _positive("--remote-prefill-min-tokens", self.remote_prefill_min_tokens)
         if self.max_concurrency is not None:
@@ -92,14 +89,6 @@ def parse_min_tokens(value: str | int) -> int:
     """--remote-prefill-min-tokens: a positive integer, or `auto` for the built-in default."""
     parsed = parse_auto_int(value, "--remote-prefill-min-tokens")
     return DEFAULT_REMOTE_PREFILL_MIN_TOKENS if parsed is None else parsed
-
-
-def _choice(flag: str, enum: type[E], value: object) -> E:
-    try:
-        return enum(str(value))
-    except ValueError:
-        valid = ", ".join(member.value for member in enum)
-        raise UserError(f"{flag} {value!r}: use one of {valid}") from None
 
 
 def _positive(flag: str, value: float) -> None:

@@ -18,8 +18,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import grpc
 import torch
@@ -28,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hybrid_workers.decode.engine_api import KVSlot, slot_sink
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
 from hybrid_workers.enums import TransferMode, WireEncoding
-from hybrid_workers.errors import UserError
+from hybrid_workers.errors import closed_choice
 from hybrid_workers.kv import wire
 from hybrid_workers.kv.checks import ReceiverModel
 from hybrid_workers.kv.convert import request_to_pb
@@ -41,8 +40,6 @@ from hybrid_workers.prefill.servicer import REASON_METADATA, SERVICE_NAME
 
 if TYPE_CHECKING:
     from transformers import DynamicCache
-
-StrEnumT = TypeVar("StrEnumT", bound=StrEnum)
 
 
 @dataclass(frozen=True)
@@ -105,8 +102,8 @@ class PrefillClient:
         self.target = target
         self.lm = lm
         self.timeout_s = timeout_s
-        self.encoding = _choice(WireEncoding, encoding, "--kv-compression")
-        self.mode = _choice(TransferMode, mode, "mode")
+        self.encoding = closed_choice("--kv-compression", WireEncoding, encoding)
+        self.mode = closed_choice("mode", TransferMode, mode)
         self.chunk_bytes = chunk_bytes
         self._model = ReceiverModel.of(lm)
         if tls is None:
@@ -276,15 +273,6 @@ def rpc_failure(error: grpc.RpcError, target: str) -> KVProtocolError:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED):
         return KVProtocolError(Reason.TRANSPORT, f"prefill worker {target} unreachable or lost: {details}")
     return KVProtocolError(Reason.REJECTED, f"prefill worker {target} refused ({code.name}): {details}")
-
-
-def _choice(kind: type[StrEnumT], value: str, flag: str) -> StrEnumT:
-    """`value` as a member of the str Enum `kind`, or UserError naming the value and the choices."""
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(member.value for member in kind)
-        raise UserError(f"{flag} {value!r}: use one of {choices}") from None
 
 
 def _refusal_reason(error: grpc.RpcError) -> Reason | None:
