@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hybrid_workers.enums import CONCRETE_DTYPES
+from hybrid_workers.enums import CONCRETE_DTYPES, Device
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_option
 
@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
         "--prefill-device FILE` and the operator (as the hybridinference.dev/profile annotation) use.",
     )
     add_option(parser, "--out", default=None, help="write the profile JSON here (default: stdout only)")
-    add_option(parser, "--device", default="auto", help="cpu, cuda, mps or auto")
+    add_option(parser, "--device", default=Device.AUTO, choices=Device, help="device to measure")
     add_option(parser, "--id", default="this-machine", help="profile id to record")
     add_option(
         parser,
