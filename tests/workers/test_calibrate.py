@@ -94,7 +94,7 @@ def test_the_profile_works_as_a_node_annotation(profile_file: Path) -> None:
         (["--dtypes", "float32,fp4"], "--dtypes float32,fp4: unknown dtype 'fp4'"),
         (["--budget-seconds", "0"], "--budget-seconds 0.0: must be > 0"),
         (["--out", "/no/such/dir/p.json"], "--out /no/such/dir/p.json: folder '/no/such/dir' does not exist"),
-        (["--device", "tpu"], "--device tpu: unknown device"),
+        (["--device", "tpu"], "--device: 'tpu' is not a choice; use one of auto, cpu, cuda, mps"),
         (["--shape", "gpt-9"], "--shape gpt-9: unknown model"),
         (["--prefill-tokens", "0"], "--prefill-tokens 0: must be >= 1"),
     ],
