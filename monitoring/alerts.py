@@ -47,7 +47,7 @@ def _alerts() -> tuple[Alert, ...]:
     tps_p50 = quantile(0.5, "decode_tokens_per_second", "10m", by=G)
     predicted_tps = f"max by ({', '.join(G)}) ({series('predicted_decode_tokens_per_second')} > 0)"
     fallbacks = sum_by(G, rate("prefill_fallback_total", window))
-    unreachable = sum_by(G, rate("prefill_fallback_total", window, 'reason="unreachable"'))
+    unreachable = sum_by(G, rate("prefill_fallback_total", window, 'reason=~"unreachable|peer_down|stalled"'))
     prefill_down = f'max by ({NAMESPACE}, {INSTANCE}) (up{{{COMPONENT}="prefill"}}) == 0'
     tokens = sum_by(G, rate("generation_tokens_total", window))
     reconcile_errors = sum_by((), rate("reconcile_errors_total", "10m", f'{COMPONENT}="operator"'))

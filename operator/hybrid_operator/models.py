@@ -41,7 +41,7 @@ class PlacementMode(StrEnum):
 
 
 class ModelVolume(_Spec):
-    """Where model weights live: a PVC, a hostPath, or (neither) a scratch emptyDir (demo model)."""
+    """Where model weights live: a PVC, a hostPath, or (neither) a scratch emptyDir (default model)."""
 
     pvc: str | None = Field(default=None, min_length=1, max_length=253)  # PersistentVolumeClaim name
     host_path: str | None = Field(default=None, pattern=r"^/")  # absolute path on the node
@@ -58,7 +58,7 @@ class ModelVolume(_Spec):
 class ModelSpec(_Spec):
     """The model both roles load; they must load the same one (the KV fingerprint checks it)."""
 
-    # HF id (from the HF cache in the volume; workers never download) or a path; None: the demo model.
+    # HF id (from the HF cache in the volume; workers never download) or a path; None: the default model.
     source: str | None = Field(default=None, min_length=1, max_length=512)
     dtype: DType = DType.AUTO
     volume: ModelVolume = ModelVolume()

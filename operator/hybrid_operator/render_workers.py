@@ -137,7 +137,7 @@ def runtime_env(cr: HybridInference) -> list[dict[str, str]]:
         {"name": "HF_HUB_OFFLINE", "value": "1"},  # workers never download; the volume holds the model
         {"name": "HF_MODULES_CACHE", "value": f"{CACHE_DIR}/hf-modules"},  # HF_HOME may be read-only
         {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
-        {"name": "HYBRID_INFERENCE_CACHE_DIR", "value": CACHE_DIR},  # the demo model is written here
+        {"name": "HYBRID_INFERENCE_CACHE_DIR", "value": CACHE_DIR},  # the default model is converted here
         {"name": "HOME", "value": "/tmp"},
     ]
 

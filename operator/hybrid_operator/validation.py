@@ -27,7 +27,7 @@ def resolved_dtype(cr: HybridInference) -> DType:
 
     The workers' own `auto` takes the model's dtype but float32 on CPU for float16 models: a CUDA prefill
     pod and a CPU decode pod would disagree, and the KV fingerprint (which includes the dtype) would
-    refuse every remote prefill. `auto` therefore becomes float32 for the embedded demo model (float32)
+    refuse every remote prefill. `auto` therefore becomes float32 for the embedded default model (float32)
     and bfloat16 for a Hugging Face model: it runs on CPU and CUDA alike, at half float32's bytes."""
     dtype = cr.spec.model.dtype
     if dtype != DType.AUTO:

@@ -122,9 +122,14 @@ def test_a_model_without_a_known_shape_is_a_problem_naming_it() -> None:
     )
 
 
-def test_the_demo_model_is_planned_when_no_source_is_given() -> None:
+def test_the_default_model_is_planned_when_no_source_is_given() -> None:
     placement = resolve_placement(spec(model={}), [SPARK])
     assert not placement.problems and placement.prefill_nodes == ("spark",)
+    smollm2 = resolve_placement(
+        spec(model={"source": "HuggingFaceTB/SmolLM2-135M-Instruct", "dtype": "float32"}), [SPARK]
+    )
+    tiny = resolve_placement(spec(model={"source": "demo-tiny", "dtype": "float32"}), [SPARK])
+    assert placement.reason == smollm2.reason != tiny.reason
 
 
 def test_placement_link_and_request_shape_change_the_plan() -> None:

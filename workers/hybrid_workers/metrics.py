@@ -44,6 +44,17 @@ class FallbackReason(StrEnum):
     ERROR = "error"  # it answered with an error
     TIMEOUT = "timeout"  # it did not finish within --prefill-timeout
     PROTOCOL = "protocol"  # it sent KV the receiver refused (version, fingerprint, sizes, checksum)
+    STALLED = "stalled"  # its transfer made no progress for --prefill-stall-timeout
+    PEER_DOWN = "peer_down"  # not attempted: the breaker is open (the worker is down or hangs)
+    INCOMPATIBLE = "incompatible"  # not attempted: the handshake refused it (model, dtype, version)
+
+
+class RemoteOutcome(StrEnum):
+    """Value of the `outcome` label of `remote_prefill_total`: how a remote prefill attempt ended."""
+
+    SUCCESS = "success"  # the KV arrived
+    FAILED = "failed"  # it failed (the fallback policy applied)
+    CANCELLED = "cancelled"  # the client went away meanwhile (not a fallback)
 
 
 # Seconds: 5 ms (GPU, short prompt) .. 5 min (CPU, long prompt on a slow node).
@@ -115,6 +126,18 @@ prefill_fallback_total = Counter(
     "Long prompts prefilled locally because remote prefill failed (see metrics.FallbackReason)",
     ("model", "reason"),
 )
+remote_prefill_total = Counter(
+    PREFIX + "remote_prefill_total",
+    "Remote prefill attempts by outcome (see metrics.RemoteOutcome); requests the breaker kept local "
+    "are not attempts",
+    ("model", "outcome"),
+)
+prefill_peer_state = Gauge(
+    PREFIX + "prefill_peer_state",
+    "1 for the prefill worker's current state as the decode worker sees it "
+    "(connecting, ready, unreachable, stalled, incompatible), 0 for the others",
+    ("model", "state"),
+)
 kv_transfer_seconds = Histogram(
     PREFIX + "kv_transfer_seconds",
     "Remote prefill: time from the first to the last KV byte received",
@@ -169,6 +192,8 @@ def zero_labelled_series(model: str) -> None:
         requests_total.labels(model, outcome.value)
     for reason in FallbackReason:
         prefill_fallback_total.labels(model, reason.value)
+    for remote in RemoteOutcome:
+        remote_prefill_total.labels(model, remote.value)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -19,7 +19,7 @@ from hybrid_operator.planner.auto_placement import NoPlacementError, PlacementPl
 DEFAULT_PROMPT_TOKENS = 4096
 DEFAULT_OUTPUT_TOKENS = 256
 DEFAULT_LINK = "10gbe"
-DEMO_SHAPE = "demo-tiny"  # the workers' embedded demo model (no model.source)
+DEFAULT_SHAPE = "smollm2-135m-instruct"  # the workers' default model (no model.source)
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
@@ -72,7 +72,7 @@ def _placement(plan: PlacementPlan, nodes: Sequence[NodeFacts]) -> NodePlacement
 def resolve_auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> NodePlacement:
     """The nodes the planner chose; a NodePlacement with `problems` when it cannot choose."""
     try:
-        shape = model_shape(spec.model.source or DEMO_SHAPE)
+        shape = model_shape(spec.model.source or DEFAULT_SHAPE)
         link = link_profile(spec.placement.link or DEFAULT_LINK)
         plan = plan_placement(
             nodes,

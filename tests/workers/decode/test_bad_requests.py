@@ -20,7 +20,14 @@ CASES: list[tuple[str, str, Any, int, str | None, str]] = [
     ("unknown model", "/v1/completions", {"model": "gpt-9", "prompt": "hi"}, 404, "model", "gpt-9"),
     ("prompt wrong type", "/v1/completions", {"model": MODEL, "prompt": 5}, 400, "prompt", "5"),
     ("empty prompt", "/v1/completions", {"model": MODEL, "prompt": ""}, 400, "prompt", "empty"),
-    ("two prompts", "/v1/completions", {"model": MODEL, "prompt": ["a", "b"]}, 400, "prompt", "2 prompts"),
+    (
+        "two prompts streamed",
+        "/v1/completions",
+        {"model": MODEL, "prompt": ["a", "b"], "stream": True},
+        400,
+        "prompt",
+        "stream=false",
+    ),
     (
         "token id out of vocab",
         "/v1/completions",

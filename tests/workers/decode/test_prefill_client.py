@@ -154,7 +154,7 @@ def cut_mid_layer(frames: list[Frame]) -> list[Frame | bytes]:
 MALFORMED: dict[str, tuple[Scenario, Reason]] = {
     "wrong version": (edit_header(protocol_version=PROTOCOL_VERSION + 1), Reason.VERSION),
     "wrong fingerprint": (edit_header(model_fingerprint="0" * 32), Reason.FINGERPRINT),
-    "wrong dtype": (edit_header(dtype="bfloat16"), Reason.BAD_HEADER),
+    "wrong dtype": (edit_header(dtype="bfloat16"), Reason.DTYPE),
     "missing layer": (without_layer(2), Reason.MISSING_LAYER),
     "duplicate layer": (layer_twice(1), Reason.DUPLICATE_LAYER),
     "truncated chunk": (short_chunk, Reason.TRUNCATED_CHUNK),

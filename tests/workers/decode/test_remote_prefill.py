@@ -115,7 +115,8 @@ def test_prefill_worker_dies_mid_stream_fallback_local_completes(
     assert again.json()["choices"][0]["text"] == want
     with server.client() as client:
         ready = client.get("/ready")
-    assert ready.status_code == 200 and "prefilling locally" in ready.json()["detail"]
+    assert ready.status_code == 200 and "prefill locally" in ready.json()["detail"]
+    assert ready.json()["prefill"] == "unreachable" and ready.json()["remote"] is False
 
 
 def test_prefill_worker_dies_mid_stream_fallback_fail_is_a_clean_503(
@@ -147,7 +148,7 @@ def test_ready_reports_a_reachable_prefill_worker(decode_server, prefill_worker,
     server = remote_server(decode_server, tiny_lm, prefill_worker, fallback="fail")
     with server.client() as client:
         ready = client.get("/ready")
-    assert ready.status_code == 200 and ready.json()["prefill"] == "reachable"
+    assert ready.status_code == 200 and ready.json()["prefill"] == "ready"
 
 
 def test_a_prefill_worker_that_is_too_slow_times_out_into_a_local_prefill(

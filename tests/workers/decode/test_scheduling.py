@@ -137,3 +137,30 @@ def test_one_failing_request_does_not_affect_the_others(decode_server, monkeypat
     assert fine.status_code == 200
     assert metric("requests_total", model=server.name, outcome="error") == 1
     wait_for(lambda: metric("requests_running", model=server.name) == 0, "the slots to be released")
+
+
+def test_a_full_batch_and_a_full_queue_answer_429_and_everyone_admitted_finishes(
+    decode_server, forward_gate
+) -> None:
+    server = decode_server(max_concurrency=2, max_queue=1)
+    body = {"model": server.name, "prompt": "hold the batch", "max_tokens": 3, "temperature": 0}
+    replies: list[httpx.Response] = []
+
+    def send() -> None:
+        with server.client() as client:
+            replies.append(client.post("/v1/completions", json=body))
+
+    senders = [threading.Thread(target=send) for _ in range(3)]
+    for index, sender in enumerate(senders):
+        sender.start()  # the engine loop waits in the gate: two hold the batch's slots, one queues
+        if index < 2:
+            wait_for(lambda i=index: metric("requests_running", model=server.name) == i + 1, "a slot taken")
+    wait_for(lambda: metric("requests_waiting", model=server.name) == 1, "the third request to queue")
+    with server.client() as client:
+        refused = client.post("/v1/completions", json=body)
+    forward_gate.open()
+    for sender in senders:
+        sender.join(60)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert [r.status_code for r in replies] == [200, 200, 200]
+    assert len({r.json()["choices"][0]["text"] for r in replies}) == 1  # same prompt, same greedy answer

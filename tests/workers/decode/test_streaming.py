@@ -61,7 +61,7 @@ def test_chat_stream_logprobs_and_usage_chunk(decode_server) -> None:
     assert token_chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
 
 
-def test_a_failure_after_the_first_token_ends_the_stream_with_an_error_event(
+def test_a_failure_after_the_first_token_ends_the_stream_with_an_error_event_and_done(
     decode_server, monkeypatch
 ) -> None:
     server = decode_server()
@@ -76,9 +76,9 @@ def test_a_failure_after_the_first_token_ends_the_stream_with_an_error_event(
     body = {"model": server.name, "prompt": PROMPT, "max_tokens": 8, "temperature": 0}
     with server.client() as client:
         streamed = events(client, "/v1/completions", body)
-    assert [bool(e.get("choices")) for e in streamed] == [True, True, False]
-    assert "device lost" in streamed[-1]["error"]["message"]
-    assert "[DONE]" not in streamed
+    assert streamed[-1] == "[DONE]"  # the client sees the end of the stream
+    assert [bool(e.get("choices")) for e in streamed[:-1]] == [True, True, False]
+    assert "device lost" in streamed[-2]["error"]["message"]
     labels = {"model": server.name, "outcome": "error"}
     wait_for(lambda: sample_value("hybrid_inference_requests_total", labels) == 1, "the error to be counted")
 

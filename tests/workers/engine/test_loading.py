@@ -10,6 +10,7 @@ import torch
 from hybrid_workers.engine import load_model
 from hybrid_workers.engine.loading import resolve_device
 from hybrid_workers.errors import UserError
+from hybrid_workers.model_identity import model_identity
 
 
 def _load(path: Path | str, **kwargs):
@@ -85,10 +86,12 @@ def test_auto_dtype_is_the_models_own_but_float32_for_float16_on_cpu(tiny_model_
     assert next(bf16.model.parameters()).dtype == torch.bfloat16
 
 
-def test_fingerprint_follows_model_and_dtype_not_the_path(tiny_lm, tiny_lm_bf16, tiny_model_dir, tmp_path):
+def test_fingerprint_is_the_model_identity_of_the_files_not_the_path_or_dtype(
+    tiny_lm, tiny_lm_bf16, tiny_model_dir, tmp_path
+):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "elsewhere")
-    assert _load(copy).fingerprint == tiny_lm.fingerprint
-    assert tiny_lm_bf16.fingerprint != tiny_lm.fingerprint
+    assert _load(copy).fingerprint == tiny_lm.fingerprint == model_identity(tiny_model_dir)
+    assert tiny_lm_bf16.fingerprint == tiny_lm.fingerprint  # the dtype is checked on its own
     changed = _load(copy)
     with torch.no_grad():
         changed.model.model.layers[2].mlp.up_proj.weight.mul_(1.01)

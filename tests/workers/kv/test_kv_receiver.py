@@ -100,7 +100,7 @@ def oversize_data(frames: list[Frame]) -> list[Frame]:
 MALFORMED = {
     "wrong version": (replace_header(protocol_version=PROTOCOL_VERSION + 1), Reason.VERSION),
     "wrong fingerprint": (replace_header(model_fingerprint="cd" * 32), Reason.FINGERPRINT),
-    "wrong dtype": (replace_header(dtype="bfloat16"), Reason.BAD_HEADER),
+    "wrong dtype": (replace_header(dtype="bfloat16"), Reason.DTYPE),
     "wrong shape": (replace_header(keys_shapes=((1, 2, 6, 8),) * 3), Reason.BAD_HEADER),
     "chunk size too small": (replace_header(chunk_bytes=1024), Reason.BAD_HEADER),
     "missing layer": (drop_chunks(4, 5, 6, 7), Reason.MISSING_LAYER),

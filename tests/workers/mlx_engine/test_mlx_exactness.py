@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 from hybrid_workers.mlx_engine.engine import MlxDecodeEngine
-from mlx_handoff import NEAR_TIE, mlx_greedy, mlx_local_logits, mlx_teacher_forced, top2_gap, torch_greedy
+from mlx_kv_transfer import NEAR_TIE, mlx_greedy, mlx_local_logits, mlx_teacher_forced, top2_gap, torch_greedy
 
 NEW_TOKENS = 33  # the prefill worker's first token + 32 decoded by MLX
 LOGITS_TOL = 1e-3

@@ -15,6 +15,7 @@ from hybrid_workers.decode import prefill_client
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams, prefill
 from hybrid_workers.kv.errors import KVProtocolError, Reason
+from hybrid_workers.kv.frames import PROTOCOL_VERSION
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 from hybrid_workers.prefill import job, pipe
 from hybrid_workers.prefill.config import PrefillServerConfig
@@ -148,7 +149,7 @@ def test_client_leaving_mid_stream_stops_the_prefill(
     monkeypatch.setattr(pipe.LayerPipe, "cancel", observed_cancel)
     gate.hold_after = 0  # the prefill waits after layer 0 until the worker saw the client leave
     stub = kv_pb2_grpc.PrefillWorkerStub(grpc.insecure_channel(f"127.0.0.1:{prefill_server.port}"))
-    call = stub.Prefill(kv_pb2.PrefillRequest(protocol_version=1, token_ids=prompt(20)))
+    call = stub.Prefill(kv_pb2.PrefillRequest(protocol_version=PROTOCOL_VERSION, token_ids=prompt(20)))
     for frame in call:
         if frame.WhichOneof("kind") == "layer":
             break  # layer 0 arrived: leave
@@ -200,11 +201,13 @@ def test_bad_prompts_are_refused_with_the_value(tiny_lm, prefill_server, token_i
 
 def test_a_decode_worker_with_another_model_is_refused_before_any_compute(prefill_server) -> None:
     stub = kv_pb2_grpc.PrefillWorkerStub(grpc.insecure_channel(f"127.0.0.1:{prefill_server.port}"))
-    request = kv_pb2.PrefillRequest(protocol_version=1, token_ids=[1, 2], expected_fingerprint="00" * 16)
+    request = kv_pb2.PrefillRequest(
+        protocol_version=PROTOCOL_VERSION, token_ids=[1, 2], expected_fingerprint="00" * 16
+    )
     with pytest.raises(grpc.RpcError) as caught:
         list(stub.Prefill(request))
     assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert "fingerprint" in caught.value.details()
+    assert "model identity " + "00" * 16 in caught.value.details()
 
 
 def test_info_describes_the_served_model(tiny_lm, prefill_server) -> None:
@@ -236,8 +239,10 @@ def test_standard_grpc_health_reports_serving_then_not_serving_on_shutdown(tiny_
     running.stop(grace_s=0)
 
 
-def test_a_decode_worker_in_another_dtype_gets_a_fingerprint_error(tiny_lm_bf16, prefill_server) -> None:
+def test_a_decode_worker_in_another_dtype_gets_a_dtype_error(tiny_lm_bf16, prefill_server) -> None:
     with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm_bf16) as client:
-        with pytest.raises(KVProtocolError, match="same model and --dtype") as caught:
+        with pytest.raises(KVProtocolError, match="same --dtype") as caught:
             client.prefill(prompt(8), GREEDY)
-        assert caught.value.reason is Reason.FINGERPRINT
+        assert caught.value.reason is Reason.DTYPE
+        verdict = client.handshake()  # the handshake says so before any request
+        assert verdict.problem is not None and verdict.problem.reason is Reason.DTYPE

@@ -76,6 +76,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_option(
         parser,
+        "--prefill-stall-timeout",
+        default=5.0,
+        type=float,
+        help="seconds without a frame (the prefill worker sends heartbeats) before a transfer counts as "
+        "stalled: the request falls back and the breaker opens",
+    )
+    add_option(
+        parser,
+        "--prefill-probe-interval",
+        default=2.0,
+        type=float,
+        help="seconds between health + handshake probes of a ready prefill worker (an unready one is "
+        "probed every 0.1-1 s)",
+    )
+    add_option(
+        parser,
         "--max-concurrency",
         default="auto",
         help="requests running at once = the largest decode batch (auto: 8 on CPU, 64 on CUDA, 32 on MPS)",
@@ -144,6 +160,8 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         remote_prefill_min_tokens=parse_min_tokens(args.remote_prefill_min_tokens),
         fallback=args.fallback,
         prefill_timeout_s=args.prefill_timeout,
+        prefill_stall_s=args.prefill_stall_timeout,
+        probe_interval_s=args.prefill_probe_interval,
         max_concurrency=parse_auto_int(args.max_concurrency, "--max-concurrency"),
         kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes", auto=True),
         prefill_chunk_tokens=args.prefill_chunk_tokens,
@@ -212,5 +230,10 @@ def _prefill_client(config, lm):  # -> PrefillClient | None
     from hybrid_workers.decode.prefill_client import PrefillClient
 
     return PrefillClient(
-        config.prefill, lm, tls=config.tls, timeout_s=config.prefill_timeout_s, encoding=config.kv_compression
+        config.prefill,
+        lm,
+        tls=config.tls,
+        timeout_s=config.prefill_timeout_s,
+        stall_s=config.prefill_stall_s,
+        encoding=config.kv_compression,
     )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -13,8 +13,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from hybrid_workers import metrics
+from hybrid_workers.decode import prompt_batch
 from hybrid_workers.decode.api_errors import ApiError, from_validation_errors, install_error_handlers
 from hybrid_workers.decode.exchange import Exchange
+from hybrid_workers.decode.request_id import RequestIdMiddleware, request_id_of
 from hybrid_workers.decode.requests import GenerationRequest, Limits, check_model, from_chat, from_completion
 from hybrid_workers.decode.schemas import ChatCompletionRequest, CompletionRequest
 from hybrid_workers.decode.stats import RequestStats
@@ -24,8 +26,6 @@ from hybrid_workers.metrics import RequestOutcome
 Body = TypeVar("Body", bound=BaseModel)
 Translate = Callable[[Any, Any, Limits], GenerationRequest]
 _CLIENT_CLOSED = 499
-# Names the request in the decode worker's log line (`request <id>: ...`).
-REQUEST_ID_HEADER = "X-Request-Id"
 # Far above any prompt that fits a context (a 128k-token id list is ≈1 MiB of JSON).
 MAX_BODY_BYTES = 16 << 20
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -37,6 +37,7 @@ def create_app(worker: DecodeWorker) -> FastAPI:
     app.state.worker = worker
     app.state.started = int(time.time())
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)  # X-Request-Id on every response, errors included
 
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> Response:
@@ -70,7 +71,7 @@ def create_app(worker: DecodeWorker) -> FastAPI:
 
     @app.get("/ready", response_model=None)
     async def ready() -> JSONResponse:
-        state = await worker.readiness()
+        state = worker.readiness()
         return JSONResponse(dataclasses.asdict(state), status_code=200 if state.ready else 503)
 
     @app.get("/metrics")
@@ -89,8 +90,7 @@ class ExchangeStream(StreamingResponse):
     """
 
     def __init__(self, exchange: Exchange) -> None:
-        headers = {**_SSE_HEADERS, REQUEST_ID_HEADER: exchange.stats.request_id}
-        super().__init__(exchange.stream(), media_type="text/event-stream", headers=headers)
+        super().__init__(exchange.stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
         self.exchange = exchange
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -118,18 +118,45 @@ def parse_body(raw: bytes, model: type[Body]) -> Body:
 async def _generate(
     worker: DecodeWorker, request: Request, model: type[Body], translate: Translate
 ) -> Response:
-    stats = RequestStats(worker.model_label, uuid.uuid4().hex[:8])
+    stats = RequestStats(worker.model_label, request_id_of(request.scope))
     try:
-        generation = translate(parse_body(await request.body(), model), worker.lm.tokenizer, worker.limits)
+        parsed = parse_body(await request.body(), model)
+        parts = prompt_batch.split(parsed) if isinstance(parsed, CompletionRequest) else None
+        if parts is not None:  # several prompts: all validated before any starts
+            many = [translate(part, worker.lm.tokenizer, worker.limits) for part in parts]
+        else:
+            generation = translate(parsed, worker.lm.tokenizer, worker.limits)
     except ApiError:
         stats.finish(RequestOutcome.INVALID)
         raise
+    if parts is not None:
+        return await _generate_many(worker, request, many)
     exchange = Exchange(worker, generation, stats)
     try:
         await exchange.prepare(request.is_disconnected)
         if generation.stream:
             return ExchangeStream(exchange)
         body = await exchange.collect(request.is_disconnected)
-        return JSONResponse(body, headers={REQUEST_ID_HEADER: stats.request_id})
+        return JSONResponse(body)
     except ClientGone:
         return Response(status_code=_CLIENT_CLOSED)  # nobody reads it; nginx's code for the access log
+
+
+async def _generate_many(
+    worker: DecodeWorker, request: Request, generations: list[GenerationRequest]
+) -> Response:
+    """Several prompts of one request, run as concurrent exchanges (batched by the engine loop)."""
+
+    request_id = request_id_of(request.scope)
+
+    async def one(index: int, generation: GenerationRequest) -> dict[str, Any]:
+        stats = RequestStats(worker.model_label, f"{request_id}.{index}")  # one log line per prompt
+        exchange = Exchange(worker, generation, stats)
+        await exchange.prepare(request.is_disconnected)
+        return await exchange.collect(request.is_disconnected)
+
+    try:
+        bodies = await prompt_batch.run_all([functools.partial(one, i, g) for i, g in enumerate(generations)])
+    except ClientGone:
+        return Response(status_code=_CLIENT_CLOSED)
+    return JSONResponse(prompt_batch.merge(bodies))

@@ -30,6 +30,8 @@ class DecodeConfig:
     remote_prefill_min_tokens: int = DEFAULT_REMOTE_PREFILL_MIN_TOKENS  # shorter prompts stay local
     fallback: Fallback = Fallback.LOCAL  # policy when remote prefill fails
     prefill_timeout_s: float = 60.0  # deadline of one remote prefill, KV transfer included
+    prefill_stall_s: float = 5.0  # a remote prefill with no frame (not even a heartbeat) this long: stalled
+    probe_interval_s: float = 2.0  # seconds between health + handshake probes of a ready prefill worker
     max_concurrency: int | None = None  # requests running at once = largest batch; None: per device
     kv_cache_bytes: int | None = None  # KV memory budget of all running sequences; None: from free memory
     prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS  # local prefill chunk between decode steps
@@ -52,6 +54,8 @@ class DecodeConfig:
             _positive("--kv-cache-bytes", self.kv_cache_bytes)
         _positive("--prefill-chunk-tokens", self.prefill_chunk_tokens)
         _positive("--prefill-timeout", self.prefill_timeout_s)
+        _positive("--prefill-stall-timeout", self.prefill_stall_s)
+        _positive("--prefill-probe-interval", self.probe_interval_s)
         if self.max_queue < 0:
             raise UserError(f"--max-queue {self.max_queue}: must be 0 or more")
         if self.max_model_len is not None:

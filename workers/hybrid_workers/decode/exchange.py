@@ -3,7 +3,8 @@
 The exchange starts the request's run, waits for its prefill so that failures before the first token
 get a proper status code (503 for a failed remote prefill with --fallback fail), then either streams
 tokens as they come or collects the whole answer. Whatever happens, the run is cancelled if the
-client goes away and the request is counted exactly once with its outcome.
+client goes away (a non-streaming client is checked after every token) and the request is counted
+exactly once with its outcome. A stream cut by a failure ends with an error event and [DONE].
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Exchange:
     def _fail(self, error: Exception) -> ApiError:
         """Count the failure and turn it into the error the client gets."""
         if isinstance(error, RemotePrefillFailed):
+            self.stats.fallback = error.reason.value  # the log line names why remote prefill failed
             self.stats.finish(RequestOutcome.UNAVAILABLE)
             return ApiError(503, str(error), type="server_error", code="prefill_unavailable")
         if isinstance(error, UserError):
@@ -94,6 +96,8 @@ class Exchange:
                 event = await wait_unless_disconnected(waiting, is_disconnected)
                 if isinstance(event, Token):
                     self._take(event)
+                    if await is_disconnected():  # noticed within one token, even while tokens flow
+                        raise ClientGone()
                 elif isinstance(event, Failed):
                     raise self._fail(event.error)
                 elif isinstance(event, Finished):
@@ -148,8 +152,9 @@ class Exchange:
             if isinstance(event, Token):
                 self._take(event)
                 yield sse(self._token_chunk(event))
-            elif isinstance(event, Failed):
+            elif isinstance(event, Failed):  # an error event, then [DONE]: the client sees the end
                 yield sse(self._fail(event.error).body())
+                yield DONE
                 return
             elif isinstance(event, Finished):
                 break

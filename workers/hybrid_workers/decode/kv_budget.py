@@ -40,6 +40,11 @@ class KVBudget:
         """Bytes reserved now."""
         return self._used
 
+    @property
+    def waiting(self) -> int:
+        """Reservations waiting in line now."""
+        return len(self._line)
+
     def reserve(self, nbytes: int, cancelled: threading.Event, poll_s: float = 0.1) -> None:
         """Block until `nbytes` fit and every earlier reservation got its bytes; then take them.
 

@@ -3,7 +3,10 @@
 It sends the prompt, validates every frame with kv.receiver.KVReceiver, puts each complete layer
 into an engine CacheBuilder as it arrives, and returns the cache with the first token and timings.
 Every failure - a frame that breaks the protocol, a lost connection, a timeout, a refusal - raises
-KVProtocolError; the partial cache is dropped with the call.
+KVProtocolError; the partial cache is dropped with the call. A transfer that makes no progress (no
+frame, not even a heartbeat, for `stall_s`) is cancelled as STALLED, long before the total deadline;
+a request whose client went away (its `cancel` event set) cancels the call at once and raises
+PrefillCancelled. `probe()` (grpc.health.v1 + Handshake) tells whether the worker is up and compatible.
 
 Exposed transfer, without comparing the two hosts' clocks: the decode side measures
 `t_kv` = request sent -> last KV chunk received (its clock); the prefill side reports
@@ -14,6 +17,7 @@ an upper bound (conservative) by that latency (a small request: one RTT/2).
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,11 +32,19 @@ from hybrid_workers.decode.engine_api import KVSlot, slot_sink
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
 from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import closed_choice
-from hybrid_workers.kv import wire
+from hybrid_workers.kv import handshake, wire
 from hybrid_workers.kv.checks import ReceiverModel
 from hybrid_workers.kv.convert import request_to_pb
-from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.kv.frames import GRPC_OPTIONS, Frame, KVRequest, LayerChunk, Trailer
+from hybrid_workers.kv.errors import KVProtocolError, PrefillCancelled, Reason
+from hybrid_workers.kv.frames import (
+    Frame,
+    Heartbeat,
+    KVRequest,
+    LayerChunk,
+    Trailer,
+)
+from hybrid_workers.kv.handshake import Verdict
+from hybrid_workers.kv.keepalive import CHANNEL_OPTIONS
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 from hybrid_workers.kv.receiver import KVReceiver
 from hybrid_workers.kv.tls import TLSConfig, channel_credentials
@@ -40,6 +52,8 @@ from hybrid_workers.prefill.servicer import REASON_METADATA, SERVICE_NAME
 
 if TYPE_CHECKING:
     from transformers import DynamicCache
+# How often the watch of a running prefill checks for cancellation and lack of progress.
+_WATCH_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,7 @@ class PrefillClient:
         *,
         tls: TLSConfig | None = None,
         timeout_s: float = 60.0,
+        stall_s: float = 5.0,
         encoding: WireEncoding | str = WireEncoding.NONE,
         mode: TransferMode | str = TransferMode.LAYERWISE,
         chunk_bytes: int = 0,
@@ -102,14 +117,16 @@ class PrefillClient:
         self.target = target
         self.lm = lm
         self.timeout_s = timeout_s
+        self.stall_s = stall_s
         self.encoding = closed_choice("--kv-compression", WireEncoding, encoding)
         self.mode = closed_choice("mode", TransferMode, mode)
         self.chunk_bytes = chunk_bytes
         self._model = ReceiverModel.of(lm)
+        self.side = handshake.Side.of(lm)
         if tls is None:
-            self._channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+            self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.secure_channel(target, channel_credentials(tls), options=GRPC_OPTIONS)
+            self._channel = grpc.secure_channel(target, channel_credentials(tls), options=CHANNEL_OPTIONS)
         self._stub = kv_pb2_grpc.PrefillWorkerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         # Prefill's frames arrive as raw bytes: kv.wire reads layer chunks without copying their data
@@ -120,13 +137,18 @@ class PrefillClient:
         )
 
     def prefill(
-        self, token_ids: Sequence[int], params: SamplingParams, slot: KVSlot | None = None
+        self,
+        token_ids: Sequence[int],
+        params: SamplingParams,
+        slot: KVSlot | None = None,
+        cancel: threading.Event | None = None,
     ) -> RemotePrefill:
         """Prefill `token_ids` remotely, sampling the first token with `params` (step 0).
 
         Each layer lands in `slot` as it completes (the decode worker's batch path); without a slot
         the layers are assembled into a new DynamicCache. Blocks until the trailer arrived (call from
-        a worker thread). Raises KVProtocolError.
+        a worker thread). Raises KVProtocolError, or PrefillCancelled once `cancel` is set (the gRPC
+        call is cancelled at once).
         """
         request = self._request(token_ids, params)
         builder = CacheBuilder(self.lm)
@@ -142,18 +164,24 @@ class PrefillClient:
 
         receiver = KVReceiver(self._model, request, sink)
         call = self._prefill(request_to_pb(request), timeout=self.timeout_s)
+        watch = _Watch(call, self.stall_s, cancel)
         try:
             for message in call:
+                watch.progress()
                 frame = wire.parse(message)
+                if isinstance(frame, Heartbeat):
+                    continue
                 clock.frame_received(frame)
                 receiver.feed(frame)
             trailer = receiver.finish()
         except grpc.RpcError as exc:
             receiver.release()
-            raise rpc_failure(exc, self.target) from None
+            raise watch.failure(rpc_failure(exc, self.target), self.target) from None
         except KVProtocolError:
             call.cancel()  # the prefill worker stops computing for us
             raise
+        finally:
+            watch.stop()
         clock.done()
         return RemotePrefill(
             cache=slot if slot is not None else builder.build(),
@@ -163,16 +191,35 @@ class PrefillClient:
             trailer=trailer,
         )
 
+    def handshake(self, timeout_s: float = 2.0) -> Verdict:
+        """The worker's side and our verdict on it; KVProtocolError when it cannot be asked."""
+        try:
+            reply = self._stub.Handshake(handshake.request_pb(self.side), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                raise KVProtocolError(
+                    Reason.VERSION,
+                    f"prefill worker {self.target} has no Handshake (an older release, KV wire version 1); "
+                    "run the same hybrid-inference release on both workers",
+                ) from None
+            raise rpc_failure(exc, self.target) from None
+        return handshake.verdict_from_reply(self.side, reply, self.target)
+
+    def probe(self, timeout_s: float = 2.0) -> Verdict:
+        """grpc.health.v1 says SERVING, then the handshake; KVProtocolError when down or not serving."""
+        self.health(timeout_s)
+        return self.handshake(timeout_s)
+
     def health(self, timeout_s: float = 2.0) -> None:
-        """Raises KVProtocolError unless the worker's grpc.health.v1 service says SERVING."""
+        """Raises KVProtocolError (transport) unless the worker's grpc.health.v1 service says SERVING."""
         request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
         try:
-            reply = self._health.Check(request, timeout=timeout_s)
+            status = self._health.Check(request, timeout=timeout_s).status
         except grpc.RpcError as exc:
             raise rpc_failure(exc, self.target) from None
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            raise KVProtocolError(Reason.REJECTED, f"prefill worker {self.target} is not serving ({status})")
+        if status != health_pb2.HealthCheckResponse.SERVING:
+            name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+            raise KVProtocolError(Reason.TRANSPORT, f"prefill worker {self.target} is {name}")
 
     def info(self, timeout_s: float = 5.0) -> WorkerInfo:
         """The worker's model, fingerprint, dtype, device and layer count."""
@@ -212,7 +259,52 @@ class PrefillClient:
             expected_fingerprint=self.lm.fingerprint,
             chunk_bytes=self.chunk_bytes,
             request_id=uuid.uuid4().hex[:16],
+            heartbeat_ms=max(1, int(self.stall_s * 1000 / 4)),
         )
+
+
+class _Watch:
+    """Cancels a running call when its request is cancelled or no frame arrived for `stall_s`."""
+
+    def __init__(self, call: grpc.Future, stall_s: float, cancel: threading.Event | None) -> None:
+        self._call = call
+        self._stall_s = stall_s
+        self._cancel = cancel
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self.stalled = self.cancelled = False
+        threading.Thread(target=self._run, name="prefill-watch", daemon=True).start()
+
+    def progress(self) -> None:
+        """A frame arrived."""
+        self._last = time.monotonic()
+
+    def stop(self) -> None:
+        """The call is over."""
+        self._done.set()
+
+    def failure(self, error: KVProtocolError, target: str) -> Exception:
+        """What the caller raises for a failed call: cancelled, stalled, or `error` itself."""
+        if self.cancelled:
+            return PrefillCancelled("the request was cancelled during its remote prefill")
+        if self.stalled:
+            return KVProtocolError(
+                Reason.STALLED,
+                f"prefill worker {target} sent nothing (not even a heartbeat) for {self._stall_s:g} s "
+                "(--prefill-stall-timeout); it hangs or the link is down",
+            )
+        return error
+
+    def _run(self) -> None:
+        while not self._done.wait(_WATCH_POLL_S):
+            if self._cancel is not None and self._cancel.is_set():
+                self.cancelled = True
+            elif time.monotonic() - self._last > self._stall_s:
+                self.stalled = True
+            else:
+                continue
+            self._call.cancel()
+            return
 
 
 class _Clock:

@@ -1,16 +1,18 @@
 """Where a prompt is prefilled: remote (the prefill worker streams its KV) or local, with the fallback policy.
 
 Prompts of at least `remote_prefill_min_tokens` tokens go to the prefill worker when one is
-configured; shorter ones prefill on the decode worker. When the remote prefill fails, `--fallback
-local` prefills locally (counted in `prefill_fallback_total{reason}`) and `--fallback fail` raises
-`RemotePrefillFailed`, which the API answers with 503.
+configured and its breaker (decode.peer_monitor) is closed; shorter ones prefill on the decode worker.
+When the breaker is open (the worker is down, hangs or is incompatible) no remote attempt is made;
+when a remote prefill fails, the failure is reported to the breaker. Either way `--fallback local`
+prefills locally (counted in `prefill_fallback_total{reason}`, logged with the reason) and
+`--fallback fail` raises `RemotePrefillFailed`, which the API answers with 503. A request cancelled
+during its remote prefill (its client left) raises PrefillCancelled: not a fallback, not a failure.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -18,22 +20,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hybrid_workers import metrics
 from hybrid_workers.decode.config import DecodeConfig
 from hybrid_workers.decode.engine_api import KVSlot
+from hybrid_workers.decode.peer_monitor import PeerMonitor, PeerState
 from hybrid_workers.engine.sampling import SamplingParams
 from hybrid_workers.enums import Fallback
-from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.metrics import FallbackReason, PrefillSite
+from hybrid_workers.kv.errors import KVProtocolError, PrefillCancelled, Reason
+from hybrid_workers.metrics import FallbackReason, PrefillSite, RemoteOutcome
 
 if TYPE_CHECKING:
     from hybrid_workers.decode.prefill_client import RemotePrefill
 
 log = logging.getLogger("hybrid_inference.decode")
 
-# How long a /ready probe of the prefill worker is trusted.
-_HEALTH_TTL_S = 2.0
-
 _REASONS = {
     Reason.TRANSPORT: FallbackReason.UNREACHABLE,
     Reason.TIMEOUT: FallbackReason.TIMEOUT,
+    Reason.STALLED: FallbackReason.STALLED,
     Reason.REJECTED: FallbackReason.ERROR,
 }
 
@@ -42,13 +43,17 @@ class PrefillPeer(Protocol):
     """What routing needs of `decode.prefill_client.PrefillClient`."""
 
     def prefill(
-        self, token_ids: Sequence[int], params: SamplingParams, slot: KVSlot | None = None
+        self,
+        token_ids: Sequence[int],
+        params: SamplingParams,
+        slot: KVSlot | None = None,
+        cancel: threading.Event | None = None,
     ) -> RemotePrefill:
         """First token of the prompt, computed remotely, its KV landed in `slot` (or in a new cache
-        when `slot` is None); raises KVProtocolError."""
+        when `slot` is None); raises KVProtocolError, or PrefillCancelled once `cancel` is set."""
 
-    def health(self) -> Any:
-        """Raises when the prefill worker is unreachable or not serving."""
+    def probe(self, timeout_s: float = 2.0) -> Any:
+        """Health + handshake verdict; raises KVProtocolError when the worker is down."""
 
 
 class RemotePrefillFailed(Exception):
@@ -73,78 +78,114 @@ class Readiness:
     """The body of GET /ready."""
 
     ready: bool  # take traffic?
-    prefill: str  # none | reachable | unreachable
+    prefill: str  # none | connecting | ready | unreachable | stalled | incompatible (PeerState)
     detail: str  # why, in words
+    fallback: str  # local | fail: what long prompts do while the prefill worker is not ready
+    remote: bool  # long prompts go to the prefill worker now (the breaker is closed)
 
 
 class PrefillRouter:
     """Decides local vs remote per prompt and applies the fallback policy; thread-safe."""
 
-    def __init__(self, config: DecodeConfig, model_label: str, peer: PrefillPeer | None) -> None:
+    def __init__(
+        self,
+        config: DecodeConfig,
+        model_label: str,
+        peer: PrefillPeer | None,
+        monitor: PeerMonitor | None = None,
+    ) -> None:
+        """`monitor`: the peer's breaker; by default one probing `peer` (started by `start()`)."""
         self.config = config
         self.model_label = model_label
         self.peer = peer
-        self._health_lock = threading.Lock()
-        self._health: tuple[float, bool, str] = (-_HEALTH_TTL_S, False, "not checked yet")
+        if monitor is None and peer is not None:
+            monitor = PeerMonitor(
+                peer, config.prefill or "prefill worker", model_label, interval_s=config.probe_interval_s
+            )
+        self.monitor = monitor
+
+    def start(self) -> None:
+        """Handshake with the prefill worker now and keep probing it (no-op without one)."""
+        if self.monitor is not None:
+            self.monitor.start()
+
+    def close(self) -> None:
+        """Stop probing."""
+        if self.monitor is not None:
+            self.monitor.close()
 
     def wants_remote(self, prompt_len: int) -> bool:
         """True when a prompt of this length should prefill on the prefill worker."""
         return self.peer is not None and prompt_len >= self.config.remote_prefill_min_tokens
 
     def plan(
-        self, prompt_ids: Sequence[int], params: SamplingParams, slot: KVSlot | None = None
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        slot: KVSlot | None = None,
+        cancel: threading.Event | None = None,
     ) -> PrefillPlan:
-        """Run the remote prefill when wanted (blocking; call from a worker thread).
+        """Run the remote prefill when wanted and allowed (blocking; call from a worker thread).
 
         With a `slot`, the remote KV lands in it layer by layer; after a fallback to local the slot
-        may hold some layers already, which the local prefill overwrites.
+        may hold some layers already, which the local prefill overwrites. Raises RemotePrefillFailed
+        (policy `fail`) or PrefillCancelled (`cancel` was set meanwhile).
         """
         if self.peer is None or not self.wants_remote(len(prompt_ids)):
             return PrefillPlan(PrefillSite.LOCAL, None)
+        if self.monitor is not None and not self.monitor.allows_remote():
+            status = self.monitor.status
+            reason = (
+                FallbackReason.INCOMPATIBLE
+                if status.state is PeerState.INCOMPATIBLE
+                else FallbackReason.PEER_DOWN
+            )
+            return self._failed(reason, Exception(f"remote prefill skipped: {status.detail}"))
         try:
-            if slot is None:
-                remote = self.peer.prefill(list(prompt_ids), params)
-            else:
-                remote = self.peer.prefill(list(prompt_ids), params, slot=slot)
+            remote = self.peer.prefill(list(prompt_ids), params, slot=slot, cancel=cancel)
         except KVProtocolError as exc:
+            self._count(RemoteOutcome.FAILED)
+            if self.monitor is not None:
+                self.monitor.report(exc)
             return self._failed(_REASONS.get(exc.reason, FallbackReason.PROTOCOL), exc)
+        except PrefillCancelled:
+            self._count(RemoteOutcome.CANCELLED)
+            raise
         except Exception as exc:  # the client promises KVProtocolError; anything else is a peer error too
+            self._count(RemoteOutcome.FAILED)
             return self._failed(FallbackReason.ERROR, exc)
+        self._count(RemoteOutcome.SUCCESS)
         return PrefillPlan(PrefillSite.REMOTE, remote)
 
+    def _count(self, outcome: RemoteOutcome) -> None:
+        metrics.remote_prefill_total.labels(self.model_label, outcome.value).inc()
+
     def _failed(self, reason: FallbackReason, exc: Exception) -> PrefillPlan:
-        with self._health_lock:  # /ready learns it at once
-            self._health = (time.monotonic(), False, str(exc))
-        if self.config.fallback is Fallback.FAIL:
+        policy = self.config.fallback
+        log.warning(
+            "remote prefill fallback: reason=%s policy=%s peer=%s detail=%s",
+            reason.value,
+            policy.value,
+            self.config.prefill,
+            exc,
+        )
+        if policy is Fallback.FAIL:
             raise RemotePrefillFailed(reason, exc) from exc
         metrics.prefill_fallback_total.labels(self.model_label, reason.value).inc()
-        log.warning("remote prefill failed (%s): %s; prefilling locally", reason.value, exc)
         return PrefillPlan(PrefillSite.LOCAL, None, fallback=reason)
 
     def readiness(self) -> Readiness:
-        """Whether to take traffic, as far as prefill is concerned; probes the peer at most every couple
-        of seconds. Blocking (a gRPC call): call from a worker thread.
-        """
-        if self.peer is None:
-            return Readiness(True, "none", "no prefill worker configured: all prompts prefill locally")
-        ok, detail = self._peer_health()
-        if ok:
-            return Readiness(True, "reachable", f"prefill worker {self.config.prefill} reachable")
-        why = f"prefill worker {self.config.prefill} unreachable ({detail})"
+        """Whether to take traffic, as far as prefill is concerned (the breaker's state; no I/O)."""
+        policy = self.config.fallback.value
+        if self.monitor is None:
+            return Readiness(
+                True, "none", "no prefill worker configured: all prompts prefill locally", policy, False
+            )
+        status = self.monitor.status
+        if status.state is PeerState.READY:
+            return Readiness(True, status.state.value, status.detail, policy, True)
         if self.config.fallback is Fallback.LOCAL:
-            return Readiness(True, "unreachable", f"{why}; prefilling locally (--fallback local)")
-        return Readiness(False, "unreachable", f"{why} and --fallback fail")
-
-    def _peer_health(self) -> tuple[bool, str]:
-        assert self.peer is not None
-        with self._health_lock:
-            checked, ok, detail = self._health
-            if time.monotonic() - checked < _HEALTH_TTL_S:
-                return ok, detail
-            try:
-                self.peer.health()
-                ok, detail = True, "ok"
-            except Exception as exc:  # any failure of the probe means "not reachable now"
-                ok, detail = False, str(exc) or type(exc).__name__
-            self._health = (time.monotonic(), ok, detail)
-            return ok, detail
+            why = f"{status.detail}; long prompts prefill locally (--fallback local)"
+            return Readiness(True, status.state.value, why, policy, False)
+        why = f"{status.detail}; long prompts are refused (--fallback fail)"
+        return Readiness(False, status.state.value, why, policy, False)

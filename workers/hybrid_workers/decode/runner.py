@@ -30,6 +30,7 @@ from hybrid_workers.decode.routing import PrefillPlan, PrefillRouter
 from hybrid_workers.decode.sequence import SequenceRun
 from hybrid_workers.engine.generation import TextStep
 from hybrid_workers.engine.loading import LoadedModel
+from hybrid_workers.kv.errors import PrefillCancelled
 from hybrid_workers.metrics import PrefillSite
 
 
@@ -106,7 +107,8 @@ class RequestRun:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
 
     def cancel(self) -> None:
-        """Ask for the sequence to leave the batch before its next token (safe from any thread)."""
+        """Ask for the sequence to leave the batch before its next token, or its remote prefill to
+        stop now (safe from any thread)."""
         self.cancelled.set()
 
     async def next_event(self) -> Event:
@@ -139,6 +141,8 @@ class RequestRun:
             return None
         try:
             sequence = self._decode(slot)
+        except PrefillCancelled:  # the client left during the remote prefill: not a failure
+            return None
         finally:
             self.engine_loop.release(slot)  # idempotent: the loop released it when the sequence left
         if sequence.error is not None:
@@ -148,7 +152,7 @@ class RequestRun:
     def _decode(self, slot: KVSlot) -> SequenceRun:
         """Prefill into `slot`, run the sequence in the engine loop, return it once it left the batch."""
         request = self.request
-        plan = self.router.plan(request.prompt_ids, request.params, slot=slot)
+        plan = self.router.plan(request.prompt_ids, request.params, slot=slot, cancel=self.cancelled)
         self._emit(Prefilled(plan))
         sequence = SequenceRun(
             request.prompt_ids,

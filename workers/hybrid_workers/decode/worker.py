@@ -40,6 +40,7 @@ class DecodeWorker:
         self.model_label = config.served_model_name
         self.limits = Limits(config.served_model_name, config.context_limit(lm.max_context), lm.vocab_size)
         self.router = PrefillRouter(config, self.model_label, peer)
+        self.router.start()  # the first handshake with the prefill worker, then background probes
         self.max_concurrency = config.concurrency(lm.device.type)
         self.scheduler = Scheduler(self.max_concurrency, config.max_queue, observe=self._observe)
         self.executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="decode")
@@ -97,13 +98,18 @@ class DecodeWorker:
             return await wait_unless_disconnected(acquiring, is_disconnected)
         except QueueFull as exc:
             raise _too_many(exc) from None
+        except asyncio.CancelledError:  # e.g. a batch-mate prompt of the same request failed
+            if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
+                acquiring.result().release()  # got a slot just now: give it back
+            raise
 
-    async def readiness(self) -> Readiness:
-        """(ready, why): the model is loaded; the prefill side is reachable or may be done locally."""
-        return await asyncio.to_thread(self.router.readiness)
+    def readiness(self) -> Readiness:
+        """(ready, why): the model is loaded; the prefill worker is ready or long prompts may prefill here."""
+        return self.router.readiness()
 
     def close(self) -> None:
         """Stop accepting model work; the engine loop ends after its current step."""
+        self.router.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.engine_loop.close()
 
@@ -111,7 +117,11 @@ class DecodeWorker:
 async def wait_unless_disconnected(waiting: asyncio.Future[T], is_disconnected: IsDisconnected) -> T:
     """The result of `waiting`, unless the client goes away first (then ClientGone, `waiting` cancelled)."""
     while True:
-        done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+        try:
+            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+        except asyncio.CancelledError:  # whoever waits is cancelled: so is what it waited for
+            waiting.cancel()
+            raise
         if done:
             return waiting.result()
         if await is_disconnected():

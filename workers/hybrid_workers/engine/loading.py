@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +12,8 @@ from hybrid_workers.engine.default_model import embedded_model_dir
 from hybrid_workers.engine.layer_hooks import layer_hooks
 from hybrid_workers.enums import DType
 from hybrid_workers.errors import UserError
+from hybrid_workers.model_identity import model_identity
 from hybrid_workers.torch_dtypes import TORCH_DTYPES
-
-_SAMPLES_PER_TENSOR = 4096  # elements of each weight that enter the fingerprint
-_UNSTABLE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "name_or_path"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,7 +25,7 @@ class LoadedModel:
     name: str  # what the user asked for (folder or HF id)
     device: torch.device
     dtype: torch.dtype
-    fingerprint: str  # hex digest of config + dtype + weight samples: equal iff same model and dtype
+    fingerprint: str  # the model identity (model_identity.py): equal iff same weight/config files
     num_layers: int
     num_kv_heads: int
     head_dim: int
@@ -131,20 +127,13 @@ def _decoder_layers(model: Any) -> Any:
     return layers
 
 
-def weights_fingerprint(model: Any, config: Any, dtype: torch.dtype) -> str:
-    """Digest of the config, the dtype and evenly spaced samples of every weight (cheap for 8B models)."""
-    digest = hashlib.sha256()
-    # Where it was loaded from and which library version wrote it must not matter.
-    shape = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k not in _UNSTABLE_KEYS}
-    digest.update(json.dumps(shape, sort_keys=True, default=str).encode())
-    digest.update(str(dtype).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.detach().reshape(-1)  # [numel]
-        step = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
-        sample = flat[::step].to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
-        digest.update(sample.numpy().tobytes())
-    return digest.hexdigest()[:32]
+def model_folder(path: str) -> Path:
+    """The folder holding the model's files: `path` itself, or a Hugging Face id's cached snapshot."""
+    if Path(path).is_dir():
+        return Path(path)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(path, local_files_only=True))
 
 
 def _from_pretrained(path: str, dtype: torch.dtype, device: torch.device, progress: bool) -> Any:
@@ -202,7 +191,7 @@ def load_model(
         name=name,
         device=torch_device,
         dtype=torch_dtype,
-        fingerprint=weights_fingerprint(hf_model, text_config, torch_dtype),
+        fingerprint=model_identity(model_folder(path)),
         num_layers=num_layers,
         num_kv_heads=getattr(text_config, "num_key_value_heads", None) or heads,
         head_dim=getattr(text_config, "head_dim", None) or text_config.hidden_size // heads,

@@ -23,7 +23,7 @@ from hybrid_workers.torch_dtypes import dtype_name
 class ReceiverModel:
     """What the receiving (decode) side knows about its own model; KV must fit it exactly."""
 
-    fingerprint: str
+    fingerprint: str  # the model identity (model_identity.py)
     num_layers: int
     num_kv_heads: int
     head_dim: int
@@ -48,7 +48,7 @@ class ReceiverModel:
 
 
 def check_header(header: Header, request: KVRequest, model: ReceiverModel) -> None:
-    """Raise KVProtocolError (VERSION, FINGERPRINT or BAD_HEADER) unless `header` fits exactly."""
+    """Raise KVProtocolError (VERSION, FINGERPRINT, DTYPE or BAD_HEADER) unless `header` fits exactly."""
     if header.protocol_version != PROTOCOL_VERSION:
         raise KVProtocolError(
             Reason.VERSION,
@@ -58,9 +58,15 @@ def check_header(header: Header, request: KVRequest, model: ReceiverModel) -> No
         raise KVProtocolError(
             Reason.FINGERPRINT,
             f"KV is from model {header.model_name!r} ({header.dtype}, "
-            f"fingerprint {header.model_fingerprint[:16]}), "
-            f"this worker runs fingerprint {model.fingerprint[:16]} ({dtype_name(model.dtype)}); "
-            "run the same model and --dtype on both workers",
+            f"model identity {header.model_fingerprint}), "
+            f"this worker runs model identity {model.fingerprint} ({dtype_name(model.dtype)}); "
+            "give both workers the same model files",
+        )
+    if header.dtype != dtype_name(model.dtype):
+        raise KVProtocolError(
+            Reason.DTYPE,
+            f"KV is in {header.dtype}, this worker computes in {dtype_name(model.dtype)}; "
+            "give both workers the same --dtype",
         )
     for problem in _header_problems(header, request, model):
         raise KVProtocolError(Reason.BAD_HEADER, problem)

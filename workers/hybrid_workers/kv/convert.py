@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.kv.frames import Frame, Header, KVRequest, LayerChunk, TensorKind, Trailer
+from hybrid_workers.kv.frames import (
+    Frame,
+    Header,
+    Heartbeat,
+    KVRequest,
+    LayerChunk,
+    TensorKind,
+    Trailer,
+)
 from hybrid_workers.kv.proto import kv_pb2
 
 _ENCODINGS = {
@@ -56,6 +64,7 @@ def request_to_pb(request: KVRequest) -> kv_pb2.PrefillRequest:
         mode=_MODES[request.mode],
         expected_fingerprint=request.expected_fingerprint,
         chunk_bytes=request.chunk_bytes,
+        heartbeat_ms=request.heartbeat_ms,
     )
 
 
@@ -74,11 +83,14 @@ def request_from_pb(message: kv_pb2.PrefillRequest, encoding: WireEncoding, mode
         chunk_bytes=message.chunk_bytes,
         request_id=message.request_id,
         protocol_version=message.protocol_version,
+        heartbeat_ms=message.heartbeat_ms,
     )
 
 
-def frame_to_pb(frame: Frame) -> kv_pb2.Frame:
+def frame_to_pb(frame: Frame | Heartbeat) -> kv_pb2.Frame:
     """The Frame message carrying `frame`."""
+    if isinstance(frame, Heartbeat):
+        return kv_pb2.Frame(heartbeat=kv_pb2.Heartbeat(queued_ahead=frame.queued_ahead))
     if isinstance(frame, LayerChunk):
         return kv_pb2.Frame(layer=_chunk_to_pb(frame))
     if isinstance(frame, Header):
@@ -86,7 +98,7 @@ def frame_to_pb(frame: Frame) -> kv_pb2.Frame:
     return kv_pb2.Frame(trailer=_trailer_to_pb(frame))
 
 
-def frame_from_pb(message: kv_pb2.Frame) -> Frame:
+def frame_from_pb(message: kv_pb2.Frame) -> Frame | Heartbeat:
     """The domain frame in `message`; KVProtocolError(BAD_FRAME) when it carries none or nonsense."""
     which = message.WhichOneof("kind")
     if which == "layer":
@@ -95,6 +107,8 @@ def frame_from_pb(message: kv_pb2.Frame) -> Frame:
         return _header_from_pb(message.header)
     if which == "trailer":
         return _trailer_from_pb(message.trailer)
+    if which == "heartbeat":
+        return Heartbeat(message.heartbeat.queued_ahead)
     raise KVProtocolError(Reason.BAD_FRAME, "frame carries no header, layer chunk or trailer")
 
 

@@ -9,7 +9,8 @@ class Reason(StrEnum):
     """Why a KV transfer was aborted; the decode worker may fall back to a local prefill on any of them."""
 
     VERSION = "version"  # the peer speaks another protocol version
-    FINGERPRINT = "fingerprint"  # KV from another model or dtype
+    FINGERPRINT = "fingerprint"  # another model identity (weight, config or tokenizer files differ)
+    DTYPE = "dtype"  # the same model computed in another dtype
     BAD_HEADER = "bad-header"  # header inconsistent with the request or the local model
     BAD_FRAME = "bad-frame"  # a frame that is malformed in itself (unknown kind, undecodable)
     ORDER = "order"  # a frame out of the protocol's order
@@ -24,6 +25,7 @@ class Reason(StrEnum):
     STREAM_ENDED = "stream-ended"  # the peer closed the stream before the trailer
     TRANSPORT = "transport"  # connection refused, reset or lost (e.g. the prefill process died)
     TIMEOUT = "timeout"  # the deadline passed
+    STALLED = "stalled"  # no frame (not even a heartbeat) for the stall limit: the peer hangs
     REJECTED = "rejected"  # the prefill worker refused the request (status and message attached)
 
 
@@ -38,3 +40,7 @@ class KVProtocolError(Exception):
         super().__init__(f"KV transfer failed ({reason.value}): {message}")
         self.reason = reason
         self.detail = message
+
+
+class PrefillCancelled(Exception):
+    """The request was cancelled during its remote prefill (its client went away): nothing failed."""

@@ -8,7 +8,8 @@ from enum import StrEnum
 
 from hybrid_workers.enums import TransferMode, WireEncoding
 
-PROTOCOL_VERSION = 1
+# The KV wire version (Handshake, PrefillRequest and Header carry it). 2: Handshake and Heartbeat.
+PROTOCOL_VERSION = 2
 DEFAULT_CHUNK_BYTES = 4 << 20  # 4 MiB: grpcio's sweet spot on loopback (docs/architecture.md)
 MIN_CHUNK_BYTES = 64 << 10
 MAX_CHUNK_BYTES = 16 << 20
@@ -59,6 +60,7 @@ class KVRequest:
     chunk_bytes: int = 0  # 0: the prefill worker's default
     request_id: str = ""
     protocol_version: int = PROTOCOL_VERSION
+    heartbeat_ms: int = 0  # > 0: the sender sends a Heartbeat after this long without a frame
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,13 @@ class Trailer:
     prefill_start_unix: float
     prefill_end_unix: float
     send_tail_seconds: float  # last layer final -> trailer handed to gRPC
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A sign of life without KV (the prefill waits in the queue or computes a layer)."""
+
+    queued_ahead: int = 0  # prefills admitted before this one and not finished
 
 
 Frame = Header | LayerChunk | Trailer

@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError
 
 from hybrid_workers.kv.convert import frame_from_pb, frame_to_pb
 from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.kv.frames import Frame, LayerChunk, TensorKind
+from hybrid_workers.kv.frames import Frame, Heartbeat, LayerChunk, TensorKind
 from hybrid_workers.kv.proto import kv_pb2
 
 _FRAME_LAYER_TAG = 0x12  # Frame.layer: field 2, length-delimited
@@ -36,7 +36,7 @@ def _varint(value: int) -> bytes:
         out.append(low | 0x80)
 
 
-def serialize(frame: Frame | bytes) -> bytes:
+def serialize(frame: Frame | Heartbeat | bytes) -> bytes:
     """The protobuf bytes of a Frame (gRPC's response serializer; bytes pass through unchanged)."""
     if isinstance(frame, bytes):
         return frame
@@ -61,8 +61,11 @@ def encode_chunk(chunk: LayerChunk) -> bytes:
     return b"".join((bytes([_FRAME_LAYER_TAG]), _varint(body_length), fields, chunk.data))
 
 
-def parse(raw: bytes) -> Frame:
-    """The Frame in `raw` (gRPC's response bytes); KVProtocolError(BAD_FRAME) when it does not decode."""
+def parse(raw: bytes) -> Frame | Heartbeat:
+    """The Frame in `raw` (gRPC's response bytes); KVProtocolError(BAD_FRAME) when it does not decode.
+
+    A Heartbeat carries no KV: the caller notes the sign of life and does not feed it to the receiver.
+    """
     chunk = _fast_chunk(raw)
     if chunk is not None:
         return chunk

@@ -9,24 +9,19 @@ the HTTP layer and the prefill client read only these), so both engines meet one
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import mlx.core as mx
-import numpy as np
 import torch
 from hybrid_workers.engine.loading import _load_config, _model_path, check_dtype, resolve_dtype
 from hybrid_workers.enums import ComputeDevice, Device, Engine
 from hybrid_workers.errors import UserError
 from hybrid_workers.mlx_engine.arrays import mx_dtype
 from hybrid_workers.mlx_engine.model_args import model_args, refuse
-
-_SAMPLES_PER_TENSOR = 4096  # as engine.loading.weights_fingerprint
-_UNSTABLE_KEYS = frozenset({"transformers_version", "dtype", "torch_dtype", "name_or_path"})
+from hybrid_workers.model_identity import model_identity
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,7 +35,7 @@ class MlxModel:
     name: str  # what the user asked for (folder or HF id)
     device: torch.device  # where received KV tensors land before they enter MLX: always the CPU
     dtype: torch.dtype  # the dtype KV travels in on the wire (the model's dtype)
-    fingerprint: str  # equal to the torch engine's for the same folder and dtype (handshake)
+    fingerprint: str  # the model identity of the folder's files: the torch engine's too (handshake)
     num_layers: int
     num_kv_heads: int
     head_dim: int
@@ -100,26 +95,6 @@ def _build(args: dict[str, Any], weights: dict[str, mx.array], dtype: Any, name:
     return model
 
 
-def fingerprint(config: Any, dtype: torch.dtype, model: Any) -> str:
-    """engine.loading.weights_fingerprint computed from the MLX weights (same names, same samples)."""
-    digest = hashlib.sha256()
-    shape = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k not in _UNSTABLE_KEYS}
-    digest.update(json.dumps(shape, sort_keys=True, default=str).encode())
-    digest.update(str(dtype).encode())
-    from mlx.utils import tree_flatten
-
-    named = dict(tree_flatten(model.parameters()))
-    if "lm_head.weight" not in named:  # tied: torch's state_dict lists the shared tensor under both names
-        named["lm_head.weight"] = named["model.embed_tokens.weight"]
-    for key, array in sorted(named.items()):
-        flat = array.reshape(-1)  # [numel]
-        step = max(1, flat.size // _SAMPLES_PER_TENSOR)
-        sample = np.array(flat[::step].astype(mx.float32))
-        digest.update(f"{key}:{tuple(array.shape)}".encode())
-        digest.update(np.ascontiguousarray(sample).tobytes())
-    return digest.hexdigest()[:32]
-
-
 def _eos_ids(folder: Path, config: Any, tokenizer: Any) -> frozenset[int]:
     from transformers import GenerationConfig
 
@@ -155,7 +130,7 @@ def load_mlx_model(model: str | None = None, dtype: str = "auto") -> MlxModel:
         name=name,
         device=torch.device("cpu"),
         dtype=torch_dtype,
-        fingerprint=fingerprint(config, torch_dtype, mlx_model),
+        fingerprint=model_identity(folder),
         num_layers=args["num_hidden_layers"],
         num_kv_heads=args["num_key_value_heads"],
         head_dim=args["head_dim"],

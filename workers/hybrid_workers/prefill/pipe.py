@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
 import torch
@@ -74,11 +75,13 @@ class LayerPipe:
                 continue
         raise Cancelled()
 
-    def get(self) -> Item:
-        """The next item, waiting for it; Cancelled when the request went away."""
+    def get(self, wait_s: float | None = None) -> Item | None:
+        """The next item, waiting for it (at most `wait_s`, then None); Cancelled once the request left."""
+        deadline = None if wait_s is None else time.monotonic() + wait_s
         while not self._cancelled.is_set():
             try:
                 return self._queue.get(timeout=_POLL_S)
             except queue.Empty:
-                continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
         raise Cancelled()

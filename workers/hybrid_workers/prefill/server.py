@@ -10,7 +10,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hybrid_workers.engine import LoadedModel
 from hybrid_workers.errors import UserError
-from hybrid_workers.kv.frames import GRPC_OPTIONS
+from hybrid_workers.kv.keepalive import SERVER_OPTIONS
 from hybrid_workers.kv.tls import server_credentials
 from hybrid_workers.prefill.config import PrefillServerConfig
 from hybrid_workers.prefill.servicer import SERVICE_NAME, PrefillServicer, add_to_server
@@ -35,7 +35,7 @@ class RunningServer:
 def start_server(lm: LoadedModel, config: PrefillServerConfig) -> RunningServer:
     """Bind and start the PrefillWorker service for `lm`; UserError when the address cannot be bound."""
     servicer = PrefillServicer(lm, config)
-    server = grpc.server(ThreadPoolExecutor(max_workers=config.rpc_threads), options=GRPC_OPTIONS)
+    server = grpc.server(ThreadPoolExecutor(max_workers=config.rpc_threads), options=SERVER_OPTIONS)
     add_to_server(servicer, server)
     health_servicer = _add_health(server)
     address = f"{config.host}:{config.port}"

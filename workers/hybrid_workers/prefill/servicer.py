@@ -1,4 +1,4 @@
-"""The PrefillWorker gRPC service: Prefill streams Header, each layer's chunks, Trailer; Info."""
+"""The PrefillWorker gRPC service: Prefill (Header, layer chunks, Trailer), Info, Handshake."""
 
 from __future__ import annotations
 
@@ -16,11 +16,17 @@ from hybrid_workers.engine import LoadedModel, SamplingParams
 from hybrid_workers.engine.prefill import check_token_ids
 from hybrid_workers.enums import TransferMode
 from hybrid_workers.errors import UserError
-from hybrid_workers.kv import wire
+from hybrid_workers.kv import handshake, wire
 from hybrid_workers.kv.chunker import build_header, layer_chunks
 from hybrid_workers.kv.convert import request_from_pb
 from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.kv.frames import PROTOCOL_VERSION, Frame, KVRequest, check_chunk_bytes
+from hybrid_workers.kv.frames import (
+    PROTOCOL_VERSION,
+    Frame,
+    Heartbeat,
+    KVRequest,
+    check_chunk_bytes,
+)
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 from hybrid_workers.prefill.config import PrefillServerConfig
 from hybrid_workers.prefill.job import PrefillJob
@@ -30,6 +36,8 @@ from hybrid_workers.torch_dtypes import dtype_name
 log = logging.getLogger("hybrid_inference.prefill")
 # Trailing metadata key carrying a KVProtocolError reason (version, fingerprint) with a refusal.
 REASON_METADATA = "kv-reason"
+# Heartbeats go out at most this often, whatever a request asks.
+MIN_HEARTBEAT_MS = 50
 
 
 class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
@@ -44,7 +52,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
 
     def Prefill(
         self, request: kv_pb2.PrefillRequest, context: grpc.ServicerContext
-    ) -> Iterator[Frame | bytes]:
+    ) -> Iterator[Frame | Heartbeat | bytes]:
         """Validate, queue the prefill on the lane, and stream its frames as layers finish."""
         arrival = time.perf_counter()
         kv_request, params = self._admit(request, context)
@@ -64,6 +72,16 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
     def pending(self) -> int:
         """Prefills admitted and not finished (queued or running)."""
         return self._pending
+
+    def Handshake(
+        self, request: kv_pb2.HandshakeRequest, context: grpc.ServicerContext
+    ) -> kv_pb2.HandshakeReply:
+        """This worker's side and its verdict on the caller's (wire version, model identity, dtype)."""
+        ours = handshake.Side.of(self.lm)
+        reply = handshake.reply_pb(ours, handshake.side_from_request(request), self.lm.num_layers)
+        if not reply.compatible:
+            log.warning("handshake refused (%s): %s", reply.reason, reply.detail)
+        return reply
 
     def Info(self, request: kv_pb2.InfoRequest, context: grpc.ServicerContext) -> kv_pb2.InfoReply:
         """What this worker serves."""
@@ -114,9 +132,9 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
         if request.expected_fingerprint and request.expected_fingerprint != self.lm.fingerprint:
             raise KVProtocolError(
                 Reason.FINGERPRINT,
-                f"decode worker expects fingerprint {request.expected_fingerprint[:16]}, this prefill worker "
-                f"serves {self.lm.name!r} {dtype_name(self.lm.dtype)} ({self.lm.fingerprint[:16]}); "
-                "run the same model and --dtype on both workers",
+                f"decode worker runs model identity {request.expected_fingerprint}, this prefill worker "
+                f"serves {self.lm.name!r} {dtype_name(self.lm.dtype)}, model identity {self.lm.fingerprint}; "
+                "give both workers the same model files",
             )
         chunk_bytes = check_chunk_bytes(request.chunk_bytes or self.config.chunk_bytes)
         check_token_ids(self.lm, request.token_ids)
@@ -131,7 +149,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
 
     def _stream(
         self, request: KVRequest, pipe: LayerPipe, context: grpc.ServicerContext
-    ) -> Iterator[Frame | bytes]:
+    ) -> Iterator[Frame | Heartbeat | bytes]:
         model = self.lm.name
         header = build_header(
             request,
@@ -144,9 +162,12 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
         )
         yield header
         metrics.kv_frames_sent_total.labels(model).inc()
+        beat_s = max(request.heartbeat_ms, MIN_HEARTBEAT_MS) / 1000 if request.heartbeat_ms else None
         while True:
-            item = pipe.get()
-            if isinstance(item, LayerReady):
+            item = pipe.get(beat_s)
+            if item is None:  # nothing to send for a while: a sign of life instead
+                yield Heartbeat(queued_ahead=max(0, self._pending - 1))
+            elif isinstance(item, LayerReady):
                 yield from self._layer_frames(item, request)
             elif isinstance(item, PrefillDone):
                 tail = time.perf_counter() - item.last_layer_done
@@ -157,6 +178,9 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
                 return
             else:
                 log.error("request %s: prefill failed: %s", request.request_id or "-", item.error)
+                # This request's failure, not the worker's: the client counts an `error` fallback
+                # and keeps sending other requests here.
+                context.set_trailing_metadata(((REASON_METADATA, Reason.REJECTED.value),))
                 context.abort(_status_of(item.error), f"prefill failed: {item.error}")
 
     def _layer_frames(self, item: LayerReady, request: KVRequest) -> Iterator[bytes]:
@@ -181,7 +205,7 @@ SERVICE_NAME = "hybridinference.kv.v1.PrefillWorker"
 
 def add_to_server(servicer: PrefillServicer, server: grpc.Server) -> None:
     """Register the service. Unlike the generated helper, Prefill's frames are serialized by kv.wire
-    (one copy of the tensor bytes per layer chunk); Info uses the generated messages."""
+    (one copy of the tensor bytes per layer chunk); Info and Handshake use the generated messages."""
     handlers = {
         "Prefill": grpc.unary_stream_rpc_method_handler(
             servicer.Prefill,
@@ -192,6 +216,11 @@ def add_to_server(servicer: PrefillServicer, server: grpc.Server) -> None:
             servicer.Info,
             request_deserializer=kv_pb2.InfoRequest.FromString,
             response_serializer=kv_pb2.InfoReply.SerializeToString,
+        ),
+        "Handshake": grpc.unary_unary_rpc_method_handler(
+            servicer.Handshake,
+            request_deserializer=kv_pb2.HandshakeRequest.FromString,
+            response_serializer=kv_pb2.HandshakeReply.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
