@@ -12,7 +12,7 @@ import datetime
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +51,9 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "apps",
         "deployments",
-        ("get", "list", "watch", "create", "patch"),
-        "prefill/decode Deployments; watched for availability and deletion",
+        ("get", "list", "watch", "create", "patch", "delete"),
+        "prefill/decode Deployments; watched for availability and deletion; a decode Deployment an "
+        "agent replaced (without fallback) is deleted",
     ),
     Permission("", "services", ("get", "create", "patch"), "<name>-prefill and <name>-api Services"),
     Permission("networking.k8s.io", "networkpolicies", ("get", "create", "patch"), "prefill NetworkPolicy"),
@@ -64,6 +65,14 @@ PERMISSIONS: tuple[Permission, ...] = (
     ),
     Permission("", "secrets", ("get",), "checks that the KV TLS Secret exists and has its keys"),
     Permission("", "events", ("create",), "events on the HybridInference (operator and kopf)"),
+    Permission("", "configmaps", ("get", "create", "patch", "delete"), "decode agent assignments"),
+    Permission(
+        "discovery.k8s.io",
+        "endpointslices",
+        ("get", "create", "patch", "delete"),
+        "<name>-api EndpointSlice to a decode agent's worker",
+    ),
+    Permission("coordination.k8s.io", "leases", ("get",), "reads a decode agent's Lease (state, address)"),
     Permission(
         "", "nodes", ("list",), "placement reads node labels, taints and GPU capacity", namespaced=False
     ),
@@ -78,6 +87,9 @@ KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "Secret"): ("", "secrets"),
     ("v1", "Event"): ("", "events"),
     ("v1", "Node"): ("", "nodes"),
+    ("v1", "ConfigMap"): ("", "configmaps"),
+    ("discovery.k8s.io/v1", "EndpointSlice"): ("discovery.k8s.io", "endpointslices"),
+    ("coordination.k8s.io/v1", "Lease"): ("coordination.k8s.io", "leases"),
     (f"{GROUP}/{VERSION}", "HybridInference"): (GROUP, PLURAL),
 }
 
@@ -108,9 +120,9 @@ class ApplyResult:
     obj: dict[str, Any]
 
 
-def allowed(group: str, resource: str, verb: str) -> bool:
-    """Whether PERMISSIONS grants `verb` on `group/resource`."""
-    return any(p.group == group and p.resource == resource and verb in p.verbs for p in PERMISSIONS)
+def allowed(group: str, resource: str, verb: str, permissions: Sequence[Permission] = PERMISSIONS) -> bool:
+    """Whether `permissions` (the operator's by default) grant `verb` on `group/resource`."""
+    return any(p.group == group and p.resource == resource and verb in p.verbs for p in permissions)
 
 
 def object_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
@@ -122,14 +134,22 @@ def object_path(api_version: str, kind: str, namespace: str | None, name: str | 
 
 
 class KubeClient:
-    """Async Kubernetes client on the credentials kopf logged in with; one per operator process."""
+    """Async Kubernetes client on kopf.ConnectionInfo credentials; one per operator (or agent) process.
+
+    Needs no running kopf: the agent builds the ConnectionInfo from its kubeconfig and passes its own
+    `permissions` table (hybrid_workers.agent.permissions)."""
 
     def __init__(
-        self, info: kopf.ConnectionInfo, field_manager: str, relogin: Callable[[], kopf.ConnectionInfo]
+        self,
+        info: kopf.ConnectionInfo,
+        field_manager: str,
+        relogin: Callable[[], kopf.ConnectionInfo],
+        permissions: Sequence[Permission] = PERMISSIONS,
     ):
         self._info = info
         self._field_manager = field_manager
         self._relogin = relogin
+        self._permissions = tuple(permissions)
         self._session: aiohttp.ClientSession | None = None
         self._session_info: kopf.ConnectionInfo | None = None
 
@@ -159,7 +179,7 @@ class KubeClient:
     async def _call(self, verb: str, api_version: str, kind: str, method: str, path: str, **kw: Any) -> Any:
         group, plural = KINDS[(api_version, kind)]
         resource = plural + kw.pop("subresource", "")
-        if not allowed(group, resource, verb):
+        if not allowed(group, resource, verb, self._permissions):
             raise PermissionError(f"{verb} {group or 'core'}/{resource} is not in kube.PERMISSIONS")
         for attempt in (1, 2):
             session = await self._open()
@@ -224,6 +244,44 @@ class KubeClient:
                 "create", api_version, kind, "POST", collection, json=manifest, params=params
             )
         return ApplyResult("created" if current is None else "updated", obj)
+
+    async def list_all(self, api_version: str, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        """Every object of a kind in a namespace (callers filter by label: emulators may not)."""
+        path = object_path(api_version, kind, namespace)
+        result = await self._call("list", api_version, kind, "GET", path)
+        return list(result.get("items", []))
+
+    async def watch(
+        self, api_version: str, kind: str, namespace: str | None, timeout_s: float
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events ({"type", "object"}) for up to `timeout_s` seconds, then return."""
+        group, plural = KINDS[(api_version, kind)]
+        if not allowed(group, plural, "watch", self._permissions):
+            raise PermissionError(f"watch {group or 'core'}/{plural} is not in kube.PERMISSIONS")
+        session = await self._open()
+        url = self._info.server.rstrip("/") + object_path(api_version, kind, namespace)
+        params = {"watch": "true", "timeoutSeconds": str(int(timeout_s))}
+        limit = aiohttp.ClientTimeout(total=timeout_s + 5, sock_read=timeout_s + 5)
+        async with session.get(url, params=params, timeout=limit) as response:
+            if response.status >= 400:
+                raise KubeError(response.status, "GET", url, await response.text())
+            try:
+                async for line in response.content:
+                    if line.strip():
+                        yield json.loads(line)
+            except TimeoutError:
+                return  # a server that ignores timeoutSeconds: our limit ends the watch instead
+
+    async def merge_patch(
+        self, api_version: str, kind: str, namespace: str | None, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """JSON merge patch of one object; returns it as the API holds it now."""
+        path = object_path(api_version, kind, namespace, name)
+        headers = {"Content-Type": "application/merge-patch+json"}
+        result: dict[str, Any] = await self._call(
+            "patch", api_version, kind, "PATCH", path, json=dict(body), headers=headers
+        )
+        return result
 
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, uid: str) -> bool:
         """Delete the object if its controller owner reference is `uid` (never a stranger's object of the

@@ -64,6 +64,26 @@ class ModelSpec(_Spec):
     volume: ModelVolume = ModelVolume()
 
 
+class AgentFallback(StrEnum):
+    """What serves decode while a native agent is lost (its Lease expired)."""
+
+    NONE = "none"  # nothing: the resource is Degraded until the agent returns
+    DEPLOYMENT = "deployment"  # the in-cluster decode Deployment, scaled to 0 while the agent serves
+
+
+class AgentTarget(_Spec):
+    """A native decode agent (`hybrid-inference agent`, e.g. on a Mac) that runs the decode role."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)  # its Lease's name
+    fallback: AgentFallback = AgentFallback.NONE
+    # Folder (or HF id) of the model on the agent's machine; default: model.source as given.
+    model_path: str | None = Field(default=None, min_length=1, max_length=1024)
+    # Folder on the agent's machine with tls.crt, tls.key and ca.crt (TLS files never leave it).
+    tls_dir: str = Field(default="/etc/hybrid-inference/tls", pattern=r"^(/|~)", max_length=1024)
+    # HOST:PORT the agent dials for prefill; default: a prefill node's InternalIP and the NodePort.
+    prefill_address: str | None = Field(default=None, pattern=r"^[^:/\s]+:[0-9]{1,5}$")
+
+
 class Toleration(_Spec):
     """A Kubernetes toleration, as in a PodSpec."""
 
@@ -94,6 +114,7 @@ class WorkerPoolSpec(_Spec):
     affinity: dict[str, Any] | None = None  # passed through to the PodSpec
     resources: Resources = Resources()
     runtime_class_name: str | None = Field(default=None, min_length=1)  # e.g. "nvidia" on k3s GPU nodes
+    agent: AgentTarget | None = None  # decode only: a native agent runs the role instead of pods
 
     @field_validator("device")
     @classmethod
@@ -187,6 +208,20 @@ class HybridInferenceSpec(_Spec):
                 "placement.mode auto chooses nodes itself: remove prefill.nodeSelector and "
                 "decode.nodeSelector, or use placement.mode manual"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _agent_rules(self) -> HybridInferenceSpec:
+        if self.prefill.agent is not None:
+            raise ValueError("prefill.agent: agents run the decode role only; remove it")
+        tls = self.kv_transfer.tls
+        if self.decode.agent is not None and not (tls.enabled and tls.mutual):
+            raise ValueError(
+                "decode.agent: the KV link leaves the cluster network; set kvTransfer.tls.enabled "
+                "and kvTransfer.tls.mutual (mTLS)"
+            )
+        if self.decode.agent is not None and self.placement.mode == PlacementMode.AUTO:
+            raise ValueError("decode.agent chooses the decode machine itself: use placement.mode manual")
         return self
 
 

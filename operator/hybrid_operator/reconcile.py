@@ -15,12 +15,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hybrid_operator.agent_status import decode_role, with_agent
+from hybrid_operator.agent_world import AgentProblem, read_lease
 from hybrid_operator.apply import ChildRejected, apply_all
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.kube import ApplyResult, KubeClient
 from hybrid_operator.models import HybridInference, parse
 from hybrid_operator.placement import HeldPlacement, NodePlacement, hold_placement
+from hybrid_operator.reconcile_agent import apply_agent
 from hybrid_operator.render import render
+from hybrid_operator.render_agent import adapt
 from hybrid_operator.render_common import DECODE, PREFILL, child_name
 from hybrid_operator.render_network import service_monitor
 from hybrid_operator.status import RoleState, invalid_status, ready_status
@@ -28,7 +32,15 @@ from hybrid_operator.validation import SpecProblem, check_spec
 
 logger = logging.getLogger(__name__)
 TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
-STATUS_FIELDS = ("phase", "observedGeneration", "conditions", "placement", "prediction", "endpoints")
+STATUS_FIELDS = (
+    "phase",
+    "observedGeneration",
+    "conditions",
+    "placement",
+    "prediction",
+    "endpoints",
+    "agent",
+)
 # InvalidSpec reasons that only a spec change can clear (not retried by the resync timer).
 PERMANENT_REASONS = ("ChildRejected",)
 __all__ = ["SpecProblem", "apply_all", "reconcile"]  # SpecProblem, apply_all: moved, still importable here
@@ -176,8 +188,14 @@ async def reconcile(
     try:
         check_spec(cr)
         held = await check_world(kube, cr, previous)
-        results = await apply_all(kube, render(cr, held.placement, config))
-    except SpecProblem as problem:
+        lease = await read_lease(kube, cr)  # None unless decode.agent is set
+        manifests = render(cr, held.placement, config)
+        if lease is not None:  # decode runs on a native agent (render_agent.py)
+            manifests = adapt(manifests, cr, lease)
+        results = await apply_all(kube, manifests)
+        agent = await apply_agent(kube, cr, lease, held.placement, results, previous)
+        results += agent.results
+    except (SpecProblem, AgentProblem) as problem:
         status = invalid_status(generation, problem.reason, str(problem), previous, now_iso())
         return await _write(kube, body, status, ())
     except ChildRejected as rejected:
@@ -190,5 +208,10 @@ async def reconcile(
         if r.action != "unchanged"
     ]
     changes += await prune(kube, cr)
-    status = ready_status(cr, held.placement, _roles(cr, results), previous, now_iso(), held.degraded)
+    prefill, decode = _roles(cr, results)
+    if agent.view is not None:
+        decode = decode_role(cr, agent.view, decode)
+    status = ready_status(cr, held.placement, (prefill, decode), previous, now_iso(), held.degraded)
+    if agent.view is not None:
+        status = with_agent(status, agent.view, agent.prefill, previous, now_iso())
     return await _write(kube, body, status, changes)

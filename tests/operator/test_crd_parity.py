@@ -99,7 +99,8 @@ def test_printer_columns_point_at_status_fields_that_exist() -> None:
     columns = crd()["spec"]["versions"][0]["additionalPrinterColumns"]
     paths = [c["jsonPath"] for c in columns if c["jsonPath"].startswith(".status")]
     assert [p for p in paths if p not in status_fields] == []
-    assert [c["name"] for c in columns] == ["Phase", "Prefill node", "Decode node", "TTFT", "TPS", "Age"]
+    names = ["Phase", "Prefill node", "Decode node", "TTFT", "TPS", "Agent", "Age"]
+    assert [c["name"] for c in columns] == names
 
 
 @pytest.mark.parametrize("version", SUPPORTED_VERSIONS)

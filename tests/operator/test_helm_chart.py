@@ -28,6 +28,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "resyncSeconds": 30,
         "workerImages": {"prefill": "registry.lan/prefill:cuda12", "decode": "registry.lan/decode:arm64"},
     },
+    "agents": {
+        "watchNamespace": "inference",
+        "agents": [{"name": "mac-studio"}, {"name": "mac-mini", "namespaces": ["inference", "staging"]}],
+    },
     "example": {
         "example": {"enabled": True, "name": "first-try"},
         "imagePullSecrets": [{"name": "regcred"}],

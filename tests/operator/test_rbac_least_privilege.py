@@ -1,7 +1,8 @@
 """RBAC: what the operator's code uses, kube.PERMISSIONS, and the chart's roles are the same set.
 
-"Used" is derived, not declared: the literal API calls in kube.py (AST), the kinds reconcile applies
-(every rendered sample), the resources kopf's registered handlers watch, and kopf's own writes.
+"Used" is derived, not declared: the literal API calls in kube.py and the operator's agent modules
+(AST), the kinds reconcile applies (every rendered sample, agent children included), the resources
+kopf's registered handlers watch, and kopf's own writes.
 """
 
 from __future__ import annotations
@@ -17,13 +18,24 @@ import pytest
 import yaml
 from crd_schema import ROOT
 from helm_render import chart_objects, render_chart
-from hybrid_operator import kube, reconcile
+from hybrid_operator import agent_world, kube, reconcile, reconcile_agent
+from hybrid_operator.agent_contract import AgentLease, WorkerPhase, WorkerReport
+from hybrid_operator.agent_world import LeaseReading, judge
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
 from hybrid_operator.placement import NodePlacement
 from hybrid_operator.render import render as render_children
+from hybrid_operator.render_agent import adapt, assignment, assignment_data, endpoint_slice
 
 Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
+# KubeClient methods that take (apiVersion, kind, ...) and the RBAC verb each one needs.
+CLIENT_VERBS = {
+    "get": "get",
+    "list_all": "list",
+    "watch": "watch",
+    "merge_patch": "patch",
+    "delete_owned": "delete",
+}
 
 
 def expand(rules: Iterable[dict[str, Any]]) -> set[Rule]:
@@ -46,22 +58,23 @@ def declared(namespaced: bool | None = None) -> set[Rule]:
 
 
 def literal_calls() -> set[Rule]:
-    """Rules of the literal `self._call("verb", _, "Kind", ...)`, `self.get(_, "Kind", ...)` in kube.py and
-    `delete_owned(_, "Kind", ...)` anywhere in the operator (deletions are named at the call site)."""
+    """Rules of the literal `self._call("verb", _, "Kind", ...)` and `self.get(_, "Kind", ...)` in kube.py,
+    and of literal `client.<method>(_, "Kind", ...)` (CLIENT_VERBS, `delete_owned`) in the operator
+    modules that call the client directly (deletions and agent reads are named at the call site)."""
     used = set()
-    nodes = [(m, n) for m in (kube, reconcile) for n in ast.walk(ast.parse(inspect.getsource(m)))]
+    modules = (kube, reconcile, agent_world, reconcile_agent)
+    nodes = [(m, n) for m in modules for n in ast.walk(ast.parse(inspect.getsource(m)))]
     for module, node in nodes:
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         args = [a.value if isinstance(a, ast.Constant) else None for a in node.args]
-        if module is not kube and node.func.attr != "delete_owned":
-            continue
+        receiver = node.func.value
+        if module is not kube and not (isinstance(receiver, ast.Name) and receiver.id == "kube"):
+            continue  # elsewhere only calls on the client (named `kube`) reach the API
         if node.func.attr == "_call" and isinstance(args[0], str) and isinstance(args[2], str):
             verb, kind, sub = args[0], args[2], _subresource(node)
-        elif node.func.attr == "get" and len(args) >= 2 and isinstance(args[1], str):
-            verb, kind, sub = "get", args[1], ""
-        elif node.func.attr == "delete_owned" and len(args) >= 2 and isinstance(args[1], str):
-            verb, kind, sub = "delete", args[1], ""
+        elif node.func.attr in CLIENT_VERBS and len(args) >= 2 and isinstance(args[1], str):
+            verb, kind, sub = CLIENT_VERBS[node.func.attr], args[1], ""
         else:
             continue
         group, plural = next(v for (_, k), v in kube.KINDS.items() if k == kind)
@@ -83,12 +96,26 @@ def applied_kinds() -> set[Rule]:
     for path in samples:
         body = yaml.safe_load(path.read_text())
         body["metadata"].update(namespace="ns", uid="u")
-        for manifest in render_children(parse(body), NodePlacement(("n",), ("n",), "t"), OperatorConfig()):
+        for manifest in _children(parse(body)):
             group, plural = kube.KINDS[(manifest["apiVersion"], manifest["kind"])]
             used |= {(group, plural, verb) for verb in ("get", "create", "patch")}
             if any(ref.get("blockOwnerDeletion") for ref in manifest["metadata"]["ownerReferences"]):
                 used.add(("hybridinference.dev", "hybridinferences/finalizers", "update"))
     return used
+
+
+def _children(cr: Any) -> list[dict[str, Any]]:
+    """Every child a pass may apply for `cr`, the agent's too (with an agent that is serving it)."""
+    manifests = render_children(cr, NodePlacement(("n",), ("n",), "t"), OperatorConfig())
+    if cr.spec.decode.agent is None:
+        return manifests
+    worker = WorkerReport(WorkerPhase.READY, port=8000)
+    lease = AgentLease("mac", address="192.0.2.7", duration_s=10, workers={"ns/x": worker})
+    reading = LeaseReading(lease, 0.0)
+    data = assignment_data(cr, "192.0.2.1:30051")
+    slice_manifest = endpoint_slice(cr, judge(reading, "ns/x", ""))
+    assert slice_manifest is not None
+    return [*adapt(manifests, cr, reading), assignment(cr, data), slice_manifest]
 
 
 def kopf_needs() -> set[Rule]:
@@ -136,6 +163,6 @@ def test_namespaced_chart_grants_namespaced_rules_in_a_role_and_only_nodes_clust
 
 async def test_client_refuses_a_call_outside_the_table() -> None:
     client = kube.KubeClient(kopf.ConnectionInfo(server="http://127.0.0.1:9"), "test", relogin=lambda: None)  # type: ignore[arg-type,return-value]
-    with pytest.raises(PermissionError, match="delete apps/deployments"):
-        await client._call("delete", "apps/v1", "Deployment", "DELETE", "/apis/apps/v1/deployments/x")
+    with pytest.raises(PermissionError, match="delete core/services"):
+        await client._call("delete", "v1", "Service", "DELETE", "/api/v1/services/x")
     await client.close()

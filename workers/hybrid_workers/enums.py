@@ -70,6 +70,15 @@ class Fallback(StrEnum):
     FAIL = "fail"  # answer 503 with an OpenAI error
 
 
+class LogLevel(StrEnum):
+    """How much a worker or the agent logs (`--log-level`; uvicorn's levels)."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
 ENV_PREFIX = "HYBRID_INFERENCE_"
 
 

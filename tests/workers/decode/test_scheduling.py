@@ -164,3 +164,36 @@ def test_a_full_batch_and_a_full_queue_answer_429_and_everyone_admitted_finishes
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
     assert [r.status_code for r in replies] == [200, 200, 200]
     assert len({r.json()["choices"][0]["text"] for r in replies}) == 1  # same prompt, same greedy answer
+
+
+def test_concurrent_requests_are_decoded_in_one_batch_and_the_capacity_gauges_follow(
+    decode_server, forward_gate
+) -> None:
+    server = decode_server(max_concurrency=4, kv_cache_bytes=64 << 20)
+    steps: list[int] = []
+    server.worker.engine_loop.listeners.append(lambda e: steps.append(e.batch) if e.kind == "step" else None)
+    body = {"model": server.name, "max_tokens": 6, "temperature": 0}
+    replies: list[httpx.Response] = []
+
+    def send(prompt: str) -> None:
+        with server.client() as client:
+            replies.append(client.post("/v1/completions", json={**body, "prompt": prompt}))
+
+    senders = [threading.Thread(target=send, args=(p,)) for p in PROMPTS[:3]]
+    for sender in senders:
+        sender.start()  # the engine loop waits in the gate: all three reserve their KV meanwhile
+    wait_for(lambda: metric("requests_running", model=server.name) == 3, "three requests admitted")
+    worker = server.worker
+    lengths = [len(worker.lm.tokenizer(p)["input_ids"]) + body["max_tokens"] for p in PROMPTS[:3]]
+    reserved = worker.engine.kv_bytes_per_token * sum(lengths)
+    wait_for(lambda: worker.budget.used_bytes == reserved, "all three to reserve their KV")
+    wait_for(lambda: worker.engine_loop.sequences == 3, "all three handed to the engine loop")
+    assert metric("kv_cache_budget_bytes", model=server.name) == 64 << 20
+    assert 0 < metric("kv_cache_usage_ratio", model=server.name) < 1
+    forward_gate.open()
+    for sender in senders:
+        sender.join(60)
+    assert [r.status_code for r in replies] == [200, 200, 200]
+    assert max(steps) == 3  # one forward pass for all three
+    wait_for(lambda: metric("kv_cache_usage_ratio", model=server.name) == 0, "KV released")
+    assert metric("batch_size", model=server.name) == 0

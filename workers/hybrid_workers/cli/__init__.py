@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "calibrate",
     "bench": "bench",
     "operator": "operator_cmd",
+    "agent": "agent",
 }
 
 

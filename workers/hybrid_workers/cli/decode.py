@@ -6,23 +6,12 @@ import argparse
 import dataclasses
 import logging
 import sys
-from enum import StrEnum
 from pathlib import Path
 
 from hybrid_workers.decode.config import DecodeConfig
-from hybrid_workers.enums import Engine, Fallback, WireEncoding
+from hybrid_workers.enums import Engine, Fallback, LogLevel, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_model_options, add_option, parse_bytes
-
-
-class LogLevel(StrEnum):
-    """How much the decode worker logs (uvicorn's levels)."""
-
-    DEBUG = "debug"
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-
 
 # The flags' defaults are DecodeConfig's (fields without a default, such as the model name, are absent).
 DEFAULTS = {

@@ -7,12 +7,17 @@ Module map:
 - requests.py    HTTP request -> GenerationRequest (tokenized prompt + SamplingParams), validated
 - scheduler.py   bounded concurrency and waiting queue (429 beyond it)
 - routing.py     remote prefill through the PrefillClient, or local, with the fallback policy
-- runner.py      one request's model work in a worker thread, events back to the event loop;
-                 forward passes serialised per model (model_lock)
+- runner.py      one request's work in a worker thread (KV reservation, prefill routing, waiting
+                 for its sequence to leave the batch, scoring), events back to the event loop
+- batch_loop.py  the one engine loop: one forward pass per step for all running sequences, chunked
+                 local prefill between steps, joins and leaves
+- sequence.py    one sequence in the batch: slot, position, finish rules (EOS, stop, length)
+- kv_budget.py   admission by KV memory (--kv-cache-bytes), FIFO without overtaking
+- prompt_batch.py  OpenAI `prompt` arrays: one exchange per prompt, merged into indexed choices
 - stats.py       per-request timings -> Prometheus metrics and one log line
 - responses.py   OpenAI response and SSE chunk shapes
 - logprobs.py    prompt scoring (echo) and top logprobs
-- worker.py      DecodeWorker: model, router, scheduler and thread pool shared by all requests
+- worker.py      DecodeWorker: model, engine loop, KV budget, router, scheduler, thread pool
 - exchange.py    one request/response: admission, prefill wait, SSE stream or whole body, outcome
 - app.py         the FastAPI application
 - engine_api.py  the engine-neutral decode-engine interface: KVSlot (where a prompt's KV lands,

@@ -73,6 +73,13 @@ class BatchLoop:
         self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
         self._thread.start()
 
+    @property
+    def sequences(self) -> int:
+        """Sequences submitted that have not left yet (arrived, prefilling or running); approximate
+        while the loop thread is between two of its steps."""
+        with self._wake:
+            return len(self._inbox) + len(self._prefilling) + len(self._running)
+
     # ---- request threads -------------------------------------------------------------------------
     def reserve(self, prompt_len: int, max_tokens: int, cancelled: threading.Event) -> KVSlot:
         """A KV slot for prompt + max_tokens positions, once the budget has room (FIFO; blocks).

@@ -28,7 +28,7 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hybrid_workers.decode.engine_api import KVSlot, slot_sink
+from hybrid_workers.decode.engine_api import KVSlot
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
 from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import closed_choice
@@ -153,16 +153,13 @@ class PrefillClient:
         request = self._request(token_ids, params)
         builder = CacheBuilder(self.lm)
         clock = _Clock(self.lm.num_layers)
-        into_slot = slot_sink(slot) if slot is not None else None
 
         def sink(index: int, keys: torch.Tensor, values: torch.Tensor) -> None:
             clock.layer_received(index)
-            if into_slot is not None:
-                into_slot(index, keys, values)
-            else:
+            if slot is None:  # with a slot, the receiver already wrote the layer into it
                 builder.add_layer(index, keys.to(self.lm.device), values.to(self.lm.device))
 
-        receiver = KVReceiver(self._model, request, sink)
+        receiver = KVReceiver(self._model, request, sink, destination=slot)
         call = self._prefill(request_to_pb(request), timeout=self.timeout_s)
         watch = _Watch(call, self.stall_s, cancel)
         try:

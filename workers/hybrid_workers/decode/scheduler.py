@@ -6,12 +6,10 @@ releases it when that work has really stopped (finished, failed or cancelled), s
 equals the number of KV caches alive. A waiter that is cancelled (its client went away) leaves the
 queue without taking a slot.
 
-Growing into batched decode: today each slot is one worker thread decoding one sequence. To decode
-several sequences per step, keep this class as the front door (slots = maximum batch size, the queue
-and 429 unchanged) and replace the per-request thread by one engine-loop thread that, every step,
-adds newly admitted sequences (after their prefill) to the batch, runs one forward pass for all of
-them with a batched KV cache, and hands each sequence its token through the same per-request event
-queue `runner.RequestRun` uses now; a slot is released when its sequence leaves the batch.
+With batched decode, slots = the largest batch: every request holding a slot is (or is about to
+be) one sequence of the engine loop's batch (decode/batch_loop.py), which runs one forward pass per
+step for all of them; KV memory is a second, finer gate inside (decode/kv_budget.py). The queue and
+the 429 are unchanged.
 """
 
 from __future__ import annotations

@@ -3,12 +3,17 @@
 Order (docs/kv-wire.md): Header; for layer 0..L-1: keys chunks at offsets 0, c, 2c, ... then values
 chunks likewise; Trailer. Anything else raises KVProtocolError with a specific Reason, after which the
 receiver holds no tensor memory (the buffers of the layer in flight are dropped).
+
+With a `destination` (a decode/engine_api.KVSlot), uncompressed chunks are copied straight into the
+slot's layer target at their byte offset and each complete layer is committed there (no tensor of
+the receiver's own); fp8/int8 chunks are staged, decoded, then written into the target.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,10 +44,14 @@ class _TensorBuffer:
 class KVReceiver:
     """Feeds on frames of one request; hands each complete layer to `sink`; `trailer` once done."""
 
-    def __init__(self, model: ReceiverModel, request: KVRequest, sink: LayerSink) -> None:
+    def __init__(
+        self, model: ReceiverModel, request: KVRequest, sink: LayerSink, destination: Any = None
+    ) -> None:
+        """`destination`: a KVSlot the layers land in; `sink` then gets views of the committed bytes."""
         self.model = model
         self.request = request
         self.sink = sink
+        self.destination = destination
         self.header: Header | None = None
         self.trailer: Trailer | None = None
         self.layer = 0  # the layer being received
@@ -182,7 +191,17 @@ class KVReceiver:
     def _start_tensor(self, kind: TensorKind, header: Header) -> _TensorBuffer:
         shape = self.model.layer_shape(header.prompt_tokens)
         nbytes = compression.wire_nbytes(shape, TORCH_DTYPES[DType(header.dtype)], header.encoding)
-        self._buffer = _TensorBuffer(kind=kind, data=_aligned_empty(nbytes))
+        if self.destination is not None and header.encoding is WireEncoding.NONE:
+            target = self.destination.layer_target(self.layer)
+            data = target.keys if kind is TensorKind.KEYS else target.values  # written in place
+            if data.nbytes != nbytes:
+                raise KVProtocolError(
+                    Reason.BAD_HEADER,
+                    f"layer {self.layer}: {nbytes} wire bytes, destination holds {data.nbytes}",
+                )
+        else:
+            data = _aligned_empty(nbytes)
+        self._buffer = _TensorBuffer(kind=kind, data=data)
         return self._buffer
 
     def _complete_tensor(self, buffer: _TensorBuffer, header: Header) -> int | None:
@@ -196,8 +215,19 @@ class KVReceiver:
         assert keys is not None  # values are accepted only after complete keys
         index = self.layer
         self.layer += 1
+        if self.destination is not None:
+            self._commit(index, keys, tensor, header.encoding)
         self.sink(index, keys, tensor)
         return index
+
+    def _commit(self, index: int, keys: torch.Tensor, values: torch.Tensor, encoding: WireEncoding) -> None:
+        """Make layer `index` the destination's (decoded fp8/int8 tensors are written into its target)."""
+        assert self.destination is not None
+        if encoding is not WireEncoding.NONE:
+            target = self.destination.layer_target(index)
+            for buffer, tensor in ((target.keys, keys), (target.values, values)):
+                buffer[:] = tensor.contiguous().view(torch.uint8).reshape(-1).numpy()
+        self.destination.commit_layer(index)
 
     def _position(self) -> str:
         if self.header is None:

@@ -1,0 +1,82 @@
+"""The decode-agent part of one reconcile pass: assignment, EndpointSlice, and removal of stale children.
+
+Runs after the pod-path children were applied (the prefill Service's NodePort is known by then).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hybrid_operator.agent_contract import assignment_digest
+from hybrid_operator.agent_world import (
+    AgentState,
+    AgentView,
+    LeaseReading,
+    judge,
+    prefill_address,
+    prefill_service_of,
+)
+from hybrid_operator.apply import apply_all
+from hybrid_operator.kube import ApplyResult, KubeClient
+from hybrid_operator.models import AgentFallback, HybridInference
+from hybrid_operator.placement import NodePlacement
+from hybrid_operator.render_agent import AGENT_SUFFIX, assignment, assignment_data, endpoint_slice
+from hybrid_operator.render_common import DECODE, child_name
+from hybrid_operator.render_network import API_SUFFIX
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentOutcome:
+    """What the agent part applied, the agent's view, and the prefill address it was given."""
+
+    results: tuple[ApplyResult, ...] = ()
+    view: AgentView | None = None
+    prefill: str | None = None
+
+
+async def apply_agent(
+    kube: KubeClient,
+    cr: HybridInference,
+    reading: LeaseReading | None,
+    placement: NodePlacement,
+    applied: Sequence[ApplyResult],
+    previous: Mapping[str, Any],
+) -> AgentOutcome:
+    """Write the assignment and the EndpointSlice; without decode.agent, remove what an agent left."""
+    target = cr.spec.decode.agent
+    if target is None or reading is None:
+        if previous.get("agent"):
+            await _delete_agent_children(kube, cr)
+        return AgentOutcome()
+    nodes: list[dict[str, Any]] = []
+    if not target.prefill_address:
+        nodes = await kube.list_nodes() or []
+    prefill = prefill_address(cr, placement, nodes, prefill_service_of(cr, [r.obj for r in applied]))
+    manifests = []
+    digest = ""
+    if prefill is not None:
+        data = assignment_data(cr, prefill)
+        digest = assignment_digest(data)
+        manifests.append(assignment(cr, data))
+    view = judge(reading, f"{cr.namespace}/{cr.name}", digest)
+    if prefill is None and view.state != AgentState.LOST:
+        message = "waiting for the API server to allocate the prefill NodePort"
+        view = AgentView(view.lease, AgentState.STARTING, "WaitingForNodePort", message, view.report)
+    slice_manifest = endpoint_slice(cr, view)
+    if slice_manifest is not None:
+        manifests.append(slice_manifest)
+    results = await apply_all(kube, manifests)
+    if target.fallback == AgentFallback.NONE and cr.metadata.uid:
+        # A decode Deployment left from before the agent took the role (no fallback wanted) goes.
+        decode = child_name(cr, DECODE)
+        await kube.delete_owned("apps/v1", "Deployment", cr.namespace, decode, cr.metadata.uid)
+    return AgentOutcome(tuple(results), view, prefill)
+
+
+async def _delete_agent_children(kube: KubeClient, cr: HybridInference) -> None:
+    uid = cr.metadata.uid or ""
+    await kube.delete_owned("v1", "ConfigMap", cr.namespace, child_name(cr, AGENT_SUFFIX), uid)
+    slice_name = child_name(cr, f"{API_SUFFIX}-{AGENT_SUFFIX}")
+    await kube.delete_owned("discovery.k8s.io/v1", "EndpointSlice", cr.namespace, slice_name, uid)

@@ -1,0 +1,382 @@
+"""A native decode agent end to end: the real operator (KopfRunner) and a real `hybrid-inference agent`
+process against kmock's Kubernetes emulator, with real prefill and decode workers on this machine.
+
+The emulator routes nothing, so the test starts the prefill worker itself, gives its address as
+decode.agent.prefillAddress, and calls the address of the EndpointSlice the operator wrote. It plays
+two controllers the emulator lacks: the Deployment controller (marks the prefill Deployment
+available: its real worker runs here) and the garbage collector (deletes the assignment ConfigMap
+when its HybridInference goes). The chart's part, the agent's Lease, is created here too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from emulated_cluster import EmulatedCluster, wait_for
+from kopf.testing import KopfRunner
+from support.pki import write_tls_dir
+from support.serve import free_ports, process_gone
+
+pytestmark = [pytest.mark.operator, pytest.mark.slow]
+
+NS = "inference"
+AGENT = "mac"
+HINF = f"/apis/hybridinference.dev/v1alpha1/namespaces/{NS}/hybridinferences"
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
+CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps"
+SLICES = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
+LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{AGENT}"
+SPARK = {
+    "metadata": {"name": "spark", "labels": {"hybridinference.dev/role": "prefill"}},
+    "status": {
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+    },
+}
+
+
+def resource(name: str, spec: dict[str, Any], generation: int = 1) -> dict[str, Any]:
+    meta = {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": generation}
+    return {
+        "apiVersion": "hybridinference.dev/v1alpha1",
+        "kind": "HybridInference",
+        "metadata": meta,
+        "spec": spec,
+    }
+
+
+@pytest.fixture(scope="module")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tls_dir(tmp_path_factory.mktemp("mac-tls"))
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[EmulatedCluster]:
+    emulated = EmulatedCluster().start()
+    emulated.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", **SPARK})
+    secret = {"tls.crt": "eA==", "tls.key": "eA==", "ca.crt": "eA=="}  # the operator checks keys only
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kv-tls"}, "data": secret}
+    emulated.create(f"/api/v1/namespaces/{NS}/secrets", body)
+    lease = {"metadata": {"name": AGENT, "namespace": NS}, "spec": {"holderIdentity": AGENT}}
+    emulated.create(
+        LEASE.rsplit("/", 1)[0], {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", **lease}
+    )
+    yield emulated
+    emulated.stop()
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(cluster: EmulatedCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cluster.write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", NS)
+
+
+@pytest.fixture(scope="module")
+def operator(kubeconfig: Path) -> Iterator[KopfRunner]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KUBECONFIG", str(kubeconfig))
+        patch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        patch.setenv("HYBRID_INFERENCE_RESYNC_SECONDS", "1")  # Lease expiry is noticed by the resync
+        args = ["run", "-m", "hybrid_operator", "--namespace", NS, "--standalone"]
+        with KopfRunner(args, timeout=60) as runner:
+            yield runner
+    assert runner.exception is None, runner.output
+
+
+@pytest.fixture(scope="module")
+def prefill(tiny_model_dir: Path, tls_dir: Path) -> Iterator[str]:
+    """A real prefill worker with mTLS, as the prefill pod would run it; yields HOST:PORT."""
+    (port,) = free_ports(1)
+    argv = [sys.executable, "-m", "hybrid_workers", "prefill", "--model", str(tiny_model_dir)]
+    argv += ["--device", "cpu", "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--tls-cert", str(tls_dir / "tls.crt"), "--tls-key", str(tls_dir / "tls.key")]
+    argv += ["--tls-ca", str(tls_dir / "ca.crt")]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    assert process.stdout is not None
+    assert "prefill worker:" in process.stdout.readline()  # printed once it listens
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(30)
+
+
+def start_agent(kubeconfig: Path, *extra: str) -> subprocess.Popen[str]:
+    """The agent in its own process group (launchd stops the group; so does `stop_agent`)."""
+    argv = [sys.executable, "-m", "hybrid_workers", "agent", "--name", AGENT, "--namespace", NS]
+    argv += ["--kubeconfig", str(kubeconfig), "--address", "127.0.0.1", "--listen-host", "127.0.0.1"]
+    argv += ["--device", "cpu", "--lease-seconds", "3", "--renew-seconds", "0.5", "--watch-seconds", "5"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([*argv, *extra], env=env, text=True, start_new_session=True)
+
+
+def kill_agent(agent: subprocess.Popen[str]) -> None:
+    """SIGKILL the agent's whole group (a crash or power loss: no clean shutdown, the Lease expires)."""
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait(30)
+
+
+@pytest.fixture(scope="module")
+def agent(kubeconfig: Path, operator: KopfRunner) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    holder = {"process": start_agent(kubeconfig)}
+    yield holder
+    process = holder["process"]
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+def workers(cluster: EmulatedCluster) -> dict[str, Any]:
+    lease = cluster.get(LEASE) or {}
+    raw = (lease.get("metadata", {}).get("annotations") or {}).get("hybridinference.dev/workers", "{}")
+    result: dict[str, Any] = json.loads(raw)
+    return result
+
+
+def report(cluster: EmulatedCluster, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = workers(cluster).get(f"{NS}/{name}", {})
+    return found
+
+
+def status(cluster: EmulatedCluster, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = (cluster.get(f"{HINF}/{name}") or {}).get("status") or {}
+    return found
+
+
+def condition(found: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next((c for c in found.get("conditions", []) if c["type"] == ctype), {})
+
+
+def complete(base_url: str) -> dict[str, Any]:
+    models = json.loads(urllib.request.urlopen(base_url + "/v1/models", timeout=10).read())
+    request_body = {
+        "model": models["data"][0]["id"],
+        "prompt": "hello agent",
+        "max_tokens": 4,
+        "temperature": 0,
+    }
+    body = json.dumps(request_body).encode()
+    request = urllib.request.Request(base_url + "/v1/completions", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+def metric(base_url: str, name: str) -> float:
+    text = urllib.request.urlopen(base_url + "/metrics", timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def served_url(cluster: EmulatedCluster, name: str) -> str:
+    """http://ADDRESS:PORT of the ready endpoint in the EndpointSlice the operator wrote."""
+
+    def ready() -> str | None:
+        found = cluster.get(f"{SLICES}/{name}-api-agent") or {}
+        endpoints = [e for e in found.get("endpoints", []) if e.get("conditions", {}).get("ready")]
+        if not endpoints:
+            return None
+        return f"http://{endpoints[0]['addresses'][0]}:{found['ports'][0]['port']}"
+
+    url: str = wait_for(f"ready EndpointSlice of {name}", ready, timeout=120)
+    return url
+
+
+def spec(tiny_model_dir: Path, tls_dir: Path, prefill: str, port: int, **agent: Any) -> dict[str, Any]:
+    target = {"name": AGENT, "prefillAddress": prefill, "tlsDir": str(tls_dir), **agent}
+    return {
+        "model": {"source": str(tiny_model_dir), "dtype": "float32"},
+        "prefill": {"device": "cpu"},
+        "decode": {"device": "cpu", "agent": target},
+        "kvTransfer": {"tls": {"enabled": True, "secretName": "kv-tls", "mutual": True}},
+        # fallback fail: a failed remote prefill answers 503, so a 200 proves the KV came from prefill
+        "serving": {"port": port, "remotePrefillMinTokens": 1, "fallback": "fail"},
+    }
+
+
+def mark_prefill_available(cluster: EmulatedCluster, name: str) -> None:
+    wait_for(f"{name}-prefill Deployment", lambda: cluster.get(f"{DEPLOYMENTS}/{name}-prefill"))
+    ready = {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1}
+    cluster.patch(f"{DEPLOYMENTS}/{name}-prefill/status", {"status": ready})
+
+
+def test_agent_serves_restarts_fails_over_and_stops_its_worker(
+    cluster: EmulatedCluster,
+    kubeconfig: Path,
+    agent: dict[str, subprocess.Popen[str]],
+    prefill: str,
+    tiny_model_dir: Path,
+    tls_dir: Path,
+) -> None:
+    (port,) = free_ports(1)
+    cluster.create(
+        HINF, resource("macd", spec(tiny_model_dir, tls_dir, prefill, port, fallback="deployment"))
+    )
+    mark_prefill_available(cluster, "macd")
+
+    # create → the agent starts the worker → a request is prefilled remotely and decoded by it
+    url = served_url(cluster, "macd")
+    assert complete(url)["choices"][0]["text"]
+    assert metric(url, "hybrid_inference_kv_transfer_bytes_total") > 0
+    ready = wait_for(
+        "phase Ready", lambda: status(cluster, "macd").get("phase") == "Ready" and status(cluster, "macd")
+    )
+    assert ready["agent"]["state"] == "Ready" and ready["agent"]["address"] == "127.0.0.1"
+    assert cluster.get(f"{DEPLOYMENTS}/macd-decode")["spec"]["replicas"] == 0  # fallback idle
+    first_pid = report(cluster, "macd")["pid"]
+
+    # a second resource wanting the same port on the same agent is refused; the first keeps serving
+    cluster.create(HINF, resource("twin", spec(tiny_model_dir, tls_dir, prefill, port)))
+    twin = wait_for(
+        "twin refused",
+        lambda: (s := status(cluster, "twin")).get("agent", {}).get("state") == "Refused" and s,
+    )
+    assert "PortInUse" in twin["agent"]["reason"] and f"{NS}/macd" in twin["agent"]["reason"]
+    assert condition(twin, "Degraded")["reason"] == "PortInUse"
+    assert "pid" not in report(cluster, "twin")  # nothing started
+    assert report(cluster, "macd")["pid"] == first_pid and complete(url)["choices"][0]["text"]
+    cluster.delete(f"{HINF}/twin")
+    cluster.delete(f"{CONFIGMAPS}/twin-agent")  # the garbage collector's part
+
+    # edit the spec → the worker is restarted with the new flags
+    cluster.patch(f"{HINF}/macd", {"metadata": {"generation": 2}, "spec": {"serving": {"maxConcurrency": 3}}})
+    edited = wait_for(
+        "a ready worker with a new pid",
+        lambda: (r := report(cluster, "macd")).get("phase") == "ready" and r.get("pid") != first_pid and r,
+        timeout=120,
+    )
+    argv = Path(f"/proc/{edited['pid']}/cmdline").read_bytes().split(b"\0")
+    assert argv[argv.index(b"--max-concurrency") + 1] == b"3"
+    assert process_gone(first_pid)
+
+    # kill the worker → the agent restarts it
+    os.kill(edited["pid"], signal.SIGKILL)
+    wait_for(
+        "restarted worker ready",
+        lambda: (r := report(cluster, "macd")).get("restarts", 0) >= 1 and r.get("phase") == "ready",
+        timeout=120,
+    )
+
+    # stop the agent (its group: workers too) → Lease expires → Degraded, fallback Deployment scaled up
+    kill_agent(agent["process"])
+    lost = wait_for(
+        "agent Lost", lambda: (s := status(cluster, "macd")).get("agent", {}).get("state") == "Lost" and s
+    )
+    assert lost["phase"] == "Degraded"
+    assert condition(lost, "Degraded")["reason"] == "AgentLost"
+    assert wait_for(
+        "fallback Deployment at 1", lambda: cluster.get(f"{DEPLOYMENTS}/macd-decode")["spec"]["replicas"] == 1
+    )
+
+    # agent back → Ready, fallback idle again
+    agent["process"] = start_agent(kubeconfig)
+    wait_for("Ready again", lambda: status(cluster, "macd").get("phase") == "Ready", timeout=120)
+    assert wait_for(
+        "fallback idle", lambda: cluster.get(f"{DEPLOYMENTS}/macd-decode")["spec"]["replicas"] == 0
+    )
+    pid = report(cluster, "macd")["pid"]
+
+    # delete → (the garbage collector deletes the assignment) → the worker is stopped
+    cluster.delete(f"{HINF}/macd")
+    cluster.delete(f"{CONFIGMAPS}/macd-agent")
+    wait_for("worker gone from the Lease", lambda: f"{NS}/macd" not in workers(cluster))
+    assert process_gone(pid)
+
+
+def test_unknown_agent_name_is_an_invalid_spec_and_assigns_nothing(
+    cluster: EmulatedCluster, operator: KopfRunner, tiny_model_dir: Path, tls_dir: Path
+) -> None:
+    body = spec(tiny_model_dir, tls_dir, "127.0.0.1:1", 8000)
+    body["decode"]["agent"]["name"] = "mac-that-never-joined"
+    cluster.create(HINF, resource("nobody", body))
+    found = wait_for(
+        "Invalid", lambda: status(cluster, "nobody").get("phase") == "Invalid" and status(cluster, "nobody")
+    )
+    assert condition(found, "InvalidSpec")["reason"] == "UnknownAgent"
+    assert "mac-that-never-joined" in condition(found, "InvalidSpec")["message"]
+    assert cluster.get(f"{CONFIGMAPS}/nobody-agent") is None
+    assert cluster.get(f"{DEPLOYMENTS}/nobody-prefill") is None
+
+
+def test_model_folder_missing_on_the_agent_is_refused_before_anything_starts(
+    cluster: EmulatedCluster, agent: dict[str, subprocess.Popen[str]], tiny_model_dir: Path, tls_dir: Path
+) -> None:
+    (port,) = free_ports(1)
+    body = spec(tiny_model_dir, tls_dir, "127.0.0.1:1", port, modelPath="/nonexistent/llama")
+    cluster.create(HINF, resource("nomodel", body))
+    found = wait_for(
+        "agent Refused",
+        lambda: (s := status(cluster, "nomodel")).get("agent", {}).get("state") == "Refused" and s,
+    )
+    assert "ModelMissing" in found["agent"]["reason"] and "/nonexistent/llama" in found["agent"]["reason"]
+    assert condition(found, "DecodeReady")["status"] == "False"
+    assert "pid" not in report(cluster, "nomodel")
+
+
+def test_assignment_from_an_incompatible_operator_is_refused_with_a_reason(
+    cluster: EmulatedCluster, agent: dict[str, subprocess.Popen[str]]
+) -> None:
+    data = {
+        "protocol": "99",
+        "operatorVersion": "9.0.0",
+        "owner": f"{NS}/future",
+        "port": "9",
+        "flags.json": "{}",
+    }
+    labels = {"hybridinference.dev/agent": AGENT}
+    meta = {"name": "future-agent", "namespace": NS, "labels": labels}
+    cluster.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
+    refused = wait_for(
+        "refusal in the Lease",
+        lambda: report(cluster, "future").get("phase") == "refused" and report(cluster, "future"),
+    )
+    assert refused["reason"] == "IncompatibleOperator"
+    assert "protocol 99" in refused["message"] and "9.0.0" in refused["message"]
+
+
+def test_expired_kubeconfig_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hybrid_workers.cli import main
+
+    emulated = EmulatedCluster(expired_token="test-token").start()
+    try:
+        config = emulated.write_kubeconfig(tmp_path / "config", NS)
+        status_code = main(
+            [
+                "agent",
+                "--name",
+                AGENT,
+                "--namespace",
+                NS,
+                "--kubeconfig",
+                str(config),
+                "--address",
+                "127.0.0.1",
+            ]
+        )
+    finally:
+        emulated.stop()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status_code == 2
+    assert len(err) == 1 and "401 Unauthorized" in err[0] and str(config) in err[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(None, "no such file"), ("current-context: x\n", "no context named 'x'"), ("[", "not YAML")],
+)
+def test_missing_or_broken_kubeconfig_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, expected: str
+) -> None:
+    from hybrid_workers.cli import main
+
+    path = tmp_path / "config"
+    if content is not None:
+        path.write_text(content)
+    assert main(["agent", "--name", AGENT, "--namespace", NS, "--kubeconfig", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and str(path) in err[0]
