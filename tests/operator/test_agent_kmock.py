@@ -98,7 +98,7 @@ def prefill(tiny_model_dir: Path, tls_dir: Path) -> Iterator[str]:
     argv = [sys.executable, "-m", "hybrid_workers", "prefill", "--model", str(tiny_model_dir)]
     argv += ["--device", "cpu", "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--tls-cert", str(tls_dir / "tls.crt"), "--tls-key", str(tls_dir / "tls.key")]
-    argv += ["--tls-ca", str(tls_dir / "ca.crt")]
+    argv += ["--tls-ca", str(tls_dir / "ca.crt"), "--metrics-port", "0"]  # 9090 may be taken on the box
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     assert process.stdout is not None
     assert "prefill worker:" in process.stdout.readline()  # printed once it listens

@@ -1,10 +1,10 @@
-"""One completion on one machine as a stream of text steps: prefill, then decode (`generate`, benches)."""
+"""One completion as a stream of text steps: prefill (or a prefill done elsewhere), then decode."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from hybrid_workers.engine.decode import decode
 from hybrid_workers.engine.detokenize import TextAssembler
@@ -47,25 +47,43 @@ def encode_prompt(lm: LoadedModel, text: str, max_tokens: int = 0) -> list[int]:
     return ids
 
 
+class Prefilled(Protocol):
+    """A prompt prefilled elsewhere, e.g. `decode.prefill_client.RemotePrefill`: its filled cache, the
+    first token sampled from it (step 0) and that token's logprob."""
+
+    @property
+    def cache(self) -> Any: ...  # transformers DynamicCache with every layer of the prompt
+
+    @property
+    def first_token(self) -> int: ...
+
+    @property
+    def first_logprob(self) -> float: ...
+
+
 def _token_stream(
-    lm: LoadedModel, prompt_ids: Sequence[int], params: SamplingParams
+    lm: LoadedModel, prompt_ids: Sequence[int], params: SamplingParams, first: Prefilled | None
 ) -> Iterator[tuple[int, float]]:
-    """(token, logprob) of steps 0, 1, 2, ...: the first from the prefill, the rest from decode."""
-    result = prefill(lm, prompt_ids)
-    cache = result.cache
-    token, logprob = sample(result.logits, params, 0)
+    """(token, logprob) of steps 0, 1, 2, ...: the first from `first` or a local prefill."""
+    if first is None:
+        result = prefill(lm, prompt_ids)
+        cache = result.cache
+        token, logprob = sample(result.logits, params, 0)
+    else:
+        cache, token, logprob = first.cache, first.first_token, first.first_logprob
     yield token, logprob
     for step in decode(lm, cache, token, len(prompt_ids), params):
         yield step.token_id, step.logprob
 
 
 def stream_completion(
-    lm: LoadedModel, prompt_ids: Sequence[int], params: SamplingParams
+    lm: LoadedModel, prompt_ids: Sequence[int], params: SamplingParams, first: Prefilled | None = None
 ) -> Iterator[TextStep]:
     """Generate a completion of `prompt_ids`, one TextStep per token, the last with a finish reason.
 
     Ends with "stop" at an EOS token (yielded with empty text) or a stop string (text cut before it),
     and with "length" at max_tokens or when the context is full. max_tokens 0 yields nothing.
+    `first` continues a prefill done elsewhere; otherwise the prompt is prefilled here.
     """
     check_token_ids(lm, prompt_ids)
     check_budget(lm, len(prompt_ids), params.max_tokens)
@@ -73,7 +91,7 @@ def stream_completion(
         return
     text = TextAssembler(lm.tokenizer, params.stop)
     room = min(params.max_tokens, lm.max_context - len(prompt_ids))
-    for count, (token, logprob) in enumerate(_token_stream(lm, prompt_ids, params), start=1):
+    for count, (token, logprob) in enumerate(_token_stream(lm, prompt_ids, params, first), start=1):
         if token in lm.eos_token_ids:
             yield TextStep(token, logprob, text.flush(), "stop")
             return
