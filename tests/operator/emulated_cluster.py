@@ -58,16 +58,21 @@ class EmulatedCluster:
         expired_token: str | None = None,
         invalid: dict[str, str] | None = None,
         crd_installed: bool = True,
+        port: int | None = None,
+        objects: tuple[tuple[str, dict[str, Any]], ...] = (),
     ) -> None:
         """`missing`: resources ("group/version/plural") whose CRD is not installed: every call gets 404.
         `expired_token`: a bearer token the API answers 401 to, as it does once a token has expired.
         `invalid`: child name -> the API server's 422 message for any create or patch of it.
-        `crd_installed=False`: our CRD is not served until `install_crd()`."""
+        `crd_installed=False`: our CRD is not served until `install_crd()`.
+        `port`: listen there (None: any free port). `objects`: ("group/version/plural", body) stored
+        before the first request is served (an API server coming back with its state)."""
         self.url = ""
         self._missing = missing
         self._expired_token = expired_token
         self._invalid = dict(invalid or {})
         self._crd_installed = crd_installed
+        self._port, self._objects = port, objects
         self.emulator: ApiServerEmulator | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -77,7 +82,7 @@ class EmulatedCluster:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with ApiServerEmulator() as emulator, kmock.Server(emulator) as server:
+        async with ApiServerEmulator() as emulator, kmock.Server(emulator, port=self._port) as server:
             self.emulator = emulator
             emulator.invalid = self._invalid
             emulator.resources.load_bundled()
@@ -90,6 +95,9 @@ class EmulatedCluster:
                     )
             for resource in self._missing:
                 emulator[kmock.resource(resource)] << kmock.KubernetesResourceNotFoundError
+            for resource, body in self._objects:
+                meta = body["metadata"]
+                emulator.objects[resource, meta.get("namespace"), meta["name"]] = body
             if self._expired_token:
                 expired = kmock.headers({"Authorization": f"Bearer {self._expired_token}"})
                 emulator[expired] << 401 << b'{"kind": "Status", "code": 401, "reason": "Unauthorized"}'

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 
 import pytest
 from emulated_cluster import EmulatedCluster, wait_for
+from hybrid_operator.models import parse
+from hybrid_operator.render_agent import assignment, assignment_data
 from kopf.testing import KopfRunner
 from support.pki import write_tls_dir
 from support.serve import free_ports, process_gone
@@ -107,13 +110,13 @@ def prefill(tiny_model_dir: Path, tls_dir: Path) -> Iterator[str]:
     process.wait(30)
 
 
-def start_agent(kubeconfig: Path, *extra: str) -> subprocess.Popen[str]:
-    """The agent in its own process group (launchd stops the group; so does `stop_agent`)."""
+def start_agent(kubeconfig: Path, *extra: str, stderr: int | None = None) -> subprocess.Popen[str]:
+    """The agent in its own process group (launchd stops the group; so does `kill_agent`)."""
     argv = [sys.executable, "-m", "hybrid_workers", "agent", "--name", AGENT, "--namespace", NS]
     argv += ["--kubeconfig", str(kubeconfig), "--address", "127.0.0.1", "--listen-host", "127.0.0.1"]
     argv += ["--device", "cpu", "--lease-seconds", "3", "--renew-seconds", "0.5", "--watch-seconds", "5"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([*argv, *extra], env=env, text=True, start_new_session=True)
+    return subprocess.Popen([*argv, *extra], env=env, text=True, start_new_session=True, stderr=stderr)
 
 
 def kill_agent(agent: subprocess.Popen[str]) -> None:
@@ -380,3 +383,47 @@ def test_missing_or_broken_kubeconfig_is_a_one_line_error(
     assert main(["agent", "--name", AGENT, "--namespace", NS, "--kubeconfig", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0] and str(path) in err[0]
+
+
+def test_agent_keeps_its_worker_through_an_api_outage_and_reconnects(
+    prefill: str, tiny_model_dir: Path, tls_dir: Path, tmp_path: Path
+) -> None:
+    api_port, worker_port = free_ports(2)
+    cr = parse(resource("outage", spec(tiny_model_dir, tls_dir, prefill, worker_port)))
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": AGENT, "namespace": NS},
+    }
+    state = (
+        ("v1/configmaps", assignment(cr, assignment_data(cr, prefill))),
+        ("coordination.k8s.io/v1/leases", lease),
+    )
+    first = EmulatedCluster(port=api_port, objects=state).start()
+    agent = start_agent(first.write_kubeconfig(tmp_path / "config", NS), stderr=subprocess.PIPE)
+    lines: list[str] = []
+    assert agent.stderr is not None
+    threading.Thread(target=lambda: lines.extend(agent.stderr or []), daemon=True).start()
+    second = None
+    try:
+        before = wait_for(
+            "worker ready",
+            lambda: report(first, "outage").get("phase") == "ready" and report(first, "outage"),
+            timeout=120,
+        )
+        first.stop()  # the API server goes away
+        wait_for("the agent noticing the outage", lambda: any("not renewed" in line for line in lines))
+        ready = urllib.request.urlopen(f"http://127.0.0.1:{worker_port}/ready", timeout=10)
+        assert ready.status == 200  # still serving
+        second = EmulatedCluster(port=api_port, objects=state).start()  # back, with its stored state
+        after = wait_for(
+            "the Lease renewed on the API server that came back", lambda: report(second, "outage").get("pid")
+        )
+        assert after == before["pid"] and report(second, "outage").get("restarts", 0) == 0
+        assert agent.poll() is None
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(60)
+        if second is not None:
+            second.stop()
+    assert process_gone(before["pid"])  # a clean stop stops its workers

@@ -132,10 +132,12 @@ class RunningServe:
             self._changed.notify_all()
 
 
-def start_serve(model: str | Path, *args: str, env: dict[str, str] | None = None) -> RunningServe:
-    """Start `serve` on free ports for `model` with extra CLI `args`; returns before it is ready."""
+def start_serve(model: str | Path | None, *args: str, env: dict[str, str] | None = None) -> RunningServe:
+    """Start `serve` on free ports for `model` (None: no --model) with extra CLI `args`; returns before
+    it is ready."""
     api, prefill, prefill_metrics = free_ports(3)
-    argv = [sys.executable, "-m", "hybrid_workers", "serve", "--model", str(model), "--device", "cpu"]
+    argv = [sys.executable, "-m", "hybrid_workers", "serve", "--device", "cpu"]
+    argv += [] if model is None else ["--model", str(model)]
     argv += ["--dtype", "float32", "--port", str(api), "--prefill-port", str(prefill)]
     argv += ["--prefill-metrics-port", str(prefill_metrics), *args]
     process = subprocess.Popen(
@@ -153,7 +155,7 @@ def start_serve(model: str | Path, *args: str, env: dict[str, str] | None = None
 
 @contextmanager
 def running_serve(
-    model: str | Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 120.0
+    model: str | Path | None, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 120.0
 ) -> Iterator[RunningServe]:
     """A ready `serve` (its banner printed); stopped with SIGINT on exit (killed if it hangs)."""
     running = start_serve(model, *args, env=env)

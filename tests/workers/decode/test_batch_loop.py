@@ -309,3 +309,24 @@ def test_trained_model_eight_sequences_remote_and_local_match_solo_logits(traine
         for step, (row, want) in enumerate(zip(rows, logits, strict=True)):
             if row is not None:
                 assert float((row - want).abs().max()) < 1e-4, f"prompt {index} step {step}"
+
+
+@pytest.mark.slow
+def test_trained_model_seeded_sampling_is_identical_alone_and_batched(trained_lm: Any) -> None:
+    harness = Harness(trained_lm, chunk=64)
+    texts = ["Here is a recipe for bread:", "Dear diary, today", "The history of the printing press"]
+    params = [SamplingParams(max_tokens=TOKENS, temperature=0.8, top_p=0.95, seed=7 + i) for i in range(3)]
+    prompts = [[int(t) for t in trained_lm.tokenizer.encode(text)] for text in texts]
+    runs = [harness.sequence(ids, p) for ids, p in zip(prompts, params, strict=True)]
+    try:
+        with model_lock(trained_lm):
+            for run in runs:
+                harness.submit_local(run)
+        finished(runs)
+    finally:
+        harness.close()
+    assert max(e.batch for e in harness.events if e.kind == "step") == 3
+    for ids, p, run in zip(prompts, params, runs, strict=True):
+        alone = solo(trained_lm, ids, p)
+        assert [s.token_id for s in run.steps] == [s.token_id for s in alone]  # type: ignore[attr-defined]
+        assert "".join(s.text for s in run.steps) == "".join(s.text for s in alone)  # type: ignore[attr-defined]

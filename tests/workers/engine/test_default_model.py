@@ -33,7 +33,9 @@ def _chat_ids(lm, messages) -> list[int]:
 def test_converting_twice_gives_byte_identical_folders(trained_model_dir, tmp_path):
     again = convert_gguf(packaged_gguf(), tmp_path / "again")
     names = sorted(p.name for p in again.iterdir())
-    assert names == sorted(p.name for p in trained_model_dir.iterdir() if p.name != STAMP_FILE)
+    # Besides the stamp, the cached folder may hold dot files the workers add (the model identity digest).
+    written = [p.name for p in trained_model_dir.iterdir() if p.name != STAMP_FILE and p.name[0] != "."]
+    assert names == sorted(written)
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= set(names)
     for name in names:
         assert (again / name).read_bytes() == (trained_model_dir / name).read_bytes(), name
@@ -121,3 +123,12 @@ def test_the_planners_builtin_shape_is_the_converted_models(trained_model_dir):
 
     builtin = model_shape("smollm2-135m-instruct")
     assert builtin == replace(model_shape(str(trained_model_dir)), name=builtin.name)
+
+
+def test_a_cached_folder_is_served_under_its_models_name(trained_model_dir, tiny_model_dir, tmp_path):
+    from hybrid_workers.cli.decode import served_name
+
+    assert served_name(str(trained_model_dir)) == "SmolLM2-135M-Instruct"
+    assert served_name(str(tiny_model_dir)) == "demo-tiny"
+    (tmp_path / "my-model").mkdir()
+    assert served_name(str(tmp_path / "my-model")) == "my-model"

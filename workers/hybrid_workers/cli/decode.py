@@ -134,7 +134,10 @@ def served_name(model: str | None) -> str:
 
         return embedded_model_name()
     if Path(model).expanduser().exists():
-        return Path(model).expanduser().resolve().name
+        from hybrid_workers.engine.default_model import cached_model_name
+
+        folder = Path(model).expanduser().resolve()
+        return cached_model_name(folder) or folder.name
     return model
 
 

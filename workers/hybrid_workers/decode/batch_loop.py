@@ -113,11 +113,14 @@ class BatchLoop:
             self._inbox.append((sequence, first))
             self._wake.notify()
 
-    def close(self) -> None:
-        """Stop after the current iteration; sequences still running end with LoopClosed."""
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop after the current iteration and wait for the loop thread to end (at most `timeout_s`);
+        sequences still running end with LoopClosed."""
         with self._wake:
             self._closed = True
             self._wake.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
 
     # ---- the loop thread -------------------------------------------------------------------------
     def _run(self) -> None:

