@@ -11,13 +11,13 @@ from hybrid_operator.agent_status import decode_role, with_agent
 from hybrid_operator.agent_world import AgentState, LeaseReading, judge, prefill_address
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodePlacement
 from hybrid_operator.render import render
 from hybrid_operator.render_agent import adapt, endpoint_slice
 from hybrid_operator.status import RoleState, ready_status
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
-PLACEMENT = Placement(("spark",), ("?",), "test")
+PLACEMENT = NodePlacement(("spark",), ("?",), "test")
 
 
 def resource(fallback: str = "none") -> Any:
