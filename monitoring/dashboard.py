@@ -62,6 +62,12 @@ def latency_row() -> Row:
                 _quantiles("e2e_request_latency_seconds", (0.5, 0.95)),
                 unit="s",
             ),
+            Panel(
+                "Queue time",
+                "Admitted requests: time waiting for a scheduler slot (part of TTFT); p50/p95.",
+                _quantiles("request_queue_time_seconds", (0.5, 0.95), by=()),
+                unit="s",
+            ),
         ),
     )
 
@@ -104,6 +110,17 @@ def throughput_row() -> Row:
                 "Requests/s by outcome",
                 "Completion requests per second: success, cancelled, rejected, invalid, unavailable, error.",
                 (Query(sum_by(("outcome",), rate("requests_total", W, M)), "{{outcome}}"),),
+                unit="reqps",
+            ),
+            Panel(
+                "Finished requests/s by finish reason",
+                "Successful requests per second by finish reason: stop (EOS, stop string) or length.",
+                (
+                    Query(
+                        sum_by(("finished_reason",), rate("request_success_total", W, M)),
+                        "{{finished_reason}}",
+                    ),
+                ),
                 unit="reqps",
             ),
         ),
@@ -171,6 +188,15 @@ def health_row() -> Row:
                 (
                     Query(sum_by((), series("requests_running", M)), "running"),
                     Query(sum_by((), series("requests_waiting", M)), "waiting"),
+                ),
+            ),
+            Panel(
+                "Decode batch and KV cache usage",
+                "Sequences decoded per forward pass (all decode pods), and the highest share of a decode "
+                "worker's KV budget reserved by admitted requests (near 1: requests wait for KV memory).",
+                (
+                    Query(sum_by((), series("batch_size", M)), "batch size"),
+                    Query(f"max ({series('kv_cache_usage_ratio', M)})", "KV usage (max)"),
                 ),
             ),
             Panel(

@@ -12,6 +12,8 @@ import prometheus_client
 
 from hybrid_operator import metrics
 from hybrid_operator.config import OperatorConfig, configure_kopf
+from hybrid_operator.crd_health import API_VERSION as CRD_API_VERSION
+from hybrid_operator.crd_health import crd_health
 from hybrid_operator.kube import KubeClient, KubeError
 from hybrid_operator.models import GROUP, PLURAL, VERSION
 from hybrid_operator.reconcile import reconcile
@@ -32,6 +34,24 @@ class _State:
     client: KubeClient | None = None
     locks: dict[tuple[str, str], asyncio.Lock] = {}  # noqa: RUF012 (process-wide by design)
     resync: asyncio.Task[None] | None = None
+    crd_served_at_start: bool | None = None  # discovery right before kopf scans (crd_health.py)
+
+
+async def _crd_served(info: kopf.ConnectionInfo) -> bool:
+    client = KubeClient(info, _State.config.field_manager, relogin=lambda: info)
+    try:
+        return await client.served(CRD_API_VERSION, PLURAL)
+    finally:
+        await client.close()
+
+
+@kopf.on.probe(id="crd")
+async def crd_probe(**_: Any) -> str:
+    """/healthz: 500 (kopf turns the error into it) while this process does not serve the CRD."""
+    if _State.crd_served_at_start:
+        return crd_health(True, True).message
+    served_now = _State.client is not None and await _State.client.served(CRD_API_VERSION, PLURAL)
+    raise kopf.PermanentError(crd_health(_State.crd_served_at_start, served_now).message)
 
 
 def _login_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
@@ -53,6 +73,9 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     _State.config = OperatorConfig.from_env()
     _State.locks = {}  # asyncio locks belong to one event loop: never reuse a previous run's
     configure_kopf(settings, child_labels=CHILD_LABELS)
+    _State.crd_served_at_start = await _crd_served(_login_info(settings))
+    if not _State.crd_served_at_start:
+        logger.warning(crd_health(False, False).message)
     if _State.config.metrics_port:
         prometheus_client.start_http_server(_State.config.metrics_port)
     _State.resync = asyncio.create_task(resync_forever(kwargs["hybridinferences"]))

@@ -34,6 +34,7 @@ class Permission:
     verbs: tuple[str, ...]
     why: str
     namespaced: bool = True
+    cluster_wide: bool = True  # False: only ever granted in a namespaced Role (chart: secretNamespaces)
 
 
 # Every API request the operator process makes, its own and kopf's on its behalf.
@@ -63,7 +64,20 @@ PERMISSIONS: tuple[Permission, ...] = (
         ("get", "create", "patch", "delete"),
         "optional ServiceMonitor; deleted when spec.metrics.serviceMonitor is switched off",
     ),
-    Permission("", "secrets", ("get",), "checks that the KV TLS Secret exists and has its keys"),
+    Permission(
+        "cert-manager.io",
+        "certificates",
+        ("get", "create", "patch"),
+        "the KV link's Certificate when kvTransfer.tls.certManager is set",
+    ),
+    Permission(
+        "",
+        "secrets",
+        ("get",),
+        "checks that the KV TLS Secret exists and has its keys; granted per namespace (a Role), never "
+        "cluster-wide: without it the check is skipped",
+        cluster_wide=False,
+    ),
     Permission("", "events", ("create",), "events on the HybridInference (operator and kopf)"),
     Permission("", "configmaps", ("get", "create", "patch", "delete"), "decode agent assignments"),
     Permission(
@@ -84,6 +98,7 @@ KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("v1", "Service"): ("", "services"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("networking.k8s.io", "networkpolicies"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ("monitoring.coreos.com", "servicemonitors"),
+    ("cert-manager.io/v1", "Certificate"): ("cert-manager.io", "certificates"),
     ("v1", "Secret"): ("", "secrets"),
     ("v1", "Event"): ("", "events"),
     ("v1", "Node"): ("", "nodes"),
@@ -191,6 +206,19 @@ class KubeClient:
                     raise KubeError(response.status, method, path, await response.text())
                 return await response.json()
         raise AssertionError("unreachable")
+
+    async def served(self, api_version: str, plural: str) -> bool:
+        """Whether the API server serves `plural` in `api_version` now (discovery; every authenticated
+        user may read it through the system:discovery role, so it is not in PERMISSIONS)."""
+        session = await self._open()
+        url = f"{self._info.server.rstrip('/')}/apis/{api_version}"
+        async with session.get(url) as response:
+            if response.status == 404:
+                return False
+            if response.status >= 400:
+                raise KubeError(response.status, "GET", f"/apis/{api_version}", await response.text())
+            listing = await response.json()
+        return any(item.get("name") == plural for item in listing.get("resources", []))
 
     async def _refresh(self) -> None:
         self.use(self._relogin())

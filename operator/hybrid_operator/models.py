@@ -41,18 +41,37 @@ class PlacementMode(StrEnum):
 
 
 class ModelVolume(_Spec):
-    """Where model weights live: a PVC, a hostPath, or (neither) a scratch emptyDir (default model)."""
+    """Where model weights live: a PVC (shared or one per role), a hostPath (opt-in: not allowed under the
+    restricted Pod Security Standard), or (none) a scratch emptyDir per pod (default model, download)."""
 
-    pvc: str | None = Field(default=None, min_length=1, max_length=253)  # PersistentVolumeClaim name
+    pvc: str | None = Field(default=None, min_length=1, max_length=253)  # claim both roles mount
+    prefill_pvc: str | None = Field(default=None, min_length=1, max_length=253)  # prefill's own claim
+    decode_pvc: str | None = Field(default=None, min_length=1, max_length=253)  # decode's own claim
     host_path: str | None = Field(default=None, pattern=r"^/")  # absolute path on the node
     mount_path: str = Field(default="/models", pattern=r"^/")  # HF_HOME is <mount_path>/.huggingface
-    read_only: bool = True  # mount read-only (weights are never written by the workers)
+    read_only: bool = True  # mount read-only in the workers (only the download init container writes)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelVolume:
-        if self.pvc is not None and self.host_path is not None:
-            raise ValueError("model.volume: set at most one of pvc and hostPath")
+        claims = (self.pvc, self.prefill_pvc, self.decode_pvc)
+        if self.host_path is not None and any(c is not None for c in claims):
+            raise ValueError(
+                "model.volume: set at most one of pvc and hostPath (prefillPvc and decodePvc count as pvc)"
+            )
         return self
+
+    def claim(self, role: str) -> str | None:
+        """The PersistentVolumeClaim `role` mounts (its own, else the shared one), or None."""
+        own = self.prefill_pvc if role == "prefill" else self.decode_pvc
+        return own or self.pvc
+
+
+class ModelDownload(_Spec):
+    """An init container that fetches model.source from the Hugging Face Hub into the model volume."""
+
+    enabled: bool = False
+    revision: str | None = Field(default=None, min_length=1, max_length=255)  # default: main
+    token_secret: str | None = Field(default=None, min_length=1, max_length=253)  # Secret key `token`
 
 
 class ModelSpec(_Spec):
@@ -61,7 +80,14 @@ class ModelSpec(_Spec):
     # HF id (from the HF cache in the volume; workers never download) or a path; None: the default model.
     source: str | None = Field(default=None, min_length=1, max_length=512)
     dtype: DType = DType.AUTO
+    download: ModelDownload | None = None
     volume: ModelVolume = ModelVolume()
+
+    @model_validator(mode="after")
+    def _download_needs_hub_id(self) -> ModelSpec:
+        if self.download and self.download.enabled and (not self.source or self.source.startswith("/")):
+            raise ValueError("model.download needs model.source to be a Hugging Face id (not a path)")
+        return self
 
 
 class AgentFallback(StrEnum):
@@ -101,6 +127,20 @@ class Resources(_Spec):
     limits: dict[str, str | int] = {}
 
 
+class PodTemplateMeta(_Spec):
+    """Extra pod labels and annotations."""
+
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+class PodTemplate(_Spec):
+    """Pod fields merged into a role's pods; pod_template.py checks and merges `spec` (a PodSpec subset)."""
+
+    metadata: PodTemplateMeta = PodTemplateMeta()
+    spec: dict[str, Any] = {}
+
+
 class WorkerPoolSpec(_Spec):
     """One role's pods (prefill or decode): the same type serves both."""
 
@@ -114,6 +154,9 @@ class WorkerPoolSpec(_Spec):
     affinity: dict[str, Any] | None = None  # passed through to the PodSpec
     resources: Resources = Resources()
     runtime_class_name: str | None = Field(default=None, min_length=1)  # e.g. "nvidia" on k3s GPU nodes
+    # Model loads of tens of GB take minutes: the Deployment's rollout deadline (Kubernetes' 600 s is short).
+    progress_deadline_seconds: int = Field(default=1800, ge=60, le=86400)
+    pod_template: PodTemplate | None = None
     agent: AgentTarget | None = None  # decode only: a native agent runs the role instead of pods
 
     @field_validator("device")
@@ -130,12 +173,20 @@ class WorkerPoolSpec(_Spec):
         return self
 
 
+class CertManagerSpec(_Spec):
+    """cert-manager issues the KV link's Secret: the operator renders a cert-manager.io/v1 Certificate."""
+
+    issuer_name: str = Field(min_length=1, max_length=253)
+    issuer_kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+
+
 class TLSSpec(_Spec):
     """TLS (or mutual TLS) on the KV transfer's gRPC connection; the Secret holds tls.crt, tls.key, ca.crt."""
 
     enabled: bool = False
     secret_name: str | None = Field(default=None, min_length=1, max_length=253)
     mutual: bool = False  # decode also presents a client certificate
+    cert_manager: CertManagerSpec | None = None
 
     @model_validator(mode="after")
     def _enabled_needs_secret(self) -> TLSSpec:

@@ -7,6 +7,7 @@ unchanged world applies nothing and writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping, Sequence
@@ -19,9 +20,9 @@ from hybrid_operator.agent_status import decode_role, with_agent
 from hybrid_operator.agent_world import AgentProblem, read_lease
 from hybrid_operator.apply import ChildRejected, apply_all
 from hybrid_operator.config import OperatorConfig
-from hybrid_operator.kube import ApplyResult, KubeClient
+from hybrid_operator.kube import ApplyResult, KubeClient, KubeError
 from hybrid_operator.models import HybridInference, parse
-from hybrid_operator.placement import HeldPlacement, NodePlacement, hold_placement
+from hybrid_operator.placement import HeldPlacement, NodeFacts, NodePlacement, hold_placement, with_prediction
 from hybrid_operator.reconcile_agent import apply_agent
 from hybrid_operator.render import render
 from hybrid_operator.render_agent import adapt
@@ -85,9 +86,20 @@ async def check_world(
         held = hold_placement(cr.spec, nodes, previous or {}, cr.metadata.generation)
         if held.placement.problems:
             raise SpecProblem("NoMatchingNode", "; ".join(held.placement.problems))
+        facts = [NodeFacts.from_node(n) for n in nodes]
+        held = dataclasses.replace(held, placement=with_prediction(cr.spec, facts, held.placement))
     tls = cr.spec.kv_transfer.tls
-    if tls.enabled and tls.secret_name:
-        keys = await kube.get_secret_keys(cr.namespace, tls.secret_name)
+    # cert-manager writes the Secret after the Certificate exists: the pods wait for it, not the spec.
+    if tls.enabled and tls.secret_name and tls.cert_manager is None:
+        try:
+            keys = await kube.get_secret_keys(cr.namespace, tls.secret_name)
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            # Secret access is granted per namespace only (chart: secretNamespaces); without it the
+            # pods report a missing Secret themselves (FailedMount events).
+            logger.info("TLS Secret %s/%s not checked: no permission", cr.namespace, tls.secret_name)
+            return held
         if keys is None:
             raise SpecProblem(
                 "TLSSecretMissing", f"kvTransfer.tls.secretName {tls.secret_name!r}: no such Secret"

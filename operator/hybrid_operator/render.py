@@ -8,6 +8,8 @@ from hybrid_operator.placement import NodePlacement
 from hybrid_operator.render_common import Manifest
 from hybrid_operator.render_network import (
     api_service,
+    certificate,
+    kv_service,
     prefill_network_policy,
     prefill_service,
     service_monitor,
@@ -35,9 +37,12 @@ def with_resolved_dtype(cr: HybridInference) -> HybridInference:
 def render(cr: HybridInference, placement: NodePlacement, config: OperatorConfig) -> list[Manifest]:
     """All children in apply order: the NetworkPolicy before the pods it protects, Services, Deployments."""
     placed = with_placement(with_resolved_dtype(cr), placement)
+    issued = certificate(placed)
     manifests = [
         prefill_network_policy(placed),
+        *([issued] if issued else []),
         prefill_service(placed),
+        kv_service(placed),
         api_service(placed),
         prefill_deployment(placed, config),
         decode_deployment(placed, config, placement),

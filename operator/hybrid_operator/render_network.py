@@ -1,10 +1,12 @@
-"""Services `<name>-prefill` (gRPC) and `<name>-api` (HTTP), the prefill NetworkPolicy, the ServiceMonitor."""
+"""Services `<name>-prefill`, `<name>-kv` (gRPC) and `<name>-api` (HTTP), the prefill NetworkPolicy, the
+ServiceMonitor, the KV link's cert-manager Certificate."""
 
 from __future__ import annotations
 
 from hybrid_operator.models import HybridInference
 from hybrid_operator.render_common import (
     DECODE,
+    KV_SUFFIX,
     PREFILL,
     PREFILL_PORT,
     Manifest,
@@ -35,6 +37,62 @@ def prefill_service(cr: HybridInference) -> Manifest:
                 },
                 {"name": "metrics", "port": cr.spec.metrics.port, "targetPort": "metrics", "protocol": "TCP"},
             ],
+        },
+    }
+
+
+def kv_service(cr: HybridInference) -> Manifest:
+    """Headless Service `<name>-kv`: DNS answers one address per ready prefill pod, so the decode
+    worker's gRPC channel (round_robin) spreads its requests over every prefill replica; a ClusterIP
+    would pin each decode pod's single HTTP/2 connection to one replica."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(cr, child_name(cr, KV_SUFFIX), PREFILL),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector_labels(cr, PREFILL),
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": PREFILL_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                }
+            ],
+        },
+    }
+
+
+def tls_dns_names(cr: HybridInference) -> list[str]:
+    """The SANs the KV link's server certificate needs: the decode pods dial `<name>-kv`; `<name>-prefill`
+    serves tools that use the ClusterIP Service; each in short, namespaced and .svc forms."""
+    names = []
+    for service in (child_name(cr, KV_SUFFIX), child_name(cr, PREFILL)):
+        names += [service, f"{service}.{cr.namespace}", f"{service}.{cr.namespace}.svc"]
+    return names
+
+
+def certificate(cr: HybridInference) -> Manifest | None:
+    """cert-manager.io/v1 Certificate issuing kvTransfer.tls.secretName, when certManager is set."""
+    tls = cr.spec.kv_transfer.tls
+    if not tls.enabled or tls.cert_manager is None:
+        return None
+    return {
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": metadata(cr, child_name(cr, "kv-tls")),
+        "spec": {
+            "secretName": tls.secret_name,
+            "dnsNames": tls_dns_names(cr),
+            # One key pair serves prefill and, with mutual TLS, authenticates decode as a client.
+            "usages": ["digital signature", "key encipherment", "server auth", "client auth"],
+            "issuerRef": {
+                "name": tls.cert_manager.issuer_name,
+                "kind": tls.cert_manager.issuer_kind,
+                "group": "cert-manager.io",
+            },
         },
     }
 

@@ -11,8 +11,10 @@ from hybrid_workers.enums import env_name
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference, WorkerPoolSpec
 from hybrid_operator.placement import GPU_RESOURCE, NodePlacement, decode_prediction_flags
+from hybrid_operator.pod_template import merge
 from hybrid_operator.render_common import (
     DECODE,
+    KV_SUFFIX,
     PREFILL,
     PREFILL_PORT,
     Manifest,
@@ -23,6 +25,7 @@ from hybrid_operator.render_common import (
     pod_security_context,
     selector_labels,
 )
+from hybrid_operator.render_model import download_init_container, model_mount_read_only, model_volume
 
 TLS_DIR = "/etc/hybrid-inference/tls"
 CACHE_DIR = "/cache"
@@ -79,7 +82,8 @@ def decode_flags(cr: HybridInference) -> dict[str, object]:
     serving = cr.spec.serving
     return {
         **_common_flags(cr, cr.spec.decode),
-        "--prefill": f"{child_name(cr, PREFILL)}:{PREFILL_PORT}",
+        # The headless Service: one DNS record per ready prefill pod, round-robin in the decode channel.
+        "--prefill": f"{child_name(cr, KV_SUFFIX)}:{PREFILL_PORT}",
         "--port": serving.port,
         "--remote-prefill-min-tokens": serving.remote_prefill_min_tokens,
         "--fallback": serving.fallback.value,
@@ -90,36 +94,22 @@ def decode_flags(cr: HybridInference) -> dict[str, object]:
     }
 
 
-def _model_volume(cr: HybridInference) -> dict[str, Any]:
-    volume = cr.spec.model.volume
-    if volume.pvc:
-        return {
-            "name": "model",
-            "persistentVolumeClaim": {"claimName": volume.pvc, "readOnly": volume.read_only},
-        }
-    if volume.host_path:
-        return {"name": "model", "hostPath": {"path": volume.host_path, "type": "Directory"}}
-    return {"name": "model", "emptyDir": {}}
-
-
-def volumes(cr: HybridInference) -> list[dict[str, Any]]:
+def volumes(cr: HybridInference, role: str = PREFILL) -> list[dict[str, Any]]:
     """Model volume, writable emptyDirs for /tmp and caches (the root filesystem is read-only), TLS."""
-    result = [_model_volume(cr), {"name": "tmp", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}]
+    result = [model_volume(cr, role), {"name": "tmp", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}]
     tls = cr.spec.kv_transfer.tls
     if tls.enabled:
         result.append({"name": "tls", "secret": {"secretName": tls.secret_name, "defaultMode": 0o440}})
     return result
 
 
-def volume_mounts(cr: HybridInference) -> list[dict[str, Any]]:
-    """Mounts matching `volumes`; an emptyDir model volume is writable (the worker downloads into it)."""
-    volume = cr.spec.model.volume
-    writable_model = not (volume.pvc or volume.host_path)
+def volume_mounts(cr: HybridInference, role: str = PREFILL) -> list[dict[str, Any]]:
+    """Mounts matching `volumes`; a scratch emptyDir model volume is writable (the demo model is written)."""
     mounts: list[dict[str, Any]] = [
         {
             "name": "model",
-            "mountPath": volume.mount_path,
-            "readOnly": volume.read_only and not writable_model,
+            "mountPath": cr.spec.model.volume.mount_path,
+            "readOnly": model_mount_read_only(cr, role),
         },
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "cache", "mountPath": CACHE_DIR},
@@ -190,13 +180,17 @@ def _probes(live: dict[str, Any], ready: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pod_spec(cr: HybridInference, pool: WorkerPoolSpec, container: dict[str, Any]) -> dict[str, Any]:
+    role = container["name"]
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # workers never talk to the Kubernetes API
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
         "containers": [container],
-        "volumes": volumes(cr),
+        "volumes": volumes(cr, role),
     }
+    init = download_init_container(cr, container["image"], CACHE_DIR)
+    if init is not None:
+        spec["initContainers"] = [init]
     optional = {
         "nodeSelector": dict(pool.node_selector) if pool.node_selector else None,
         "tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations] or None,
@@ -216,9 +210,14 @@ def _deployment(cr: HybridInference, role: str, pool: WorkerPoolSpec, container:
         "metadata": metadata(cr, child_name(cr, role), role),
         "spec": {
             "replicas": pool.replicas,
+            "progressDeadlineSeconds": pool.progress_deadline_seconds,
             "selector": {"matchLabels": selector_labels(cr, role)},
             "strategy": strategy,
-            "template": {"metadata": {"labels": labels(cr, role)}, "spec": _pod_spec(cr, pool, container)},
+            "template": merge(
+                role,
+                pool.pod_template,
+                {"metadata": {"labels": labels(cr, role)}, "spec": _pod_spec(cr, pool, container)},
+            ),
         },
     }
 
@@ -230,7 +229,7 @@ def _container(cr: HybridInference, role: str, pool: WorkerPoolSpec, image: str)
         "imagePullPolicy": pool.image_pull_policy,
         "command": ["hybrid-inference", role],
         "securityContext": container_security_context(),
-        "volumeMounts": volume_mounts(cr),
+        "volumeMounts": volume_mounts(cr, role),
     }
     container_resources = resources(pool)
     if container_resources:

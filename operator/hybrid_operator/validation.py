@@ -10,7 +10,9 @@ from hybrid_workers.enums import DType
 
 from hybrid_operator.drift import quantity
 from hybrid_operator.models import HybridInference, WorkerPoolSpec
+from hybrid_operator.pod_template import PodTemplateProblem, check_template
 from hybrid_operator.render_common import PREFILL_PORT
+from hybrid_operator.render_workers import CACHE_DIR, TLS_DIR
 from hybrid_operator.shapes import AFFINITY, check
 
 
@@ -72,7 +74,14 @@ def _affinity_problems(role: str, pool: WorkerPoolSpec) -> list[str]:
 
 
 def check_spec(cr: HybridInference) -> None:
-    """Raise SpecProblem (reason InvalidChild) listing every problem a child would be rejected for."""
+    """Raise SpecProblem (reason InvalidChild) listing every problem a child would be rejected for;
+    a refused pod template field raises its own reason (PodTemplateRejected, DTypeMismatch)."""
+    mount_paths = {cr.spec.model.volume.mount_path, "/tmp", CACHE_DIR, TLS_DIR}
+    for role, pool in (("prefill", cr.spec.prefill), ("decode", cr.spec.decode)):
+        try:
+            check_template(role, pool.pod_template, mount_paths)
+        except PodTemplateProblem as problem:
+            raise SpecProblem(problem.reason, str(problem)) from None
     problems = _port_problems(cr)
     for role, pool in (("prefill", cr.spec.prefill), ("decode", cr.spec.decode)):
         problems += _resource_problems(role, pool) + _affinity_problems(role, pool)

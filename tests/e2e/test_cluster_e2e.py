@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -117,3 +117,91 @@ def test_cpu_example_becomes_ready_and_serves_completions(installed: None) -> No
         completion = client.completions.create(model=model, prompt="The KV cache travels", max_tokens=8)
     assert completion.usage is not None and 1 <= completion.usage.completion_tokens <= 8
     assert completion.choices[0].text
+
+
+# What kmock cannot show (docs/kubernetes.md, "Running the e2e test"): the API server's own validation
+# (through the operator's dryRun=All), metadata.generation bumps, garbage collection of children, and a
+# cordoned node turning the resource Degraded instead of Invalid. A second, small resource that never
+# needs its pods to become ready.
+PROBE = "e2e-failure-modes"
+
+
+def apply_probe(spec: str) -> None:
+    manifest = (
+        f"apiVersion: hybridinference.dev/v1alpha1\nkind: HybridInference\nmetadata: {{name: {PROBE}}}\n"
+        f"spec: {spec}\n"
+    )
+    subprocess.run(["kubectl", "--context", CONTEXT, "-n", APP_NS, "apply", "-f", "-"], input=manifest,
+                   text=True, check=True, capture_output=True, timeout=60)  # fmt: skip
+
+
+def jsonpath(kind: str, name: str, path: str) -> str:
+    return kubectl("-n", APP_NS, "get", kind, name, "-o", f"jsonpath={path}", check=False)
+
+
+def wait_until(what: str, probe: Callable[[], bool], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out waiting for {what}:\n"
+                + kubectl("-n", APP_NS, "describe", "hinf", PROBE, check=False)
+            )
+        time.sleep(3)
+
+
+def invalid_reason() -> str:
+    return jsonpath("hinf", PROBE, '{.status.conditions[?(@.type=="InvalidSpec")].reason}')
+
+
+def test_api_server_rejection_generation_garbage_collection_and_a_cordoned_node(installed: None) -> None:
+    cpu = "{device: cpu, replicas: 0}"
+    # 1. A value only the API server checks (priorityClassName must be a DNS subdomain): the dry run
+    #    is rejected, the status says why, and nothing was created.
+    bad_template = "{spec: {priorityClassName: Not_Valid}}"
+    apply_probe(f"{{prefill: {cpu}, decode: {{device: cpu, replicas: 0, podTemplate: {bad_template}}}}}")
+    wait_until("ChildRejected", lambda: invalid_reason() == "ChildRejected")
+    assert kubectl("-n", APP_NS, "get", "deploy", f"{PROBE}-prefill", check=False) == ""
+    # 2. A valid spec: the children appear; a spec change bumps generation and observedGeneration follows.
+    apply_probe(f"{{prefill: {cpu}, decode: {cpu}}}")
+    wait_until(
+        "children", lambda: jsonpath("deploy", f"{PROBE}-decode", "{.metadata.name}") == f"{PROBE}-decode"
+    )
+    first = int(jsonpath("hinf", PROBE, "{.metadata.generation}"))
+    apply_probe(f"{{prefill: {cpu}, decode: {cpu}, serving: {{maxConcurrency: 3}}}}")
+    wait_until(
+        "observedGeneration",
+        lambda: jsonpath("hinf", PROBE, "{.status.observedGeneration}") == str(first + 1),
+    )
+    # 3. Cordoning every node: Degraded (NodeUnavailable), not Invalid; uncordoning clears it.
+    nodes = kubectl("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").split()
+    try:
+        for node in nodes:
+            kubectl("cordon", node)
+        wait_until(
+            "NodeUnavailable",
+            lambda: "NodeUnavailable" in jsonpath("hinf", PROBE, "{.status.conditions[*].reason}"),
+        )
+        assert jsonpath("hinf", PROBE, "{.status.phase}") == "Degraded"
+    finally:
+        for node in nodes:
+            kubectl("uncordon", node, check=False)
+    # 4. Deleting the resource deletes its children (owner references, garbage collector).
+    kubectl("-n", APP_NS, "delete", "hinf", PROBE, "--wait=true", timeout=180)
+    wait_until(
+        "children deleted",
+        lambda: (
+            kubectl(
+                "-n",
+                APP_NS,
+                "get",
+                "deploy,svc",
+                "-l",
+                f"app.kubernetes.io/instance={PROBE}",
+                "-o",
+                "name",
+                check=False,
+            )
+            == ""
+        ),
+    )

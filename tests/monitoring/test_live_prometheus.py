@@ -265,4 +265,5 @@ def test_choosing_an_instance_filters_the_panels(scene: Scene) -> None:
             for series in body["data"]["result"]
             if any(float(value) > 0 for _, value in series["values"])
         )
-    assert seen == {"local-serve": [], "dead-peer": ["unreachable"]}
+    # The dead peer's breaker may open before the request sees the refused connection (peer_down)
+    assert seen["local-serve"] == [] and seen["dead-peer"] in (["unreachable"], ["peer_down"])

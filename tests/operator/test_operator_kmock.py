@@ -119,7 +119,7 @@ def test_create_renders_children_on_the_selected_nodes(
     assert prefill_pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
     assert decode_pod["tolerations"][0]["key"] == "hybridinference.dev/mac"
     decode_env = {e["name"]: e["value"] for e in decode_pod["containers"][0]["env"]}
-    assert decode_env["HYBRID_INFERENCE_PREFILL"] == "create-prefill:50051"
+    assert decode_env["HYBRID_INFERENCE_PREFILL"] == "create-kv:50051"  # the headless Service
     assert prefill["metadata"]["ownerReferences"][0]["uid"] == "uid-create"
     assert wait_for("prefill Service", lambda: child(cluster, SERVICES, "create-prefill"))
     assert wait_for("api Service", lambda: child(cluster, SERVICES, "create-api"))

@@ -147,10 +147,24 @@ def test_everything_the_code_uses_is_declared_and_nothing_else() -> None:
     assert declared() - used == set(), "declared in kube.PERMISSIONS but never used"
 
 
-def test_cluster_wide_chart_grants_exactly_the_permissions() -> None:
+def never_cluster_wide() -> set[Rule]:
+    return {(p.group, p.resource, v) for p in kube.PERMISSIONS for v in p.verbs if not p.cluster_wide}
+
+
+def test_cluster_wide_chart_grants_everything_but_secrets_in_a_cluster_role() -> None:
     roles = [o for o in chart_objects(render_chart({})) if o["kind"] in ("ClusterRole", "Role")]
     assert [r["kind"] for r in roles] == ["ClusterRole"]
-    assert expand(roles[0]["rules"]) == declared()
+    assert never_cluster_wide() == {("", "secrets", "get")}
+    assert expand(roles[0]["rules"]) == declared() - never_cluster_wide()
+
+
+def test_secret_access_is_a_role_in_each_listed_namespace() -> None:
+    objects = chart_objects(render_chart({"secretNamespaces": ["team-a", "team-b"]}))
+    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
+    bindings = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "RoleBinding"}
+    assert sorted(roles) == sorted(bindings) == ["team-a", "team-b"]
+    assert all(expand(role["rules"]) == never_cluster_wide() for role in roles.values())
+    assert bindings["team-a"]["roleRef"]["name"] == roles["team-a"]["metadata"]["name"]
 
 
 def test_namespaced_chart_grants_namespaced_rules_in_a_role_and_only_nodes_cluster_wide() -> None:

@@ -65,7 +65,8 @@ async def test_second_pass_over_an_unchanged_world_changes_nothing(
     create(cluster, "idem", {})
     first = await run(cluster, client, "idem")
     assert sorted(first.changes) == sorted([
-        "created NetworkPolicy idem-prefill", "created Service idem-prefill", "created Service idem-api",
+        "created NetworkPolicy idem-prefill", "created Service idem-prefill", "created Service idem-kv",
+        "created Service idem-api",
         "created Deployment idem-prefill", "created Deployment idem-decode",
     ])  # fmt: skip
     second = await run(cluster, client, "idem")
@@ -100,7 +101,7 @@ async def test_tls_secret_must_exist_with_all_three_keys(
     assert invalid["reason"] == "TLSSecretIncomplete" and "ca.crt" in invalid["message"]
     cluster.patch(f"/api/v1/namespaces/{NS}/secrets/kv-tls", {"data": {"ca.crt": "eA=="}})
     fixed = await run(cluster, client, "tls")
-    assert fixed.status["phase"] == "Pending" and len(fixed.changes) == 5
+    assert fixed.status["phase"] == "Pending" and len(fixed.changes) == 6
 
 
 async def test_events_record_changes_and_phase(cluster: EmulatedCluster, client: KubeClient) -> None:
@@ -119,7 +120,7 @@ async def test_missing_servicemonitor_crd_skips_only_the_servicemonitor(
 ) -> None:
     create(cluster, "monitored", {"metrics": {"serviceMonitor": True}})
     outcome = await run(cluster, client, "monitored")
-    assert len(outcome.changes) == 5 and not any("ServiceMonitor" in c for c in outcome.changes)
+    assert len(outcome.changes) == 6 and not any("ServiceMonitor" in c for c in outcome.changes)
     assert outcome.status["phase"] == "Pending"
 
 

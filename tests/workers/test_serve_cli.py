@@ -54,6 +54,7 @@ def test_per_role_device_overrides_the_shared_one() -> None:
         ("--max-queue", "5"),
         ("--kv-compression", "int8"),
         ("--chunk-bytes", "1MiB"),
+        ("--engine", "mlx"),
     ],
 )
 def test_each_pass_through_flag_reaches_its_worker_only(flag: str, value: str) -> None:
@@ -68,6 +69,14 @@ def test_each_pass_through_flag_reaches_its_worker_only(flag: str, value: str) -
             assert str(getattr(worker_args(spec.argv), dest)) == value
         else:
             assert flag not in spec.argv
+
+
+@pytest.mark.parametrize(("argv", "name"), [((), "/m"), (("--served-model-name", "chat-8b"), "chat-8b")])
+def test_both_workers_label_their_metrics_with_one_served_name(argv: tuple[str, ...], name: str) -> None:
+    args = serve_args(*argv)
+    prefill = worker_args(prefill_spec(args, "/m", PORTS).argv)
+    decode = worker_args(decode_spec(args, "/m", PORTS).argv)
+    assert prefill.served_model_name == decode.served_model_name == name
 
 
 def test_extra_worker_arguments_are_passed_verbatim() -> None:

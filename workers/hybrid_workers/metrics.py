@@ -12,9 +12,10 @@ GPU cluster (TTFT of tens of milliseconds, hundreds of tokens per second).
 
 from __future__ import annotations
 
+import importlib.metadata
 from enum import StrEnum
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, Info, generate_latest
 
 PREFIX = "hybrid_inference_"
 
@@ -35,6 +36,10 @@ class RequestOutcome(StrEnum):
     INVALID = "invalid"  # bad request (HTTP 4xx)
     UNAVAILABLE = "unavailable"  # remote prefill failed with --fallback fail (HTTP 503)
     ERROR = "error"  # anything else that went wrong on the server
+
+
+# Values of the `finished_reason` label of `request_success_total` (OpenAI's finish_reason).
+FINISH_REASONS = ("stop", "length")
 
 
 class FallbackReason(StrEnum):
@@ -59,6 +64,15 @@ class RemoteOutcome(StrEnum):
 
 # Seconds: 5 ms (GPU, short prompt) .. 5 min (CPU, long prompt on a slow node).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300)
+# TTFT: dense from 50 ms to 10 s, where targets and headline percentiles live (no 1 -> 2.5 -> 5 jumps).
+TTFT_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 10,
+    15, 20, 30, 60, 120, 300,
+)  # fmt: skip
+# Seconds waiting for a scheduler slot: 1 ms .. 10 min.
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300, 600)
+# Tokens per request (prompt or generation): 1 .. 128k, 1-2-5 steps (as vLLM's).
+LENGTH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 131072)
 # Seconds between two tokens: 1 ms (GPU, tiny model) .. 5 s (CPU, big model).
 INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5)
 # Whole requests: 50 ms .. 20 min.
@@ -76,7 +90,30 @@ time_to_first_token_seconds = Histogram(
     PREFIX + "time_to_first_token_seconds",
     "Request arrival to the first generated token leaving the server",
     _PER_REQUEST,
-    buckets=LATENCY_BUCKETS,
+    buckets=TTFT_BUCKETS,
+)
+request_queue_time_seconds = Histogram(
+    PREFIX + "request_queue_time_seconds",
+    "Admitted requests: time spent waiting for a scheduler slot",
+    _MODEL,
+    buckets=QUEUE_BUCKETS,
+)
+request_prompt_tokens = Histogram(
+    PREFIX + "request_prompt_tokens",
+    "Prompt length of admitted requests, in tokens",
+    _MODEL,
+    buckets=LENGTH_BUCKETS,
+)
+request_generation_tokens = Histogram(
+    PREFIX + "request_generation_tokens",
+    "Tokens generated per successful request",
+    _MODEL,
+    buckets=LENGTH_BUCKETS,
+)
+request_success_total = Counter(
+    PREFIX + "request_success_total",
+    "Successful requests by finish reason (stop: EOS, stop string or token; length: max_tokens or context)",
+    ("model", "finished_reason"),
 )
 inter_token_latency_seconds = Histogram(
     PREFIX + "inter_token_latency_seconds",
@@ -180,6 +217,15 @@ kv_frames_sent_total = Counter(
 kv_send_bytes_total = Counter(
     PREFIX + "kv_send_bytes_total", "Prefill worker: KV tensor bytes sent (wire size)", _MODEL
 )
+prefill_queue_seconds = Histogram(
+    PREFIX + "prefill_queue_seconds",
+    "Prefill worker: time a prefill waited behind others before its forward pass",
+    _MODEL,
+    buckets=QUEUE_BUCKETS,
+)
+
+# ---- both ------------------------------------------------------------------------------------------
+build = Info(PREFIX + "build", "Versions this worker runs (value 1; the versions are labels)", _MODEL)
 
 
 def zero_labelled_series(model: str) -> None:
@@ -192,8 +238,32 @@ def zero_labelled_series(model: str) -> None:
         requests_total.labels(model, outcome.value)
     for reason in FallbackReason:
         prefill_fallback_total.labels(model, reason.value)
+    for finished in FINISH_REASONS:
+        request_success_total.labels(model, finished)
     for remote in RemoteOutcome:
         remote_prefill_total.labels(model, remote.value)
+
+
+def export_build_info(model: str, role: str) -> None:
+    """`build_info{model, role, version, python, torch, transformers} 1`: what this worker runs."""
+    import platform
+
+    import torch
+    import transformers
+
+    try:
+        version = importlib.metadata.version("hybrid-inference")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    build.labels(model).info(
+        {
+            "role": role,
+            "version": version,
+            "python": platform.python_version(),
+            "torch": str(torch.__version__),
+            "transformers": str(transformers.__version__),
+        }
+    )
 
 
 def exposition() -> tuple[bytes, str]:

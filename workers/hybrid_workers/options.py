@@ -6,6 +6,7 @@ import argparse
 import os
 from collections.abc import Callable, Iterable
 from enum import StrEnum
+from pathlib import Path
 
 from hybrid_workers.enums import Device, DType, env_name
 from hybrid_workers.errors import UserError
@@ -82,3 +83,27 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     add_option(parser, "--device", default=Device.AUTO, choices=Device, help="compute device")
     add_option(parser, "--dtype", default=DType.AUTO, choices=DType, help="model dtype")
+
+
+def add_served_model_name(parser: argparse.ArgumentParser) -> None:
+    """--served-model-name: the `model` clients send and the `model` label of every metric."""
+    add_option(
+        parser,
+        "--served-model-name",
+        default=None,
+        help="the `model` clients send and the metrics' `model` label; none: from --model",
+    )
+
+
+def served_name(model: str | None) -> str:
+    """Default `model` id: a Hugging Face id as given, a folder's name, or the embedded model's name."""
+    if not model:
+        from hybrid_workers.engine.default_model import embedded_model_name
+
+        return embedded_model_name()
+    if Path(model).expanduser().exists():
+        from hybrid_workers.engine.default_model import cached_model_name
+
+        folder = Path(model).expanduser().resolve()
+        return cached_model_name(folder) or folder.name
+    return model

@@ -62,6 +62,9 @@ class Forwarded:
 
 
 FORWARDED: dict[str, Forwarded] = {
+    "--served-model-name": Forwarded(
+        ("prefill", "decode"), "the `model` clients send and both workers' metrics label; none: from --model"
+    ),
     "--remote-prefill-min-tokens": Forwarded(
         ("decode",), "prompts with at least this many tokens prefill on the prefill worker (or auto)"
     ),

@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hybrid_workers.options import served_name
 from hybrid_workers.serve_options import FORWARDED, LOOPBACK, Ports
 from hybrid_workers.supervisor import Child, ChildSpec, ExitCode, SessionEnd, Supervisor, http_ok
 
@@ -23,10 +24,14 @@ ROUTINE_ACCESS_LOG = re.compile(r'"[A-Z]+ (/ready|/health|/metrics)\S* HTTP/[0-9
 
 
 def worker_argv(role: str, args: argparse.Namespace, model: str) -> list[str]:
-    """`python -m hybrid_workers <role>` with the model options (the worker's own device wins)."""
+    """`python -m hybrid_workers <role>` with the model options (the worker's own device wins) and,
+    unless --served-model-name is forwarded, the one served name both workers label metrics with."""
     device = getattr(args, f"{role}_device") or args.device
     argv = [sys.executable, "-m", "hybrid_workers", role, "--model", model]
-    return [*argv, "--device", str(device), "--dtype", str(args.dtype)]
+    argv += ["--device", str(device), "--dtype", str(args.dtype)]
+    if getattr(args, "served_model_name", None) is None:
+        argv += ["--served-model-name", served_name(model)]
+    return argv
 
 
 def forwarded(role: str, args: argparse.Namespace) -> list[str]:

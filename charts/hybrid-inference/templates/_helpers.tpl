@@ -52,9 +52,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
   verbs: [get, create, patch, delete]
-- apiGroups: [""]
-  resources: [secrets]
-  verbs: [get]
+- apiGroups: [cert-manager.io]
+  resources: [certificates]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
@@ -66,6 +66,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   verbs: [get, create, patch, delete]
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
+  verbs: [get]
+{{- end -}}
+
+{{/* Secret access: only ever in a namespaced Role (watchNamespace, or each of secretNamespaces). */}}
+{{- define "hybrid-inference.secretRules" -}}
+- apiGroups: [""]
+  resources: [secrets]
   verbs: [get]
 {{- end -}}
 

@@ -15,6 +15,7 @@ import httpx
 import uvicorn
 from hybrid_workers.decode.app import create_app
 from hybrid_workers.decode.config import DecodeConfig
+from hybrid_workers.decode.http_server import server_config
 from hybrid_workers.decode.worker import DecodeWorker
 
 
@@ -52,7 +53,9 @@ def start_server(lm: Any, peer: Any = None, **overrides: Any) -> tuple[RunningSe
     name = overrides.pop("served_model_name", f"tiny-{uuid.uuid4().hex[:8]}")
     worker = DecodeWorker(lm, DecodeConfig(served_model_name=name, **overrides), peer)
     port = free_port()
-    config = uvicorn.Config(create_app(worker), host="127.0.0.1", port=port, log_level="warning")
+    config = server_config(
+        create_app(worker), "127.0.0.1", port, worker.config.read_timeout_s, log_level="warning"
+    )
     thread = _ServerThread(uvicorn.Server(config))
     thread.start()
     deadline = time.monotonic() + 20

@@ -19,7 +19,15 @@ CASES: list[tuple[str, str, Any, int, str | None, str]] = [
     ("missing model", "/v1/completions", {"prompt": "hi"}, 400, "model", "required"),
     ("unknown model", "/v1/completions", {"model": "gpt-9", "prompt": "hi"}, 404, "model", "gpt-9"),
     ("prompt wrong type", "/v1/completions", {"model": MODEL, "prompt": 5}, 400, "prompt", "5"),
-    ("empty prompt", "/v1/completions", {"model": MODEL, "prompt": ""}, 400, "prompt", "empty"),
+    (
+        "empty prompt and no BOS",
+        "/v1/completions",
+        {"model": MODEL, "prompt": "", "add_special_tokens": False},
+        400,
+        "prompt",
+        "no BOS token is added",
+    ),
+    ("empty token list", "/v1/completions", {"model": MODEL, "prompt": []}, 400, "prompt", "empty"),
     (
         "two prompts streamed",
         "/v1/completions",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 from hybrid_workers.metrics import FallbackReason, RequestOutcome, sample_value
@@ -86,3 +87,28 @@ def test_health_ready_and_models(decode_server) -> None:
     with server.client() as client:
         assert client.get(f"/v1/models/{server.name}").json()["id"] == server.name
         assert client.get("/v1/models/other").json()["error"]["code"] == "model_not_found"
+
+
+def test_finished_requests_feed_queue_time_length_and_finish_reason_metrics(decode_server, tiny_lm) -> None:
+    server = decode_server()
+    body = {"model": server.name, "prompt": PROMPT, "max_tokens": 4, "temperature": 0, "ignore_eos": True}
+    with server.client() as client:
+        assert client.post("/v1/completions", json=body).status_code == 200
+        text = client.get("/metrics").text
+    prompt_tokens = len(tiny_lm.tokenizer.encode(PROMPT))
+    assert metric("request_success_total", model=server.name, finished_reason="length") == 1
+    assert metric("request_success_total", model=server.name, finished_reason="stop") == 0
+    assert metric("request_queue_time_seconds_count", model=server.name) == 1
+    assert metric("request_prompt_tokens_sum", model=server.name) == prompt_tokens
+    assert metric("request_generation_tokens_sum", model=server.name) == 4
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    build = [s for s in families["hybrid_inference_build_info"].samples if s.labels["model"] == server.name]
+    assert build[0].labels["role"] == "decode" and build[0].labels["version"]
+
+
+def test_ttft_buckets_are_dense_where_headline_numbers_live() -> None:
+    from hybrid_workers.metrics import TTFT_BUCKETS
+
+    assert {0.05, 0.1, 0.2, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 10} <= set(TTFT_BUCKETS)
+    gaps = [b / a for a, b in itertools.pairwise(TTFT_BUCKETS) if 0.05 <= a < 10]
+    assert max(gaps) <= 2

@@ -45,7 +45,7 @@ def test_one_bad_prompt_refuses_the_whole_request_before_any_work(server: Any) -
     labels = {"model": server.name, "prefill": "local"}
     before = sample_value("hybrid_inference_generation_tokens_total", labels) or 0
     with server.client() as client:
-        reply = client.post("/v1/completions", json=_body(server, ["fine", ""]))
+        reply = client.post("/v1/completions", json=_body(server, [[1, 50], [1, 99999]]))  # out of vocabulary
         streamed = client.post("/v1/completions", json=_body(server, PROMPTS, stream=True))
     assert reply.status_code == 400 and "prompt" in reply.json()["error"]["message"]
     assert streamed.status_code == 400 and "stream=false" in streamed.json()["error"]["message"]

@@ -189,3 +189,38 @@ def test_concurrent_remote_prefills_each_get_their_own_cache(decode_server, pref
     assert [got[i] for i in range(4)] == want
     assert metric("kv_transfer_seconds_count", model=remote.name) == 4
     assert metric("kv_exposed_transfer_seconds_count", model=remote.name) == 4
+
+
+@pytest.mark.parametrize("knob", ["temperature", "top_p"])
+def test_a_tiny_temperature_or_top_p_prefills_remotely_without_a_fallback(
+    decode_server, tiny_lm, prefill_worker, knob
+) -> None:
+    server = remote_server(
+        decode_server, tiny_lm, prefill_worker, remote_prefill_min_tokens=8, fallback="fail"
+    )
+    greedy = complete(server, LONG_PROMPT)
+    tiny = complete(server, LONG_PROMPT, **{"temperature": 1.0, knob: 5e-324, "seed": 2**63 - 1})
+    assert tiny.status_code == 200, tiny.text
+    assert tiny.json()["choices"][0]["text"] == greedy.json()["choices"][0]["text"]
+    fallbacks = [
+        metric("prefill_fallback_total", model=server.name, reason=r) for r in ("error", "unreachable")
+    ]
+    assert fallbacks == [0, 0]
+    assert metric("prompt_tokens_total", model=server.name, prefill="remote") > 0
+
+
+def test_input_the_wire_cannot_carry_is_a_400_before_any_grpc_call(
+    decode_server, tiny_lm, prefill_worker
+) -> None:
+    server = remote_server(
+        decode_server, tiny_lm, prefill_worker, remote_prefill_min_tokens=8, fallback="fail"
+    )
+    refused = complete(server, LONG_PROMPT, seed=2**63)
+    huge_top_k = complete(server, LONG_PROMPT, temperature=0.8, seed=1, top_k=2**40)  # the whole vocabulary
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "seed"
+    assert huge_top_k.status_code == 200, huge_top_k.text
+    assert metric("prefill_tokens_total", model=prefill_worker.servicer.model_label) > 0
+    with server.client() as client:
+        assert client.get("/ready").status_code == 200
+    reasons = ("error", "unreachable", "timeout", "protocol")
+    assert [metric("prefill_fallback_total", model=server.name, reason=r) for r in reasons] == [0, 0, 0, 0]

@@ -54,6 +54,31 @@ def test_an_eos_token_ends_with_stop_and_no_text(tiny_lm):
     assert "".join(s.text for s in steps) == "".join(s.text for s in greedy[:first_eos])
 
 
+def test_ignore_eos_runs_to_max_tokens_and_stop_token_ids_end_like_eos(tiny_lm):
+    greedy = _run(tiny_lm, SamplingParams(max_tokens=20, temperature=0))
+    eos = greedy[5].token_id
+    first_eos = next(i for i, s in enumerate(greedy) if s.token_id == eos)
+    lm = dataclasses.replace(tiny_lm, eos_token_ids=frozenset({eos}))
+    ignoring = _run(lm, SamplingParams(max_tokens=20, temperature=0, ignore_eos=True))
+    assert [s.token_id for s in ignoring] == [s.token_id for s in greedy]
+    assert ignoring[-1].finish_reason == "length"
+    by_id = _run(tiny_lm, SamplingParams(max_tokens=20, temperature=0, stop_token_ids=(eos,)))
+    assert len(by_id) == first_eos + 1 and by_id[-1].finish_reason == "stop"
+
+
+def test_min_tokens_holds_eos_back_until_that_many_tokens(tiny_lm):
+    greedy = _run(tiny_lm, SamplingParams(max_tokens=20, temperature=0))
+    eos = greedy[2].token_id
+    first_eos = next(i for i, s in enumerate(greedy) if s.token_id == eos)
+    lm = dataclasses.replace(tiny_lm, eos_token_ids=frozenset({eos}))
+    minimum = first_eos + 3
+    params = SamplingParams(max_tokens=20, temperature=0, min_tokens=minimum, suppressed=(eos,))
+    steps = _run(lm, params)
+    assert len(steps) >= minimum
+    assert eos not in [s.token_id for s in steps[:minimum]]
+    assert [s.token_id for s in steps[:first_eos]] == [s.token_id for s in greedy[:first_eos]]
+
+
 def test_a_seeded_run_continued_from_a_rebuilt_cache_reproduces_the_local_run(tiny_lm):
     """The first token sampled after a 'remote' prefill (step 0) plus local decode = one-machine run."""
     params = SamplingParams(max_tokens=30, temperature=0.9, top_p=0.95, seed=42)

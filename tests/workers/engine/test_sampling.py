@@ -25,6 +25,8 @@ def _logits(seed: int = 0) -> torch.Tensor:
         ({"top_k": -3}, "top_k -3"),
         ({"max_tokens": 2.5}, "max_tokens 2.5"),
         ({"seed": -1}, "seed -1"),
+        ({"seed": 2**63}, "seed 9223372036854775808: must be below 2"),
+        ({"top_k": 2**32}, "top_k 4294967296: must be below 2"),
         ({"stop": ("",)}, "stop"),
         ({"stop": (3,)}, "stop"),
     ],
@@ -42,6 +44,15 @@ def test_a_single_stop_string_and_a_list_become_a_tuple():
 def test_temperature_zero_is_argmax_with_its_raw_logprob():
     logits = _logits()
     token, logprob = sample(logits, SamplingParams(temperature=0), step=0)
+    assert token == int(torch.argmax(logits))
+    assert logprob == pytest.approx(float(torch.log_softmax(logits, -1)[token]))
+
+
+@pytest.mark.parametrize("tiny", [1e-300, 1e-40, 5e-324, 1e-6])
+@pytest.mark.parametrize("knob", ["temperature", "top_p"])
+def test_a_tiny_temperature_or_top_p_picks_the_argmax_instead_of_nan(knob, tiny):
+    logits = _logits()
+    token, logprob = sample(logits, SamplingParams(seed=3, **{knob: tiny}), step=0)
     assert token == int(torch.argmax(logits))
     assert logprob == pytest.approx(float(torch.log_softmax(logits, -1)[token]))
 

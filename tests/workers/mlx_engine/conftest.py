@@ -52,3 +52,11 @@ def theta_mlx(theta_model_dir: Path) -> Any:
     from hybrid_workers.mlx_engine.loading import load_mlx_model
 
     return load_mlx_model(str(theta_model_dir), dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def trained_mlx(trained_model_dir: Path) -> Any:
+    """SmolLM2-135M-Instruct (rope theta 1e5, tied embeddings) on the MLX engine, float32."""
+    from hybrid_workers.mlx_engine.loading import load_mlx_model
+
+    return load_mlx_model(str(trained_model_dir), dtype="float32")

@@ -246,3 +246,26 @@ def test_a_decode_worker_in_another_dtype_gets_a_dtype_error(tiny_lm_bf16, prefi
         assert caught.value.reason is Reason.DTYPE
         verdict = client.handshake()  # the handshake says so before any request
         assert verdict.problem is not None and verdict.problem.reason is Reason.DTYPE
+
+
+def test_metrics_are_labelled_with_the_served_model_name(tiny_lm) -> None:
+    from hybrid_workers.metrics import sample_value
+    from prometheus_client import REGISTRY
+
+    config = PrefillServerConfig(host="127.0.0.1", port=0, served_model_name="shared-served-name")
+    running = start_server(tiny_lm, config)
+    try:
+        with PrefillClient(f"127.0.0.1:{running.port}", tiny_lm, timeout_s=30) as client:
+            client.prefill(prompt(12), GREEDY)
+    finally:
+        running.stop(grace_s=0)
+    labels = {"model": "shared-served-name"}
+    assert sample_value("hybrid_inference_prefill_tokens_total", labels) > 0
+    assert sample_value("hybrid_inference_prefill_queue_seconds_count", labels) == 1
+    build = [
+        sample.labels
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == "hybrid_inference_build_info" and sample.labels["model"] == "shared-served-name"
+    ]
+    assert build and build[0]["role"] == "prefill"

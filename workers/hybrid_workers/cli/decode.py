@@ -6,12 +6,17 @@ import argparse
 import dataclasses
 import logging
 import sys
-from pathlib import Path
 
 from hybrid_workers.decode.config import DecodeConfig
 from hybrid_workers.enums import Engine, Fallback, LogLevel, WireEncoding
 from hybrid_workers.errors import UserError
-from hybrid_workers.options import add_model_options, add_option, parse_bytes
+from hybrid_workers.options import (
+    add_model_options,
+    add_option,
+    add_served_model_name,
+    parse_bytes,
+    served_name,
+)
 
 # The flags' defaults are DecodeConfig's (fields without a default, such as the model name, are absent).
 DEFAULTS = {
@@ -20,6 +25,7 @@ DEFAULTS = {
 DEFAULT_PORT = 8000
 # On SIGTERM/Ctrl-C, open streams get this long to finish before they are cut.
 SHUTDOWN_GRACE_S = 5
+STARTUP_FAILURE = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,9 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_option(parser, "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a pod)")
     add_option(parser, "--port", default=DEFAULT_PORT, type=int, help="HTTP port")
-    add_option(
-        parser, "--served-model-name", default=None, help="the `model` clients send; none: from --model"
-    )
+    add_served_model_name(parser)
     add_option(
         parser,
         "--remote-prefill-min-tokens",
@@ -62,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULTS["prefill_timeout_s"],
         type=float,
         help="seconds for one remote prefill",
+    )
+    add_option(
+        parser,
+        "--read-timeout",
+        default=30.0,
+        type=float,
+        help="seconds a client has to send a request's head, then its body (stalled ones are closed)",
     )
     add_option(
         parser,
@@ -127,20 +138,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def served_name(model: str | None) -> str:
-    """Default `model` id: a Hugging Face id as given, a folder's name, or the embedded model's name."""
-    if not model:
-        from hybrid_workers.engine.default_model import embedded_model_name
-
-        return embedded_model_name()
-    if Path(model).expanduser().exists():
-        from hybrid_workers.engine.default_model import cached_model_name
-
-        folder = Path(model).expanduser().resolve()
-        return cached_model_name(folder) or folder.name
-    return model
-
-
 def build_config(args: argparse.Namespace):  # -> DecodeConfig
     """The DecodeConfig for the parsed flags (UserError for bad values)."""
     from hybrid_workers.decode.config import parse_auto_int, parse_min_tokens
@@ -152,6 +149,7 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         remote_prefill_min_tokens=parse_min_tokens(args.remote_prefill_min_tokens),
         fallback=args.fallback,
         prefill_timeout_s=args.prefill_timeout,
+        read_timeout_s=args.read_timeout,
         prefill_stall_s=args.prefill_stall_timeout,
         probe_interval_s=args.prefill_probe_interval,
         max_concurrency=parse_auto_int(args.max_concurrency, "--max-concurrency"),
@@ -182,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hybrid_workers.decode.app import create_app
     from hybrid_workers.decode.engines import compute_device, load_decode_model, resolve_engine
+    from hybrid_workers.decode.http_server import server_config
     from hybrid_workers.decode.worker import DecodeWorker
 
     if not 0 < args.port < 65536:
@@ -201,14 +200,20 @@ def run(args: argparse.Namespace) -> int:
         engine.value,
         compute_device(lm).value,
     )
-    try:
-        uvicorn.run(
+    server = uvicorn.Server(
+        server_config(
             create_app(worker),
-            host=args.host,
-            port=args.port,
+            args.host,
+            args.port,
+            config.read_timeout_s,
             log_level=args.log_level,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         )
+    )
+    try:
+        server.run()
+        if not server.started:  # could not bind (uvicorn logged why); uvicorn.run's exit code
+            return STARTUP_FAILURE
     finally:
         worker.close()
         if peer is not None:

@@ -9,7 +9,13 @@ import threading
 
 from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
-from hybrid_workers.options import add_model_options, add_option, parse_bytes
+from hybrid_workers.options import (
+    add_model_options,
+    add_option,
+    add_served_model_name,
+    parse_bytes,
+    served_name,
+)
 from hybrid_workers.prefill.config import PrefillServerConfig
 
 DEFAULTS = PrefillServerConfig()  # the flags' defaults
@@ -47,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(parser, "--tls-key", default=None, help="server private key (PEM)")
     add_option(parser, "--tls-ca", default=None, help="CA (PEM) that client certificates must chain to: mTLS")
     add_model_options(parser)
+    add_served_model_name(parser)
     parser.set_defaults(func=run)
 
 
@@ -63,6 +70,7 @@ def _config(args: argparse.Namespace) -> PrefillServerConfig:
         max_queue=int(args.max_queue),
         pipe_layers=int(args.pipe_layers),
         tls=TLSConfig.from_flags(args.tls_cert, args.tls_key, args.tls_ca),
+        served_model_name=args.served_model_name or served_name(args.model),
     )
 
 

@@ -22,6 +22,8 @@ Module map:
 - app.py         the FastAPI application
 - engine_api.py  the engine-neutral decode-engine interface: KVSlot (where a prompt's KV lands,
                  layer by layer), LayerTarget (writable byte buffers of one layer), DecodeEngine
-                 (new_slot, prefill_chunk, step a batch, sample); torch engine: engine/batched.py
+                 (new_slot, prefill_chunk, step a batch, sample); torch engine: engine/batched.py,
+                 MLX engine: mlx_engine/engine.py
+- engines.py     --engine torch|mlx|auto: choosing, loading, the DecodeEngine of a model, scoring
 - prefill_client.py / receiver*.py   the gRPC client of the KV stream
 """

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from hybrid_workers import metrics
 from hybrid_workers.decode import prompt_batch
 from hybrid_workers.decode.api_errors import ApiError, from_validation_errors, install_error_handlers
+from hybrid_workers.decode.body import UploadAborted, read_body
 from hybrid_workers.decode.exchange import Exchange
 from hybrid_workers.decode.request_id import RequestIdMiddleware, request_id_of
 from hybrid_workers.decode.requests import GenerationRequest, Limits, check_model, from_chat, from_completion
@@ -103,10 +104,6 @@ class ExchangeStream(StreamingResponse):
 
 def parse_body(raw: bytes, model: type[Body]) -> Body:
     """The request body validated as `model`; 400 naming the problem otherwise."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(
-            413, f"request body of {len(raw)} bytes exceeds {MAX_BODY_BYTES}", code="body_too_large"
-        )
     if not raw.strip():
         raise ApiError(400, "request body is empty; send a JSON object", code="invalid_json")
     try:
@@ -115,22 +112,34 @@ def parse_body(raw: bytes, model: type[Body]) -> Body:
         raise from_validation_errors(exc.errors()) from None
 
 
+def _translate(
+    raw: bytes, model: type[Body], translate: Translate, worker: DecodeWorker
+) -> GenerationRequest | list[GenerationRequest]:
+    """Parse, validate and tokenise (in a worker thread: a long prompt takes seconds); a `prompt`
+    array gives one request per prompt, all validated before any starts."""
+    parsed = parse_body(raw, model)
+    parts = prompt_batch.split(parsed) if isinstance(parsed, CompletionRequest) else None
+    if parts is not None:
+        return [translate(part, worker.lm.tokenizer, worker.limits) for part in parts]
+    return translate(parsed, worker.lm.tokenizer, worker.limits)
+
+
 async def _generate(
     worker: DecodeWorker, request: Request, model: type[Body], translate: Translate
 ) -> Response:
     stats = RequestStats(worker.model_label, request_id_of(request.scope))
     try:
-        parsed = parse_body(await request.body(), model)
-        parts = prompt_batch.split(parsed) if isinstance(parsed, CompletionRequest) else None
-        if parts is not None:  # several prompts: all validated before any starts
-            many = [translate(part, worker.lm.tokenizer, worker.limits) for part in parts]
-        else:
-            generation = translate(parsed, worker.lm.tokenizer, worker.limits)
+        raw = await read_body(request, MAX_BODY_BYTES, worker.config.read_timeout_s)
+        translated = await worker.in_thread(_translate, raw, model, translate, worker)
     except ApiError:
         stats.finish(RequestOutcome.INVALID)
         raise
-    if parts is not None:
-        return await _generate_many(worker, request, many)
+    except UploadAborted as exc:
+        stats.upload_aborted(exc)
+        return Response(status_code=_CLIENT_CLOSED)  # nobody reads it; nginx's code for the access log
+    if isinstance(translated, list):
+        return await _generate_many(worker, request, translated)
+    generation = translated
     exchange = Exchange(worker, generation, stats)
     try:
         await exchange.prepare(request.is_disconnected)

@@ -41,6 +41,7 @@ class DecodeConfig:
     tls: Any = None  # kv.tls.TLSConfig for the channel to the prefill worker; None: plaintext
     predicted_ttft_s: float | None = None  # the planner's TTFT for this placement (exported as a gauge)
     predicted_decode_tps: float | None = None  # the planner's decode tokens/s (exported as a gauge)
+    read_timeout_s: float = 30.0  # a request's head, and then its body, must arrive within this
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fallback", closed_choice("--fallback", Fallback, self.fallback))
@@ -54,6 +55,7 @@ class DecodeConfig:
             _positive("--kv-cache-bytes", self.kv_cache_bytes)
         _positive("--prefill-chunk-tokens", self.prefill_chunk_tokens)
         _positive("--prefill-timeout", self.prefill_timeout_s)
+        _positive("--read-timeout", self.read_timeout_s)
         _positive("--prefill-stall-timeout", self.prefill_stall_s)
         _positive("--prefill-probe-interval", self.probe_interval_s)
         if self.max_queue < 0:

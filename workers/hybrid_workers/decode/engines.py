@@ -72,7 +72,7 @@ def compute_device(lm: Any) -> ComputeDevice:
     if engine_of(lm) is Engine.MLX:
         from hybrid_workers.mlx_engine.loading import mlx_compute_device
 
-        return mlx_compute_device()
+        return mlx_compute_device(lm.compute)
     return ComputeDevice(lm.device.type)
 
 

@@ -37,8 +37,9 @@ class Exchange:
         self.request = request
         self.stats = stats
         self.shaper = ResponseShaper(
-            request.endpoint, worker.config.served_model_name, worker.lm.tokenizer, request.top_logprobs
+            request.endpoint, worker.config.served_model_name, worker.token_texts, request.top_logprobs
         )
+        self.sent_chars = 0  # text sent so far (streaming): where the next token's text starts
         self.steps: list[TextStep] = []  # received so far
         self._run: RequestRun | None = None
 
@@ -51,6 +52,7 @@ class Exchange:
     async def prepare(self, is_disconnected: IsDisconnected) -> None:
         """Admit the request and wait for its prefill; raises ApiError / ClientGone (outcome counted)."""
         try:
+            self.stats.queued()
             self._run = await self.worker.start(self.request, is_disconnected)
             self.stats.admitted(len(self.request.prompt_ids))
             event = await wait_unless_disconnected(
@@ -101,7 +103,9 @@ class Exchange:
                 elif isinstance(event, Failed):
                     raise self._fail(event.error)
                 elif isinstance(event, Finished):
-                    return self._body(event.scores)
+                    # decoding every prompt token's text for echo logprobs is CPU work: off the loop
+                    logprobs = await self.worker.in_thread(self._logprobs, event.scores)
+                    return self._body(logprobs)
         except (ClientGone, asyncio.CancelledError):
             self.abandon()
             raise
@@ -110,14 +114,10 @@ class Exchange:
         self.steps.append(event.step)
         self.stats.token_sent(event.produced_at)
 
-    def _body(self, scores: list[TokenScore] | None) -> dict[str, Any]:
-        request = self.request
-        text = "".join(step.text for step in self.steps)
-        if request.echo:
-            text = request.prompt_text + text
+    def _body(self, logprobs: dict[str, Any] | None) -> dict[str, Any]:
         finish = self.steps[-1].finish_reason if self.steps else "length"
         self.stats.finish(RequestOutcome.SUCCESS, finish)
-        return self.shaper.full(text, finish, self._logprobs(scores), self._usage())
+        return self.shaper.full(self._text(), finish, logprobs, self._usage())
 
     def _logprobs(self, scores: list[TokenScore] | None) -> dict[str, Any] | None:
         request = self.request
@@ -127,7 +127,12 @@ class Exchange:
             scores = [TokenScore(step.token_id, step.logprob, ()) for step in self.steps]
         elif not request.echo:
             scores = scores[len(request.prompt_ids) :]
-        return self.shaper.logprobs(scores)
+        return self.shaper.logprobs(scores, self._text())
+
+    def _text(self) -> str:
+        """The returned text: (echoed prompt +) the generated text."""
+        text = "".join(step.text for step in self.steps)
+        return self.request.prompt_text + text if self.request.echo else text
 
     def _usage(self) -> dict[str, int]:
         return usage(len(self.request.prompt_ids), len(self.steps))
@@ -146,12 +151,13 @@ class Exchange:
         if self.request.endpoint is Endpoint.CHAT:
             yield sse(self.shaper.role_chunk())
         if self.request.echo:
-            yield sse(self.shaper.chunk(self.request.prompt_text))
+            self.sent_chars = len(self.request.prompt_text)
+            yield sse(self._with_usage(self.shaper.chunk(self.request.prompt_text)))
         while True:
             event = await self.run.next_event()
             if isinstance(event, Token):
                 self._take(event)
-                yield sse(self._token_chunk(event))
+                yield sse(self._with_usage(self._token_chunk(event)))
             elif isinstance(event, Failed):  # an error event, then [DONE]: the client sees the end
                 yield sse(self._fail(event.error).body())
                 yield DONE
@@ -161,14 +167,22 @@ class Exchange:
         finish = self.steps[-1].finish_reason if self.steps else "length"
         self.stats.finish(RequestOutcome.SUCCESS, finish)
         if not self.steps:  # echo with max_tokens 0: no token chunk carried the finish reason
-            yield sse(self.shaper.chunk("", finish))
+            yield sse(self._with_usage(self.shaper.chunk("", finish)))
         if self.request.include_usage:
             yield sse(self.shaper.usage_chunk(self._usage()))
         yield DONE
+
+    def _with_usage(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        """stream_options.continuous_usage_stats: every chunk carries the usage so far (as vLLM does)."""
+        if self.request.continuous_usage:
+            chunk["usage"] = self._usage()
+        return chunk
 
     def _token_chunk(self, event: Token) -> dict[str, Any]:
         step = event.step
         logprobs = None
         if self.request.logprobs:
-            logprobs = self.shaper.logprobs([TokenScore(step.token_id, step.logprob, ())])
+            score = TokenScore(step.token_id, step.logprob, ())
+            logprobs = self.shaper.logprobs([score], step.text, self.sent_chars)
+        self.sent_chars += len(step.text)
         return self.shaper.chunk(step.text, step.finish_reason, logprobs)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -52,8 +51,3 @@ def _top(logprobs: torch.Tensor, top: int) -> list[tuple[tuple[int, float], ...]
         return [()] * logprobs.shape[0]
     values, indices = torch.topk(logprobs, top, dim=-1)  # [rows, top] each
     return [tuple(zip(i, v, strict=True)) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
-
-
-def token_text(tokenizer: Any, token_id: int) -> str:
-    """How one token reads on its own (what OpenAI reports as a logprob's `token`)."""
-    return str(tokenizer.decode([token_id]))

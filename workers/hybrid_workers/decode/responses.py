@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hybrid_workers.decode.logprobs import TokenScore, token_text
+from hybrid_workers.decode.logprobs import TokenScore
 from hybrid_workers.decode.requests import Endpoint
+from hybrid_workers.decode.token_texts import TokenTexts
 
 DONE = "data: [DONE]\n\n"
 
@@ -35,7 +36,7 @@ class ResponseShaper:
 
     endpoint: Endpoint
     model: str
-    tokenizer: Any
+    texts: TokenTexts  # token names, bytes and offsets
     top_logprobs: int = 0  # alternatives per token in logprobs objects
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
@@ -91,40 +92,38 @@ class ResponseShaper:
         body["usage"] = counts
         return body
 
-    def logprobs(self, scores: Sequence[TokenScore], offset: int = 0) -> dict[str, Any]:
-        """The logprobs object of `scores` in this endpoint's shape; offsets start at `offset`."""
+    def logprobs(self, scores: Sequence[TokenScore], text: str = "", offset: int = 0) -> dict[str, Any]:
+        """The logprobs object of `scores` in this endpoint's shape; completions' `text_offset` places
+        each token in `text` (the returned text), the first at `offset`."""
         if self.endpoint is Endpoint.COMPLETIONS:
-            return self._completion_logprobs(scores, offset)
+            return self._completion_logprobs(scores, text, offset)
         return {"content": [self._chat_entry(score) for score in scores]}
 
-    def _completion_logprobs(self, scores: Sequence[TokenScore], offset: int) -> dict[str, Any]:
-        tokens = [token_text(self.tokenizer, s.token_id) for s in scores]
-        offsets = []
-        for token in tokens:
-            offsets.append(offset)
-            offset += len(token)
+    def _completion_logprobs(self, scores: Sequence[TokenScore], text: str, offset: int) -> dict[str, Any]:
+        ids = [s.token_id for s in scores]
         return {
-            "tokens": tokens,
+            "tokens": [self.texts.label(i) for i in ids],
             "token_logprobs": [s.logprob for s in scores],
-            "top_logprobs": [self._top_dict(s, t) for s, t in zip(scores, tokens, strict=True)],
-            "text_offset": offsets,
+            "top_logprobs": [self._top_dict(s) for s in scores],
+            "text_offset": self.texts.offsets(ids, text, offset),
         }
 
-    def _top_dict(self, score: TokenScore, text: str) -> dict[str, float] | None:
+    def _top_dict(self, score: TokenScore) -> dict[str, float] | None:
         """Alternatives as {token: logprob}, always including the token itself (as vLLM does)."""
         if score.logprob is None:
             return None
-        top = {token_text(self.tokenizer, i): lp for i, lp in score.top[: self.top_logprobs]}
-        top.setdefault(text, score.logprob)
-        return top
+        pairs = [*score.top[: self.top_logprobs]]
+        if all(i != score.token_id for i, _ in pairs):
+            pairs.append((score.token_id, score.logprob))
+        return self.texts.top_dict(pairs)
 
     def _chat_entry(self, score: TokenScore) -> dict[str, Any]:
-        text = token_text(self.tokenizer, score.token_id)
-        alternatives = [
-            _chat_alternative(token_text(self.tokenizer, i), lp) for i, lp in score.top[: self.top_logprobs]
-        ]
-        return {**_chat_alternative(text, score.logprob or 0.0), "top_logprobs": alternatives}
+        alternatives = [self._chat_alternative(i, lp) for i, lp in score.top[: self.top_logprobs]]
+        return {**self._chat_alternative(score.token_id, score.logprob or 0.0), "top_logprobs": alternatives}
 
-
-def _chat_alternative(text: str, logprob: float) -> dict[str, Any]:
-    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+    def _chat_alternative(self, token_id: int, logprob: float) -> dict[str, Any]:
+        return {
+            "token": self.texts.label(token_id),
+            "logprob": logprob,
+            "bytes": list(self.texts.token_bytes(token_id)),
+        }

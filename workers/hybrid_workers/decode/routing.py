@@ -131,7 +131,8 @@ class PrefillRouter:
         may hold some layers already, which the local prefill overwrites. Raises RemotePrefillFailed
         (policy `fail`) or PrefillCancelled (`cancel` was set meanwhile).
         """
-        if self.peer is None or not self.wants_remote(len(prompt_ids)):
+        if self.peer is None or not self.wants_remote(len(prompt_ids)) or params.min_tokens > 0:
+            # min_tokens holds EOS back from the first token too, which the wire cannot ask for yet
             return PrefillPlan(PrefillSite.LOCAL, None)
         if self.monitor is not None and not self.monitor.allows_remote():
             status = self.monitor.status

@@ -1,7 +1,8 @@
 """One sequence in the decode batch: its KV slot, where it stands, and its finish rules.
 
 The rules are those of `engine.generation.stream_completion` (one request alone): a token in the
-model's EOS set ends with "stop" (empty text), a stop string ends with "stop" (text cut before it),
+model's EOS set (unless ignore_eos) or in stop_token_ids ends with "stop" (empty text), a stop string
+ends with "stop" (text cut before it),
 max_tokens or a full context ends with "length". `take` applies them to each new token.
 """
 
@@ -41,7 +42,8 @@ class SequenceRun:
         self.generated: list[int] = []
         self.prefilled = 0  # prompt positions whose KV exists (local prefill progress)
         self.finished = False
-        self._eos = eos_token_ids
+        # EOS (unless params.ignore_eos) and params.stop_token_ids end the sequence, as in stream_completion
+        self._eos = set(params.stop_token_ids) | (set() if params.ignore_eos else set(eos_token_ids))
         self._text = TextAssembler(tokenizer, params.stop)
         self._room = min(params.max_tokens, max_context - len(prompt_ids))
 

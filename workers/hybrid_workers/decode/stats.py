@@ -38,10 +38,27 @@ class RequestStats:
     first_at: float | None = None  # when the first token was produced
     last_at: float | None = None  # when the latest token was produced
     finished: bool = False
+    queued_at: float | None = None  # when it asked the scheduler for a slot
+
+    def queued(self) -> None:
+        """The request asks the scheduler for a slot now."""
+        self.queued_at = time.perf_counter()
 
     def admitted(self, prompt_tokens: int) -> None:
         """The request has a slot and will run."""
         self.prompt_tokens = prompt_tokens
+        if self.queued_at is not None:
+            metrics.request_queue_time_seconds.labels(self.model).observe(
+                time.perf_counter() - self.queued_at
+            )
+        metrics.request_prompt_tokens.labels(self.model).observe(prompt_tokens)
+
+    def upload_aborted(self, error: Exception) -> None:
+        """The client went away while sending its body: counted as cancelled, one log line."""
+        if not self.finished:
+            self.finished = True
+            metrics.requests_total.labels(self.model, RequestOutcome.CANCELLED.value).inc()
+            log.info("request %s: cancelled: %s", self.request_id, error)
 
     def prefilled(self, site: PrefillSite, kv: TransferTimings | None, fallback: str | None) -> None:
         """Where the prompt was prefilled, and what a remote prefill cost on the wire."""
@@ -88,11 +105,13 @@ class RequestStats:
         self.finished = True
         metrics.requests_total.labels(self.model, outcome.value).inc()
         if outcome is RequestOutcome.SUCCESS:
-            self._observe_success()
+            self._observe_success(finish_reason or "length")
         if self.prompt_tokens:
             log.info(self.line(outcome, finish_reason))
 
-    def _observe_success(self) -> None:
+    def _observe_success(self, finish_reason: str) -> None:
+        metrics.request_success_total.labels(self.model, finish_reason).inc()
+        metrics.request_generation_tokens.labels(self.model).observe(self.tokens)
         labels = (self.model, self.site.value)
         metrics.e2e_request_latency_seconds.labels(*labels).observe(time.perf_counter() - self.arrival)
         tps = self.decode_tps

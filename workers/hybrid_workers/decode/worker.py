@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hybrid_workers import metrics
 from hybrid_workers.decode import engines
@@ -13,15 +13,19 @@ from hybrid_workers.decode.api_errors import ApiError
 from hybrid_workers.decode.batch_loop import BatchLoop
 from hybrid_workers.decode.config import KV_SHARE_OF_FREE, DecodeConfig
 from hybrid_workers.decode.kv_budget import KVBudget
-from hybrid_workers.decode.requests import GenerationRequest, Limits
+from hybrid_workers.decode.prompts import Limits, max_prompt_chars
+from hybrid_workers.decode.requests import GenerationRequest
 from hybrid_workers.decode.routing import PrefillPeer, PrefillRouter, Readiness
 from hybrid_workers.decode.runner import RequestRun, model_lock
 from hybrid_workers.decode.scheduler import QueueFull, Scheduler, Slot
+from hybrid_workers.decode.token_texts import TokenTexts
 from hybrid_workers.engine.batched import free_memory_bytes
 from hybrid_workers.engine.loading import LoadedModel
 
 # How often a request waiting without sending anything checks whether its client is still there.
 DISCONNECT_POLL_S = 0.2
+# Threads for the HTTP layer's CPU work (parsing, tokenising, shaping logprobs), off the event loop.
+HTTP_CPU_THREADS = 2
 
 T = TypeVar("T")
 IsDisconnected = Callable[[], Awaitable[bool]]
@@ -38,7 +42,14 @@ class DecodeWorker:
         self.lm = lm
         self.config = config
         self.model_label = config.served_model_name
-        self.limits = Limits(config.served_model_name, config.context_limit(lm.max_context), lm.vocab_size)
+        context = config.context_limit(lm.max_context)
+        self.limits = Limits(
+            config.served_model_name,
+            context,
+            lm.vocab_size,
+            max_prompt_chars=max_prompt_chars(lm.tokenizer, context),
+            eos_token_ids=frozenset(lm.eos_token_ids),
+        )
         self.router = PrefillRouter(config, self.model_label, peer)
         self.router.start()  # the first handshake with the prefill worker, then background probes
         self.max_concurrency = config.concurrency(lm.device.type)
@@ -53,9 +64,12 @@ class DecodeWorker:
             prefill_chunk_tokens=config.prefill_chunk_tokens,
             observe=metrics.batch_size.labels(self.model_label).set,
         )
+        self.cpu = ThreadPoolExecutor(HTTP_CPU_THREADS, thread_name_prefix="decode-http")
+        self.token_texts = TokenTexts(lm.tokenizer)
         self._observe(0, 0)
         self._export_predictions()
         metrics.zero_labelled_series(self.model_label)
+        metrics.export_build_info(self.model_label, "decode")
 
     def _observe(self, running: int, waiting: int) -> None:
         metrics.requests_running.labels(self.model_label).set(running)
@@ -103,6 +117,10 @@ class DecodeWorker:
                 acquiring.result().release()  # got a slot just now: give it back
             raise
 
+    async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on the HTTP layer's threads: CPU work never blocks the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.cpu, function, *args)
+
     def readiness(self) -> Readiness:
         """(ready, why): the model is loaded; the prefill worker is ready or long prompts may prefill here."""
         return self.router.readiness()
@@ -112,6 +130,7 @@ class DecodeWorker:
         self.router.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.engine_loop.close()
+        self.cpu.shutdown(wait=False, cancel_futures=True)
 
 
 async def wait_unless_disconnected(waiting: asyncio.Future[T], is_disconnected: IsDisconnected) -> T:

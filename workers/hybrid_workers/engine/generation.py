@@ -81,8 +81,9 @@ def stream_completion(
 ) -> Iterator[TextStep]:
     """Generate a completion of `prompt_ids`, one TextStep per token, the last with a finish reason.
 
-    Ends with "stop" at an EOS token (yielded with empty text) or a stop string (text cut before it),
-    and with "length" at max_tokens or when the context is full. max_tokens 0 yields nothing.
+    Ends with "stop" at an EOS token (unless params.ignore_eos) or one of params.stop_token_ids
+    (yielded with empty text) or a stop string (text cut before it), and with "length" at max_tokens
+    or when the context is full. max_tokens 0 yields nothing.
     `first` continues a prefill done elsewhere; otherwise the prompt is prefilled here.
     """
     check_token_ids(lm, prompt_ids)
@@ -91,8 +92,9 @@ def stream_completion(
         return
     text = TextAssembler(lm.tokenizer, params.stop)
     room = min(params.max_tokens, lm.max_context - len(prompt_ids))
+    ends = set(params.stop_token_ids) | (set() if params.ignore_eos else set(lm.eos_token_ids))
     for count, (token, logprob) in enumerate(_token_stream(lm, prompt_ids, params, first), start=1):
-        if token in lm.eos_token_ids:
+        if token in ends:
             yield TextStep(token, logprob, text.flush(), "stop")
             return
         delta = text.add(token)

@@ -3,7 +3,9 @@
 The decode worker's channel pings an idle connection (keepalive) and drops it when a ping goes
 unanswered, and retries a lost connection after at most MAX_RECONNECT_BACKOFF_MS instead of
 gRPC's default of two minutes; the prefill server accepts those pings. Both also carry the message
-size limits of kv.frames.GRPC_OPTIONS.
+size limits of kv.frames.GRPC_OPTIONS. The channel balances round-robin over every address its target
+resolves to (the operator's headless `<name>-kv` Service: one per ready prefill pod); gRPC's default,
+pick_first, would pin each decode worker to one prefill replica.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ KEEPALIVE_TIMEOUT_MS = 5_000  # a ping unanswered this long drops the connection
 INITIAL_RECONNECT_BACKOFF_MS = 100
 MAX_RECONNECT_BACKOFF_MS = 1_000  # a returning peer is used again within about this long
 
-CHANNEL_OPTIONS: list[tuple[str, int]] = [
+CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     *GRPC_OPTIONS,
+    ("grpc.lb_policy_name", "round_robin"),
     ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
     ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
     ("grpc.keepalive_permit_without_calls", 1),

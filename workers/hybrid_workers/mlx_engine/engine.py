@@ -14,6 +14,7 @@ from typing import Any
 
 import mlx.core as mx
 import torch
+
 from hybrid_workers.decode.engine_api import StepEntry
 from hybrid_workers.engine.sampling import SamplingParams, sample
 from hybrid_workers.mlx_engine.arrays import to_torch_float32
@@ -23,7 +24,7 @@ from hybrid_workers.mlx_engine.loading import MlxModel
 
 
 class MlxDecodeEngine:
-    """Batched decode on an MlxModel; `step`/`prefill_chunk` take the model's lock for their MLX work."""
+    """Batched decode on an MlxModel; `step`/`prefill_chunk` run under MlxModel.computing()."""
 
     def __init__(self, mm: MlxModel) -> None:
         self.mm = mm
@@ -47,7 +48,7 @@ class MlxDecodeEngine:
         end = start + len(token_ids)
         if not 0 <= start < end <= slot.prompt_len:
             raise ValueError(f"chunk [{start}, {end}) outside the prompt of {slot.prompt_len} positions")
-        with self.mm.lock:
+        with self.mm.computing():
             caches = slot.engine_caches()
             if caches[0].offset != start:
                 raise ValueError(f"chunk starts at {start}, the slot holds {caches[0].offset} positions")
@@ -60,7 +61,7 @@ class MlxDecodeEngine:
 
     def step(self, entries: Sequence[StepEntry]) -> list[torch.Tensor]:
         slots: list[MlxKVSlot] = []
-        with self.mm.lock:
+        with self.mm.computing():
             for slot, _token, position in entries:
                 assert isinstance(slot, MlxKVSlot)
                 if (

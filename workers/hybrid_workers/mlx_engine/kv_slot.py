@@ -8,8 +8,9 @@ arrive through `layer_target` (numpy staging bytes the receiver fills) + `commit
 overlaps the transfer of the next layer. The engine's local prefill writes through mlx-lm's
 `update_and_fetch` (`ensure_storage` first).
 
-Threads: every MLX call here runs under the model's lock (MlxModel.lock), which the engine holds for
-each forward pass, so a receiver thread's commit never runs MLX work concurrently with a step.
+Threads: every MLX call here runs under MlxModel.computing() (the model's lock, which the engine
+holds for each forward pass, and the model's device), so a receiver thread's commit never runs MLX
+work concurrently with a step.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 import torch
+from mlx_lm.models.cache import KVCache
+
 from hybrid_workers.decode.engine_api import LayerTarget
 from hybrid_workers.mlx_engine.arrays import to_mx
 from hybrid_workers.mlx_engine.loading import MlxModel
-from mlx_lm.models.cache import KVCache
 
 
 def _bytes_to_mx(raw: np.ndarray, shape: tuple[int, ...], dtype: Any) -> mx.array:
@@ -95,7 +97,7 @@ class MlxKVSlot:
         staging = self._staging.pop(layer, None)
         if staging is None:
             raise ValueError(f"layer {layer}: commit without layer_target({layer}); write the layer first")
-        with self.mm.lock:
+        with self.mm.computing():
             shape = (1, *self._layer_shape)  # [1, kv_heads, prompt, head_dim]
             keys, values = (_bytes_to_mx(raw, shape, self.mm.mx_dtype) for raw in staging)
             self._store(layer, keys, values)
@@ -112,7 +114,7 @@ class MlxKVSlot:
                 )
         self._staging.pop(layer, None)
         shape = (1, *self._layer_shape)
-        with self.mm.lock:
+        with self.mm.computing():
             keys_mx, values_mx = (to_mx(t.reshape(shape)).astype(self.mm.mx_dtype) for t in tensors)
             self._store(layer, keys_mx, values_mx)
 

@@ -10,12 +10,15 @@ the HTTP layer and the prefill client read only these), so both engines meet one
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import mlx.core as mx
 import torch
+
 from hybrid_workers.engine.loading import _load_config, _model_path, check_dtype, resolve_dtype
 from hybrid_workers.enums import ComputeDevice, Device, Engine
 from hybrid_workers.errors import UserError
@@ -33,7 +36,9 @@ class MlxModel:
     model: Any  # mlx_lm.models.llama.Model, weights evaluated, in `mx_dtype`
     tokenizer: Any  # transformers tokenizer (the same the torch engine uses)
     name: str  # what the user asked for (folder or HF id)
-    device: torch.device  # where received KV tensors land before they enter MLX: always the CPU
+    # The torch device class of what MLX computes on: "mps" on Metal (Apple's GPU: the decode worker's
+    # GPU defaults for batch size and KV budget apply), "cpu" on MLX's CPU build. No torch work runs there.
+    device: torch.device
     dtype: torch.dtype  # the dtype KV travels in on the wire (the model's dtype)
     fingerprint: str  # the model identity of the folder's files: the torch engine's too (handshake)
     num_layers: int
@@ -46,6 +51,13 @@ class MlxModel:
     # Serialises MLX work on this model across threads (forward passes and KV writes): decode.runner's
     # model_lock returns it, and MlxKVSlot takes it while it writes a received layer.
     lock: Any = field(default_factory=threading.RLock)  # threading.RLock: the engine re-enters it
+    compute: Any = None  # the mx.Device MLX computes on (chosen at load; default streams are per thread)
+
+    @contextmanager
+    def computing(self) -> Iterator[None]:
+        """Hold the lock and compute on `compute` in this thread (the engine loop, a receiver, scoring)."""
+        with self.lock, mx.stream(self.compute or mx.default_device()):
+            yield
 
     @property
     def mx_dtype(self) -> Any:
@@ -63,9 +75,10 @@ def use_device(device: str) -> None:
         )
 
 
-def mlx_compute_device() -> ComputeDevice:
-    """metal when MLX computes on Apple silicon's GPU, cpu otherwise."""
-    return ComputeDevice.METAL if mx.default_device().type == mx.DeviceType.gpu else ComputeDevice.CPU
+def mlx_compute_device(device: Any = None) -> ComputeDevice:
+    """metal when MLX computes (on `device`, default: this thread's default) on Apple's GPU, cpu otherwise."""
+    chosen = device if device is not None else mx.default_device()
+    return ComputeDevice.METAL if chosen.type == mx.DeviceType.gpu else ComputeDevice.CPU
 
 
 def _read_weights(folder: Path, name: str) -> dict[str, mx.array]:
@@ -128,7 +141,7 @@ def load_mlx_model(model: str | None = None, dtype: str = "auto") -> MlxModel:
         model=mlx_model,
         tokenizer=tokenizer,
         name=name,
-        device=torch.device("cpu"),
+        device=torch.device("cpu" if on_cpu else "mps"),
         dtype=torch_dtype,
         fingerprint=model_identity(folder),
         num_layers=args["num_hidden_layers"],
@@ -138,6 +151,7 @@ def load_mlx_model(model: str | None = None, dtype: str = "auto") -> MlxModel:
         eos_token_ids=_eos_ids(folder, config, tokenizer),
         vocab_size=args["vocab_size"],
         args=args,
+        compute=mx.default_device(),
     )
 
 

@@ -28,6 +28,7 @@ class PrefillServerConfig:
     pipe_layers: int = 3  # layerwise: finished layers buffered ahead of the network at most
     tls: TLSConfig | None = None  # None: plaintext
     rpc_threads: int = 8  # concurrent RPCs (streams); prefills still run one at a time
+    served_model_name: str = ""  # the metrics' `model` label (the decode worker's name); "": the model's
 
     def __post_init__(self) -> None:
         try:

@@ -49,6 +49,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
         self._lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-lane")
         self._lock = threading.Lock()
         self._pending = 0  # requests admitted and not finished
+        metrics.export_build_info(self.model_label, "prefill")
 
     def Prefill(
         self, request: kv_pb2.PrefillRequest, context: grpc.ServicerContext
@@ -147,13 +148,18 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
         )
         return dataclasses.replace(request, chunk_bytes=chunk_bytes), params
 
+    @property
+    def model_label(self) -> str:
+        """The `model` label of this worker's metrics: the served name both workers share."""
+        return self.config.served_model_name or self.lm.name
+
     def _stream(
         self, request: KVRequest, pipe: LayerPipe, context: grpc.ServicerContext
     ) -> Iterator[Frame | Heartbeat | bytes]:
-        model = self.lm.name
+        model = self.model_label
         header = build_header(
             request,
-            model_name=model,
+            model_name=self.lm.name,
             fingerprint=self.lm.fingerprint,
             num_layers=self.lm.num_layers,
             layer_shape=(1, self.lm.num_kv_heads, len(request.token_ids), self.lm.head_dim),
@@ -174,6 +180,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
                 yield dataclasses.replace(item.trailer, send_tail_seconds=tail)
                 metrics.kv_frames_sent_total.labels(model).inc()
                 metrics.prefill_seconds.labels(model).observe(item.trailer.prefill_seconds)
+                metrics.prefill_queue_seconds.labels(model).observe(item.trailer.queue_seconds)
                 metrics.prefill_tokens_total.labels(model).inc(len(request.token_ids))
                 return
             else:
@@ -184,7 +191,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
                 context.abort(_status_of(item.error), f"prefill failed: {item.error}")
 
     def _layer_frames(self, item: LayerReady, request: KVRequest) -> Iterator[bytes]:
-        model = self.lm.name
+        model = self.model_label
         for chunk in layer_chunks(item.index, item.keys, item.values, request.encoding, request.chunk_bytes):
             yield wire.encode_chunk(chunk)  # serialized here: the one copy of the tensor bytes
             metrics.kv_frames_sent_total.labels(model).inc()
