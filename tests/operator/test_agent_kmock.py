@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emulated_cluster import EmulatedCluster, wait_for
+from emulated_cluster import EmulatedCluster
+from emulated_cluster import wait_for as poll
 from hybrid_operator.models import parse
 from hybrid_operator.render_agent import assignment, assignment_data
 from kopf.testing import KopfRunner
@@ -30,6 +31,8 @@ from support.pki import write_tls_dir
 from support.serve import free_ports, process_gone
 
 pytestmark = [pytest.mark.operator, pytest.mark.slow]
+# Hang guard of every wait: four worker processes start here; on a loaded 2-core machine each takes long.
+HANG_GUARD_S = 240.0
 
 NS = "inference"
 AGENT = "mac"
@@ -39,12 +42,20 @@ CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps"
 SLICES = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{AGENT}"
 SPARK = {
-    "metadata": {"name": "spark", "labels": {"hybridinference.dev/role": "prefill"}},
+    "metadata": {
+        "name": "spark",
+        "labels": {"hybridinference.dev/role": "prefill", "hybridinference.dev/device": "dgx-spark"},
+    },
     "status": {
         "conditions": [{"type": "Ready", "status": "True"}],
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
     },
 }
+
+
+def wait_for(what: str, probe: Any, timeout: float = HANG_GUARD_S) -> Any:
+    """Poll until `probe` is truthy (emulated_cluster.wait_for with this module's hang guard)."""
+    return poll(what, probe, timeout)
 
 
 def resource(name: str, spec: dict[str, Any], generation: int = 1) -> dict[str, Any]:
@@ -101,10 +112,11 @@ def prefill(tiny_model_dir: Path, tls_dir: Path) -> Iterator[str]:
     argv = [sys.executable, "-m", "hybrid_workers", "prefill", "--model", str(tiny_model_dir)]
     argv += ["--device", "cpu", "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--tls-cert", str(tls_dir / "tls.crt"), "--tls-key", str(tls_dir / "tls.key")]
-    argv += ["--tls-ca", str(tls_dir / "ca.crt"), "--metrics-port", "0"]  # 9090 may be taken on the box
+    argv += ["--tls-ca", str(tls_dir / "ca.crt"), "--metrics-port", "0"]  # 0: off (9090 may be taken)
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     assert process.stdout is not None
-    assert "prefill worker:" in process.stdout.readline()  # printed once it listens
+    first_line = process.stdout.readline()  # printed once it listens
+    assert "prefill worker:" in first_line, f"prefill worker exited with {process.wait()}"
     yield f"127.0.0.1:{port}"
     process.terminate()
     process.wait(30)
@@ -115,6 +127,7 @@ def start_agent(kubeconfig: Path, *extra: str, stderr: int | None = None) -> sub
     argv = [sys.executable, "-m", "hybrid_workers", "agent", "--name", AGENT, "--namespace", NS]
     argv += ["--kubeconfig", str(kubeconfig), "--address", "127.0.0.1", "--listen-host", "127.0.0.1"]
     argv += ["--device", "cpu", "--lease-seconds", "3", "--renew-seconds", "0.5", "--watch-seconds", "5"]
+    argv += ["--device-profile", "m3-ultra"]  # what the planner weighs with placement.mode auto
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([*argv, *extra], env=env, text=True, start_new_session=True, stderr=stderr)
 
@@ -186,7 +199,7 @@ def served_url(cluster: EmulatedCluster, name: str) -> str:
             return None
         return f"http://{endpoints[0]['addresses'][0]}:{found['ports'][0]['port']}"
 
-    url: str = wait_for(f"ready EndpointSlice of {name}", ready, timeout=120)
+    url: str = wait_for(f"ready EndpointSlice of {name}", ready, timeout=HANG_GUARD_S)
     return url
 
 
@@ -251,7 +264,7 @@ def test_agent_serves_restarts_fails_over_and_stops_its_worker(
     edited = wait_for(
         "a ready worker with a new pid",
         lambda: (r := report(cluster, "macd")).get("phase") == "ready" and r.get("pid") != first_pid and r,
-        timeout=120,
+        timeout=HANG_GUARD_S,
     )
     argv = Path(f"/proc/{edited['pid']}/cmdline").read_bytes().split(b"\0")
     assert argv[argv.index(b"--max-concurrency") + 1] == b"3"
@@ -262,7 +275,7 @@ def test_agent_serves_restarts_fails_over_and_stops_its_worker(
     wait_for(
         "restarted worker ready",
         lambda: (r := report(cluster, "macd")).get("restarts", 0) >= 1 and r.get("phase") == "ready",
-        timeout=120,
+        timeout=HANG_GUARD_S,
     )
 
     # stop the agent (its group: workers too) → Lease expires → Degraded, fallback Deployment scaled up
@@ -278,7 +291,7 @@ def test_agent_serves_restarts_fails_over_and_stops_its_worker(
 
     # agent back → Ready, fallback idle again
     agent["process"] = start_agent(kubeconfig)
-    wait_for("Ready again", lambda: status(cluster, "macd").get("phase") == "Ready", timeout=120)
+    wait_for("Ready again", lambda: status(cluster, "macd").get("phase") == "Ready", timeout=HANG_GUARD_S)
     assert wait_for(
         "fallback idle", lambda: cluster.get(f"{DEPLOYMENTS}/macd-decode")["spec"]["replicas"] == 0
     )
@@ -286,8 +299,14 @@ def test_agent_serves_restarts_fails_over_and_stops_its_worker(
 
     # delete → (the garbage collector deletes the assignment) → the worker is stopped
     cluster.delete(f"{HINF}/macd")
-    cluster.delete(f"{CONFIGMAPS}/macd-agent")
-    wait_for("worker gone from the Lease", lambda: f"{NS}/macd" not in workers(cluster))
+
+    def collected() -> bool:
+        # The garbage collector deletes the orphaned assignment, again if a pass already in flight
+        # re-applied it; the emulator has no collector, so the test plays it.
+        cluster.delete(f"{CONFIGMAPS}/macd-agent")
+        return f"{NS}/macd" not in workers(cluster)
+
+    wait_for("worker gone from the Lease", collected)
     assert process_gone(pid)
 
 
@@ -409,7 +428,7 @@ def test_agent_keeps_its_worker_through_an_api_outage_and_reconnects(
         before = wait_for(
             "worker ready",
             lambda: report(first, "outage").get("phase") == "ready" and report(first, "outage"),
-            timeout=120,
+            timeout=HANG_GUARD_S,
         )
         first.stop()  # the API server goes away
         wait_for("the agent noticing the outage", lambda: any("not renewed" in line for line in lines))
@@ -427,3 +446,21 @@ def test_agent_keeps_its_worker_through_an_api_outage_and_reconnects(
         if second is not None:
             second.stop()
     assert process_gone(before["pid"])  # a clean stop stops its workers
+
+
+def test_auto_placement_weighs_the_agents_profile_and_hands_the_prediction_to_its_worker(
+    cluster: EmulatedCluster, agent: dict[str, subprocess.Popen[str]], tiny_model_dir: Path, tls_dir: Path
+) -> None:
+    (port,) = free_ports(1)
+    body = spec(tiny_model_dir, tls_dir, "127.0.0.1:1", port, modelPath="/nonexistent/auto")  # no worker
+    body["placement"] = {"mode": "auto"}
+    cluster.create(HINF, resource("auto", body))
+    found = wait_for("a planned placement", lambda: (s := status(cluster, "auto")).get("prediction") and s)
+    assert (found["placement"]["prefillNode"], found["placement"]["decodeNode"]) == (
+        "spark",
+        f"agent:{AGENT}",
+    )
+    assert found["prediction"]["decodeTokensPerSecond"] > 0
+    flags = json.loads(cluster.get(f"{CONFIGMAPS}/auto-agent")["data"]["flags.json"])
+    planned = float(flags["--predicted-decode-tokens-per-second"])
+    assert planned == pytest.approx(found["prediction"]["decodeTokensPerSecond"], rel=1e-6)

@@ -11,7 +11,8 @@ from hybrid_operator.agent_status import decode_role, with_agent
 from hybrid_operator.agent_world import AgentState, LeaseReading, judge, prefill_address
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
-from hybrid_operator.placement import NodePlacement
+from hybrid_operator.placement import NodeFacts, NodePlacement
+from hybrid_operator.placement_agent import plan_with_agent, predict_for_agent
 from hybrid_operator.render import render
 from hybrid_operator.render_agent import adapt, endpoint_slice
 from hybrid_operator.status import RoleState, ready_status
@@ -132,3 +133,62 @@ def test_lost_agent_makes_the_resource_degraded_with_the_reason_even_while_the_f
     assert amended["phase"] == "Degraded" and amended["agent"]["state"] == "Lost"
     degraded = next(c for c in amended["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "AgentLost")
+
+
+def auto_resource() -> Any:
+    body = {
+        "apiVersion": "hybridinference.dev/v1alpha1",
+        "kind": "HybridInference",
+        "metadata": {"name": "chat", "namespace": "inference", "uid": "u"},
+        "spec": {
+            "model": {"source": "meta-llama/Llama-3.1-8B-Instruct", "dtype": "float16"},
+            "placement": {"mode": "auto", "promptTokens": 4096, "outputTokens": 256},
+            "decode": {"agent": {"name": "mac"}},
+            "kvTransfer": {"tls": {"enabled": True, "secretName": "kv", "mutual": True}},
+        },
+    }
+    return parse(body)
+
+
+def test_auto_placement_pairs_the_best_prefill_node_with_the_agents_profile() -> None:
+    nodes = [
+        NodeFacts(
+            "spark", labels={"hybridinference.dev/device": "dgx-spark", "kubernetes.io/hostname": "spark"}
+        ),
+        NodeFacts("cpu-box", labels={"hybridinference.dev/device": "generic-cpu"}),
+    ]
+    placement = plan_with_agent(auto_resource(), nodes, AgentLease("mac", device_profile="m3-ultra"))
+    assert (
+        (not placement.problems)
+        and placement.prefill_nodes == ("spark",)
+        and placement.decode_nodes == ("agent:mac",)
+    )
+    assert (
+        placement.prefill_selector == {"kubernetes.io/hostname": "spark"}
+        and placement.decode_selector is None
+    )
+    assert placement.decode_tokens_per_second == pytest.approx(36.8, abs=0.1)  # `plan`'s M3 Ultra figure
+
+
+def test_auto_placement_with_an_agent_without_a_profile_says_how_to_announce_one() -> None:
+    nodes = [NodeFacts("spark", labels={"hybridinference.dev/device": "dgx-spark"})]
+    placement = plan_with_agent(auto_resource(), nodes, AgentLease("mac"))
+    assert placement.problems and "decode.agent mac announces no device profile" in placement.problems[0]
+    assert "--device-profile" in placement.problems[0]
+
+
+def test_manual_placement_with_an_agent_predicts_the_selected_prefill_node_paired_with_the_agent() -> None:
+    cr = resource()
+    nodes = [
+        NodeFacts("spark", labels={"hybridinference.dev/device": "dgx-spark"}),
+        NodeFacts("rtx", labels={"hybridinference.dev/device": "rtx-4090"}),
+    ]
+    pod_path = NodePlacement(
+        ("spark",), ("spark", "rtx"), "manual", ttft_seconds=9.0, decode_tokens_per_second=1.0
+    )
+    predicted = predict_for_agent(cr, nodes, AgentLease("mac", device_profile="m3-ultra"), pod_path)
+    assert predicted.prefill_nodes == ("spark",) and predicted.decode_nodes == ("agent:mac",)
+    assert predicted.decode_tokens_per_second is not None and predicted.decode_tokens_per_second > 1.0
+    assert "predicted for spark + agent:mac" in predicted.reason
+    unknown = predict_for_agent(cr, nodes, AgentLease("mac"), pod_path)
+    assert unknown.decode_tokens_per_second is None and "announces no device profile" in unknown.reason

@@ -1,4 +1,5 @@
-"""`hybrid-inference serve` as a process: clean stop on Ctrl-C/SIGTERM, and a dying worker takes serve down.
+"""`hybrid-inference serve` as a process: clean stop on Ctrl-C/SIGTERM; start-up failures and (without
+restarts) a dying worker take serve down. Restarts: test_serve_resilience.py.
 
 Exit codes are hybrid_workers.supervisor.ExitCode (documented in docs/operations.md).
 """
@@ -29,12 +30,12 @@ def test_ctrl_c_stops_both_workers_and_exits_0(tiny_model_dir: Path) -> None:
     assert not orphans, f"workers still running after serve exited: {orphans}\n{serve.output()}"
 
 
-def test_when_the_prefill_worker_dies_serve_stops_decode_and_exits_3(tiny_model_dir: Path) -> None:
-    with running_serve(tiny_model_dir) as serve:
+def test_without_restarts_a_dying_prefill_worker_stops_decode_and_exits_3(tiny_model_dir: Path) -> None:
+    with running_serve(tiny_model_dir, "--max-restarts", "0") as serve:
         os.kill(serve.pids["prefill"], signal.SIGKILL)
         assert serve.process.wait(60) == ExitCode.PREFILL_EXITED, serve.output()
         assert process_gone(serve.pids["decode"]), "the decode worker outlived serve"
-        serve.wait_for_line(r"the prefill worker ended by SIGKILL; stopped the decode worker", 10)
+        serve.wait_for_line(r"the prefill worker crashed 1 times within 60 s \(last: ended by SIGKILL\)", 10)
 
 
 def test_a_worker_failing_at_start_up_is_reported_with_its_own_error(tiny_model_dir: Path) -> None:

@@ -90,6 +90,9 @@ FORWARDED: dict[str, Forwarded] = {
     "--kv-compression": Forwarded(
         ("decode",), "KV wire compression the decode worker asks for", choices=WireEncoding
     ),
+    "--prefill-stall-timeout": Forwarded(
+        ("decode",), "seconds without a KV frame or heartbeat before a remote prefill counts as stalled"
+    ),
     "--engine": Forwarded(
         ("decode",),
         "decode engine: torch, mlx (the [mlx] extra) or auto (mlx on Apple silicon when installed)",

@@ -13,9 +13,19 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hybrid_workers import restarts
 from hybrid_workers.options import served_name
+from hybrid_workers.restarts import RestartPolicy
 from hybrid_workers.serve_options import FORWARDED, LOOPBACK, Ports
-from hybrid_workers.supervisor import Child, ChildSpec, ExitCode, SessionEnd, Supervisor, http_ok
+from hybrid_workers.supervisor import (
+    Child,
+    ChildSpec,
+    ExitCode,
+    SessionEnd,
+    Supervisor,
+    describe_status,
+    http_ok,
+)
 
 # Ctrl-C, `kill`/orchestrators, a closed terminal: each stops both workers in order.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -87,8 +97,48 @@ def served_model(api: str, fallback: str) -> str:
         return fallback
 
 
+def ready_instance(api: str) -> str:
+    """The prefill worker instance the decode worker's /ready says it is handshaken with, "" if none."""
+    try:
+        with urllib.request.urlopen(f"{api}/ready", timeout=1.0) as response:  # loopback URL we built
+            body = json.load(response)
+    except (OSError, ValueError):
+        return ""
+    return str(body.get("instance", "")) if isinstance(body, dict) and body.get("prefill") == "ready" else ""
+
+
+def prefill_ready(api: str) -> bool:
+    """True when the decode worker's /ready says the prefill worker is handshaken (remote prefill on)."""
+    return bool(ready_instance(api))
+
+
+class PrefillReturn:
+    """Tells when the decode worker has handshaken a restarted prefill worker (a new instance id), so
+    serve announces "back" only when remote prefill really works again."""
+
+    def __init__(self, api: str) -> None:
+        self.api = api
+        self.gone = ""  # the instance the decode worker still trusted when the crash was seen
+
+    def crashed(self) -> None:
+        """The prefill worker exited: remember which instance is gone."""
+        self.gone = ready_instance(self.api)
+
+    def back(self) -> bool:
+        """A ready instance other than the one that crashed."""
+        instance = ready_instance(self.api)
+        return bool(instance) and instance != self.gone
+
+
+def restart_policy(args: argparse.Namespace) -> RestartPolicy:
+    """--max-restarts and --restart-window (UserError for bad values)."""
+    return RestartPolicy(max_restarts=int(args.max_restarts), window_s=float(args.restart_window))
+
+
 def supervise(args: argparse.Namespace, model: str, ports: Ports) -> int:
-    """Run both workers until Ctrl-C/SIGTERM or until one exits; stop the other; return the exit code."""
+    """Run both workers until Ctrl-C/SIGTERM, restarting one that crashes (up to the restart policy);
+    stop both; return the exit code."""
+    policy = restart_policy(args)
     api = f"http://{client_host(args.host)}:{ports.api}"
     supervisor = Supervisor(
         [prefill_spec(args, model, ports), decode_spec(args, model, ports)], sys.stdout, args.stop_timeout
@@ -103,16 +153,39 @@ def supervise(args: argparse.Namespace, model: str, ports: Ports) -> int:
         say(f"decode worker pid {decode.pid}: API {api}, metrics {api}/metrics; loading {model}")
 
         def ready() -> bool:
-            return tcp_open(LOOPBACK, ports.prefill) and http_ok(f"{api}/ready")
+            return tcp_open(LOOPBACK, ports.prefill) and http_ok(f"{api}/ready") and prefill_ready(api)
 
-        outcome = supervisor.wait_ready(ready, args.ready_timeout)
+        outcome = supervisor.wait_ready(ready, args.ready_timeout)  # start-up failures end serve at once
         if outcome is None:
             announce(api, served_model(api, model))
-            outcome = supervisor.run()
+            prefill_return = PrefillReturn(api)
+
+            def tell(text: str) -> None:
+                if text.startswith("the prefill worker"):
+                    prefill_return.crashed()
+                say(text + _meanwhile(text, args))
+
+            outcome = restarts.supervise(
+                supervisor,
+                policy,
+                tell,
+                {"prefill": prefill_return.back, "decode": lambda: http_ok(f"{api}/ready")},
+            )
         say("stopping both workers")
         statuses = supervisor.stop_all()
-    report(outcome, supervisor.children, statuses, args.ready_timeout)
+    report(outcome, supervisor.children, statuses, args.ready_timeout, policy.window_s)
     return int(outcome.code)
+
+
+def _meanwhile(text: str, args: argparse.Namespace) -> str:
+    """What users get while a worker is being restarted (added to serve's crash line)."""
+    if "restarting" not in text:
+        return ""
+    if text.startswith("the prefill"):
+        if args.fallback == "fail":
+            return "; the API stays up, long prompts get 503 until it is back (--fallback fail)"
+        return "; the API stays up, long prompts prefill on the decode worker until it is back"
+    return "; the API is down until it is back"
 
 
 def announce(api: str, model: str) -> None:
@@ -123,13 +196,12 @@ def announce(api: str, model: str) -> None:
     say("Ctrl-C stops both workers")
 
 
-def describe_status(status: int) -> str:
-    """`exited 0`, or `ended by SIGTERM` for a negative status (killed by that signal)."""
-    return f"ended by {signal.Signals(-status).name}" if status < 0 else f"exited {status}"
-
-
 def report(
-    outcome: SessionEnd, children: list[Child], statuses: dict[str, int], ready_timeout: float
+    outcome: SessionEnd,
+    children: list[Child],
+    statuses: dict[str, int],
+    ready_timeout: float,
+    restart_window: float = 0.0,
 ) -> None:
     """Explain on stderr why the session ended, with the workers' last lines, unless stopped on request."""
     if outcome.code == ExitCode.STOPPED:
@@ -145,7 +217,14 @@ def report(
         assert outcome.child is not None
         other = "decode" if outcome.child.name == "prefill" else "prefill"
         status = describe_status(outcome.child_status or 0)
-        message = f"the {outcome.child.name} worker {status}; stopped the {other} worker"
+        if outcome.crashes:
+            message = (
+                f"the {outcome.child.name} worker crashed {outcome.crashes} times within "
+                f"{restart_window:g} s (last: {status}); gave up (--max-restarts) and stopped the "
+                f"{other} worker"
+            )
+        else:
+            message = f"the {outcome.child.name} worker {status}; stopped the {other} worker"
         shown = [outcome.child]
     tails = "".join(
         f"\nlast lines of the {c.name} worker:\n" + "\n".join(f"  {x}" for x in c.tail()) for c in shown

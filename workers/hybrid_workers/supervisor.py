@@ -4,7 +4,8 @@ The supervisor owns child processes (the prefill and the decode worker). It star
 sessions, so a Ctrl-C in the terminal reaches only `serve`, which then stops the children in order;
 on Linux each child also gets SIGTERM if `serve` itself dies (PR_SET_PDEATHSIG), so no worker is left
 behind. Each child's stdout and stderr are relayed line by line to `serve`'s stdout, prefixed with
-the child's name, and the last lines are kept to explain a failure.
+the child's name, and the last lines are kept to explain a failure. restarts.supervise runs the same
+children but starts one that exits on its own again (and says when it gives up).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class ExitCode(IntEnum):
 
     STOPPED = 0  # stopped on request (Ctrl-C or SIGTERM); both workers stopped cleanly
     USER_ERROR = 2  # bad flag, port already in use, model not found (the CLI's status for UserError)
-    PREFILL_EXITED = 3  # the prefill worker exited on its own; the decode worker was stopped
-    DECODE_EXITED = 4  # the decode worker exited on its own; the prefill worker was stopped
+    PREFILL_EXITED = 3  # the prefill worker failed at start-up, or crashed too often; decode was stopped
+    DECODE_EXITED = 4  # the decode worker failed at start-up, or crashed too often; prefill was stopped
     NOT_READY = 5  # the API did not become ready within --ready-timeout; both workers were stopped
 
 
@@ -108,6 +109,13 @@ class Child:
             preexec_fn=_die_with_parent_hook(),  # forked before the relay threads start
         )
 
+    def restart(self) -> None:
+        """Start the exited process again (its relay thread is drained first; the tail is kept)."""
+        if self._relay is not None:
+            self._relay.join(timeout=2.0)
+        self.start()
+        self.relay()
+
     def relay(self) -> None:
         """Start the thread that copies the child's output lines to `out`."""
         self._relay = threading.Thread(target=self._copy_output, name=f"relay-{self.name}", daemon=True)
@@ -176,6 +184,7 @@ class SessionEnd:
     code: ExitCode
     child: Child | None = None
     child_status: int | None = None
+    crashes: int = 0  # crashes of `child` within the restart window when serve gave up (0: no policy)
 
 
 class Supervisor:
@@ -215,7 +224,7 @@ class Supervisor:
         return SessionEnd(ExitCode.NOT_READY)
 
     def run(self) -> SessionEnd:
-        """Block until a stop is requested or a child exits."""
+        """Block until a stop is requested or a child exits (restarts.supervise restarts them instead)."""
         while (outcome := self._check()) is None:
             self.stop_requested.wait(POLL_SECONDS)
         return outcome
@@ -237,6 +246,11 @@ class Supervisor:
         if self.stop_requested.is_set():
             return SessionEnd(ExitCode.STOPPED)
         return None
+
+
+def describe_status(status: int) -> str:
+    """`exited 0`, or `ended by SIGTERM` for a negative status (killed by that signal)."""
+    return f"ended by {signal.Signals(-status).name}" if status < 0 else f"exited {status}"
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

@@ -24,7 +24,7 @@ def spawn(role: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 def reachable(url: str) -> bool:
     try:
-        return httpx.get(url + "/ready", timeout=2).json().get("prefill") == "reachable"
+        return httpx.get(url + "/ready", timeout=2).json().get("prefill") == "ready"
     except httpx.HTTPError:
         return False
 

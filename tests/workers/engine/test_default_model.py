@@ -11,7 +11,6 @@ from hybrid_workers.cli import main
 from hybrid_workers.engine import SamplingParams, stream_completion
 from hybrid_workers.engine import default_model as default
 from hybrid_workers.engine.default_model import (
-    convert_gguf,
     default_model_dir,
     embedded_model_dir,
     embedded_model_name,
@@ -19,6 +18,7 @@ from hybrid_workers.engine.default_model import (
 )
 from hybrid_workers.engine.model_cache import STAMP_FILE
 from hybrid_workers.errors import UserError
+from hybrid_workers.model_identity import model_identity
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -30,8 +30,11 @@ def _chat_ids(lm, messages) -> list[int]:
 
 
 @pytest.mark.slow
-def test_converting_twice_gives_byte_identical_folders(trained_model_dir, tmp_path):
-    again = convert_gguf(packaged_gguf(), tmp_path / "again")
+def test_converting_twice_gives_byte_identical_folders_with_one_model_identity(
+    trained_model_dir, other_conversion
+):
+    """The session's conversion (this process, into the cache) against one by another process."""
+    again = other_conversion.result()
     names = sorted(p.name for p in again.iterdir())
     # Besides the stamp, the cached folder may hold dot files the workers add (the model identity digest).
     written = [p.name for p in trained_model_dir.iterdir() if p.name != STAMP_FILE and p.name[0] != "."]
@@ -39,6 +42,8 @@ def test_converting_twice_gives_byte_identical_folders(trained_model_dir, tmp_pa
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= set(names)
     for name in names:
         assert (again / name).read_bytes() == (trained_model_dir / name).read_bytes(), name
+    # So two workers that convert it separately agree on the model and accept each other's KV.
+    assert model_identity(again) == model_identity(trained_model_dir)
 
 
 def test_the_config_is_smollm2s_as_a_plain_float32_llama(trained_model_dir):
@@ -88,6 +93,9 @@ def test_the_embedded_model_is_smollm2_unless_a_demo_preset_is_named(trained_mod
     assert (embedded_model_dir(), embedded_model_name()) == (trained_model_dir, "SmolLM2-135M-Instruct")
     monkeypatch.setenv("HYBRID_INFERENCE_DEMO_PRESET", "tiny")
     assert (embedded_model_dir().name, embedded_model_name()) == ("demo-tiny", "demo-tiny")
+    monkeypatch.setenv("HYBRID_INFERENCE_DEMO_PRESET", "huge")
+    with pytest.raises(UserError, match="HYBRID_INFERENCE_DEMO_PRESET=huge: unknown demo preset; use one of"):
+        embedded_model_dir()
 
 
 def _package_missing(name: str):

@@ -25,6 +25,7 @@ class AgentConfig:
     engine: Engine = Engine.AUTO
     device: ComputeDevice | None = None  # None: detected (metal for mlx, mps on Apple silicon)
     profile: Path | None = None  # `hybrid-inference calibrate --out` file, announced in the Lease
+    device_profile: str | None = None  # or a built-in planner device id (e.g. m3-ultra)
     lease_seconds: int = 30  # Lease duration; the operator calls the agent lost after this silence
     renew_seconds: float = 10.0  # heartbeat period (well under lease_seconds)
     watch_seconds: int = 60  # each watch is re-listed after this long (catches missed events)

@@ -67,4 +67,5 @@ def identity(config: AgentConfig, server: str) -> Identity:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"--profile {config.profile}: not a profile JSON ({exc})") from None
     address = config.address or route_address(server)
-    return Identity(config.name, address, engine.value, resolve_device(engine, config.device).value, profile)
+    device = resolve_device(engine, config.device).value
+    return Identity(config.name, address, engine.value, device, profile, config.device_profile or "")

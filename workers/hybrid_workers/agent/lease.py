@@ -11,6 +11,7 @@ from typing import Any
 from hybrid_operator.agent_contract import (
     ANN_ADDRESS,
     ANN_DEVICE,
+    ANN_DEVICE_PROFILE,
     ANN_ENGINE,
     ANN_FREE_MEMORY,
     ANN_PROFILE,
@@ -38,6 +39,7 @@ class Identity:
     engine: str
     device: str
     profile: dict[str, Any] = field(default_factory=dict)
+    device_profile: str = ""  # built-in planner device id, e.g. m3-ultra
 
 
 def lease_patch(
@@ -62,6 +64,8 @@ def lease_patch(
     annotations = lease_annotations(values)
     if identity.profile:
         annotations |= lease_annotations({ANN_PROFILE: identity.profile})
+    if identity.device_profile:
+        annotations |= lease_annotations({ANN_DEVICE_PROFILE: identity.device_profile})
     return {
         "metadata": {"annotations": annotations},
         "spec": {

@@ -19,8 +19,8 @@ from hybrid_workers.options import add_option
 DEFAULT_KUBECONFIG = "~/.kube/hybrid-inference-agent.yaml"
 RUN_FLAGS = (
     "--name", "--kubeconfig", "--namespace", "--address", "--listen-host", "--engine", "--device",
-    "--profile", "--lease-seconds", "--renew-seconds", "--watch-seconds", "--max-backoff-seconds",
-    "--log-level",
+    "--profile", "--device-profile", "--lease-seconds", "--renew-seconds", "--watch-seconds",
+    "--max-backoff-seconds", "--log-level",
 )  # fmt: skip
 
 
@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_option(parser, "--engine", default=Engine.AUTO, choices=Engine, help="decode engine")
     add_option(parser, "--device", choices=ComputeDevice, help="what the engine computes on; none: detected")
     add_option(parser, "--profile", help="device profile from `calibrate --out`, announced in the Lease")
+    add_option(
+        parser, "--device-profile", help="or a built-in planner device id, e.g. m3-ultra (`plan --list`)"
+    )
     add_option(parser, "--lease-seconds", default=30, type=int, help="Lease duration (silence = lost)")
     add_option(parser, "--renew-seconds", default=None, type=float, help="heartbeat period; none: lease/3")
     add_option(parser, "--watch-seconds", default=60, type=int, help="re-list assignments this often")
@@ -73,6 +76,7 @@ def build_config(args: argparse.Namespace):  # -> AgentConfig
         engine=Engine(args.engine),
         device=ComputeDevice(args.device) if args.device else None,
         profile=Path(str(args.profile)).expanduser() if args.profile else None,
+        device_profile=str(args.device_profile) if args.device_profile else None,
         lease_seconds=lease,
         renew_seconds=renew,
         watch_seconds=int(args.watch_seconds),

@@ -12,6 +12,7 @@ from pathlib import Path
 from hybrid_workers.enums import Device
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_model_options, add_option
+from hybrid_workers.restarts import DEFAULT_MAX_RESTARTS, DEFAULT_WINDOW_S
 from hybrid_workers.serve_options import FORWARDED, LOOPBACK, choose_ports, positive_seconds
 
 
@@ -21,8 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve",
         help="run a prefill and a decode worker on this machine (OpenAI API on 127.0.0.1:8000)",
         description="Starts a prefill worker and a decode worker as two processes joined over loopback "
-        "gRPC and serves the OpenAI-compatible API. Exit codes: 0 stopped on request, 2 bad input or "
-        "port in use, 3 the prefill worker exited, 4 the decode worker exited, 5 not ready in time.",
+        "gRPC and serves the OpenAI-compatible API. A worker that crashes is restarted (see "
+        "--max-restarts). Exit codes: 0 stopped on request, 2 bad input or port in use, 3 the prefill "
+        "worker failed at start-up or crashed too often, 4 the same for the decode worker, 5 not ready "
+        "in time.",
     )
     add_model_options(parser)
     for role in ("prefill", "decode"):
@@ -37,6 +40,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_option(
         parser, "--stop-timeout", default=10.0, type=positive_seconds, help="seconds a worker gets to stop"
+    )
+    add_option(
+        parser,
+        "--max-restarts",
+        default=DEFAULT_MAX_RESTARTS,
+        type=int,
+        help="restarts of a crashed worker allowed within --restart-window; one crash more and serve "
+        "gives up (exit 3 or 4); 0: never restart",
+    )
+    add_option(
+        parser,
+        "--restart-window",
+        default=DEFAULT_WINDOW_S,
+        type=float,
+        help="seconds a worker's crash counts against --max-restarts",
     )
     parser.add_argument(
         "--verbose", action="store_true", help="relay every worker line (also HTTP access lines of successes)"
@@ -68,13 +86,15 @@ def resolve_model(model: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start both workers, wait until the API is ready, relay their output until stopped or one exits."""
+    """Start both workers, wait until the API is ready, relay their output until stopped (restarting a
+    crashed worker) or until a worker crashed too often."""
     from hybrid_workers import serve_session
 
     if args.engine is not None:  # an MLX engine that is not installed fails before two workers load
         from hybrid_workers.decode.engines import resolve_engine
 
         resolve_engine(args.engine)
+    serve_session.restart_policy(args)  # bad values fail before two workers start loading the model
     ports = choose_ports(args.host, args.port, args.prefill_port, args.prefill_metrics_port)
     model = resolve_model(args.model)
     return serve_session.supervise(args, model, ports)

@@ -7,6 +7,7 @@ Module map:
 - requests.py    HTTP request -> GenerationRequest (tokenized prompt + SamplingParams), validated
 - scheduler.py   bounded concurrency and waiting queue (429 beyond it)
 - routing.py     remote prefill through the PrefillClient, or local, with the fallback policy
+- peer_monitor.py  the prefill worker's circuit breaker and its health + handshake probe (/ready)
 - runner.py      one request's work in a worker thread (KV reservation, prefill routing, waiting
                  for its sequence to leave the batch, scoring), events back to the event loop
 - batch_loop.py  the one engine loop: one forward pass per step for all running sequences, chunked
@@ -20,10 +21,12 @@ Module map:
 - worker.py      DecodeWorker: model, engine loop, KV budget, router, scheduler, thread pool
 - exchange.py    one request/response: admission, prefill wait, SSE stream or whole body, outcome
 - app.py         the FastAPI application
+- request_id.py  X-Request-Id on every response (ASGI middleware)
 - engine_api.py  the engine-neutral decode-engine interface: KVSlot (where a prompt's KV lands,
                  layer by layer), LayerTarget (writable byte buffers of one layer), DecodeEngine
                  (new_slot, prefill_chunk, step a batch, sample); torch engine: engine/batched.py,
                  MLX engine: mlx_engine/engine.py
 - engines.py     --engine torch|mlx|auto: choosing, loading, the DecodeEngine of a model, scoring
-- prefill_client.py / receiver*.py   the gRPC client of the KV stream
+- prefill_client.py / receiver*.py   the gRPC client of the KV stream, Handshake
+- transfer_watch.py  cancels a remote prefill whose client left or whose transfer stalled
 """

@@ -123,7 +123,7 @@ class PeerMonitor:
             current = self.status
             if current.state is PeerState.STALLED and exc.reason is Reason.TIMEOUT:
                 return current  # still hanging: keep saying so
-            return self._set(PeerStatus(PeerState.UNREACHABLE, exc.detail))
+            return self._set(PeerStatus(PeerState.UNREACHABLE, exc.detail, current.instance_id))
         if verdict.problem is not None:
             return self._set(PeerStatus(PeerState.INCOMPATIBLE, verdict.problem.detail, verdict.instance_id))
         detail = f"prefill worker {self.target} ready: {verdict.peer.describe()}"

@@ -29,13 +29,14 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybrid_workers.decode.engine_api import KVSlot
+from hybrid_workers.decode.transfer_watch import TransferWatch
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
 from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import closed_choice
 from hybrid_workers.kv import handshake, wire
 from hybrid_workers.kv.checks import ReceiverModel
 from hybrid_workers.kv.convert import request_to_pb
-from hybrid_workers.kv.errors import KVProtocolError, PrefillCancelled, Reason
+from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import (
     Frame,
     Heartbeat,
@@ -161,7 +162,7 @@ class PrefillClient:
 
         receiver = KVReceiver(self._model, request, sink, destination=slot)
         call = self._prefill(request_to_pb(request), timeout=self.timeout_s)
-        watch = _Watch(call, self.stall_s, cancel)
+        watch = TransferWatch(call, self.stall_s, cancel)
         try:
             for message in call:
                 watch.progress()
@@ -258,50 +259,6 @@ class PrefillClient:
             request_id=uuid.uuid4().hex[:16],
             heartbeat_ms=max(1, int(self.stall_s * 1000 / 4)),
         )
-
-
-class _Watch:
-    """Cancels a running call when its request is cancelled or no frame arrived for `stall_s`."""
-
-    def __init__(self, call: grpc.Future, stall_s: float, cancel: threading.Event | None) -> None:
-        self._call = call
-        self._stall_s = stall_s
-        self._cancel = cancel
-        self._last = time.monotonic()
-        self._done = threading.Event()
-        self.stalled = self.cancelled = False
-        threading.Thread(target=self._run, name="prefill-watch", daemon=True).start()
-
-    def progress(self) -> None:
-        """A frame arrived."""
-        self._last = time.monotonic()
-
-    def stop(self) -> None:
-        """The call is over."""
-        self._done.set()
-
-    def failure(self, error: KVProtocolError, target: str) -> Exception:
-        """What the caller raises for a failed call: cancelled, stalled, or `error` itself."""
-        if self.cancelled:
-            return PrefillCancelled("the request was cancelled during its remote prefill")
-        if self.stalled:
-            return KVProtocolError(
-                Reason.STALLED,
-                f"prefill worker {target} sent nothing (not even a heartbeat) for {self._stall_s:g} s "
-                "(--prefill-stall-timeout); it hangs or the link is down",
-            )
-        return error
-
-    def _run(self) -> None:
-        while not self._done.wait(_WATCH_POLL_S):
-            if self._cancel is not None and self._cancel.is_set():
-                self.cancelled = True
-            elif time.monotonic() - self._last > self._stall_s:
-                self.stalled = True
-            else:
-                continue
-            self._call.cancel()
-            return
 
 
 class _Clock:

@@ -82,6 +82,7 @@ class Readiness:
     detail: str  # why, in words
     fallback: str  # local | fail: what long prompts do while the prefill worker is not ready
     remote: bool  # long prompts go to the prefill worker now (the breaker is closed)
+    instance: str = ""  # the prefill worker process last handshaken (new at each of its starts)
 
 
 class PrefillRouter:
@@ -183,10 +184,11 @@ class PrefillRouter:
                 True, "none", "no prefill worker configured: all prompts prefill locally", policy, False
             )
         status = self.monitor.status
+        state, instance = status.state.value, status.instance_id
         if status.state is PeerState.READY:
-            return Readiness(True, status.state.value, status.detail, policy, True)
+            return Readiness(True, state, status.detail, policy, True, instance)
         if self.config.fallback is Fallback.LOCAL:
             why = f"{status.detail}; long prompts prefill locally (--fallback local)"
-            return Readiness(True, status.state.value, why, policy, False)
+            return Readiness(True, state, why, policy, False, instance)
         why = f"{status.detail}; long prompts are refused (--fallback fail)"
-        return Readiness(False, status.state.value, why, policy, False)
+        return Readiness(False, state, why, policy, False, instance)

@@ -175,7 +175,14 @@ def embedded_preset() -> str | None:
 def embedded_model_dir() -> Path:
     """The model used when none is given: the demo preset of $HYBRID_INFERENCE_DEMO_PRESET, else SmolLM2."""
     preset = embedded_preset()
-    return demo_model_dir(preset) if preset else default_model_dir()
+    if preset is None:
+        return default_model_dir()
+    if preset not in PRESETS:
+        raise UserError(
+            f"{DEFAULT_PRESET_ENV}={preset}: unknown demo preset; use one of {', '.join(PRESETS)}, "
+            "or unset it to serve the default model"
+        )
+    return demo_model_dir(preset)
 
 
 def embedded_model_name() -> str:
