@@ -40,12 +40,12 @@ CLIENTS = {
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 NAME = "real-clients"
 DOCS = [
-    {"context": "The capital of France is", "choices": [" Paris", " Rome", " Berlin"]},
-    {"context": "One, two, three,", "choices": [" four", " seven", " ten"]},
-    {"context": "Prefill reads the whole prompt and is limited by", "choices": [" arithmetic", " bandwidth"]},
-    {"context": "A quick brown fox jumps over the lazy", "choices": [" dog", " cat", " caf\u00e9 \u2019x"]},
-    {"context": "Hello, world! How are you", "choices": [" today?", " tomorrow?"]},
-    {"context": "The key and value tensors of a layer are final", "choices": [" once it ran", " never"]},
+    {"context": "The capital of France is", "choices": ["Paris", "Rome", "Berlin"]},
+    {"context": "One, two, three,", "choices": ["four", "seven", "ten"]},
+    {"context": "Prefill reads the whole prompt and is limited by", "choices": ["arithmetic", "bandwidth"]},
+    {"context": "A quick brown fox jumps over the lazy", "choices": ["dog", "cat", "caf\u00e9 \u2019x"]},
+    {"context": "Hello, world! How are you", "choices": ["today?", "tomorrow?"]},
+    {"context": "The key and value tensors of a layer are final", "choices": ["once it ran", "never"]},
 ]
 
 
@@ -127,17 +127,12 @@ def run_lmeval(bin_dir: Path, port: int, model: str, task: Path, tokenized: bool
     for path in out.rglob("samples_hi_loglik_*.jsonl"):
         for line in path.read_text().splitlines():
             sample = json.loads(line)
-            for arguments, response in zip(sample["arguments"], sample["resps"], strict=True):
-                context, continuation = _pair(arguments)
+            arguments = sample["arguments"]  # {"gen_args_i": {"arg_0": context, "arg_1": continuation}}
+            pairs = arguments.values() if isinstance(arguments, dict) else arguments
+            for pair, response in zip(pairs, sample["resps"], strict=True):
+                context, continuation = (pair["arg_0"], pair["arg_1"]) if isinstance(pair, dict) else pair
                 triples.append((context, continuation, float(response[0][0])))
     return triples
-
-
-def _pair(arguments: Any) -> tuple[str, str]:
-    if isinstance(arguments, dict):  # {"gen_args_0": {"arg_0": context, "arg_1": continuation}}
-        arguments = next(iter(arguments.values()))
-        return arguments["arg_0"], arguments["arg_1"]
-    return arguments[0], arguments[1]
 
 
 def _adds_bos(model: str) -> bool:

@@ -5,6 +5,10 @@ Module map:
 - schemas.py     pydantic request models (the HTTP edge only)
 - api_errors.py  OpenAI-shaped JSON errors; every bad request is a 4xx
 - requests.py    HTTP request -> GenerationRequest (tokenized prompt + SamplingParams), validated
+- prompts.py     prompt text/ids and chat messages -> token ids; size limits checked before tokenising
+- body.py        reading a request body: size limit, read deadline (408), aborted uploads
+- http_server.py uvicorn config: idle / trickling connections closed (--read-timeout)
+- token_texts.py logprobs token names (`bytes:` + hex for partial characters), own bytes, text offsets
 - scheduler.py   bounded concurrency and waiting queue (429 beyond it)
 - routing.py     remote prefill through the PrefillClient, or local, with the fallback policy
 - peer_monitor.py  the prefill worker's circuit breaker and its health + handshake probe (/ready)
