@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from hybrid_workers.enums import Engine, Fallback, WireEncoding
+from hybrid_workers.enums import Engine, Fallback, TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
 
 LOOPBACK = "127.0.0.1"
@@ -89,6 +89,11 @@ FORWARDED: dict[str, Forwarded] = {
     ),
     "--kv-compression": Forwarded(
         ("decode",), "KV wire compression the decode worker asks for", choices=WireEncoding
+    ),
+    "--kv-transfer-mode": Forwarded(
+        ("decode",),
+        "KV send mode the decode worker asks for: layerwise (overlaps the prefill) or bulk",
+        choices=TransferMode,
     ),
     "--prefill-stall-timeout": Forwarded(
         ("decode",), "seconds without a KV frame or heartbeat before a remote prefill counts as stalled"

@@ -7,11 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-<<<<<<< HEAD
-from hybrid_workers.enums import TransferMode
-=======
-from hybrid_workers.enums import WireEncoding
->>>>>>> main
+from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import PROTOCOL_VERSION, Frame, Header, LayerChunk, TensorKind, checksum
 from hybrid_workers.kv.receiver import KVReceiver

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from hybrid_workers.decode.config import DecodeConfig
-from hybrid_workers.enums import Engine, Fallback, LogLevel, WireEncoding
+from hybrid_workers.enums import Engine, Fallback, LogLevel, TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import (
     add_model_options,
@@ -124,8 +124,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(
         parser,
         "--kv-transfer-mode",
-        default="layerwise",
-        choices=["layerwise", "bulk"],
+        default=DEFAULTS["kv_transfer_mode"],
+        choices=TransferMode,
         help="KV send mode asked of the prefill worker: layerwise (each layer leaves while the next "
         "computes) or bulk (all layers after the prefill)",
     )

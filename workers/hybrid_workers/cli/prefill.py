@@ -29,27 +29,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Loads the model once and serves the PrefillWorker gRPC service (docs/kv-wire.md). "
         "Prefills run one at a time; each layer's KV leaves while the next layer computes.",
     )
-<<<<<<< HEAD
-    add_option(parser, "--host", default="0.0.0.0", help="interface to listen on")
-    add_option(parser, "--port", default=50051, type=int, help="gRPC port")
-    add_option(parser, "--chunk-bytes", default="4MiB", help="default KV frame size, 64KiB..16MiB")
-    add_option(
-        parser,
-        "--mode",
-        default="layerwise",
-        choices=["layerwise", "bulk"],
-        help="send mode for requests that do not name one (the decode worker names its "
-        "--kv-transfer-mode in every request)",
-    )
-    add_option(parser, "--max-queue", default=16, type=int, help="prefills queued or running at most")
-    add_option(parser, "--metrics-port", default=9090, type=int, help="Prometheus /metrics port; 0 = off")
-=======
     add_option(parser, "--host", default=DEFAULTS.host, help="interface to listen on")
     add_option(parser, "--port", default=DEFAULTS.port, type=int, help="gRPC port")
     add_option(
         parser, "--chunk-bytes", default=DEFAULTS.chunk_bytes, help="default KV chunk size, 64KiB..16MiB"
     )
-    add_option(parser, "--mode", default=DEFAULTS.mode, choices=TransferMode, help="default transfer mode")
+    add_option(
+        parser,
+        "--mode",
+        default=DEFAULTS.mode,
+        choices=TransferMode,
+        help="send mode for requests that name none (decode workers name their --kv-transfer-mode)",
+    )
     add_option(
         parser, "--encoding", default=DEFAULTS.encoding, choices=WireEncoding, help="default KV wire encoding"
     )
@@ -64,7 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(
         parser, "--metrics-port", default=DEFAULTS.metrics_port, type=int, help="Prometheus /metrics; 0: off"
     )
->>>>>>> main
     add_option(parser, "--tls-cert", default=None, help="server certificate (PEM); with --tls-key: TLS")
     add_option(parser, "--tls-key", default=None, help="server private key (PEM)")
     add_option(parser, "--tls-ca", default=None, help="CA (PEM) that client certificates must chain to: mTLS")

@@ -13,49 +13,7 @@ from hybrid_workers.enums import Device
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_model_options, add_option
 from hybrid_workers.restarts import DEFAULT_MAX_RESTARTS, DEFAULT_WINDOW_S
-<<<<<<< HEAD
-
-# Worker options `serve` passes through when given: flag -> roles that take it.
-FORWARDED: dict[str, tuple[str, ...]] = {
-    "--served-model-name": ("prefill", "decode"),
-    "--remote-prefill-min-tokens": ("decode",),
-    "--fallback": ("decode",),
-    "--max-concurrency": ("decode",),
-    "--max-queue": ("decode",),
-    "--kv-cache-bytes": ("decode",),
-    "--prefill-chunk-tokens": ("decode",),
-    "--kv-compression": ("decode",),
-    "--kv-transfer-mode": ("decode",),
-    "--prefill-stall-timeout": ("decode",),
-    "--engine": ("decode",),
-    "--chunk-bytes": ("prefill",),
-}
-FORWARDED_HELP = {
-    "--served-model-name": "the `model` clients send and both workers' metrics label; none: from --model",
-    "--remote-prefill-min-tokens": "prompts with at least this many tokens prefill on the prefill worker",
-    "--fallback": "when the prefill worker fails: local (prefill on the decode worker) or fail (503)",
-    "--max-concurrency": "requests the decode worker runs at once (its largest batch; auto: by device)",
-    "--kv-cache-bytes": "KV memory of the decode worker's batch, e.g. 4G (auto: from free memory)",
-    "--prefill-chunk-tokens": "local prefill chunk between two decode steps (bounds inter-token latency)",
-    "--max-queue": "requests that may wait for a slot; beyond it the API answers 429",
-    "--kv-compression": "KV wire compression the decode worker asks for: none, fp8 or int8",
-    "--kv-transfer-mode": "KV send mode the decode worker asks for: layerwise (overlaps the prefill) or bulk",
-    "--prefill-stall-timeout": "seconds without a KV frame or heartbeat before a remote prefill counts as "
-    "stalled (falls back; remote prefill pauses until the prefill worker answers probes again)",
-    "--chunk-bytes": "largest KV frame payload in bytes",
-    "--engine": "decode engine: torch, mlx (the [mlx] extra) or auto (mlx on Apple silicon when installed)",
-}
-# Closed choices checked by serve itself, so a typo fails before two workers start loading the model.
-FORWARDED_CHOICES = {
-    "--fallback": ["local", "fail"],
-    "--kv-compression": ["none", "fp8", "int8"],
-    "--kv-transfer-mode": ["layerwise", "bulk"],
-    "--engine": [e.value for e in Engine],
-}
-LOOPBACK = "127.0.0.1"
-=======
 from hybrid_workers.serve_options import FORWARDED, LOOPBACK, choose_ports, positive_seconds
->>>>>>> main
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
