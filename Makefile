@@ -62,8 +62,11 @@ system-deps:
 monitoring: $(STAMP)
 	$(BIN)/python -m monitoring
 
+# `make bench` runs every benchmark; `make bench BENCH="engine --repeats 1 --out engine.json"` runs one
+# with its own arguments. Each prints JSON; files are written only where asked (--out, --plot).
+BENCH ?=
 bench: $(STAMP) proto
-	$(BIN)/hybrid-inference bench
+	$(BIN)/hybrid-inference bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(PROTO_OUT)/*_pb2*.py

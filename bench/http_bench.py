@@ -151,7 +151,7 @@ def engine_e2e(lm: LoadedModel, prompt_ids: list[int], params: SamplingParams) -
 def interleaved_overhead(url: str, lm: LoadedModel, body: dict, rounds: int) -> dict[str, float]:
     """Engine alone vs the same request through the (otherwise idle) HTTP worker, alternated so
     that both see the same machine load: medians of the end-to-end time, and the difference per token
-    (HTTP request, JSON, SSE framing, event loop hand-offs; the engine's own work is identical)."""
+    (HTTP request, JSON, SSE framing, event-loop thread switches; the engine's own work is identical)."""
     params = SamplingParams(max_tokens=body["max_tokens"], temperature=0)
     engine_e2e(lm, body["prompt"][0], params)  # warm-up: lazy initialisation
     engine, http, tokens = [], [], 1.0

@@ -1,4 +1,4 @@
-"""KV hand-off benchmark: layerwise vs bulk over a 100 Mbit/s netns link, loopback goodput, decode TPS.
+"""KV transfer benchmark: layerwise vs bulk over a 100 Mbit/s netns link, loopback goodput, decode TPS.
 
 Run as root from a source checkout: `python bench/kv_bench.py [--model DIR] [--out results.json]
 [--plot docs/img/kv_timeline.png]` (default model: the cached `bench` demo model, float32; prompt 512
@@ -6,13 +6,13 @@ tokens). In one run it measures:
 1. over two network namespaces joined by a veth pair capped with `tc tbf` at 100 Mbit/s (prefill
    worker process in one, this script's client role in the other): TTFT and exposed transfer per
    mode, one layer's transfer time, KV goodput ÷ link rate (bulk, measured as on loopback);
-2. on loopback: KV goodput of the gRPC hand-off (bulk: bytes after the first chunk ÷ first-to-last
+2. on loopback: KV goodput of the gRPC KV transfer (bulk: bytes after the first chunk ÷ first-to-last
    chunk time on the decode clock) vs a plain TCP socket sending the same bytes in the same chunks;
 3. decode tokens/s continuing from a remote prefill's cache vs from a local prefill's cache;
 4. compression (bytes saved, greedy tokens equal to `none`, max logit error) and an A/B of the chunk
    serialization paths against raw grpcio (bench/kv_wire_paths.py);
 and plots one request's timeline per mode (per-layer compute vs per-layer transfer).
-Prints JSON. Speed numbers go to docs/benchmarks.md ("KV hand-off"), never into tests.
+Prints JSON. Speed numbers go to docs/benchmarks.md ("KV transfer"), never into tests.
 """
 
 from __future__ import annotations
@@ -188,8 +188,9 @@ def socket_goodput(sizes: list[int]) -> float:
 
 
 def on_loopback(lm, repeats: int) -> dict:
-    """gRPC hand-off goodput (bulk) vs a plain socket with the same chunks; decode TPS remote vs local."""
-    from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+    """gRPC KV transfer goodput (bulk) vs a plain socket with the same chunks; decode TPS remote vs local."""
+    from hybrid_workers.prefill.config import PrefillServerConfig
+    from hybrid_workers.prefill.server import start_server
     from kv_wire_paths import wire_paths  # next to this script
 
     running = start_server(lm, PrefillServerConfig(host="127.0.0.1", port=0))
@@ -325,7 +326,12 @@ def main() -> None:
     parser.add_argument("--target", default=None, help="client role: HOST:PORT of the prefill worker")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "kv_timeline.png")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="write the timeline PNG here (none: no plot)",
+    )
     args = parser.parse_args()
     if args.role == "client":
         client_role(args)
@@ -335,7 +341,7 @@ def main() -> None:
     torch.set_num_threads(2)
     results = {"prompt_tokens": PROMPT_TOKENS, "link": over_link(args)}
     results["loopback"] = on_loopback(load(args.model), args.repeats)
-    if "runs" in results["link"]:
+    if "runs" in results["link"] and args.plot is not None:
         plot(results["link"], args.plot)
         results["plot"] = str(args.plot)
     summary = {**results, "link": {k: v for k, v in results["link"].items() if k != "runs"}}

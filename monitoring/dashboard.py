@@ -1,6 +1,6 @@
 """The HybridInference Grafana dashboard: template variables, rows and panels (the one source of truth).
 
-Rows: Latency, Throughput, KV link, Health, Plan vs reality. docs/monitoring.md explains each panel
+Rows: Latency, Throughput, KV transfer, Health, Plan vs reality. docs/monitoring.md explains each panel
 and what to do when it looks wrong; a test keeps the two in step.
 """
 
@@ -134,7 +134,7 @@ def kv_link_row() -> Row:
         sum_by((), rate("time_to_first_token_seconds_sum", W, M, 'prefill="remote"')),
     )
     return Row(
-        "KV link",
+        "KV transfer",
         (
             Panel(
                 "KV transfer bytes/s",

@@ -77,6 +77,7 @@ def test_the_worker_dockerfiles_exist() -> None:
     assert {image_role(p) for p in DOCKERFILES} >= set(WORKER_IMAGES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_hadolint_finds_nothing(path: Path) -> None:
     result = subprocess.run([hadolint(), "--no-color", str(path)], capture_output=True, text=True, timeout=60)

@@ -16,7 +16,7 @@ from typing import Any
 from hybrid_operator.agent_contract import AgentLease, WorkerPhase, WorkerReport
 from hybrid_operator.kube import KubeClient
 from hybrid_operator.models import HybridInference
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodePlacement
 from hybrid_operator.render_common import PREFILL, PREFILL_PORT, child_name
 
 
@@ -119,7 +119,10 @@ async def read_lease(kube: KubeClient, cr: HybridInference) -> LeaseReading | No
 
 
 def prefill_address(
-    cr: HybridInference, placement: Placement, nodes: Sequence[Mapping[str, Any]], service: Mapping[str, Any]
+    cr: HybridInference,
+    placement: NodePlacement,
+    nodes: Sequence[Mapping[str, Any]],
+    service: Mapping[str, Any],
 ) -> str | None:
     """HOST:PORT the agent dials: decode.agent.prefillAddress, else a prefill node's IP and the NodePort."""
     target = cr.spec.decode.agent

@@ -11,18 +11,17 @@ import kopf
 import prometheus_client
 
 from hybrid_operator import metrics
-from hybrid_operator.config import OperatorConfig
+from hybrid_operator.config import OperatorConfig, configure_kopf
 from hybrid_operator.crd_health import API_VERSION as CRD_API_VERSION
 from hybrid_operator.crd_health import crd_health
 from hybrid_operator.kube import KubeClient, KubeError
 from hybrid_operator.models import GROUP, PLURAL, VERSION
 from hybrid_operator.reconcile import reconcile
 from hybrid_operator.render_common import MANAGED_BY
-from hybrid_operator.settings import configure
 
 logger = logging.getLogger(__name__)
 # Only children this operator created trigger passes. `labels=` on a kopf handler filters client-side
-# (kopf still lists and watches every Deployment in scope); settings.configure() therefore also sets
+# (kopf still lists and watches every Deployment in scope); config.configure_kopf() therefore also sets
 # this selector as kopf's server-side label selector for Deployments (settings.watching.label_selectors).
 CHILD_LABELS = {"app.kubernetes.io/name": "hybrid-inference", "app.kubernetes.io/managed-by": MANAGED_BY}
 
@@ -73,7 +72,7 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     """Read our settings from the environment, apply kopf's, serve metrics, start the resync loop."""
     _State.config = OperatorConfig.from_env()
     _State.locks = {}  # asyncio locks belong to one event loop: never reuse a previous run's
-    configure(settings, child_labels=CHILD_LABELS)
+    configure_kopf(settings, child_labels=CHILD_LABELS)
     _State.crd_served_at_start = await _crd_served(_login_info(settings))
     if not _State.crd_served_at_start:
         logger.warning(crd_health(False, False).message)

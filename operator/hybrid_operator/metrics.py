@@ -1,4 +1,4 @@
-"""Operator metrics (ARCHITECTURE.md §7): reconcile passes, their errors and their duration."""
+"""Operator metrics (docs/architecture.md "Metrics"): reconcile passes, their errors and their duration."""
 
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ from enum import StrEnum
 from typing import Any, Literal
 
 # The workers' own choices (light modules, no torch): one list each for the CLI, the wire and the CRD.
-from hybrid_workers.enums import DType, Fallback, TransferMode
+from hybrid_workers.enums import Device, DType, Fallback, TransferMode
 from hybrid_workers.enums import WireEncoding as Compression
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "hybridinference.dev"
@@ -31,14 +31,6 @@ class _Spec(BaseModel):
     """Base of every spec model: frozen, camelCase field names as in the CRD, unknown fields rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
-
-
-class Device(StrEnum):
-    """Compute device of a worker pool (`mps` is absent: Metal is not reachable from Linux containers)."""
-
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
 
 
 class PlacementMode(StrEnum):
@@ -153,7 +145,7 @@ class WorkerPoolSpec(_Spec):
     """One role's pods (prefill or decode): the same type serves both."""
 
     replicas: int = Field(default=1, ge=0, le=16)
-    device: Device = Device.AUTO
+    device: Device = Device.AUTO  # not mps: Metal is not reachable from Linux containers (the CRD's enum)
     gpus: int = Field(default=0, ge=0, le=8)  # nvidia.com/gpu per pod
     image: str | None = Field(default=None, min_length=1)  # default: the operator's image for the role
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -166,6 +158,13 @@ class WorkerPoolSpec(_Spec):
     progress_deadline_seconds: int = Field(default=1800, ge=60, le=86400)
     pod_template: PodTemplate | None = None
     agent: AgentTarget | None = None  # decode only: a native agent runs the role instead of pods
+
+    @field_validator("device")
+    @classmethod
+    def _not_mps(cls, device: Device) -> Device:
+        if device == Device.MPS:
+            raise ValueError("mps: Metal is not reachable from containers; use auto, cpu or cuda")
+        return device
 
     @model_validator(mode="after")
     def _gpus_need_gpu_device(self) -> WorkerPoolSpec:
@@ -182,7 +181,7 @@ class CertManagerSpec(_Spec):
 
 
 class TLSSpec(_Spec):
-    """TLS (or mutual TLS) on the gRPC KV link; the Secret holds tls.crt, tls.key and ca.crt."""
+    """TLS (or mutual TLS) on the KV transfer's gRPC connection; the Secret holds tls.crt, tls.key, ca.crt."""
 
     enabled: bool = False
     secret_name: str | None = Field(default=None, min_length=1, max_length=253)
@@ -199,7 +198,7 @@ class TLSSpec(_Spec):
 
 
 class KVTransferSpec(_Spec):
-    """The KV link between prefill and decode."""
+    """How KV caches are transferred from prefill to decode."""
 
     mode: TransferMode = TransferMode.LAYERWISE
     compression: Compression = Compression.NONE

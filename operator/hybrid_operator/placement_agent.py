@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 from hybrid_operator.agent_contract import AgentLease
 from hybrid_operator.models import HybridInference, PlacementMode
-from hybrid_operator.placement import NodeFacts, Placement, fits
-from hybrid_operator.placement_auto import (
+from hybrid_operator.placement import NodeFacts, NodePlacement
+from hybrid_operator.placement.auto import (
     DEFAULT_LINK,
     DEFAULT_SHAPE,
     HOSTNAME_LABEL,
     planner_request,
 )
+from hybrid_operator.placement.nodes import fits
 from hybrid_operator.planner import PlannerError, link_profile, model_shape
 from hybrid_operator.planner.auto_placement import NoPlacementError, plan_placement
 from hybrid_operator.planner.nodes import DEVICE_LABEL, PROFILE_ANNOTATION
@@ -42,7 +43,7 @@ def manual_for_checks(cr: HybridInference) -> HybridInference:
     return cr.model_copy(update={"spec": cr.spec.model_copy(update={"placement": placement})})
 
 
-def plan_with_agent(cr: HybridInference, nodes: Sequence[NodeFacts], lease: AgentLease) -> Placement:
+def plan_with_agent(cr: HybridInference, nodes: Sequence[NodeFacts], lease: AgentLease) -> NodePlacement:
     """Prefill on the node the planner pairs best with the agent; `problems` when it cannot plan."""
     spec, agent = cr.spec, agent_node(lease)
     if not lease.profile and not lease.device_profile:
@@ -50,7 +51,7 @@ def plan_with_agent(cr: HybridInference, nodes: Sequence[NodeFacts], lease: Agen
             f"placement.mode auto: decode.agent {lease.name} announces no device profile; start it with "
             "--profile FILE (from `hybrid-inference calibrate`) or --device-profile ID (e.g. m3-ultra)"
         )
-        return Placement((), (), reason=problem, problems=(problem,))
+        return NodePlacement((), (), reason=problem, problems=(problem,))
     roles = {node.name: {"prefill"} if fits(spec.prefill, node) else set() for node in nodes}
     roles[agent.name] = {"decode"}
     try:
@@ -65,9 +66,9 @@ def plan_with_agent(cr: HybridInference, nodes: Sequence[NodeFacts], lease: Agen
         )
     except (NoPlacementError, PlannerError) as exc:
         problem = f"placement.mode auto with decode.agent {lease.name}: {exc}"
-        return Placement((), (), reason=problem, problems=(problem,))
+        return NodePlacement((), (), reason=problem, problems=(problem,))
     hostname = {n.name: n.labels.get(HOSTNAME_LABEL, n.name) for n in nodes}
-    return Placement(
+    return NodePlacement(
         prefill_nodes=(plan.prefill_node,),
         decode_nodes=(agent.name,),
         reason="auto: " + plan.reason,
@@ -80,8 +81,8 @@ def plan_with_agent(cr: HybridInference, nodes: Sequence[NodeFacts], lease: Agen
 
 
 def predict_for_agent(
-    cr: HybridInference, nodes: Sequence[NodeFacts], lease: AgentLease, placement: Placement
-) -> Placement:
+    cr: HybridInference, nodes: Sequence[NodeFacts], lease: AgentLease, placement: NodePlacement
+) -> NodePlacement:
     """Manual placement with an agent: decode is the agent (not the fallback's candidate nodes), and the
     prediction is the planner's for the selected prefill nodes paired with the agent's profile."""
     agent = AGENT_NODE_PREFIX + lease.name

@@ -22,10 +22,8 @@ from hybrid_operator.apply import ChildRejected, apply_all
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.kube import ApplyResult, KubeClient, KubeError
 from hybrid_operator.models import HybridInference, parse
-from hybrid_operator.placement import NodeFacts, Placement
+from hybrid_operator.placement import HeldPlacement, NodeFacts, NodePlacement, hold_placement, with_prediction
 from hybrid_operator.placement_agent import manual_for_checks
-from hybrid_operator.placement_hold import HeldPlacement, hold_placement
-from hybrid_operator.placement_prediction import with_prediction
 from hybrid_operator.reconcile_agent import agent_placement, apply_agent
 from hybrid_operator.render import render
 from hybrid_operator.render_agent import adapt
@@ -51,7 +49,7 @@ __all__ = ["SpecProblem", "apply_all", "reconcile"]  # SpecProblem, apply_all: m
 
 
 @dataclass(frozen=True)
-class Outcome:
+class PassResult:
     """What one pass did: the status it wrote and the children it created or changed."""
 
     status: dict[str, Any]
@@ -78,11 +76,13 @@ def describe_errors(exc: ValidationError) -> str:
 async def check_world(
     kube: KubeClient, cr: HybridInference, previous: Mapping[str, Any] | None = None
 ) -> HeldPlacement:
-    """Placement on the current nodes (the last good one kept when its nodes are unavailable), and the
-    TLS Secret; raises SpecProblem when either cannot work."""
+    """Where each role runs on the current nodes (the last good placement kept when its nodes are
+    unavailable), and the TLS Secret; raises SpecProblem when either cannot work."""
     nodes = await kube.list_nodes()
     if nodes is None:
-        held = HeldPlacement(Placement(("?",), ("?",), reason="nodes not readable: placement not checked"))
+        held = HeldPlacement(
+            NodePlacement(("?",), ("?",), reason="nodes not readable: placement not checked")
+        )
     else:
         held = hold_placement(cr.spec, nodes, previous or {}, cr.metadata.generation)
         if held.placement.problems:
@@ -138,7 +138,7 @@ def _roles(cr: HybridInference, results: Sequence[ApplyResult]) -> tuple[RoleSta
 
 async def _write(
     kube: KubeClient, body: Mapping[str, Any], status: dict[str, Any], changes: Sequence[str]
-) -> Outcome:
+) -> PassResult:
     """Write the status (only when it differs) and post events for changes and phase transitions."""
     meta, previous = body["metadata"], body.get("status") or {}
     # Every status field, None for those this pass has nothing for: a merge patch then removes stale
@@ -152,7 +152,7 @@ async def _write(
     if said != before:
         warning = status["phase"] in ("Degraded", "Invalid")
         await kube.post_event(body, said[1] if warning else status["phase"], said[2], warning=warning)
-    return Outcome(status, tuple(changes))
+    return PassResult(status, tuple(changes))
 
 
 def _phase_says(status: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -181,7 +181,7 @@ def _rejected_at(previous: Mapping[str, Any], generation: int | None) -> bool:
 
 async def reconcile(
     kube: KubeClient, body: Mapping[str, Any], config: OperatorConfig, retry_rejected: bool = True
-) -> Outcome:
+) -> PassResult:
     """One pass over one HybridInference object body (as the API returned it).
 
     `retry_rejected=False` (resync timer, child events): a generation whose children the API server
@@ -190,14 +190,14 @@ async def reconcile(
     generation = body.get("metadata", {}).get("generation")
     if body.get("metadata", {}).get("deletionTimestamp"):
         # Being deleted (e.g. foreground deletion waiting for its children): never recreate them.
-        return Outcome(dict(previous))
+        return PassResult(dict(previous))
     try:
         cr = parse(dict(body))
     except ValidationError as exc:
         status = invalid_status(generation, "SchemaViolation", describe_errors(exc), previous, now_iso())
         return await _write(kube, body, status, ())
     if not retry_rejected and _rejected_at(previous, generation):
-        return Outcome(dict(previous))
+        return PassResult(dict(previous))
     try:
         check_spec(cr)
         lease = await read_lease(kube, cr)  # None unless decode.agent is set

@@ -22,9 +22,8 @@ from hybrid_operator.agent_world import (
 from hybrid_operator.apply import apply_all
 from hybrid_operator.kube import ApplyResult, KubeClient
 from hybrid_operator.models import AgentFallback, HybridInference, PlacementMode
-from hybrid_operator.placement import NodeFacts, Placement
+from hybrid_operator.placement import HeldPlacement, NodeFacts, NodePlacement
 from hybrid_operator.placement_agent import plan_with_agent, predict_for_agent
-from hybrid_operator.placement_hold import HeldPlacement
 from hybrid_operator.render_agent import AGENT_SUFFIX, assignment, assignment_data, endpoint_slice
 from hybrid_operator.render_common import DECODE, child_name
 from hybrid_operator.render_network import API_SUFFIX
@@ -43,7 +42,7 @@ async def apply_agent(
     kube: KubeClient,
     cr: HybridInference,
     reading: LeaseReading | None,
-    placement: Placement,
+    placement: NodePlacement,
     applied: Sequence[ApplyResult],
     previous: Mapping[str, Any],
 ) -> AgentOutcome:
@@ -88,7 +87,7 @@ async def _delete_agent_children(kube: KubeClient, cr: HybridInference) -> None:
 async def agent_placement(
     kube: KubeClient, cr: HybridInference, reading: LeaseReading, held: HeldPlacement
 ) -> HeldPlacement:
-    """Placement with an agent: auto, the planner picks the prefill node for the agent's profile;
+    """NodePlacement with an agent: auto, the planner picks the prefill node for the agent's profile;
     manual, the selected prefill nodes are kept and the prediction pairs them with the agent."""
     nodes = await kube.list_nodes()
     if nodes is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodePlacement
 from hybrid_operator.render_common import Manifest
 from hybrid_operator.render_network import (
     api_service,
@@ -18,7 +18,7 @@ from hybrid_operator.render_workers import decode_deployment, prefill_deployment
 from hybrid_operator.validation import resolved_dtype
 
 
-def with_placement(cr: HybridInference, placement: Placement) -> HybridInference:
+def with_placement(cr: HybridInference, placement: NodePlacement) -> HybridInference:
     """The resource with each role's nodeSelector replaced by the one placement chose (auto mode)."""
     if placement.prefill_selector is None and placement.decode_selector is None:
         return cr
@@ -34,7 +34,7 @@ def with_resolved_dtype(cr: HybridInference) -> HybridInference:
     return cr.model_copy(update={"spec": cr.spec.model_copy(update={"model": model})})
 
 
-def render(cr: HybridInference, placement: Placement, config: OperatorConfig) -> list[Manifest]:
+def render(cr: HybridInference, placement: NodePlacement, config: OperatorConfig) -> list[Manifest]:
     """All children in apply order: the NetworkPolicy before the pods it protects, Services, Deployments."""
     placed = with_placement(with_resolved_dtype(cr), placement)
     issued = certificate(placed)

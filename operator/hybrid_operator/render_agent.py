@@ -24,7 +24,7 @@ from hybrid_operator.agent_contract import (
 )
 from hybrid_operator.agent_world import AgentState, AgentView, LeaseReading, judge
 from hybrid_operator.models import AgentFallback, HybridInference
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodePlacement, decode_prediction_flags
 from hybrid_operator.render_common import DECODE, PREFILL, PREFILL_PORT, Manifest, child_name, metadata
 from hybrid_operator.render_network import API_SUFFIX
 from hybrid_operator.render_workers import decode_flags
@@ -45,13 +45,14 @@ def operator_version() -> str:
 
 
 def assignment_flags(
-    cr: HybridInference, prefill: str, placement: Placement | None = None
+    cr: HybridInference, prefill: str, placement: NodePlacement | None = None
 ) -> dict[str, object]:
     """`hybrid-inference decode` flags for the agent: paths on its machine, the reachable prefill, and
     (auto placement) the planner's prediction and threshold."""
     target = cr.spec.decode.agent
     assert target is not None, "assignment_flags needs decode.agent"
-    rendered = decode_flags(cr, placement)
+    planned = decode_prediction_flags(cr, placement) if placement is not None else {}
+    rendered = decode_flags(cr) | planned
     flags = {k: v for k, v in rendered.items() if k not in AGENT_OWNED_FLAGS and v is not None}
     flags["--model"] = target.model_path or cr.spec.model.source
     flags["--prefill"] = prefill
@@ -60,7 +61,9 @@ def assignment_flags(
     return {k: v for k, v in flags.items() if v is not None}
 
 
-def assignment_data(cr: HybridInference, prefill: str, placement: Placement | None = None) -> dict[str, str]:
+def assignment_data(
+    cr: HybridInference, prefill: str, placement: NodePlacement | None = None
+) -> dict[str, str]:
     """The assignment ConfigMap's data (its digest is what the agent reports back)."""
     return {
         DATA_PROTOCOL: str(ASSIGNMENT_PROTOCOL),

@@ -10,8 +10,7 @@ from hybrid_workers.enums import env_name
 
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference, WorkerPoolSpec
-from hybrid_operator.placement import GPU_RESOURCE, Placement
-from hybrid_operator.placement_auto import decode_prediction_flags
+from hybrid_operator.placement import GPU_RESOURCE, NodePlacement, decode_prediction_flags
 from hybrid_operator.pod_template import merge
 from hybrid_operator.render_common import (
     DECODE,
@@ -66,7 +65,7 @@ def _tls_flags(cr: HybridInference, role: str) -> dict[str, object]:
 
 
 def prefill_flags(cr: HybridInference) -> dict[str, object]:
-    """The `hybrid-inference prefill` flags (ARCHITECTURE.md §3) this instance needs."""
+    """The `hybrid-inference prefill` flags (docs/architecture.md "Command line") this instance needs."""
     kv = cr.spec.kv_transfer
     return {
         **_common_flags(cr, cr.spec.prefill),
@@ -78,11 +77,10 @@ def prefill_flags(cr: HybridInference) -> dict[str, object]:
     }
 
 
-def decode_flags(cr: HybridInference, placement: Placement | None = None) -> dict[str, object]:
-    """The `hybrid-inference decode` flags (ARCHITECTURE.md §3); with auto placement also the
-    planner's prediction (as gauges) and, for `remotePrefillMinTokens: auto`, its threshold."""
+def decode_flags(cr: HybridInference) -> dict[str, object]:
+    """The `hybrid-inference decode` flags (docs/architecture.md "Command line") this instance needs."""
     serving = cr.spec.serving
-    flags: dict[str, object] = {
+    return {
         **_common_flags(cr, cr.spec.decode),
         # The headless Service: one DNS record per ready prefill pod, round-robin in the decode channel.
         "--prefill": f"{child_name(cr, KV_SUFFIX)}:{PREFILL_PORT}",
@@ -94,9 +92,6 @@ def decode_flags(cr: HybridInference, placement: Placement | None = None) -> dic
         "--kv-compression": cr.spec.kv_transfer.compression.value,
         **_tls_flags(cr, DECODE),
     }
-    if placement is not None:
-        flags.update(decode_prediction_flags(cr, placement))
-    return flags
 
 
 def volumes(cr: HybridInference, role: str = PREFILL) -> list[dict[str, Any]]:
@@ -255,7 +250,7 @@ def prefill_deployment(cr: HybridInference, config: OperatorConfig) -> Manifest:
 
 
 def decode_deployment(
-    cr: HybridInference, config: OperatorConfig, placement: Placement | None = None
+    cr: HybridInference, config: OperatorConfig, placement: NodePlacement | None = None
 ) -> Manifest:
     """Deployment `<name>-decode`: `hybrid-inference decode` serving the OpenAI API (and /metrics).
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hybrid_operator.models import HybridInference
-from hybrid_operator.placement import Placement, node_label
+from hybrid_operator.placement import NodePlacement, node_label
 from hybrid_operator.render_common import child_name
 
 CONDITION_TYPES = ("Ready", "PrefillReady", "DecodeReady", "Degraded", "InvalidSpec")
@@ -117,7 +117,7 @@ def _phase(
 
 def ready_status(
     cr: HybridInference,
-    placement: Placement,
+    placement: NodePlacement,
     roles: tuple[RoleState, RoleState],
     previous: Mapping[str, Any],
     now: str,
@@ -156,7 +156,7 @@ def ready_status(
     return status
 
 
-def _prediction(placement: Placement) -> dict[str, float]:
+def _prediction(placement: NodePlacement) -> dict[str, float]:
     values = {
         "ttftSeconds": placement.ttft_seconds,
         "decodeTokensPerSecond": placement.decode_tokens_per_second,

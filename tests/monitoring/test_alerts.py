@@ -22,12 +22,14 @@ def _promtool(promtool: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
+@pytest.mark.slow
 def test_promtool_accepts_the_rules_file(promtool: str) -> None:
     result = _promtool(promtool, "check", "rules", str(ROOT / "monitoring/alerts.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
 
 
+@pytest.mark.slow
 def test_promtool_accepts_the_short_for_test_variant(promtool: str, tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rule_groups(for_="5s")))
@@ -35,6 +37,7 @@ def test_promtool_accepts_the_short_for_test_variant(promtool: str, tmp_path: Pa
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_promtool_rejects_a_broken_expression(promtool: str, tmp_path: Path) -> None:
     groups = rule_groups()
     groups["groups"][0]["rules"][0]["expr"] += " >"
@@ -192,6 +195,7 @@ def _expected(alert: str, firing: bool, series: list[dict[str, str]]) -> list[di
     return [{"exp_labels": {**labels, "severity": severity}}]
 
 
+@pytest.mark.slow  # one promtool process per case
 @pytest.mark.parametrize(
     ("alert", "series", "minute", "firing"), CASES, ids=[f"{c[0]}-{c[3]}" for c in CASES]
 )

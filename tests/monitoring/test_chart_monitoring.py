@@ -99,6 +99,7 @@ def test_default_rules_equal_the_plain_rules_file() -> None:
     assert rule["spec"] == plain
 
 
+@pytest.mark.slow
 def test_thresholds_and_runbook_url_come_from_values(promtool: str, tmp_path: Path) -> None:
     thresholds = {"ttftP95SloSeconds": 3.5, "decodeBelowPredictionFactor": 0.5, "fallbackRatio": 0.25}
     base = "https://wiki.example.org/hinf/runbooks"

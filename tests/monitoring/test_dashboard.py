@@ -11,7 +11,7 @@ import pytest
 from monitoring.outputs import OUTPUTS, ROOT, dashboard_json, stale
 from monitoring.queries import expand, metric_names, panel_queries
 
-ROWS = ["Latency", "Throughput", "KV link", "Health", "Plan vs reality"]
+ROWS = ["Latency", "Throughput", "KV transfer", "Health", "Plan vs reality"]
 
 
 def test_checked_in_outputs_match_the_generator() -> None:

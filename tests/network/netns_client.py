@@ -1,23 +1,38 @@
 """Decode side of the network test, run inside the decode namespace: remote prefill, then greedy decode.
 
-Usage: python netns_client.py TARGET MODEL_DIR PROMPT_TOKENS MODE...; prints one JSON line per mode:
-{"mode", "tokens" (remote first token + local greedy), "reference" (generate on this machine), "timings"}.
+Usage: python netns_client.py TARGET MODEL_DIR PROMPT_TOKENS SIGNAL_DIR MODE...; prints one JSON line per
+mode: {"mode", "tokens" (remote first token + local greedy), "reference" (generate on this machine)}.
+The first time layer 0 is complete here it creates SIGNAL_DIR/layer0-received (see netns_prefill.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import torch
+from hybrid_workers.decode import prefill_client
 from hybrid_workers.decode.prefill_client import PrefillClient
-from hybrid_workers.engine import SamplingParams, decode, load_model
+from hybrid_workers.engine import CacheBuilder, SamplingParams, decode, load_model
 
 NEW_TOKENS = 8
 
 
-def main(target: str, model_dir: str, prompt_tokens: int, modes: list[str]) -> None:
+def signal_layer_zero(signal_dir: Path) -> None:
+    """Have the client's cache builder create the signal file when layer 0 is complete on this side."""
+
+    class SignallingBuilder(CacheBuilder):
+        def add_layer(self, index, keys, values) -> None:  # type: ignore[no-untyped-def]
+            super().add_layer(index, keys, values)
+            if index == 0:
+                (signal_dir / "layer0-received").touch()
+
+    prefill_client.CacheBuilder = SignallingBuilder  # type: ignore[misc]
+
+
+def main(target: str, model_dir: str, prompt_tokens: int, signal_dir: str, modes: list[str]) -> None:
+    signal_layer_zero(Path(signal_dir))
     lm = load_model(model_dir, device="cpu", dtype="float32", progress=False)
     ids = [1, *range(8, 8 + prompt_tokens - 1)]
     params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0)
@@ -33,12 +48,8 @@ def main(target: str, model_dir: str, prompt_tokens: int, modes: list[str]) -> N
             if len(tokens) == NEW_TOKENS:
                 break
             tokens.append(step.token_id)
-        timings = dataclasses.asdict(remote.timings)
-        print(
-            json.dumps({"mode": mode, "tokens": tokens, "reference": reference, "timings": timings}),
-            flush=True,
-        )
+        print(json.dumps({"mode": mode, "tokens": tokens, "reference": reference}), flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:])

@@ -6,7 +6,7 @@ from typing import Any
 
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodePlacement
 from hybrid_operator.render import render
 
 CONFIG = OperatorConfig(prefill_image="reg/prefill:1", decode_image="reg/decode:1")
@@ -15,7 +15,7 @@ CONFIG = OperatorConfig(prefill_image="reg/prefill:1", decode_image="reg/decode:
 def worker_env(spec: dict[str, Any]) -> dict[str, dict[str, str]]:
     body = {"apiVersion": "hybridinference.dev/v1alpha1", "kind": "HybridInference"}
     body |= {"metadata": {"name": "m", "namespace": "inference", "uid": "u", "generation": 1}, "spec": spec}
-    manifests = render(parse(body), Placement(("n1",), ("n1",), reason="test"), CONFIG)
+    manifests = render(parse(body), NodePlacement(("n1",), ("n1",), reason="test"), CONFIG)
     deployments = [m for m in manifests if m["kind"] == "Deployment"]
     return {
         d["metadata"]["name"]: {

@@ -33,6 +33,7 @@ def test_scope_must_be_exactly_one(argv: tuple[str, ...], capsys: pytest.Capture
     assert "choose exactly one of --namespace NS and --all-namespaces" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_command_line_loads_without_importing_kopf_or_torch() -> None:
     code = (
         "import sys; from hybrid_workers.cli import build_parser; build_parser(); "
@@ -41,6 +42,7 @@ def test_command_line_loads_without_importing_kopf_or_torch() -> None:
     assert run_python(code) == "[]"
 
 
+@pytest.mark.slow
 def test_planner_imports_where_kopf_is_not_installed() -> None:
     code = (
         "import sys; sys.modules['kopf'] = None; import hybrid_operator.planner, hybrid_operator; "
@@ -49,6 +51,7 @@ def test_planner_imports_where_kopf_is_not_installed() -> None:
     assert run_python(code) == "False"
 
 
+@pytest.mark.slow
 def test_the_whole_operator_runs_without_torch_or_grpc() -> None:
     # The operator image installs no torch: everything kopf loads must work with torch unimportable.
     code = (

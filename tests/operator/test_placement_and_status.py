@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hybrid_operator.models import HybridInferenceSpec, parse
-from hybrid_operator.placement import NodeFacts, Placement, Taint, resolve_placement
+from hybrid_operator.placement import NodeFacts, NodePlacement, Taint, resolve_placement
 from hybrid_operator.status import RoleState, invalid_status, ready_status
 
 GPU_NODE = NodeFacts("spark", {"role": "prefill"}, gpus=1)
@@ -40,7 +40,7 @@ def test_selector_gpu_and_taints_decide_manual_placement() -> None:
     )
     assert result.prefill_nodes == ("spark",)  # the cordoned 4-GPU node is not a candidate
     assert result.decode_nodes == ("mac", "spark")  # no selector: any node whose taints it tolerates
-    assert result.ok
+    assert not result.problems
 
 
 def test_untolerated_taint_and_missing_gpus_are_problems_naming_the_role() -> None:
@@ -51,7 +51,7 @@ def test_untolerated_taint_and_missing_gpus_are_problems_naming_the_role() -> No
         ),
         [GPU_NODE, MAC],
     )
-    assert not result.ok
+    assert result.problems
     assert [p.split(".")[0] for p in result.problems] == ["prefill", "decode"]
     assert "2 GPU(s)" in result.problems[0]
 
@@ -64,7 +64,7 @@ def test_equal_toleration_must_match_the_value() -> None:
 
 CR = parse({"apiVersion": "hybridinference.dev/v1alpha1", "kind": "HybridInference",
             "metadata": {"name": "x", "namespace": "ns", "generation": 4}, "spec": {}})  # fmt: skip
-PLACED = Placement(("spark",), ("mac", "mini"), reason="manual")
+PLACED = NodePlacement(("spark",), ("mac", "mini"), reason="manual")
 
 
 def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:

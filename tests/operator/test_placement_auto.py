@@ -52,7 +52,7 @@ def decode_env(body_spec: dict[str, Any], nodes: list[NodeFacts]) -> dict[str, s
 
 def test_the_gpu_node_prefills_the_mac_decodes_and_unknown_nodes_are_named() -> None:
     placement = resolve_placement(spec(), [PI, MAC, SPARK])
-    assert placement.ok
+    assert not placement.problems
     assert (placement.prefill_nodes, placement.decode_nodes) == (("spark",), ("mac",))
     assert placement.prefill_selector == {"kubernetes.io/hostname": "spark-1"}
     assert placement.decode_selector == {"kubernetes.io/hostname": "mac"}
@@ -108,7 +108,7 @@ def test_status_carries_the_prediction_and_threshold() -> None:
 def test_only_unknown_nodes_is_a_problem_listing_each_reason() -> None:
     gpu = NodeFacts("mystery", {"nvidia.com/gpu.product": "NVIDIA-B300"}, gpus=8)
     placement = resolve_placement(spec(), [PI, gpu])
-    assert not placement.ok
+    assert placement.problems
     (problem,) = placement.problems
     assert problem.startswith("placement.mode auto: no node with a known device profile")
     assert "mystery: GPU NVIDIA-B300 has no profile" in problem and "raspberry: arm64 node" in problem
@@ -124,7 +124,7 @@ def test_a_model_without_a_known_shape_is_a_problem_naming_it() -> None:
 
 def test_the_default_model_is_planned_when_no_source_is_given() -> None:
     placement = resolve_placement(spec(model={}), [SPARK])
-    assert placement.ok and placement.prefill_nodes == ("spark",)
+    assert not placement.problems and placement.prefill_nodes == ("spark",)
     smollm2 = resolve_placement(
         spec(model={"source": "HuggingFaceTB/SmolLM2-135M-Instruct", "dtype": "float32"}), [SPARK]
     )

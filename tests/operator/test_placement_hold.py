@@ -1,11 +1,11 @@
-"""placement_hold: the last good placement is kept (and reported) while its nodes are unavailable."""
+"""placement.hold: the last good placement is kept (and reported) while its nodes are unavailable."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hybrid_operator.models import HybridInferenceSpec
-from hybrid_operator.placement_hold import hold_placement, unavailable_nodes
+from hybrid_operator.placement import hold_placement, unavailable_nodes
 
 READY = {"conditions": [{"type": "Ready", "status": "True"}]}
 NOT_READY = {"conditions": [{"type": "Ready", "status": "False"}]}
@@ -51,7 +51,7 @@ def test_unavailable_nodes_names_not_ready_and_cordoned() -> None:
 def test_auto_placement_keeps_the_last_nodes_while_the_mac_is_not_ready() -> None:
     assert hold_placement(AUTO, [SPARK, mac(READY)], {}).degraded is None
     held = hold_placement(AUTO, [SPARK, mac(NOT_READY)], BEFORE, generation=3)
-    assert held.placement.ok
+    assert not held.placement.problems
     assert held.placement.decode_selector == {"kubernetes.io/hostname": "mac-1"}
     assert held.placement.prefill_selector == {"kubernetes.io/hostname": "spark-1"}
     assert held.degraded is not None and "mac is NotReady" in held.degraded
@@ -59,7 +59,7 @@ def test_auto_placement_keeps_the_last_nodes_while_the_mac_is_not_ready() -> Non
 
 def test_auto_placement_of_a_deleted_node_is_kept_only_until_the_spec_changes() -> None:
     held = hold_placement(AUTO, [SPARK], BEFORE, generation=3)
-    assert held.placement.ok and held.placement.decode_nodes == ("mac",)
+    assert not held.placement.problems and held.placement.decode_nodes == ("mac",)
     assert held.degraded is not None and "mac is deleted" in held.degraded
     replanned = hold_placement(AUTO, [SPARK], BEFORE, generation=4)  # a new spec: plan again
     assert replanned.degraded is None and replanned.placement.decode_nodes == ("spark",)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hybrid_operator.models import API_VERSION, parse
-from hybrid_operator.placement import NodeFacts, Taint, resolve_placement
-from hybrid_operator.placement_prediction import with_prediction
+from hybrid_operator.placement import NodeFacts, Taint, resolve_placement, with_prediction
 from hybrid_operator.status import RoleState, ready_status
 
 GB10 = {"nvidia.com/gpu.product": "NVIDIA-GB10", "role": "prefill"}
@@ -50,5 +49,5 @@ def test_unknown_nodes_leave_the_prediction_empty_and_say_why() -> None:
     cr = resource(MANUAL)
     nodes = [SPARK, PI]
     placement = with_prediction(cr.spec, nodes, resolve_placement(cr.spec, nodes))
-    assert placement.ok and placement.ttft_seconds is None
+    assert not placement.problems and placement.ttft_seconds is None
     assert "no prediction:" in placement.reason

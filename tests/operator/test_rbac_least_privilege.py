@@ -23,7 +23,7 @@ from hybrid_operator.agent_contract import AgentLease, WorkerPhase, WorkerReport
 from hybrid_operator.agent_world import LeaseReading, judge
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodePlacement
 from hybrid_operator.render import render as render_children
 from hybrid_operator.render_agent import adapt, assignment, assignment_data, endpoint_slice
 
@@ -106,7 +106,7 @@ def applied_kinds() -> set[Rule]:
 
 def _children(cr: Any) -> list[dict[str, Any]]:
     """Every child a pass may apply for `cr`, the agent's too (with an agent that is serving it)."""
-    manifests = render_children(cr, Placement(("n",), ("n",), "t"), OperatorConfig())
+    manifests = render_children(cr, NodePlacement(("n",), ("n",), "t"), OperatorConfig())
     if cr.spec.decode.agent is None:
         return manifests
     worker = WorkerReport(WorkerPhase.READY, port=8000)

@@ -11,14 +11,14 @@ from hybrid_operator.agent_status import decode_role, with_agent
 from hybrid_operator.agent_world import AgentState, LeaseReading, judge, prefill_address
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
-from hybrid_operator.placement import NodeFacts, Placement
+from hybrid_operator.placement import NodeFacts, NodePlacement
 from hybrid_operator.placement_agent import plan_with_agent, predict_for_agent
 from hybrid_operator.render import render
 from hybrid_operator.render_agent import adapt, endpoint_slice
 from hybrid_operator.status import RoleState, ready_status
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
-PLACEMENT = Placement(("spark",), ("?",), "test")
+PLACEMENT = NodePlacement(("spark",), ("?",), "test")
 
 
 def resource(fallback: str = "none") -> Any:
@@ -158,7 +158,11 @@ def test_auto_placement_pairs_the_best_prefill_node_with_the_agents_profile() ->
         NodeFacts("cpu-box", labels={"hybridinference.dev/device": "generic-cpu"}),
     ]
     placement = plan_with_agent(auto_resource(), nodes, AgentLease("mac", device_profile="m3-ultra"))
-    assert placement.ok and placement.prefill_nodes == ("spark",) and placement.decode_nodes == ("agent:mac",)
+    assert (
+        (not placement.problems)
+        and placement.prefill_nodes == ("spark",)
+        and placement.decode_nodes == ("agent:mac",)
+    )
     assert (
         placement.prefill_selector == {"kubernetes.io/hostname": "spark"}
         and placement.decode_selector is None
@@ -179,7 +183,7 @@ def test_manual_placement_with_an_agent_predicts_the_selected_prefill_node_paire
         NodeFacts("spark", labels={"hybridinference.dev/device": "dgx-spark"}),
         NodeFacts("rtx", labels={"hybridinference.dev/device": "rtx-4090"}),
     ]
-    pod_path = Placement(
+    pod_path = NodePlacement(
         ("spark",), ("spark", "rtx"), "manual", ttft_seconds=9.0, decode_tokens_per_second=1.0
     )
     predicted = predict_for_agent(cr, nodes, AgentLease("mac", device_profile="m3-ultra"), pod_path)

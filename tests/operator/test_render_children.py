@@ -12,14 +12,14 @@ from crd_schema import ROOT
 from helm_render import SUPPORTED_VERSIONS
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference, parse
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodePlacement
 from hybrid_operator.render import render
 
 SAMPLES = sorted((ROOT / "tests" / "data" / "hybridinference" / "valid").glob("*.yaml")) + sorted(
     (ROOT / "examples").glob("*.yaml")
 )
 CONFIG = OperatorConfig(prefill_image="reg/prefill:1", decode_image="reg/decode:1")
-ANYWHERE = Placement(("n1",), ("n1",), reason="test")
+ANYWHERE = NodePlacement(("n1",), ("n1",), reason="test")
 
 
 def resource(path_or_body: Path | dict[str, Any], **spec_updates: Any) -> HybridInference:
@@ -223,7 +223,7 @@ def test_service_monitor_labels_series_with_instance_and_component() -> None:
 
 
 def test_placement_selectors_replace_the_spec_selectors() -> None:
-    pinned = Placement(("spark",), ("mac",), "auto", prefill_selector={"kubernetes.io/hostname": "spark"},
+    pinned = NodePlacement(("spark",), ("mac",), "auto", prefill_selector={"kubernetes.io/hostname": "spark"},
                        decode_selector={"kubernetes.io/hostname": "mac"})  # fmt: skip
     objs = by_name(render(resource(SPARK), pinned, CONFIG))
     pod = objs["Deployment/spark-plus-mac-prefill"]["spec"]["template"]["spec"]
@@ -231,7 +231,7 @@ def test_placement_selectors_replace_the_spec_selectors() -> None:
 
 
 def test_a_prediction_reaches_the_decode_worker_as_gauges() -> None:
-    predicted = Placement(("spark",), ("mac",), "auto", ttft_seconds=1.47, decode_tokens_per_second=37.6)
+    predicted = NodePlacement(("spark",), ("mac",), "auto", ttft_seconds=1.47, decode_tokens_per_second=37.6)
     env = env_of(render(resource(SPARK), predicted, CONFIG), "spark-plus-mac-decode")
     assert env["HYBRID_INFERENCE_PREDICTED_TTFT_SECONDS"] == "1.47"
     assert env["HYBRID_INFERENCE_PREDICTED_DECODE_TOKENS_PER_SECOND"] == "37.6"

@@ -13,13 +13,13 @@ from crd_schema import ROOT
 from helm_render import SUPPORTED_VERSIONS
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference, parse
-from hybrid_operator.placement import Placement
+from hybrid_operator.placement import NodePlacement
 from hybrid_operator.render import render
 from hybrid_operator.validation import SpecProblem, check_spec
 
 SAMPLE = ROOT / "tests" / "data" / "hybridinference" / "valid" / "per-role-volumes-and-pod-template.yaml"
 CONFIG = OperatorConfig(prefill_image="reg/prefill:1", decode_image="reg/decode:1")
-ANYWHERE = Placement(("n1",), ("n1",), reason="test")
+ANYWHERE = NodePlacement(("n1",), ("n1",), reason="test")
 
 
 def body(**spec_updates: Any) -> dict[str, Any]:

@@ -12,16 +12,16 @@ import pytest
 from hybrid_operator.planner import Request, device_profile, link_profile, make_plan, model_shape
 from hybrid_operator.planner.nodes import NodeInfo, profile_node
 from hybrid_workers.cli import main
+from support.prefill import prefill_server as serving
+
+pytestmark = pytest.mark.slow  # measures this machine for seconds, and a real prefill worker
 
 
 @pytest.fixture(scope="module")
 def prefill_server(tiny_lm) -> Iterator:  # -> RunningServer
     """A real prefill worker (gRPC, tiny model) on a free loopback port."""
-    from hybrid_workers.prefill.server import PrefillServerConfig, start_server
-
-    running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0))
-    yield running
-    running.stop(grace_s=0)
+    with serving(tiny_lm) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_the_profile_works_as_a_node_annotation(profile_file: Path) -> None:
         (["--dtypes", "float32,fp4"], "--dtypes float32,fp4: unknown dtype 'fp4'"),
         (["--budget-seconds", "0"], "--budget-seconds 0.0: must be > 0"),
         (["--out", "/no/such/dir/p.json"], "--out /no/such/dir/p.json: folder '/no/such/dir' does not exist"),
-        (["--device", "tpu"], "--device tpu: unknown device"),
+        (["--device", "tpu"], "--device: 'tpu' is not a choice; use one of auto, cpu, cuda, mps"),
         (["--shape", "gpt-9"], "--shape gpt-9: unknown model"),
         (["--prefill-tokens", "0"], "--prefill-tokens 0: must be >= 1"),
     ],

@@ -76,6 +76,7 @@ def test_demo_model_command_writes_a_loadable_model(tmp_path, capsys):
     assert (tmp_path / "m" / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 def test_console_script_loads_a_hugging_face_id_from_the_local_cache(tiny_model_dir, tmp_path):
     """`--model org/name` resolves through the HF cache layout (refs/main -> snapshots/<commit>)."""
     commit = "0123456789abcdef0123456789abcdef01234567"

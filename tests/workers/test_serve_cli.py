@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 from hybrid_workers.cli import build_parser
-from hybrid_workers.cli.serve import FORWARDED, Ports
+from hybrid_workers.serve_options import FORWARDED, Ports
 from hybrid_workers.serve_session import client_host, decode_spec, prefill_spec
 
 PORTS = Ports(api=18000, prefill=15051, prefill_metrics=19090)
@@ -65,7 +65,7 @@ def test_each_pass_through_flag_reaches_its_worker_only(flag: str, value: str) -
         ("prefill", prefill_spec(args, "/m", PORTS)),
         ("decode", decode_spec(args, "/m", PORTS)),
     ):
-        if role in FORWARDED[flag]:
+        if role in FORWARDED[flag].roles:
             assert str(getattr(worker_args(spec.argv), dest)) == value
         else:
             assert flag not in spec.argv

@@ -42,7 +42,7 @@ def test_a_worker_failing_at_start_up_is_reported_with_its_own_error(tiny_model_
     serve = start_serve(tiny_model_dir, "--prefill-arg=--chunk-bytes=lots")
     assert serve.process.wait(120) == ExitCode.PREFILL_EXITED, serve.output()
     serve.wait_for_line(r"the prefill worker exited 2; stopped the decode worker", 10)
-    serve.wait_for_line(r"--chunk-bytes 'lots': give bytes", 10)
+    serve.wait_for_line(r"--chunk-bytes 'lots': give a byte count", 10)
     assert process_gone(serve.pids["decode"])
 
 

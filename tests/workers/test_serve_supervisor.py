@@ -16,6 +16,8 @@ import pytest
 from hybrid_workers.supervisor import ChildSpec, ExitCode, Supervisor
 from support.serve import process_gone as gone
 
+pytestmark = pytest.mark.slow  # spawns processes
+
 SLEEPER = (sys.executable, "-c", "import time; print('up', flush=True); time.sleep(600)")
 
 

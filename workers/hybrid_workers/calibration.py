@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from hybrid_operator.planner.model_shape import ModelShape
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from hybrid_workers.enums import DType
+from hybrid_workers.torch_dtypes import TORCH_DTYPES
 
 
 @dataclass(frozen=True)
@@ -275,14 +276,14 @@ def measure_profile(
     runs = _Runs(repeats, progress, total=3 * len(dtypes) + 3)
     peak, tflops, decode = {}, {}, {}
     for d in dtypes:
-        dtype = DTYPES[d]
+        dtype = TORCH_DTYPES[DType(d)]
         peak[d] = runs.take(f"matmul {d}", partial(matmul_tflops, device, dtype, budget), "TFLOP/s")
     for d in dtypes:
-        measure = partial(prefill_tflops, device, DTYPES[d], budget, shape, rows)
+        measure = partial(prefill_tflops, device, TORCH_DTYPES[DType(d)], budget, shape, rows)
         tflops[d] = runs.take(f"prefill GEMMs {d}", measure, "TFLOP/s")
     for d in dtypes:
         decode[d] = runs.take(
-            f"decode GEMVs {d}", partial(decode_gbps, device, DTYPES[d], budget, shape), "GB/s"
+            f"decode GEMVs {d}", partial(decode_gbps, device, TORCH_DTYPES[DType(d)], budget, shape), "GB/s"
         )
     read = runs.take("read", partial(read_gbps, device, budget), "GB/s")
     overhead = runs.take("layer overhead", partial(layer_overhead_seconds, device, 2 * budget), "s")

@@ -27,6 +27,10 @@ class DType(StrEnum):
     FLOAT16 = "float16"
 
 
+# The dtypes a model really runs in (DType without `auto`), in the order flags and profiles list them.
+CONCRETE_DTYPES = (DType.FLOAT32, DType.BFLOAT16, DType.FLOAT16)
+
+
 class Engine(StrEnum):
     """The decode engine (`--engine`): `auto` is mlx on macOS arm64 when installed, torch elsewhere."""
 
@@ -64,6 +68,15 @@ class Fallback(StrEnum):
 
     LOCAL = "local"  # prefill on the decode worker instead (counted in prefill_fallback_total)
     FAIL = "fail"  # answer 503 with an OpenAI error
+
+
+class LogLevel(StrEnum):
+    """How much a worker or the agent logs (`--log-level`; uvicorn's levels)."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
 
 
 ENV_PREFIX = "HYBRID_INFERENCE_"

@@ -2,8 +2,8 @@
 
 Throughput comes from a real bulk-mode Prefill: the worker computes the whole prompt first, then
 streams every layer back-to-back, so first KV chunk -> last KV chunk at the receiver is pure transfer
-(the same gRPC path, chunk size and message copies as a real hand-off). Latency is half the median
-round trip of the Health RPC. The result is a link profile in the planner's JSON shape.
+(the same gRPC path, chunk size and message copies as a real KV transfer). Latency is half the median
+round trip of a grpc.health.v1 Check. The result is a link profile in the planner's JSON shape.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.kv.convert import request_to_pb
-from hybrid_workers.kv.frames import GRPC_OPTIONS, KVRequest, TransferMode, WireEncoding
+from hybrid_workers.kv.frames import GRPC_OPTIONS, KVRequest
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
+from hybrid_workers.prefill.servicer import SERVICE_NAME
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,14 @@ def _stream(stub: Any, tokens: int, timeout: float) -> Transfer:
     return Transfer(payload, last - first, chunks)
 
 
-def _latency_seconds(stub: Any, timeout: float, calls: int = 20) -> float:
+def _latency_seconds(channel: grpc.Channel, timeout: float, calls: int = 20) -> float:
+    """Half the median round trip of a grpc.health.v1 Check (a tiny request and reply)."""
+    health = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
     rounds = []
     for _ in range(calls):
         start = time.perf_counter()
-        stub.Health(kv_pb2.HealthRequest(), timeout=timeout)
+        health.Check(request, timeout=timeout)
         rounds.append(time.perf_counter() - start)
     return statistics.median(rounds) / 2
 
@@ -66,7 +72,7 @@ def measure_link(
         stub = kv_pb2_grpc.PrefillWorkerStub(channel)
         try:
             info = stub.Info(kv_pb2.InfoRequest(), timeout=timeout)
-            latency = _latency_seconds(stub, timeout)
+            latency = _latency_seconds(channel, timeout)
             length = tokens or max(1, min(info.max_context - 1, 4096))
             transfers = [_stream(stub, length, timeout) for _ in range(repeats)]
         except grpc.RpcError as exc:
@@ -89,6 +95,6 @@ def measure_link(
         "source": (
             f"hybrid-inference calibrate --peer {peer} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
             f"{length}-token bulk prefill of {info.model_name} ({timed[0].payload_bytes} KV bytes), "
-            f"median of {len(timed)} streams; latency = Health RTT / 2"
+            f"median of {len(timed)} streams; latency = health check RTT / 2"
         ),
     }

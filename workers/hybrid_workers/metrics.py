@@ -1,4 +1,4 @@
-"""Prometheus metrics of both workers (ARCHITECTURE.md §7): names, labels and buckets in one place.
+"""Prometheus metrics of both workers (docs/architecture.md, "Metrics"): names, labels, buckets in one place.
 
 Every metric is prefixed `hybrid_inference_` and carries its unit in its name. Labels:
 `model` (the served model name) on all of them, `prefill` (`remote` | `local`, where the prompt's
@@ -27,7 +27,7 @@ class PrefillSite(StrEnum):
     LOCAL = "local"
 
 
-class Outcome(StrEnum):
+class RequestOutcome(StrEnum):
     """Value of the `outcome` label of `requests_total`."""
 
     SUCCESS = "success"  # finished with finish_reason stop or length
@@ -140,7 +140,9 @@ generation_tokens_total = Counter(
     PREFIX + "generation_tokens_total", "Tokens generated (sent to clients)", _PER_REQUEST
 )
 requests_total = Counter(
-    PREFIX + "requests_total", "Completion requests by outcome (see metrics.Outcome)", ("model", "outcome")
+    PREFIX + "requests_total",
+    "Completion requests by outcome (see metrics.RequestOutcome)",
+    ("model", "outcome"),
 )
 requests_running = Gauge(PREFIX + "requests_running", "Requests holding a scheduler slot now", _MODEL)
 requests_waiting = Gauge(PREFIX + "requests_waiting", "Requests queued for a scheduler slot now", _MODEL)
@@ -232,7 +234,7 @@ def zero_labelled_series(model: str) -> None:
     A labelled counter appears only at its first increment, so `rate()` and `increase()` would miss
     that first event (and alerts on it would never see a change); started at 0 they see every one.
     """
-    for outcome in Outcome:
+    for outcome in RequestOutcome:
         requests_total.labels(model, outcome.value)
     for reason in FallbackReason:
         prefill_fallback_total.labels(model, reason.value)

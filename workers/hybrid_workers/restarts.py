@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from hybrid_workers.errors import UserError
-from hybrid_workers.supervisor import POLL_SECONDS, Child, ExitCode, Outcome, Supervisor, describe_status
+from hybrid_workers.supervisor import POLL_SECONDS, Child, ExitCode, SessionEnd, Supervisor, describe_status
 
 DEFAULT_MAX_RESTARTS = 5
 DEFAULT_WINDOW_S = 60.0
@@ -65,7 +65,7 @@ def supervise(
     policy: RestartPolicy,
     say: Callable[[str], None],
     is_back: Mapping[str, Callable[[], bool]] | None = None,
-) -> Outcome:
+) -> SessionEnd:
     """Like Supervisor.run, but an exited child is restarted after the policy's delay while the others
     keep running; `say` is told each crash, restart and return (when `is_back[name]()` turns true).
     Ends on a stop request (STOPPED) or when a child crashed too often (its exit code)."""
@@ -87,15 +87,15 @@ class _Restarter:
         self.restart_at: dict[str, float] = {}  # child name -> when to start it again
         self.coming_back: set[str] = set()  # restarted, not yet announced as back
 
-    def run(self) -> Outcome:
+    def run(self) -> SessionEnd:
         while not self.supervisor.stop_requested.is_set():
             for child in self.supervisor.children:
                 if (outcome := self._step(child, time.monotonic())) is not None:
                     return outcome
             self.supervisor.stop_requested.wait(POLL_SECONDS)
-        return Outcome(ExitCode.STOPPED)
+        return SessionEnd(ExitCode.STOPPED)
 
-    def _step(self, child: Child, now: float) -> Outcome | None:
+    def _step(self, child: Child, now: float) -> SessionEnd | None:
         name = child.name
         if name in self.restart_at:
             if now >= self.restart_at[name]:
@@ -114,7 +114,7 @@ class _Restarter:
         crashes = self.crashes[name]
         delay = crashes.crashed(now)
         if delay is None:
-            return Outcome(child.spec.exit_code, child, status, crashes.recent)
+            return SessionEnd(child.spec.exit_code, child, status, crashes.recent)
         self.say(
             f"the {name} worker {describe_status(status)}; restarting it in {delay:g} s (crash "
             f"{crashes.recent} of {self.policy.max_restarts} restarted within {self.policy.window_s:g} s)"

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hybrid_workers import restarts
-from hybrid_workers.cli.serve import FORWARDED, LOOPBACK, Ports
 from hybrid_workers.options import served_name
 from hybrid_workers.restarts import RestartPolicy
+from hybrid_workers.serve_options import FORWARDED, LOOPBACK, Ports
 from hybrid_workers.supervisor import (
     Child,
     ChildSpec,
     ExitCode,
-    Outcome,
+    SessionEnd,
     Supervisor,
     describe_status,
     http_ok,
@@ -47,9 +47,9 @@ def worker_argv(role: str, args: argparse.Namespace, model: str) -> list[str]:
 def forwarded(role: str, args: argparse.Namespace) -> list[str]:
     """The pass-through options given to `serve` that `role` takes, then its --<role>-arg extras."""
     out: list[str] = []
-    for flag, roles in FORWARDED.items():
+    for flag, option in FORWARDED.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if role in roles and value is not None:
+        if role in option.roles and value is not None:
             out += [flag, str(value)]
     return out + list(getattr(args, f"{role}_arg"))
 
@@ -197,7 +197,7 @@ def announce(api: str, model: str) -> None:
 
 
 def report(
-    outcome: Outcome,
+    outcome: SessionEnd,
     children: list[Child],
     statuses: dict[str, int],
     ready_timeout: float,

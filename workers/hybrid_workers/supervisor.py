@@ -178,7 +178,7 @@ class Child:
 
 
 @dataclass
-class Outcome:
+class SessionEnd:
     """How a supervised run ended: the exit code and, when a child failed, which one and its status."""
 
     code: ExitCode
@@ -212,7 +212,7 @@ class Supervisor:
         """The first child (in start order) that has exited, or None while all run."""
         return next((c for c in self.children if c.returncode() is not None), None)
 
-    def wait_ready(self, is_ready: Callable[[], bool], timeout: float) -> Outcome | None:
+    def wait_ready(self, is_ready: Callable[[], bool], timeout: float) -> SessionEnd | None:
         """Poll `is_ready` until it is true (None), a child exits, a stop is requested, or `timeout`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -221,9 +221,9 @@ class Supervisor:
             if is_ready():
                 return None
             self.stop_requested.wait(POLL_SECONDS)
-        return Outcome(ExitCode.NOT_READY)
+        return SessionEnd(ExitCode.NOT_READY)
 
-    def run(self) -> Outcome:
+    def run(self) -> SessionEnd:
         """Block until a stop is requested or a child exits (restarts.supervise restarts them instead)."""
         while (outcome := self._check()) is None:
             self.stop_requested.wait(POLL_SECONDS)
@@ -240,11 +240,11 @@ class Supervisor:
         """Stop every child still running (decode first); returns each child's exit status by name."""
         return {child.name: child.stop(self._stop_timeout) for child in reversed(self.children)}
 
-    def _check(self) -> Outcome | None:
+    def _check(self) -> SessionEnd | None:
         if (child := self.first_exited()) is not None:
-            return Outcome(child.spec.exit_code, child, child.returncode())
+            return SessionEnd(child.spec.exit_code, child, child.returncode())
         if self.stop_requested.is_set():
-            return Outcome(ExitCode.STOPPED)
+            return SessionEnd(ExitCode.STOPPED)
         return None
 
 

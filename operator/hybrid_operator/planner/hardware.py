@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hybrid_workers.enums import CONCRETE_DTYPES
 
 from hybrid_operator.planner.errors import PlannerError
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = tuple(CONCRETE_DTYPES)  # the rates a profile may list
 # Keys of peak_tflops / sustained_tflops: the model dtypes, plus the fp8/fp4 tensor-core rates that
 # fp8 / nvfp4 weights use where the device has them.
 COMPUTE_KEYS = (*DTYPES, "fp8", "fp4")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hybrid_workers.enums import DType, WireEncoding
 
 from hybrid_operator.planner.errors import PlannerError
 from hybrid_operator.planner.weight_formats import weight_format
@@ -21,9 +22,9 @@ from hybrid_operator.planner.weight_formats import weight_format
 _DATA = Path(__file__).with_name("models.yaml")
 
 # Bytes per element of weights, activations and KV cache for each model dtype.
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPE_BYTES: dict[str, int] = {DType.FLOAT32: 4, DType.BFLOAT16: 2, DType.FLOAT16: 2}
 # KV wire encodings: bytes per element on the wire (None = the model dtype's own size).
-WIRE_BYTES: dict[str, int | None] = {"none": None, "fp8": 1, "int8": 1}
+WIRE_BYTES: dict[str, int | None] = {WireEncoding.NONE: None, WireEncoding.FP8: 1, WireEncoding.INT8: 1}
 # Compressed KV carries one float32 scale per (layer, K|V, KV head): negligible, but counted.
 SCALE_BYTES = 4
 # config.json fields that mark a mixture-of-experts model (its FLOPs and bytes per token differ).

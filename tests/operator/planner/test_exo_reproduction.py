@@ -1,8 +1,8 @@
 """The seed experiment: EXO's six published numbers for Llama-3.1-8B FP16 on DGX Spark + M3 Ultra.
 
-REFERENCE.md: 8,192-token prompt, 32 output tokens, 10 GbE. The planner uses the spec-sheet peaks and
-the two global utilisation factors of devices.yaml (compute 0.90, bandwidth 0.70); nothing here is
-tuned per number.
+docs/architecture.md ("Numbers and formulas"): 8,192-token prompt, 32 output tokens, 10 GbE. The planner
+uses the spec-sheet peaks and the two global utilisation factors of devices.yaml (compute 0.90,
+bandwidth 0.70); nothing here is tuned per number.
 """
 
 from __future__ import annotations
@@ -66,6 +66,6 @@ def test_bulk_transfer_would_add_the_whole_gibibyte_to_ttft() -> None:
         Request(8192, 32),
     )
     bulk = next(p for p in plan.placements if p.mode == "bulk" and p.prefill == "dgx-spark")
-    # 1 GiB at 10 Gb/s x 94% payload = 0.91 s (REFERENCE.md: ≈0.86 s at line rate)
+    # 1 GiB at 10 Gb/s x 94% payload = 0.91 s (docs/architecture.md: ≈0.86 s at line rate)
     assert bulk.kv_exposed_seconds == pytest.approx((1 << 30) / (10e9 / 8 * 0.94))
     assert bulk.kv_transfer_bytes == 1 << 30

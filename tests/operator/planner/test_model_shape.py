@@ -158,8 +158,8 @@ def test_unknown_dtype_and_compression_name_the_choices() -> None:
 @pytest.mark.parametrize("encoding", ["none", "fp8", "int8"])
 def test_wire_bytes_equal_what_the_kv_codec_encodes(dtype: str, encoding: str) -> None:
     torch = pytest.importorskip("torch")
+    from hybrid_workers.enums import WireEncoding
     from hybrid_workers.kv.compression import encode
-    from hybrid_workers.kv.frames import WireEncoding
 
     shape = model_shape("demo-bench")
     keys, values = (

@@ -119,8 +119,11 @@ def test_plot_writes_a_png(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--dtype", "fp16"], "--dtype fp16: unknown value; use one of float32, bfloat16, float16"),
-        (["--kv-compression", "zstd"], "--kv-compression zstd: unknown value; use one of none, fp8, int8"),
+        (["--dtype", "fp16"], "--dtype: 'fp16' is not a choice; use one of float32, bfloat16, float16"),
+        (
+            ["--kv-compression", "zstd"],
+            "--kv-compression: 'zstd' is not a choice; use one of none, fp8, int8",
+        ),
         (["--prompt-tokens", "-5"], "--prompt-tokens -5: must be >= 0"),
         (["--link", "carrier-pigeon"], "unknown link 'carrier-pigeon'; use a measured link file or one of"),
         (["--decode-device", "m9-ultra"], "unknown device 'm9-ultra'"),
@@ -143,6 +146,7 @@ def test_missing_devices_are_named(
     assert "--prefill-device is required" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_plan_runs_without_importing_torch() -> None:
     code = (
         "import sys; from hybrid_workers.cli import main; "

@@ -22,7 +22,8 @@ from hybrid_workers.decode.sequence import SequenceRun
 from hybrid_workers.engine import SamplingParams, stream_completion
 from hybrid_workers.engine.batched import TorchDecodeEngine
 from hybrid_workers.engine.generation import TextStep
-from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.server import start_server
 
 TOKENS = 32
 GREEDY = SamplingParams(max_tokens=TOKENS, temperature=0)

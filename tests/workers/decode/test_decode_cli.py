@@ -15,7 +15,8 @@ import httpx
 import pytest
 from decode_servers import free_port, wait_for
 from hybrid_workers.cli import build_parser
-from hybrid_workers.cli.decode import build_config, served_name
+from hybrid_workers.cli.decode import build_config
+from hybrid_workers.options import served_name
 
 PROMPT = "The decode worker asks the prefill worker for the cache of this rather long prompt, " * 2
 

@@ -13,7 +13,8 @@ from hybrid_workers.kv.errors import Reason
 from hybrid_workers.kv.frames import PROTOCOL_VERSION
 from hybrid_workers.kv.handshake import INSTANCE_ID
 from hybrid_workers.metrics import sample_value
-from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.server import start_server
 from support.models import one_element_changed
 
 LONG_PROMPT = "The handshake decides whether this prompt may prefill on the other worker at all. " * 2

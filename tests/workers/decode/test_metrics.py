@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 
-from hybrid_workers.metrics import FallbackReason, Outcome, sample_value
+from hybrid_workers.metrics import FallbackReason, RequestOutcome, sample_value
 from prometheus_client.parser import text_string_to_metric_families
 
 PROMPT = "Metrics tell whether the plan matches reality"
@@ -67,7 +67,9 @@ def test_every_outcome_and_fallback_series_exists_before_its_first_event(decode_
     with server.client() as client:
         families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
     mine = [s for s in families["hybrid_inference_requests"].samples if s.labels["model"] == "fresh-zeroes"]
-    assert {s.labels["outcome"] for s in mine if s.name.endswith("_total")} == {o.value for o in Outcome}
+    assert {s.labels["outcome"] for s in mine if s.name.endswith("_total")} == {
+        o.value for o in RequestOutcome
+    }
     fallbacks = families["hybrid_inference_prefill_fallback"].samples
     reasons = {s.labels["reason"] for s in fallbacks if s.labels["model"] == "fresh-zeroes"}
     assert reasons == {r.value for r in FallbackReason}

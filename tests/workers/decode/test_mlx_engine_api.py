@@ -14,7 +14,7 @@ import pytest
 from decode_servers import start_server, stop_server, wait_for
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.metrics import sample_value
-from hybrid_workers.prefill.server import PrefillServerConfig
+from hybrid_workers.prefill.config import PrefillServerConfig
 from hybrid_workers.prefill.server import start_server as start_prefill
 
 pytest.importorskip("mlx.core", reason="the MLX engine needs the [mlx] extra (mlx, mlx-lm)")

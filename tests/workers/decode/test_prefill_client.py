@@ -1,7 +1,7 @@
 """PrefillClient against a misbehaving prefill worker: a real gRPC server sending crafted frames.
 
 Every malformed stream ends in KVProtocolError with its own reason, and the same client then
-completes a valid hand-off from the same server (nothing stuck, nothing leaked into the next call).
+completes a valid KV transfer from the same server (nothing stuck, nothing leaked into the next call).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import torch
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
-from hybrid_workers.kv.checks import dtype_name
+from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.kv.chunker import build_header, layer_chunks
 from hybrid_workers.kv.convert import frame_to_pb, request_from_pb
 from hybrid_workers.kv.errors import KVProtocolError, Reason
@@ -29,11 +29,10 @@ from hybrid_workers.kv.frames import (
     Frame,
     LayerChunk,
     Trailer,
-    TransferMode,
-    WireEncoding,
     checksum,
 )
 from hybrid_workers.kv.proto import kv_pb2
+from hybrid_workers.torch_dtypes import dtype_name
 
 GREEDY = SamplingParams(max_tokens=1, temperature=0)
 PROMPT = [1, *range(8, 1207)]  # 1200 tokens: 300 KiB per tensor, 5 chunks of 64 KiB
@@ -204,7 +203,7 @@ def test_nobody_listening_is_a_transport_error(tiny_lm, fake) -> None:
             client.health()
 
 
-def test_a_failed_hand_off_leaves_no_layer_behind(tiny_lm, fake, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_kv_transfer_leaves_no_layer_behind(tiny_lm, fake, monkeypatch: pytest.MonkeyPatch) -> None:
     from hybrid_workers.engine import cache as engine_cache
 
     held: list[weakref.ref] = []

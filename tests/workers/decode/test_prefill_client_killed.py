@@ -13,19 +13,20 @@ from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 
-# A real prefill worker whose layers take 0.5 s each (the engine's prefill slowed after each layer);
-# it prints its port, then "layer N" as each layer is handed to the sender.
+# A real prefill worker whose prefill stops after handing layer 0 to the sender (until it is killed);
+# it prints its port, then "layer 0".
 WORKER = """
 import sys, time
 from hybrid_workers.engine import load_model, prefill
 from hybrid_workers.prefill import job
-from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.server import start_server
 
 def slow_prefill(lm, ids, on_layer):
     def slow(i, k, v):
         on_layer(i, k, v)
         print(f"layer {i}", flush=True)
-        time.sleep(0.5)
+        time.sleep(600)  # killed meanwhile: the stream breaks after layer 0, whatever the load
     return prefill(lm, ids, slow)
 
 job.prefill = slow_prefill
@@ -55,7 +56,7 @@ def test_killed_worker_mid_stream_is_a_transport_error(tiny_lm, tiny_model_dir: 
 
         caller = threading.Thread(target=call)
         caller.start()
-        assert worker.stdout.readline().strip() == "layer 0"  # layer 0 is on its way; layer 1 computes
+        assert worker.stdout.readline().strip() == "layer 0"  # layer 0 is on its way; the rest never comes
         worker.send_signal(signal.SIGKILL)
         caller.join(timeout=30)
         assert not caller.is_alive(), "the client hung after the worker died"

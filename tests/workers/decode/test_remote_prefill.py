@@ -11,7 +11,8 @@ import pytest
 from decode_servers import wait_for
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.metrics import sample_value
-from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.server import start_server
 
 LONG_PROMPT = "Prefill is compute bound and decode is bandwidth bound, so each goes where it runs best. " * 3
 SHORT_PROMPT = "Hello there"

@@ -13,7 +13,8 @@ from hybrid_workers.engine import SamplingParams
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.handshake import Side, Verdict
 from hybrid_workers.metrics import PrefillSite, sample_value
-from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.server import start_server
 
 GREEDY = SamplingParams(max_tokens=4, temperature=0)
 
@@ -35,8 +36,10 @@ class FailingPeer:
 
 
 def router(peer: Any, **overrides: Any) -> PrefillRouter:
-    """A router whose breaker was closed by one probe (no background prober)."""
-    config = DecodeConfig(served_model_name=f"routing-{uuid.uuid4().hex[:8]}", prefill="peer:1", **overrides)
+    """A router whose breaker was closed by one probe (no background prober). A fresh model label per
+    router, so metric counts never carry over from another test (an id() would: CPython reuses the id
+    of a collected peer)."""
+    config = DecodeConfig(served_model_name=f"routing-{uuid.uuid4().hex}", prefill="peer:1", **overrides)
     routing = PrefillRouter(config, config.served_model_name, peer)
     assert routing.monitor is not None and routing.monitor.probe_now().state == "ready"
     return routing
@@ -56,7 +59,7 @@ def test_each_failure_falls_back_locally_with_its_reason(reason: Reason, label: 
     peer = FailingPeer(reason)
     routing = router(peer, remote_prefill_min_tokens=4)
     plan = routing.plan(list(range(10)), GREEDY)
-    assert (plan.site, plan.first, plan.fallback) == (PrefillSite.LOCAL, None, label)
+    assert (plan.site, plan.remote, plan.fallback) == (PrefillSite.LOCAL, None, label)
     labels = {"model": routing.model_label, "reason": label}
     assert sample_value("hybrid_inference_prefill_fallback_total", labels) == 1
 

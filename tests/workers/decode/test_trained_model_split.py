@@ -17,7 +17,7 @@ from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
 from hybrid_workers.engine.decode import forward_one
 from hybrid_workers.metrics import sample_value
-from hybrid_workers.prefill.server import PrefillServerConfig
+from hybrid_workers.prefill.config import PrefillServerConfig
 from hybrid_workers.prefill.server import start_server as start_prefill
 
 QUESTION = "What is the capital of France?"

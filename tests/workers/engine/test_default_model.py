@@ -134,7 +134,7 @@ def test_the_planners_builtin_shape_is_the_converted_models(trained_model_dir):
 
 
 def test_a_cached_folder_is_served_under_its_models_name(trained_model_dir, tiny_model_dir, tmp_path):
-    from hybrid_workers.cli.decode import served_name
+    from hybrid_workers.options import served_name
 
     assert served_name(str(trained_model_dir)) == "SmolLM2-135M-Instruct"
     assert served_name(str(tiny_model_dir)) == "demo-tiny"

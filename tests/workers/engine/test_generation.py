@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 from hybrid_workers.engine import (
@@ -85,7 +86,8 @@ def test_a_seeded_run_continued_from_a_rebuilt_cache_reproduces_the_local_run(ti
     builder = CacheBuilder(tiny_lm)
     result = prefill(tiny_lm, ids, lambda i, k, v: builder.add_layer(i, k.clone(), v.clone()))
     token, logprob = sample(result.logits, params, 0)
-    remote = list(stream_completion(tiny_lm, ids, params, (builder.build(), token, logprob)))
+    prefilled = SimpleNamespace(cache=builder.build(), first_token=token, first_logprob=logprob)
+    remote = list(stream_completion(tiny_lm, ids, params, prefilled))
     local = _run(tiny_lm, params)
     assert [(s.token_id, s.text) for s in remote] == [(s.token_id, s.text) for s in local]
     other_seed = _run(tiny_lm, dataclasses.replace(params, seed=43))

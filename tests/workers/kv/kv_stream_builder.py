@@ -5,15 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from hybrid_workers.kv.checks import ReceiverModel, dtype_name
+from hybrid_workers.enums import WireEncoding
+from hybrid_workers.kv.checks import ReceiverModel
 from hybrid_workers.kv.chunker import build_header, layer_chunks
-from hybrid_workers.kv.frames import (
-    MIN_CHUNK_BYTES,
-    Frame,
-    KVRequest,
-    Trailer,
-    WireEncoding,
-)
+from hybrid_workers.kv.frames import MIN_CHUNK_BYTES, Frame, KVRequest, Trailer
+from hybrid_workers.torch_dtypes import dtype_name
 
 MODEL = ReceiverModel(
     fingerprint="ab" * 32, num_layers=3, num_kv_heads=2, head_dim=8, dtype=torch.float32, vocab_size=100

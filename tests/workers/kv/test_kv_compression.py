@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hybrid_workers.enums import WireEncoding
 from hybrid_workers.kv.compression import decode, encode, wire_nbytes
-from hybrid_workers.kv.frames import WireEncoding
 
 SHAPE = (1, 4, 33, 16)  # [batch, kv_heads, seq, head_dim]
 

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # spawns processes
+
 WORKERS = Path(__file__).resolve().parents[3] / "workers"
 
 

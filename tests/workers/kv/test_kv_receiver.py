@@ -7,16 +7,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from hybrid_workers.enums import WireEncoding
 from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.kv.frames import (
-    PROTOCOL_VERSION,
-    Frame,
-    Header,
-    LayerChunk,
-    TensorKind,
-    WireEncoding,
-    checksum,
-)
+from hybrid_workers.kv.frames import PROTOCOL_VERSION, Frame, Header, LayerChunk, TensorKind, checksum
 from hybrid_workers.kv.receiver import KVReceiver
 from kv_stream_builder import LONG_PROMPT, MODEL, Stream, make_stream, trailer
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
+from hybrid_workers.enums import WireEncoding
 from hybrid_workers.kv.convert import frame_from_pb, frame_to_pb
 from hybrid_workers.kv.errors import KVProtocolError
-from hybrid_workers.kv.frames import Frame, Header, LayerChunk, TensorKind, Trailer, WireEncoding
+from hybrid_workers.kv.frames import Frame, Header, LayerChunk, TensorKind, Trailer
 from hybrid_workers.kv.proto import kv_pb2
 from hybrid_workers.kv.receiver import KVReceiver
 from hybrid_workers.kv.wire import parse

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hybrid_workers.enums import WireEncoding
 from hybrid_workers.kv.chunker import layer_chunks
 from hybrid_workers.kv.convert import frame_from_pb, frame_to_pb
 from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.kv.frames import WireEncoding
 from hybrid_workers.kv.proto import kv_pb2
 from hybrid_workers.kv.wire import encode_chunk, parse, serialize
 from hypothesis import given, settings

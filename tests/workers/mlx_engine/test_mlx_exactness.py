@@ -8,9 +8,17 @@ from typing import Any
 import pytest
 import torch
 from hybrid_workers.mlx_engine.engine import MlxDecodeEngine
-from mlx_handoff import NEAR_TIE, TorchRun, forced_steps, mlx_greedy, mlx_local_logits, top2_gap, torch_greedy
+from mlx_kv_transfer import (
+    NEAR_TIE,
+    TorchRun,
+    forced_steps,
+    mlx_greedy,
+    mlx_local_logits,
+    top2_gap,
+    torch_greedy,
+)
 
-# The trained model's setup computes 10 x 32 MLX decode steps on the reference BLAS (see `handoff`):
+# The trained model's setup computes 10 x 32 MLX decode steps on the reference BLAS (see `mlx_kv_transfer`):
 # minutes on a loaded 2-core machine, so this module gets a longer hang guard than the default.
 pytestmark = pytest.mark.timeout(1200)
 

@@ -5,23 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from support.prefill import prefill_server as serving
 
 
 @pytest.fixture(scope="module")
 def prefill_server(tiny_lm) -> Iterator:  # -> RunningServer
     """A prefill worker serving the tiny model (float32) on a free loopback port."""
-    from hybrid_workers.prefill.server import PrefillServerConfig, start_server
-
-    running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0))
-    yield running
-    running.stop(grace_s=0)
+    with serving(tiny_lm) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def prefill_server_bf16(tiny_lm_bf16) -> Iterator:  # -> RunningServer
     """A prefill worker serving the tiny model in bfloat16."""
-    from hybrid_workers.prefill.server import PrefillServerConfig, start_server
-
-    running = start_server(tiny_lm_bf16, PrefillServerConfig(host="127.0.0.1", port=0))
-    yield running
-    running.stop(grace_s=0)
+    with serving(tiny_lm_bf16) as running:
+        yield running

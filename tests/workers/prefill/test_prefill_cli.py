@@ -1,4 +1,4 @@
-"""`hybrid-inference prefill` as a real process: serves the hand-off, exports /metrics, stops on SIGTERM."""
+"""`hybrid-inference prefill` as a real process: serves KV transfers, exports /metrics, stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from handoff_helpers import assert_matches_generate, prompt
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
+from kv_transfer_helpers import assert_matches_generate, prompt
 
 
 def free_port() -> int:
@@ -72,8 +72,8 @@ def test_prefill_command_serves_metrics_and_stops_cleanly(tiny_lm, tiny_model_di
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--chunk-bytes", "1KiB"], "--chunk-bytes 1KiB: chunk size 1024 bytes out of range"),
-        (["--chunk-bytes", "lots"], "--chunk-bytes 'lots': give bytes"),
+        (["--chunk-bytes", "1KiB"], "--chunk-bytes 1024: chunk size 1024 bytes out of range"),
+        (["--chunk-bytes", "lots"], "--chunk-bytes 'lots': give a byte count"),
         (
             ["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"],
             "--tls-cert /nonexistent.pem: no such",

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from handoff_helpers import generate_greedy, prompt, remote_greedy
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
 from hybrid_workers.engine.decode import forward_one
+from kv_transfer_helpers import generate_greedy, prompt, remote_greedy
 
 NEW_TOKENS = 24
 GREEDY = SamplingParams(max_tokens=NEW_TOKENS, temperature=0)

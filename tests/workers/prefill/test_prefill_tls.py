@@ -12,13 +12,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from handoff_helpers import assert_matches_generate, prompt
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
 from hybrid_workers.errors import UserError
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.tls import TLSConfig
-from hybrid_workers.prefill.server import PrefillServerConfig, start_server
+from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.server import start_server
+from kv_transfer_helpers import assert_matches_generate, prompt
 
 GREEDY = SamplingParams(max_tokens=8, temperature=0)
 Key = ec.EllipticCurvePrivateKey
@@ -81,7 +82,7 @@ def mtls_server(tiny_lm, pki) -> Iterator:
     running.stop(grace_s=0)
 
 
-def test_mtls_client_with_the_right_certificate_gets_an_exact_hand_off(tiny_lm, pki, mtls_server) -> None:
+def test_mtls_client_with_the_right_certificate_gets_an_exact_kv_transfer(tiny_lm, pki, mtls_server) -> None:
     tls = TLSConfig(cert=pki["client.crt"], key=pki["client.key"], ca=pki["ca"])
     ids = prompt(40, seed=5)
     with PrefillClient(f"127.0.0.1:{mtls_server.port}", tiny_lm, tls=tls) as client:

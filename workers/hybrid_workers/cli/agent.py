@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from hybrid_workers.enums import ComputeDevice, Engine
+from hybrid_workers.enums import ComputeDevice, Engine, LogLevel
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_option
 
@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_option(parser, "--namespace", help="comma-separated namespaces the agent is bound in")
     add_option(parser, "--address", help="LAN IP the cluster reaches workers at; none: the route to the API")
     add_option(parser, "--listen-host", default="0.0.0.0", help="address the workers listen on")
-    add_option(parser, "--engine", default="auto", type=Engine, choices=list(Engine), help="decode engine")
-    add_option(parser, "--device", type=ComputeDevice, choices=list(ComputeDevice), help="none: detected")
+    add_option(parser, "--engine", default=Engine.AUTO, choices=Engine, help="decode engine")
+    add_option(parser, "--device", choices=ComputeDevice, help="what the engine computes on; none: detected")
     add_option(parser, "--profile", help="device profile from `calibrate --out`, announced in the Lease")
     add_option(
         parser, "--device-profile", help="or a built-in planner device id, e.g. m3-ultra (`plan --list`)"
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_option(parser, "--renew-seconds", default=None, type=float, help="heartbeat period; none: lease/3")
     add_option(parser, "--watch-seconds", default=60, type=int, help="re-list assignments this often")
     add_option(parser, "--max-backoff-seconds", default=30.0, type=float, help="longest restart backoff")
-    add_option(parser, "--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_option(parser, "--log-level", default=LogLevel.INFO, choices=LogLevel, help="log detail")
     add_option(parser, "--install-launchd", action="store_true", help="write the launchd plist, then exit")
     add_option(
         parser, "--plist", default=None, help="plist path; default ~/Library/LaunchAgents/<label>.plist"

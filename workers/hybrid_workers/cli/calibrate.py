@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hybrid_workers.enums import CONCRETE_DTYPES, Device
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_option
-
-CALIBRATE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def register(subparsers: Any) -> None:
@@ -24,7 +23,7 @@ def register(subparsers: Any) -> None:
         "--prefill-device FILE` and the operator (as the hybridinference.dev/profile annotation) use.",
     )
     add_option(parser, "--out", default=None, help="write the profile JSON here (default: stdout only)")
-    add_option(parser, "--device", default="auto", help="cpu, cuda, mps or auto")
+    add_option(parser, "--device", default=Device.AUTO, choices=Device, help="device to measure")
     add_option(parser, "--id", default="this-machine", help="profile id to record")
     add_option(
         parser,
@@ -59,11 +58,11 @@ def register(subparsers: Any) -> None:
 
 def _dtypes(text: str) -> list[str]:
     dtypes = [part.strip() for part in text.split(",") if part.strip()]
-    bad = [d for d in dtypes if d not in CALIBRATE_DTYPES]
+    bad = [d for d in dtypes if d not in CONCRETE_DTYPES]
     if bad or not dtypes:
         raise UserError(
             f"--dtypes {text}: unknown dtype {bad[0] if bad else '(none)'!r}; "
-            f"use a comma-separated list of {', '.join(CALIBRATE_DTYPES)}"
+            f"use a comma-separated list of {', '.join(CONCRETE_DTYPES)}"
         )
     return dtypes
 

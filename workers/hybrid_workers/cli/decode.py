@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
-from hybrid_workers.enums import Engine
+from hybrid_workers.decode.config import DecodeConfig
+from hybrid_workers.enums import Engine, Fallback, LogLevel, WireEncoding
 from hybrid_workers.errors import UserError
-from hybrid_workers.options import add_model_options, add_option, add_served_model_name, served_name
+from hybrid_workers.options import (
+    add_model_options,
+    add_option,
+    add_served_model_name,
+    parse_bytes,
+    served_name,
+)
 
-__all__ = ["build_config", "register", "run", "served_name"]
-
+# The flags' defaults are DecodeConfig's (fields without a default, such as the model name, are absent).
+DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(DecodeConfig) if f.default is not dataclasses.MISSING
+}
 DEFAULT_PORT = 8000
 # On SIGTERM/Ctrl-C, open streams get this long to finish before they are cut.
 SHUTDOWN_GRACE_S = 5
@@ -31,9 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(
         parser,
         "--engine",
-        default="auto",
-        type=Engine,
-        choices=list(Engine),
+        default=Engine.AUTO,
+        choices=Engine,
         help="decode engine: torch, mlx (the [mlx] extra), or auto (mlx on Apple silicon when installed)",
     )
     add_option(
@@ -43,12 +52,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(parser, "--port", default=DEFAULT_PORT, type=int, help="HTTP port")
     add_served_model_name(parser)
     add_option(
-        parser, "--remote-prefill-min-tokens", default="32", help="shorter prompts prefill locally (or auto)"
+        parser,
+        "--remote-prefill-min-tokens",
+        default=DEFAULTS["remote_prefill_min_tokens"],
+        help="shorter prompts prefill locally (or auto)",
     )
     add_option(
-        parser, "--fallback", default="local", choices=["local", "fail"], help="when remote prefill fails"
+        parser, "--fallback", default=DEFAULTS["fallback"], choices=Fallback, help="when remote prefill fails"
     )
-    add_option(parser, "--prefill-timeout", default=60.0, type=float, help="seconds for one remote prefill")
+    add_option(
+        parser,
+        "--prefill-timeout",
+        default=DEFAULTS["prefill_timeout_s"],
+        type=float,
+        help="seconds for one remote prefill",
+    )
     add_option(
         parser,
         "--read-timeout",
@@ -88,14 +106,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(
         parser,
         "--prefill-chunk-tokens",
-        default=256,
+        default=DEFAULTS["prefill_chunk_tokens"],
         type=int,
         help="local prefill runs in chunks of this many tokens between decode steps (bounds the ITL)",
     )
-    add_option(parser, "--max-queue", default=64, type=int, help="requests waiting; beyond: 429")
+    add_option(
+        parser, "--max-queue", default=DEFAULTS["max_queue"], type=int, help="requests waiting; then 429"
+    )
     add_option(parser, "--max-model-len", default=None, type=int, help="prompt + completion tokens at most")
     add_option(
-        parser, "--kv-compression", default="none", choices=["none", "fp8", "int8"], help="KV wire format"
+        parser,
+        "--kv-compression",
+        default=DEFAULTS["kv_compression"],
+        choices=WireEncoding,
+        help="KV wire format",
     )
     add_option(
         parser, "--tls-cert", default=None, help="client certificate (PEM) for mTLS to the prefill worker"
@@ -110,27 +134,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="planner's TPS (a gauge)",
     )
-    add_option(parser, "--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_option(parser, "--log-level", default=LogLevel.INFO, choices=LogLevel, help="log detail")
     parser.set_defaults(func=run)
 
 
 def build_config(args: argparse.Namespace):  # -> DecodeConfig
     """The DecodeConfig for the parsed flags (UserError for bad values)."""
-    from hybrid_workers.decode.config import DecodeConfig, parse_auto_int, parse_bytes, parse_min_tokens
-    from hybrid_workers.enums import Fallback
+    from hybrid_workers.decode.config import parse_auto_int, parse_min_tokens
     from hybrid_workers.kv.tls import TLSConfig
 
     return DecodeConfig(
         served_model_name=args.served_model_name or served_name(args.model),
         prefill=args.prefill or None,
         remote_prefill_min_tokens=parse_min_tokens(args.remote_prefill_min_tokens),
-        fallback=Fallback(args.fallback),
+        fallback=args.fallback,
         prefill_timeout_s=args.prefill_timeout,
         read_timeout_s=args.read_timeout,
         prefill_stall_s=args.prefill_stall_timeout,
         probe_interval_s=args.prefill_probe_interval,
         max_concurrency=parse_auto_int(args.max_concurrency, "--max-concurrency"),
-        kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes"),
+        kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes", auto=True),
         prefill_chunk_tokens=args.prefill_chunk_tokens,
         max_queue=args.max_queue,
         max_model_len=args.max_model_len,

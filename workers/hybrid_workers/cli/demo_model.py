@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from hybrid_workers.errors import UserError
 
 PRESET_CHOICES = ("tiny", "bench")  # engine.demo_model.PRESETS, repeated here to keep torch out of --help
 
@@ -23,9 +26,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the model and say where it went."""
+    target = Path(args.directory)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"demo-model {target}: exists and is not a folder; give a new or existing folder")
     from hybrid_workers.engine.demo_model import PRESETS, write_demo_model
 
-    path = write_demo_model(args.directory, args.preset)
+    try:
+        path = write_demo_model(target, args.preset)
+    except OSError as exc:
+        raise UserError(
+            f"demo-model {target}: cannot write there ({exc.strerror}); choose another folder"
+        ) from None
     shape = PRESETS[args.preset]
     print(
         f"wrote demo model {args.preset!r} to {path}: {shape.layers} layers, hidden {shape.hidden}, "

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from hybrid_workers.enums import env_name
 from hybrid_workers.errors import UserError
-from hybrid_workers.options import add_option, env_name
+from hybrid_workers.options import add_option
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 

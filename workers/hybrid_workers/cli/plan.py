@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hybrid_workers.enums import CONCRETE_DTYPES, DType, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_option
 
-PLAN_DTYPES = ("float32", "bfloat16", "float16")
-COMPRESSIONS = ("none", "fp8", "int8")
 # plan's flags read HYBRID_INFERENCE_PLAN_<FLAG>, not the workers' HYBRID_INFERENCE_<FLAG>: the same
 # name means different things there (`--dtype auto`, `--model` as a served folder).
 PLAN_ENV_PREFIX = "HYBRID_INFERENCE_PLAN_"
@@ -39,23 +38,18 @@ def register(subparsers: Any) -> None:
     _add(parser, "--link", default="10gbe", help="link profile id (e.g. 10gbe) or measured link file")
     _add(parser, "--prompt-tokens", default=8192, type=int, help="prompt length")
     _add(parser, "--output-tokens", default=32, type=int, help="decode steps after the first token")
-    _add(parser, "--dtype", default="float16", help=f"activation and KV dtype: {', '.join(PLAN_DTYPES)}")
+    _add(parser, "--dtype", default=DType.FLOAT16, choices=CONCRETE_DTYPES, help="activation and KV dtype")
     _add(
         parser,
         "--weights",
         default=None,
         help="weight format when not the dtype: q8_0, q6_k, q4_0, q4_k_m, fp8, nvfp4, mlx-8bit, mlx-4bit",
     )
-    _add(parser, "--kv-compression", default="none", help=f"KV wire encoding: {', '.join(COMPRESSIONS)}")
+    _add(parser, "--kv-compression", default=WireEncoding.NONE, choices=WireEncoding, help="KV wire encoding")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write the best split's timeline as PNG")
     parser.add_argument("--list", action="store_true", help="list the built-in devices, links and models")
     parser.set_defaults(func=run)
-
-
-def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"{flag} {value}: unknown value; use one of {', '.join(choices)}")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -63,8 +57,6 @@ def _check_args(args: argparse.Namespace) -> None:
         if not getattr(args, flag):
             name = "--" + flag.replace("_", "-")
             raise UserError(f"{name} is required (or set {_env(name)})")
-    _check_choice("--dtype", args.dtype, PLAN_DTYPES)
-    _check_choice("--kv-compression", args.kv_compression, COMPRESSIONS)
     for flag in ("prompt_tokens", "output_tokens"):
         if getattr(args, flag) < 0:
             raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 0")

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
 import threading
 
+from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
-from hybrid_workers.options import add_model_options, add_option, add_served_model_name, served_name
+from hybrid_workers.options import (
+    add_model_options,
+    add_option,
+    add_served_model_name,
+    parse_bytes,
+    served_name,
+)
+from hybrid_workers.prefill.config import PrefillServerConfig
 
-_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
-
-
-def parse_bytes(text: str) -> int:
-    """`4194304`, `4MiB`, `512KiB` -> bytes; UserError naming the value otherwise."""
-    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(text))
-    if not match or match.group(2).lower() not in _UNITS:
-        raise UserError(f"--chunk-bytes {text!r}: give bytes, e.g. 4194304, 4MiB or 512KiB")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+DEFAULTS = PrefillServerConfig()  # the flags' defaults
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,12 +29,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Loads the model once and serves the PrefillWorker gRPC service (docs/kv-wire.md). "
         "Prefills run one at a time; each layer's KV leaves while the next layer computes.",
     )
-    add_option(parser, "--host", default="0.0.0.0", help="interface to listen on")
-    add_option(parser, "--port", default=50051, type=int, help="gRPC port")
-    add_option(parser, "--chunk-bytes", default="4MiB", help="default KV frame size, 64KiB..16MiB")
-    add_option(parser, "--mode", default="layerwise", choices=["layerwise", "bulk"], help="default send mode")
-    add_option(parser, "--max-queue", default=16, type=int, help="prefills queued or running at most")
-    add_option(parser, "--metrics-port", default=9090, type=int, help="Prometheus /metrics port; 0 = off")
+    add_option(parser, "--host", default=DEFAULTS.host, help="interface to listen on")
+    add_option(parser, "--port", default=DEFAULTS.port, type=int, help="gRPC port")
+    add_option(
+        parser, "--chunk-bytes", default=DEFAULTS.chunk_bytes, help="default KV chunk size, 64KiB..16MiB"
+    )
+    add_option(parser, "--mode", default=DEFAULTS.mode, choices=TransferMode, help="default transfer mode")
+    add_option(
+        parser, "--encoding", default=DEFAULTS.encoding, choices=WireEncoding, help="default KV wire encoding"
+    )
+    add_option(parser, "--max-queue", default=DEFAULTS.max_queue, type=int, help="prefills queued or running")
+    add_option(
+        parser,
+        "--pipe-layers",
+        default=DEFAULTS.pipe_layers,
+        type=int,
+        help="layers buffered ahead of the network",
+    )
+    add_option(
+        parser, "--metrics-port", default=DEFAULTS.metrics_port, type=int, help="Prometheus /metrics; 0: off"
+    )
     add_option(parser, "--tls-cert", default=None, help="server certificate (PEM); with --tls-key: TLS")
     add_option(parser, "--tls-key", default=None, help="server private key (PEM)")
     add_option(parser, "--tls-ca", default=None, help="CA (PEM) that client certificates must chain to: mTLS")
@@ -44,23 +57,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _config(args: argparse.Namespace):  # -> PrefillServerConfig
-    from hybrid_workers.kv.frames import TransferMode, check_chunk_bytes
+def _config(args: argparse.Namespace) -> PrefillServerConfig:
     from hybrid_workers.kv.tls import TLSConfig
-    from hybrid_workers.prefill.server import PrefillServerConfig
 
-    try:
-        chunk_bytes = check_chunk_bytes(parse_bytes(args.chunk_bytes))
-    except ValueError as exc:
-        raise UserError(f"--chunk-bytes {args.chunk_bytes}: {exc}") from None
-    if int(args.max_queue) < 1:
-        raise UserError(f"--max-queue {args.max_queue}: must be at least 1")
     return PrefillServerConfig(
         host=args.host,
         port=int(args.port),
-        chunk_bytes=chunk_bytes,
+        metrics_port=int(args.metrics_port),
+        chunk_bytes=parse_bytes(args.chunk_bytes, "--chunk-bytes") or 0,
         mode=TransferMode(args.mode),
+        encoding=WireEncoding(args.encoding),
         max_queue=int(args.max_queue),
+        pipe_layers=int(args.pipe_layers),
         tls=TLSConfig.from_flags(args.tls_cert, args.tls_key, args.tls_ca),
         served_model_name=args.served_model_name or served_name(args.model),
     )
@@ -76,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
     lm = load_model(args.model, device=str(args.device), dtype=str(args.dtype))
     running = start_server(lm, config)
-    if int(args.metrics_port):
+    if config.metrics_port:
         try:
-            start_http_server(int(args.metrics_port), addr=args.host)
+            start_http_server(config.metrics_port, addr=args.host)
         except OSError as exc:
             running.stop(grace_s=0)
             raise UserError(

@@ -7,51 +7,13 @@ API is the decode worker's, on 127.0.0.1:8000 by default. Exit codes: supervisor
 from __future__ import annotations
 
 import argparse
-import errno
-import socket
-from dataclasses import dataclass
 from pathlib import Path
 
-from hybrid_workers.enums import Engine
+from hybrid_workers.enums import Device
 from hybrid_workers.errors import UserError
-from hybrid_workers.options import Device, add_model_options, add_option
+from hybrid_workers.options import add_model_options, add_option
 from hybrid_workers.restarts import DEFAULT_MAX_RESTARTS, DEFAULT_WINDOW_S
-
-# Worker options `serve` passes through when given: flag -> roles that take it.
-FORWARDED: dict[str, tuple[str, ...]] = {
-    "--served-model-name": ("prefill", "decode"),
-    "--remote-prefill-min-tokens": ("decode",),
-    "--fallback": ("decode",),
-    "--max-concurrency": ("decode",),
-    "--max-queue": ("decode",),
-    "--kv-cache-bytes": ("decode",),
-    "--prefill-chunk-tokens": ("decode",),
-    "--kv-compression": ("decode",),
-    "--prefill-stall-timeout": ("decode",),
-    "--engine": ("decode",),
-    "--chunk-bytes": ("prefill",),
-}
-FORWARDED_HELP = {
-    "--served-model-name": "the `model` clients send and both workers' metrics label; none: from --model",
-    "--remote-prefill-min-tokens": "prompts with at least this many tokens prefill on the prefill worker",
-    "--fallback": "when the prefill worker fails: local (prefill on the decode worker) or fail (503)",
-    "--max-concurrency": "requests the decode worker runs at once (its largest batch; auto: by device)",
-    "--kv-cache-bytes": "KV memory of the decode worker's batch, e.g. 4G (auto: from free memory)",
-    "--prefill-chunk-tokens": "local prefill chunk between two decode steps (bounds inter-token latency)",
-    "--max-queue": "requests that may wait for a slot; beyond it the API answers 429",
-    "--kv-compression": "KV wire compression the decode worker asks for: none, fp8 or int8",
-    "--prefill-stall-timeout": "seconds without a KV frame or heartbeat before a remote prefill counts as "
-    "stalled (falls back; remote prefill pauses until the prefill worker answers probes again)",
-    "--chunk-bytes": "largest KV frame payload in bytes",
-    "--engine": "decode engine: torch, mlx (the [mlx] extra) or auto (mlx on Apple silicon when installed)",
-}
-# Closed choices checked by serve itself, so a typo fails before two workers start loading the model.
-FORWARDED_CHOICES = {
-    "--fallback": ["local", "fail"],
-    "--kv-compression": ["none", "fp8", "int8"],
-    "--engine": [e.value for e in Engine],
-}
-LOOPBACK = "127.0.0.1"
+from hybrid_workers.serve_options import FORWARDED, LOOPBACK, choose_ports, positive_seconds
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,13 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_options(parser)
     for role in ("prefill", "decode"):
         flag, help_text = f"--{role}-device", f"device of the {role} worker; none: --device"
-        add_option(parser, flag, default=None, type=Device, choices=list(Device), help=help_text)
+        add_option(parser, flag, default=None, choices=Device, help=help_text)
     add_option(parser, "--host", default=LOOPBACK, help="address the API listens on")
     add_option(parser, "--port", default=8000, type=int, help="port of the OpenAI-compatible API")
     add_option(parser, "--prefill-port", default=0, type=int, help="loopback gRPC port; 0: a free port")
     add_option(parser, "--prefill-metrics-port", default=0, type=int, help="prefill /metrics; 0: a free port")
-    add_option(parser, "--ready-timeout", default=600.0, type=float, help="seconds to wait for readiness")
-    add_option(parser, "--stop-timeout", default=10.0, type=float, help="seconds a worker gets to stop")
+    add_option(
+        parser, "--ready-timeout", default=600.0, type=positive_seconds, help="seconds to wait for ready"
+    )
+    add_option(
+        parser, "--stop-timeout", default=10.0, type=positive_seconds, help="seconds a worker gets to stop"
+    )
     add_option(
         parser,
         "--max-restarts",
@@ -93,12 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--verbose", action="store_true", help="relay every worker line (also HTTP access lines of successes)"
     )
-    for flag, help_text in FORWARDED_HELP.items():
-        roles = "/".join(FORWARDED[flag])
-        choices = FORWARDED_CHOICES.get(flag)
-        add_option(
-            parser, flag, default=None, choices=choices, help=f"{help_text} (passed to the {roles} worker)"
-        )
+    for flag, option in FORWARDED.items():
+        help_text = f"{option.help} (passed to the {'/'.join(option.roles)} worker)"
+        add_option(parser, flag, default=None, type=option.parse, choices=option.choices, help=help_text)
     for role in ("prefill", "decode"):
         parser.add_argument(
             f"--{role}-arg",
@@ -108,57 +71,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help=f"extra argument for the {role} worker, e.g. --{role}-arg=--log-level=debug (repeatable)",
         )
     parser.set_defaults(func=run)
-
-
-@dataclass(frozen=True)
-class Ports:
-    """The ports `serve` uses: API (host side), prefill gRPC and prefill metrics (loopback)."""
-
-    api: int
-    prefill: int
-    prefill_metrics: int
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port the OS reports free on `host` right now."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def ensure_port_free(flag: str, host: str, port: int) -> None:
-    """Raise UserError naming `flag` and the port when something already listens on host:port."""
-    if not 0 < port < 65536:
-        raise UserError(f"{flag} {port}: not a TCP port; use 1-65535")
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what the workers do too
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise UserError(
-                    f"{flag} {port}: {host}:{port} is already in use; stop what listens there or choose "
-                    f"another port with {flag}"
-                ) from exc
-            raise UserError(f"{flag} {port}: cannot listen on {host}:{port}: {exc.strerror}") from exc
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def choose_ports(args: argparse.Namespace) -> Ports:
-    """The given ports after checking they are free, with 0 replaced by free loopback ports."""
-    ensure_port_free("--port", args.host, args.port)
-    ports = Ports(args.port, args.prefill_port or free_port(), args.prefill_metrics_port or free_port())
-    if args.prefill_port:
-        ensure_port_free("--prefill-port", LOOPBACK, ports.prefill)
-    if args.prefill_metrics_port:
-        ensure_port_free("--prefill-metrics-port", LOOPBACK, ports.prefill_metrics)
-    used = [ports.api, ports.prefill, ports.prefill_metrics]
-    if len(set(used)) != len(used):
-        raise UserError(f"--port/--prefill-port/--prefill-metrics-port {used}: the three ports must differ")
-    return ports
 
 
 def resolve_model(model: str | None) -> str:
@@ -183,6 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
         resolve_engine(args.engine)
     serve_session.restart_policy(args)  # bad values fail before two workers start loading the model
-    ports = choose_ports(args)
+    ports = choose_ports(args.host, args.port, args.prefill_port, args.prefill_metrics_port)
     model = resolve_model(args.model)
     return serve_session.supervise(args, model, ports)

@@ -31,6 +31,6 @@ Module map:
                  (new_slot, prefill_chunk, step a batch, sample); torch engine: engine/batched.py,
                  MLX engine: mlx_engine/engine.py
 - engines.py     --engine torch|mlx|auto: choosing, loading, the DecodeEngine of a model, scoring
-- prefill_client.py / receiver*.py   the gRPC client of the KV stream (KV hand-off issue), Handshake
+- prefill_client.py / receiver*.py   the gRPC client of the KV stream, Handshake
 - transfer_watch.py  cancels a remote prefill whose client left or whose transfer stalled
 """

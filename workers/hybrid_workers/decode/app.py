@@ -22,7 +22,7 @@ from hybrid_workers.decode.requests import GenerationRequest, Limits, check_mode
 from hybrid_workers.decode.schemas import ChatCompletionRequest, CompletionRequest
 from hybrid_workers.decode.stats import RequestStats
 from hybrid_workers.decode.worker import ClientGone, DecodeWorker
-from hybrid_workers.metrics import Outcome
+from hybrid_workers.metrics import RequestOutcome
 
 Body = TypeVar("Body", bound=BaseModel)
 Translate = Callable[[Any, Any, Limits], GenerationRequest]
@@ -132,7 +132,7 @@ async def _generate(
         raw = await read_body(request, MAX_BODY_BYTES, worker.config.read_timeout_s)
         translated = await worker.in_thread(_translate, raw, model, translate, worker)
     except ApiError:
-        stats.finish(Outcome.INVALID)
+        stats.finish(RequestOutcome.INVALID)
         raise
     except UploadAborted as exc:
         stats.upload_aborted(exc)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hybrid_workers.enums import Fallback
-from hybrid_workers.errors import UserError
+from hybrid_workers.enums import Fallback, WireEncoding
+from hybrid_workers.errors import UserError, closed_choice
 
 # Prompts shorter than this prefill locally: below it the round trip costs more than the prefill.
 DEFAULT_REMOTE_PREFILL_MIN_TOKENS = 32
@@ -37,16 +37,17 @@ class DecodeConfig:
     prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS  # local prefill chunk between decode steps
     max_queue: int = 64  # requests waiting for a slot; beyond it: 429 with Retry-After
     max_model_len: int | None = None  # prompt + completion token limit; None: the model's context
-    kv_compression: str = "none"  # wire compression asked of the prefill worker: none | fp8 | int8
+    kv_compression: WireEncoding = WireEncoding.NONE  # wire compression asked of the prefill worker
     tls: Any = None  # kv.tls.TLSConfig for the channel to the prefill worker; None: plaintext
     predicted_ttft_s: float | None = None  # the planner's TTFT for this placement (exported as a gauge)
     predicted_decode_tps: float | None = None  # the planner's decode tokens/s (exported as a gauge)
     read_timeout_s: float = 30.0  # a request's head, and then its body, must arrive within this
 
     def __post_init__(self) -> None:
-        if self.fallback not in {f.value for f in Fallback}:
-            raise UserError(f"--fallback {self.fallback!r}: use local or fail")
-        object.__setattr__(self, "fallback", Fallback(self.fallback))
+        object.__setattr__(self, "fallback", closed_choice("--fallback", Fallback, self.fallback))
+        object.__setattr__(
+            self, "kv_compression", closed_choice("--kv-compression", WireEncoding, self.kv_compression)
+        )
         _positive("--remote-prefill-min-tokens", self.remote_prefill_min_tokens)
         if self.max_concurrency is not None:
             _positive("--max-concurrency", self.max_concurrency)
@@ -61,8 +62,6 @@ class DecodeConfig:
             raise UserError(f"--max-queue {self.max_queue}: must be 0 or more")
         if self.max_model_len is not None:
             _positive("--max-model-len", self.max_model_len)
-        if self.kv_compression not in ("none", "fp8", "int8"):
-            raise UserError(f"--kv-compression {self.kv_compression!r}: use one of none, fp8, int8")
         if not self.served_model_name:
             raise UserError("--served-model-name: must not be empty")
         if self.prefill is not None:
@@ -92,34 +91,10 @@ def parse_auto_int(value: str | int | None, flag: str) -> int | None:
         raise UserError(f"{flag} {value!r}: use a positive integer or auto") from None
 
 
-def parse_bytes(value: str | int | None, flag: str) -> int | None:
-    """A byte count with an optional K/M/G/T (powers of 1024) suffix, or `auto` (None)."""
-    text = str(value).strip().upper() if value is not None else "AUTO"
-    if text == "AUTO":
-        return None
-    scale = 1
-    for position, suffix in enumerate("KMGT", start=1):
-        if text.endswith((suffix, suffix + "I", suffix + "IB", suffix + "B")):
-            text, scale = text.rstrip("IB").removesuffix(suffix), 1024**position
-            break
-    try:
-        number = float(text)
-    except ValueError:
-        raise UserError(
-            f"{flag} {value!r}: use a byte count such as 2G, 512M or 1073741824, or auto"
-        ) from None
-    return int(number * scale)
-
-
 def parse_min_tokens(value: str | int) -> int:
     """--remote-prefill-min-tokens: a positive integer, or `auto` for the built-in default."""
-    text = str(value).strip()
-    if text == "auto":
-        return DEFAULT_REMOTE_PREFILL_MIN_TOKENS
-    try:
-        return int(text)
-    except ValueError:
-        raise UserError(f"--remote-prefill-min-tokens {value!r}: use a positive integer or auto") from None
+    parsed = parse_auto_int(value, "--remote-prefill-min-tokens")
+    return DEFAULT_REMOTE_PREFILL_MIN_TOKENS if parsed is None else parsed
 
 
 def _positive(flag: str, value: float) -> None:

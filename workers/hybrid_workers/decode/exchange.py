@@ -23,10 +23,10 @@ from hybrid_workers.decode.stats import RequestStats
 from hybrid_workers.decode.worker import ClientGone, DecodeWorker, IsDisconnected, wait_unless_disconnected
 from hybrid_workers.engine.generation import TextStep
 from hybrid_workers.errors import UserError
-from hybrid_workers.metrics import Outcome
+from hybrid_workers.metrics import RequestOutcome
 
 # Status of an ApiError raised before the run started -> how the request is counted.
-_OUTCOMES = {429: Outcome.REJECTED, 503: Outcome.UNAVAILABLE}
+_OUTCOMES = {429: RequestOutcome.REJECTED, 503: RequestOutcome.UNAVAILABLE}
 
 
 class Exchange:
@@ -59,7 +59,7 @@ class Exchange:
                 asyncio.ensure_future(self.run.next_event()), is_disconnected
             )
         except ApiError as exc:
-            self.stats.finish(_OUTCOMES.get(exc.status, Outcome.INVALID))
+            self.stats.finish(_OUTCOMES.get(exc.status, RequestOutcome.INVALID))
             raise
         except (ClientGone, asyncio.CancelledError):
             self.abandon()
@@ -68,24 +68,25 @@ class Exchange:
             raise self._fail(event.error)
         assert isinstance(event, Prefilled)
         plan = event.plan
-        self.stats.prefilled(plan.site, plan.kv, plan.fallback.value if plan.fallback else None)
+        timings = plan.remote.timings if plan.remote is not None else None
+        self.stats.prefilled(plan.site, timings, plan.fallback.value if plan.fallback else None)
 
     def abandon(self) -> None:
         """The client is gone: stop the run, count the request as cancelled."""
         if self._run is not None:
             self._run.cancel()
-        self.stats.finish(Outcome.CANCELLED)
+        self.stats.finish(RequestOutcome.CANCELLED)
 
     def _fail(self, error: Exception) -> ApiError:
         """Count the failure and turn it into the error the client gets."""
         if isinstance(error, RemotePrefillFailed):
             self.stats.fallback = error.reason.value  # the log line names why remote prefill failed
-            self.stats.finish(Outcome.UNAVAILABLE)
+            self.stats.finish(RequestOutcome.UNAVAILABLE)
             return ApiError(503, str(error), type="server_error", code="prefill_unavailable")
         if isinstance(error, UserError):
-            self.stats.finish(Outcome.INVALID)
+            self.stats.finish(RequestOutcome.INVALID)
             return ApiError(400, str(error))
-        self.stats.finish(Outcome.ERROR)
+        self.stats.finish(RequestOutcome.ERROR)
         return ApiError(500, f"generation failed: {type(error).__name__}: {error}", type="server_error")
 
     # ---- non-streaming --------------------------------------------------------------------------
@@ -115,7 +116,7 @@ class Exchange:
 
     def _body(self, logprobs: dict[str, Any] | None) -> dict[str, Any]:
         finish = self.steps[-1].finish_reason if self.steps else "length"
-        self.stats.finish(Outcome.SUCCESS, finish)
+        self.stats.finish(RequestOutcome.SUCCESS, finish)
         return self.shaper.full(self._text(), finish, logprobs, self._usage())
 
     def _logprobs(self, scores: list[TokenScore] | None) -> dict[str, Any] | None:
@@ -164,7 +165,7 @@ class Exchange:
             elif isinstance(event, Finished):
                 break
         finish = self.steps[-1].finish_reason if self.steps else "length"
-        self.stats.finish(Outcome.SUCCESS, finish)
+        self.stats.finish(RequestOutcome.SUCCESS, finish)
         if not self.steps:  # echo with max_tokens 0: no token chunk carried the finish reason
             yield sse(self._with_usage(self.shaper.chunk("", finish)))
         if self.request.include_usage:

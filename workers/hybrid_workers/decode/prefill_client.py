@@ -1,4 +1,4 @@
-"""PrefillClient: the decode worker's side of the KV hand-off (remote prefill over gRPC).
+"""PrefillClient: the decode worker's side of the KV transfer (remote prefill over gRPC).
 
 It sends the prompt, validates every frame with kv.receiver.KVReceiver, puts each complete layer
 into an engine CacheBuilder as it arrives, and returns the cache with the first token and timings.
@@ -22,8 +22,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 import grpc
 import torch
@@ -32,7 +31,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hybrid_workers.decode.engine_api import KVSlot
 from hybrid_workers.decode.transfer_watch import TransferWatch
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
-from hybrid_workers.errors import UserError
+from hybrid_workers.enums import TransferMode, WireEncoding
+from hybrid_workers.errors import closed_choice
 from hybrid_workers.kv import handshake, wire
 from hybrid_workers.kv.checks import ReceiverModel
 from hybrid_workers.kv.convert import request_to_pb
@@ -43,8 +43,6 @@ from hybrid_workers.kv.frames import (
     KVRequest,
     LayerChunk,
     Trailer,
-    TransferMode,
-    WireEncoding,
 )
 from hybrid_workers.kv.handshake import Verdict
 from hybrid_workers.kv.keepalive import CHANNEL_OPTIONS
@@ -53,7 +51,10 @@ from hybrid_workers.kv.receiver import KVReceiver
 from hybrid_workers.kv.tls import TLSConfig, channel_credentials
 from hybrid_workers.prefill.servicer import REASON_METADATA, SERVICE_NAME
 
-StrEnumT = TypeVar("StrEnumT", bound=StrEnum)
+if TYPE_CHECKING:
+    from transformers import DynamicCache
+# How often the watch of a running prefill checks for cancellation and lack of progress.
+_WATCH_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,12 @@ class TransferTimings:
 
 @dataclass(frozen=True)
 class RemotePrefill:
-    """A prompt prefilled remotely: the rebuilt cache, the first token (step 0) and the costs."""
+    """A prompt prefilled remotely: its KV where it landed, the first token (step 0) and the costs.
 
-    cache: object  # the KVSlot the layers landed in, or a transformers DynamicCache (no slot given)
+    The one shape of a remote prefill's result, from the client through routing to the request's stats.
+    """
+
+    cache: KVSlot | DynamicCache  # the slot the layers landed in, or a new DynamicCache (no slot given)
     first_token: int
     first_logprob: float
     timings: TransferTimings
@@ -115,8 +119,8 @@ class PrefillClient:
         self.lm = lm
         self.timeout_s = timeout_s
         self.stall_s = stall_s
-        self.encoding = _choice(WireEncoding, encoding, "--kv-compression")
-        self.mode = _choice(TransferMode, mode, "mode")
+        self.encoding = closed_choice("--kv-compression", WireEncoding, encoding)
+        self.mode = closed_choice("mode", TransferMode, mode)
         self.chunk_bytes = chunk_bytes
         self._model = ReceiverModel.of(lm)
         self.side = handshake.Side.of(lm)
@@ -201,24 +205,19 @@ class PrefillClient:
 
     def probe(self, timeout_s: float = 2.0) -> Verdict:
         """grpc.health.v1 says SERVING, then the handshake; KVProtocolError when down or not serving."""
+        self.health(timeout_s)
+        return self.handshake(timeout_s)
+
+    def health(self, timeout_s: float = 2.0) -> None:
+        """Raises KVProtocolError (transport) unless the worker's grpc.health.v1 service says SERVING."""
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
         try:
-            status = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s).status
+            status = self._health.Check(request, timeout=timeout_s).status
         except grpc.RpcError as exc:
             raise rpc_failure(exc, self.target) from None
         if status != health_pb2.HealthCheckResponse.SERVING:
             name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
             raise KVProtocolError(Reason.TRANSPORT, f"prefill worker {self.target} is {name}")
-        return self.handshake(timeout_s)
-
-    def health(self, timeout_s: float = 2.0) -> int:
-        """Number of prefills queued there; raises KVProtocolError when unreachable or not ready."""
-        try:
-            reply = self._stub.Health(kv_pb2.HealthRequest(), timeout=timeout_s)
-        except grpc.RpcError as exc:
-            raise rpc_failure(exc, self.target) from None
-        if not reply.ready:
-            raise KVProtocolError(Reason.REJECTED, f"prefill worker {self.target} is not ready")
-        return int(reply.queued_requests)
 
     def info(self, timeout_s: float = 5.0) -> WorkerInfo:
         """The worker's model, fingerprint, dtype, device and layer count."""
@@ -320,15 +319,6 @@ def rpc_failure(error: grpc.RpcError, target: str) -> KVProtocolError:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED):
         return KVProtocolError(Reason.TRANSPORT, f"prefill worker {target} unreachable or lost: {details}")
     return KVProtocolError(Reason.REJECTED, f"prefill worker {target} refused ({code.name}): {details}")
-
-
-def _choice(kind: type[StrEnumT], value: str, flag: str) -> StrEnumT:
-    """`value` as a member of the str Enum `kind`, or UserError naming the value and the choices."""
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(member.value for member in kind)
-        raise UserError(f"{flag} {value!r}: use one of {choices}") from None
 
 
 def _refusal_reason(error: grpc.RpcError) -> Reason | None:

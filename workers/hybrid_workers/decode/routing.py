@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hybrid_workers import metrics
 from hybrid_workers.decode.config import DecodeConfig
@@ -25,6 +25,9 @@ from hybrid_workers.engine.sampling import SamplingParams
 from hybrid_workers.enums import Fallback
 from hybrid_workers.kv.errors import KVProtocolError, PrefillCancelled, Reason
 from hybrid_workers.metrics import FallbackReason, PrefillSite, RemoteOutcome
+
+if TYPE_CHECKING:
+    from hybrid_workers.decode.prefill_client import RemotePrefill
 
 log = logging.getLogger("hybrid_inference.decode")
 
@@ -45,7 +48,7 @@ class PrefillPeer(Protocol):
         params: SamplingParams,
         slot: KVSlot | None = None,
         cancel: threading.Event | None = None,
-    ) -> Any:
+    ) -> RemotePrefill:
         """First token of the prompt, computed remotely, its KV landed in `slot` (or in a new cache
         when `slot` is None); raises KVProtocolError, or PrefillCancelled once `cancel` is set."""
 
@@ -62,22 +65,11 @@ class RemotePrefillFailed(Exception):
 
 
 @dataclass(frozen=True)
-class KvTransfer:
-    """What a remote prefill cost on the wire."""
-
-    compute_s: float  # prefill compute on the prefill worker
-    transfer_s: float  # first to last KV byte received
-    exposed_s: float  # transfer time not hidden behind compute (adds to TTFT)
-    bytes: int  # KV bytes received (wire size)
-
-
-@dataclass(frozen=True)
 class PrefillPlan:
     """The outcome of routing one prompt."""
 
     site: PrefillSite
-    first: tuple[Any, int, float] | None  # (slot or cache, first token, its logprob) from remote; None: local
-    kv: KvTransfer | None = None  # remote only
+    remote: RemotePrefill | None  # the remote prefill's KV, first token and costs; None: prefill locally
     fallback: FallbackReason | None = None  # set when a remote attempt failed and we went local
 
 
@@ -165,8 +157,7 @@ class PrefillRouter:
             self._count(RemoteOutcome.FAILED)
             return self._failed(FallbackReason.ERROR, exc)
         self._count(RemoteOutcome.SUCCESS)
-        first = (remote.cache, int(remote.first_token), float(remote.first_logprob))
-        return PrefillPlan(PrefillSite.REMOTE, first, kv_transfer(remote))
+        return PrefillPlan(PrefillSite.REMOTE, remote)
 
     def _count(self, outcome: RemoteOutcome) -> None:
         metrics.remote_prefill_total.labels(self.model_label, outcome.value).inc()
@@ -201,14 +192,3 @@ class PrefillRouter:
             return Readiness(True, state, why, policy, False, instance)
         why = f"{status.detail}; long prompts are refused (--fallback fail)"
         return Readiness(False, state, why, policy, False, instance)
-
-
-def kv_transfer(remote: Any) -> KvTransfer:
-    """The wire costs of a remote prefill (from prefill_client.RemotePrefill.timings)."""
-    timings = remote.timings
-    return KvTransfer(
-        compute_s=float(timings.prefill_compute_s),
-        transfer_s=float(timings.transfer_s),
-        exposed_s=float(timings.exposed_transfer_s),
-        bytes=int(timings.bytes),
-    )

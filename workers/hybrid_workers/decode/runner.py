@@ -164,7 +164,8 @@ class RequestRun:
             on_token=lambda step: self._emit(Token(step, time.perf_counter())),
             cancelled=self.cancelled,
         )
-        first = (plan.first[1], plan.first[2]) if plan.first is not None else None
+        remote = plan.remote
+        first = (remote.first_token, remote.first_logprob) if remote is not None else None
         self.engine_loop.submit(sequence, first)
         sequence.done.wait()
         return sequence

@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hybrid_workers import metrics
-from hybrid_workers.decode.routing import KvTransfer
-from hybrid_workers.metrics import Outcome, PrefillSite
+from hybrid_workers.metrics import PrefillSite, RequestOutcome
+
+if TYPE_CHECKING:
+    from hybrid_workers.decode.prefill_client import TransferTimings
 
 log = logging.getLogger("hybrid_inference.decode")
 
@@ -28,7 +31,7 @@ class RequestStats:
     arrival: float = field(default_factory=time.perf_counter)
     prompt_tokens: int = 0
     site: PrefillSite = PrefillSite.LOCAL
-    kv: KvTransfer | None = None
+    kv: TransferTimings | None = None  # remote prefill only
     fallback: str | None = None
     tokens: int = 0  # generated tokens sent so far
     first_sent: float | None = None  # when the first token left the server
@@ -54,16 +57,16 @@ class RequestStats:
         """The client went away while sending its body: counted as cancelled, one log line."""
         if not self.finished:
             self.finished = True
-            metrics.requests_total.labels(self.model, Outcome.CANCELLED.value).inc()
+            metrics.requests_total.labels(self.model, RequestOutcome.CANCELLED.value).inc()
             log.info("request %s: cancelled: %s", self.request_id, error)
 
-    def prefilled(self, site: PrefillSite, kv: KvTransfer | None, fallback: str | None) -> None:
+    def prefilled(self, site: PrefillSite, kv: TransferTimings | None, fallback: str | None) -> None:
         """Where the prompt was prefilled, and what a remote prefill cost on the wire."""
         self.site, self.kv, self.fallback = site, kv, fallback
         metrics.prompt_tokens_total.labels(self.model, site.value).inc(self.prompt_tokens)
         if kv is not None:
             metrics.kv_transfer_seconds.labels(self.model).observe(kv.transfer_s)
-            metrics.kv_exposed_transfer_seconds.labels(self.model).observe(kv.exposed_s)
+            metrics.kv_exposed_transfer_seconds.labels(self.model).observe(kv.exposed_transfer_s)
             metrics.kv_transfer_bytes_total.labels(self.model).inc(kv.bytes)
 
     def token_sent(self, produced_at: float) -> None:
@@ -95,13 +98,13 @@ class RequestStats:
             return None
         return (self.tokens - 1) / (self.last_at - self.first_at)
 
-    def finish(self, outcome: Outcome, finish_reason: str | None = None) -> None:
+    def finish(self, outcome: RequestOutcome, finish_reason: str | None = None) -> None:
         """Count the request once, with its outcome, and log its line (idempotent)."""
         if self.finished:
             return
         self.finished = True
         metrics.requests_total.labels(self.model, outcome.value).inc()
-        if outcome is Outcome.SUCCESS:
+        if outcome is RequestOutcome.SUCCESS:
             self._observe_success(finish_reason or "length")
         if self.prompt_tokens:
             log.info(self.line(outcome, finish_reason))
@@ -115,11 +118,11 @@ class RequestStats:
         if tps is not None:
             metrics.decode_tokens_per_second.labels(*labels).observe(tps)
 
-    def line(self, outcome: Outcome, finish_reason: str | None) -> str:
+    def line(self, outcome: RequestOutcome, finish_reason: str | None) -> str:
         """The one-line summary `serve` shows per request."""
         ttft = "-" if self.ttft_s is None else f"{self.ttft_s:.3f}s"
         tps = "-" if self.decode_tps is None else f"{self.decode_tps:.1f}"
-        exposed = "-" if self.kv is None else f"{self.kv.exposed_s * 1000:.1f}ms"
+        exposed = "-" if self.kv is None else f"{self.kv.exposed_transfer_s * 1000:.1f}ms"
         site = self.site.value + (f" (fallback: {self.fallback})" if self.fallback else "")
         return (
             f"request {self.request_id}: {outcome.value}"

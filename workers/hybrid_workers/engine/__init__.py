@@ -10,10 +10,8 @@ from hybrid_workers.engine.decode import Step, decode
 from hybrid_workers.engine.demo_model import PRESETS, demo_model_dir, write_demo_model
 from hybrid_workers.engine.generation import (
     FinishReason,
-    FirstToken,
     TextStep,
     check_budget,
-    count_tokens,
     encode_prompt,
     stream_completion,
 )
@@ -25,7 +23,6 @@ __all__ = [
     "PRESETS",
     "CacheBuilder",
     "FinishReason",
-    "FirstToken",
     "LoadedModel",
     "OnLayer",
     "PrefillResult",
@@ -33,7 +30,6 @@ __all__ = [
     "Step",
     "TextStep",
     "check_budget",
-    "count_tokens",
     "decode",
     "demo_model_dir",
     "encode_prompt",

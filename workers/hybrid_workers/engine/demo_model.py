@@ -3,7 +3,7 @@
 Two presets:
 - `tiny`: 4 layers, hidden 64, 4 heads / 2 KV heads (GQA), vocab 1024, context 512 — tests in seconds.
 - `bench`: ≈200M parameters, 12 layers, hidden 1024, 16 heads / 4 KV heads, vocab 32000, context 2048
-  (the shape REFERENCE.md measures), for benchmarks on a CPU.
+  (the shape docs/architecture.md "Numbers and formulas" measures), for benchmarks on a CPU.
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
-"""One completion as a stream of text steps: prefill (or a remote prefill's result), then decode."""
+"""One completion as a stream of text steps: prefill (or a prefill done elsewhere), then decode."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
-
-from transformers import DynamicCache
+from typing import Any, Literal, Protocol
 
 from hybrid_workers.engine.decode import decode
 from hybrid_workers.engine.detokenize import TextAssembler
@@ -16,8 +14,6 @@ from hybrid_workers.engine.sampling import SamplingParams, sample
 from hybrid_workers.errors import UserError
 
 FinishReason = Literal["stop", "length"]
-# A prefill done elsewhere: the filled cache, the first sampled token and its logprob.
-FirstToken = tuple[DynamicCache, int, float]
 
 
 @dataclass(frozen=True)
@@ -28,11 +24,6 @@ class TextStep:
     logprob: float
     text: str  # new text released by this token (stop strings removed; may be empty)
     finish_reason: FinishReason | None  # set on the last step only
-
-
-def count_tokens(lm: LoadedModel, text: str) -> int:
-    """Number of tokens `text` encodes to (including the BOS the tokenizer adds)."""
-    return len(lm.tokenizer.encode(text))
 
 
 def check_budget(lm: LoadedModel, prompt_tokens: int, max_tokens: int) -> None:
@@ -56,8 +47,22 @@ def encode_prompt(lm: LoadedModel, text: str, max_tokens: int = 0) -> list[int]:
     return ids
 
 
+class Prefilled(Protocol):
+    """A prompt prefilled elsewhere, e.g. `decode.prefill_client.RemotePrefill`: its filled cache, the
+    first token sampled from it (step 0) and that token's logprob."""
+
+    @property
+    def cache(self) -> Any: ...  # transformers DynamicCache with every layer of the prompt
+
+    @property
+    def first_token(self) -> int: ...
+
+    @property
+    def first_logprob(self) -> float: ...
+
+
 def _token_stream(
-    lm: LoadedModel, prompt_ids: Sequence[int], params: SamplingParams, first: FirstToken | None
+    lm: LoadedModel, prompt_ids: Sequence[int], params: SamplingParams, first: Prefilled | None
 ) -> Iterator[tuple[int, float]]:
     """(token, logprob) of steps 0, 1, 2, ...: the first from `first` or a local prefill."""
     if first is None:
@@ -65,14 +70,14 @@ def _token_stream(
         cache = result.cache
         token, logprob = sample(result.logits, params, 0)
     else:
-        cache, token, logprob = first
+        cache, token, logprob = first.cache, first.first_token, first.first_logprob
     yield token, logprob
     for step in decode(lm, cache, token, len(prompt_ids), params):
         yield step.token_id, step.logprob
 
 
 def stream_completion(
-    lm: LoadedModel, prompt_ids: Sequence[int], params: SamplingParams, first: FirstToken | None = None
+    lm: LoadedModel, prompt_ids: Sequence[int], params: SamplingParams, first: Prefilled | None = None
 ) -> Iterator[TextStep]:
     """Generate a completion of `prompt_ids`, one TextStep per token, the last with a finish reason.
 

@@ -10,14 +10,10 @@ import torch
 
 from hybrid_workers.engine.default_model import embedded_model_dir
 from hybrid_workers.engine.layer_hooks import layer_hooks
+from hybrid_workers.enums import DType
 from hybrid_workers.errors import UserError
 from hybrid_workers.model_identity import model_identity
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+from hybrid_workers.torch_dtypes import TORCH_DTYPES
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,16 +49,23 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def check_dtype(dtype: str) -> DType:
+    """`dtype` as a DType; UserError naming the value and the choices otherwise."""
+    try:
+        return DType(str(dtype))
+    except ValueError:
+        choices = ", ".join(DType)
+        raise UserError(f"--dtype {dtype}: unknown dtype; use one of {choices}") from None
+
+
 def resolve_dtype(dtype: str, config: Any, device: torch.device) -> torch.dtype:
     """`auto` -> the model's own dtype, but float32 on CPU when that is float16 (slow and inexact there)."""
     dtype = str(dtype)
-    if dtype != "auto":
-        if dtype not in DTYPES:
-            raise UserError(f"--dtype {dtype}: unknown dtype; use one of auto, {', '.join(DTYPES)}")
-        return DTYPES[dtype]
+    if dtype != DType.AUTO:
+        return TORCH_DTYPES[check_dtype(dtype)]
     own = getattr(config, "dtype", None) or torch.float32
-    own = DTYPES.get(own, torch.float32) if isinstance(own, str) else own
-    if own not in DTYPES.values() or (own == torch.float16 and device.type == "cpu"):
+    own = getattr(torch, own, torch.float32) if isinstance(own, str) else own
+    if own not in TORCH_DTYPES.values() or (own == torch.float16 and device.type == "cpu"):
         return torch.float32
     return own
 
@@ -170,8 +173,7 @@ def load_model(
     from transformers import AutoTokenizer
 
     torch_device = resolve_device(device)
-    if str(dtype) != "auto" and str(dtype) not in DTYPES:
-        raise UserError(f"--dtype {dtype}: unknown dtype; use one of auto, {', '.join(DTYPES)}")
+    check_dtype(dtype)
     path = _model_path(model)
     name = model or path
     config = _load_config(path, name)

@@ -24,8 +24,6 @@ from hybrid_workers.kv.frames import (
     LayerChunk,
     TensorKind,
     Trailer,
-    TransferMode,
-    WireEncoding,
 )
 
 __all__ = [
@@ -38,6 +36,4 @@ __all__ = [
     "Reason",
     "TensorKind",
     "Trailer",
-    "TransferMode",
-    "WireEncoding",
 ]

@@ -16,8 +16,7 @@ from hybrid_workers.kv.frames import (
     KVRequest,
     Trailer,
 )
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from hybrid_workers.torch_dtypes import dtype_name
 
 
 @dataclass(frozen=True)
@@ -46,11 +45,6 @@ class ReceiverModel:
     def layer_shape(self, prompt_tokens: int) -> tuple[int, int, int, int]:
         """[batch, kv_heads, seq, head_dim] of one layer's keys (and values)."""
         return (1, self.num_kv_heads, prompt_tokens, self.head_dim)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """`torch.bfloat16` -> `bfloat16`, the name the Header carries."""
-    return str(dtype).removeprefix("torch.")
 
 
 def check_header(header: Header, request: KVRequest, model: ReceiverModel) -> None:

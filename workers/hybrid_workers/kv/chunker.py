@@ -6,16 +6,9 @@ from collections.abc import Iterator
 
 import torch
 
+from hybrid_workers.enums import WireEncoding
 from hybrid_workers.kv.compression import EncodedTensor, encode
-from hybrid_workers.kv.frames import (
-    PROTOCOL_VERSION,
-    Header,
-    KVRequest,
-    LayerChunk,
-    TensorKind,
-    WireEncoding,
-    checksum,
-)
+from hybrid_workers.kv.frames import PROTOCOL_VERSION, Header, KVRequest, LayerChunk, TensorKind, checksum
 
 
 def layer_chunks(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hybrid_workers.kv.frames import WireEncoding
+from hybrid_workers.enums import WireEncoding
 
 FP8_MAX = 448.0  # largest finite torch.float8_e4m3fn
 INT8_MAX = 127.0  # symmetric: -127..127

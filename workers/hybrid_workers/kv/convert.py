@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import (
     Frame,
@@ -11,8 +12,6 @@ from hybrid_workers.kv.frames import (
     LayerChunk,
     TensorKind,
     Trailer,
-    TransferMode,
-    WireEncoding,
 )
 from hybrid_workers.kv.proto import kv_pb2
 

@@ -1,4 +1,4 @@
-"""KVProtocolError: every way a KV hand-off can fail, each with its own reason."""
+"""KVProtocolError: every way a KV transfer can fail, each with its own reason."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class Reason(StrEnum):
-    """Why a hand-off was aborted; the decode worker may fall back to a local prefill on any of them."""
+    """Why a KV transfer was aborted; the decode worker may fall back to a local prefill on any of them."""
 
     VERSION = "version"  # the peer speaks another protocol version
     FINGERPRINT = "fingerprint"  # another model identity (weight, config or tokenizer files differ)
@@ -30,14 +30,14 @@ class Reason(StrEnum):
 
 
 class KVProtocolError(Exception):
-    """A KV hand-off failed; `reason` says how, the message says what exactly (with values).
+    """A KV transfer failed; `reason` says how, the message says what exactly (with values).
 
     Raised by the receiver for anything a peer sends that breaks the protocol, and by the client for
     transport failures, so a caller needs to catch only this type.
     """
 
     def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(f"KV hand-off failed ({reason.value}): {message}")
+        super().__init__(f"KV transfer failed ({reason.value}): {message}")
         self.reason = reason
         self.detail = message
 

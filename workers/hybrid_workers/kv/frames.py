@@ -10,7 +10,7 @@ from hybrid_workers.enums import TransferMode, WireEncoding
 
 # The KV wire version (Handshake, PrefillRequest and Header carry it). 2: Handshake and Heartbeat.
 PROTOCOL_VERSION = 2
-DEFAULT_CHUNK_BYTES = 4 << 20  # 4 MiB: grpcio's sweet spot on loopback (REFERENCE.md)
+DEFAULT_CHUNK_BYTES = 4 << 20  # 4 MiB: grpcio's sweet spot on loopback (docs/architecture.md)
 MIN_CHUNK_BYTES = 64 << 10
 MAX_CHUNK_BYTES = 16 << 20
 # gRPC message limit: a chunk plus the frame's other fields (scales, offsets, checksums).

@@ -31,7 +31,7 @@ class Side:
     @classmethod
     def of(cls, lm: object) -> Side:
         """From a loaded model (duck-typed: fingerprint, name, dtype)."""
-        from hybrid_workers.kv.checks import dtype_name
+        from hybrid_workers.torch_dtypes import dtype_name
 
         return cls(lm.fingerprint, lm.name, dtype_name(lm.dtype))  # type: ignore[attr-defined]
 

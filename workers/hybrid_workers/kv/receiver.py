@@ -1,4 +1,4 @@
-"""Receiver state machine: validates every frame of one hand-off and assembles layers as they complete.
+"""Receiver state machine: validates every frame of one KV transfer and assembles layers as they complete.
 
 Order (docs/kv-wire.md): Header; for layer 0..L-1: keys chunks at offsets 0, c, 2c, ... then values
 chunks likewise; Trailer. Anything else raises KVProtocolError with a specific Reason, after which the
@@ -18,19 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from hybrid_workers.enums import DType, WireEncoding
 from hybrid_workers.kv import compression
-from hybrid_workers.kv.checks import DTYPES, ReceiverModel, check_header, check_trailer
+from hybrid_workers.kv.checks import ReceiverModel, check_header, check_trailer
 from hybrid_workers.kv.errors import KVProtocolError, Reason
-from hybrid_workers.kv.frames import (
-    Frame,
-    Header,
-    KVRequest,
-    LayerChunk,
-    TensorKind,
-    Trailer,
-    WireEncoding,
-    checksum,
-)
+from hybrid_workers.kv.frames import Frame, Header, KVRequest, LayerChunk, TensorKind, Trailer, checksum
+from hybrid_workers.torch_dtypes import TORCH_DTYPES
 
 # Called with (layer index, keys, values) as soon as a layer is complete; tensors are
 # [batch, kv_heads, seq, head_dim] on the CPU in the model's dtype.
@@ -65,11 +58,6 @@ class KVReceiver:
         self.wire_bytes = 0  # tensor + scale bytes received
         self._keys: torch.Tensor | None = None  # this layer's keys, once complete
         self._buffer: _TensorBuffer | None = None
-
-    @property
-    def done(self) -> bool:
-        """True once the trailer was accepted."""
-        return self.trailer is not None
 
     def feed(self, frame: Frame) -> int | None:
         """Validate and take one frame; returns the index of a layer it completed, else None."""
@@ -202,7 +190,7 @@ class KVReceiver:
 
     def _start_tensor(self, kind: TensorKind, header: Header) -> _TensorBuffer:
         shape = self.model.layer_shape(header.prompt_tokens)
-        nbytes = compression.wire_nbytes(shape, DTYPES[header.dtype], header.encoding)
+        nbytes = compression.wire_nbytes(shape, TORCH_DTYPES[DType(header.dtype)], header.encoding)
         if self.destination is not None and header.encoding is WireEncoding.NONE:
             target = self.destination.layer_target(self.layer)
             data = target.keys if kind is TensorKind.KEYS else target.values  # written in place

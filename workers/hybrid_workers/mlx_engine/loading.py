@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import mlx.core as mx
 import torch
 
-from hybrid_workers.engine.loading import DTYPES, _load_config, _model_path, resolve_dtype
+from hybrid_workers.engine.loading import _load_config, _model_path, check_dtype, resolve_dtype
 from hybrid_workers.enums import ComputeDevice, Device, Engine
 from hybrid_workers.errors import UserError
 from hybrid_workers.mlx_engine.arrays import mx_dtype
@@ -126,8 +126,7 @@ def load_mlx_model(model: str | None = None, dtype: str = "auto") -> MlxModel:
     """Load a Llama-family model folder (or cached HF id) into MLX; UserError, one line, for anything else."""
     from transformers import AutoTokenizer
 
-    if str(dtype) != "auto" and str(dtype) not in DTYPES:
-        raise UserError(f"--dtype {dtype}: unknown dtype; use one of auto, {', '.join(DTYPES)}")
+    check_dtype(dtype)
     path = _model_path(model)
     name = model or path
     config = _load_config(path, name)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from hybrid_workers.engine import LoadedModel, SamplingParams, prefill, sample
-from hybrid_workers.kv.frames import KVRequest, Trailer, TransferMode
+from hybrid_workers.enums import TransferMode
+from hybrid_workers.kv.frames import KVRequest, Trailer
 from hybrid_workers.prefill.pipe import Cancelled, LayerPipe, LayerReady, PrefillDone, PrefillFailed
 
 

@@ -10,29 +10,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hybrid_workers.engine import LoadedModel
 from hybrid_workers.errors import UserError
-from hybrid_workers.kv.frames import DEFAULT_CHUNK_BYTES, TransferMode, WireEncoding
 from hybrid_workers.kv.keepalive import SERVER_OPTIONS
-from hybrid_workers.kv.tls import TLSConfig, server_credentials
-from hybrid_workers.prefill.servicer import PrefillServicer, ServiceOptions, add_to_server
-
-
-@dataclass(frozen=True)
-class PrefillServerConfig:
-    """Everything the prefill worker needs besides the loaded model."""
-
-    host: str = "0.0.0.0"  # interface to listen on
-    port: int = 50051  # 0: any free port (tests)
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES  # default chunk size of the layer frames
-    mode: TransferMode = TransferMode.LAYERWISE  # default when a request does not say
-    encoding: WireEncoding = WireEncoding.NONE  # default when a request does not say
-    max_queue: int = 16  # prefills queued or running at once
-    tls: TLSConfig | None = None  # None: plaintext
-    rpc_threads: int = 8  # concurrent RPCs (streams); prefills still run one at a time
-    served_model_name: str = ""  # the metrics' `model` label (the decode worker's name); "": the model's
-
-
-# The name kubelet's gRPC probe and grpc_health_probe may ask about; "" (the whole server) works too.
-HEALTH_SERVICE = "hybridinference.kv.v1.PrefillWorker"
+from hybrid_workers.kv.tls import server_credentials
+from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.servicer import SERVICE_NAME, PrefillServicer, add_to_server
 
 
 @dataclass
@@ -53,14 +34,7 @@ class RunningServer:
 
 def start_server(lm: LoadedModel, config: PrefillServerConfig) -> RunningServer:
     """Bind and start the PrefillWorker service for `lm`; UserError when the address cannot be bound."""
-    options = ServiceOptions(
-        chunk_bytes=config.chunk_bytes,
-        mode=config.mode,
-        encoding=config.encoding,
-        max_queue=config.max_queue,
-        model_label=config.served_model_name or lm.name,
-    )
-    servicer = PrefillServicer(lm, options)
+    servicer = PrefillServicer(lm, config)
     server = grpc.server(ThreadPoolExecutor(max_workers=config.rpc_threads), options=SERVER_OPTIONS)
     add_to_server(servicer, server)
     health_servicer = _add_health(server)
@@ -80,7 +54,7 @@ def _add_health(server: grpc.Server) -> health.HealthServicer:
     """The standard grpc.health.v1 service (Kubernetes gRPC probes): SERVING, since the model is
     already loaded when the server starts; NOT_SERVING once shutdown begins."""
     servicer = health.HealthServicer()
-    for name in ("", HEALTH_SERVICE):
+    for name in ("", SERVICE_NAME):  # what kubelet's gRPC probe and the decode worker ask about
         servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     return servicer

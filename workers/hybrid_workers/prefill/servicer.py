@@ -1,4 +1,4 @@
-"""The PrefillWorker gRPC service: Prefill (Header, layer chunks, Trailer), Health, Info, Handshake."""
+"""The PrefillWorker gRPC service: Prefill (Header, layer chunks, Trailer), Info, Handshake."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import grpc
 
 from hybrid_workers import metrics
 from hybrid_workers.engine import LoadedModel, SamplingParams
 from hybrid_workers.engine.prefill import check_token_ids
+from hybrid_workers.enums import TransferMode
 from hybrid_workers.errors import UserError
 from hybrid_workers.kv import handshake, wire
-from hybrid_workers.kv.checks import dtype_name
 from hybrid_workers.kv.chunker import build_header, layer_chunks
 from hybrid_workers.kv.convert import request_from_pb
 from hybrid_workers.kv.errors import KVProtocolError, Reason
@@ -26,13 +25,13 @@ from hybrid_workers.kv.frames import (
     Frame,
     Heartbeat,
     KVRequest,
-    TransferMode,
-    WireEncoding,
     check_chunk_bytes,
 )
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
+from hybrid_workers.prefill.config import PrefillServerConfig
 from hybrid_workers.prefill.job import PrefillJob
 from hybrid_workers.prefill.pipe import Cancelled, LayerPipe, LayerReady, PrefillDone
+from hybrid_workers.torch_dtypes import dtype_name
 
 log = logging.getLogger("hybrid_inference.prefill")
 # Trailing metadata key carrying a KVProtocolError reason (version, fingerprint) with a refusal.
@@ -41,24 +40,12 @@ REASON_METADATA = "kv-reason"
 MIN_HEARTBEAT_MS = 50
 
 
-@dataclass(frozen=True)
-class ServiceOptions:
-    """Per-worker defaults and limits of the Prefill service."""
-
-    chunk_bytes: int  # default chunk size when the request leaves it 0
-    mode: TransferMode = TransferMode.LAYERWISE  # when the request leaves it unspecified
-    encoding: WireEncoding = WireEncoding.NONE  # when the request leaves it unspecified
-    max_queue: int = 16  # prefills waiting or running; beyond it: RESOURCE_EXHAUSTED
-    pipe_layers: int = 3  # layerwise: finished layers buffered ahead of the network at most
-    model_label: str = ""  # the metrics' `model` label (--served-model-name); "": the model's name
-
-
 class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
     """Serves one loaded model; prefills run one at a time on a single compute thread (the lane)."""
 
-    def __init__(self, lm: LoadedModel, options: ServiceOptions) -> None:
+    def __init__(self, lm: LoadedModel, config: PrefillServerConfig) -> None:
         self.lm = lm
-        self.options = options
+        self.config = config
         self._lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-lane")
         self._lock = threading.Lock()
         self._pending = 0  # requests admitted and not finished
@@ -70,7 +57,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
         """Validate, queue the prefill on the lane, and stream its frames as layers finish."""
         arrival = time.perf_counter()
         kv_request, params = self._admit(request, context)
-        pipe = LayerPipe(0 if kv_request.mode is TransferMode.BULK else self.options.pipe_layers)
+        pipe = LayerPipe(0 if kv_request.mode is TransferMode.BULK else self.config.pipe_layers)
         context.add_callback(pipe.cancel)  # fires when the RPC ends for any reason, e.g. the client left
         try:
             self._lane.submit(PrefillJob(self.lm, kv_request, params, pipe, arrival).run)
@@ -82,9 +69,10 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
             with self._lock:
                 self._pending -= 1
 
-    def Health(self, request: kv_pb2.HealthRequest, context: grpc.ServicerContext) -> kv_pb2.HealthReply:
-        """Ready as soon as the server runs (the model was loaded before it started)."""
-        return kv_pb2.HealthReply(ready=True, queued_requests=self._pending)
+    @property
+    def pending(self) -> int:
+        """Prefills admitted and not finished (queued or running)."""
+        return self._pending
 
     def Handshake(
         self, request: kv_pb2.HandshakeRequest, context: grpc.ServicerContext
@@ -108,7 +96,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
             num_kv_heads=lm.num_kv_heads,
             head_dim=lm.head_dim,
             protocol_version=PROTOCOL_VERSION,
-            default_chunk_bytes=self.options.chunk_bytes,
+            default_chunk_bytes=self.config.chunk_bytes,
             max_context=lm.max_context,
         )
 
@@ -127,16 +115,16 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
                 context.set_trailing_metadata(((REASON_METADATA, exc.reason.value),))
             context.abort(_status_of(exc), str(exc))
         with self._lock:
-            if self._pending >= self.options.max_queue:
+            if self._pending >= self.config.max_queue:
                 context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"{self._pending} prefills already queued (limit {self.options.max_queue}); retry later",
+                    f"{self._pending} prefills already queued (limit {self.config.max_queue}); retry later",
                 )
             self._pending += 1
         return request, params
 
     def _parse(self, message: kv_pb2.PrefillRequest) -> tuple[KVRequest, SamplingParams]:
-        request = request_from_pb(message, self.options.encoding, self.options.mode)
+        request = request_from_pb(message, self.config.encoding, self.config.mode)
         if request.protocol_version != PROTOCOL_VERSION:
             raise KVProtocolError(
                 Reason.VERSION,
@@ -149,7 +137,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
                 f"serves {self.lm.name!r} {dtype_name(self.lm.dtype)}, model identity {self.lm.fingerprint}; "
                 "give both workers the same model files",
             )
-        chunk_bytes = check_chunk_bytes(request.chunk_bytes or self.options.chunk_bytes)
+        chunk_bytes = check_chunk_bytes(request.chunk_bytes or self.config.chunk_bytes)
         check_token_ids(self.lm, request.token_ids)
         params = SamplingParams(
             max_tokens=1,
@@ -163,7 +151,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
     @property
     def model_label(self) -> str:
         """The `model` label of this worker's metrics: the served name both workers share."""
-        return self.options.model_label or self.lm.name
+        return self.config.served_model_name or self.lm.name
 
     def _stream(
         self, request: KVRequest, pipe: LayerPipe, context: grpc.ServicerContext
@@ -224,17 +212,12 @@ SERVICE_NAME = "hybridinference.kv.v1.PrefillWorker"
 
 def add_to_server(servicer: PrefillServicer, server: grpc.Server) -> None:
     """Register the service. Unlike the generated helper, Prefill's frames are serialized by kv.wire
-    (one copy of the tensor bytes per layer chunk); Health, Info and Handshake use the generated messages."""
+    (one copy of the tensor bytes per layer chunk); Info and Handshake use the generated messages."""
     handlers = {
         "Prefill": grpc.unary_stream_rpc_method_handler(
             servicer.Prefill,
             request_deserializer=kv_pb2.PrefillRequest.FromString,
             response_serializer=wire.serialize,
-        ),
-        "Health": grpc.unary_unary_rpc_method_handler(
-            servicer.Health,
-            request_deserializer=kv_pb2.HealthRequest.FromString,
-            response_serializer=kv_pb2.HealthReply.SerializeToString,
         ),
         "Info": grpc.unary_unary_rpc_method_handler(
             servicer.Info,

@@ -14,15 +14,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hybrid_operator.models import HybridInferenceSpec, PlacementMode
-from hybrid_operator.placement import NodeFacts, Placement, resolve_placement
-from hybrid_operator.placement_auto import HOSTNAME_LABEL
+from hybrid_operator.placement.auto import HOSTNAME_LABEL
+from hybrid_operator.placement.nodes import NodeFacts, NodePlacement
+from hybrid_operator.placement.resolve import resolve_placement
 
 
 @dataclasses.dataclass(frozen=True)
 class HeldPlacement:
     """The placement to render, and why it is degraded (None: all nodes available)."""
 
-    placement: Placement
+    placement: NodePlacement
     degraded: str | None = None
 
 
@@ -55,10 +56,10 @@ def _previous_nodes(previous: Mapping[str, Any], generation: int | None) -> tupl
     return prefill, decode
 
 
-def _pinned(names: tuple[str, str], nodes: Sequence[NodeFacts], reason: str) -> Placement:
+def _pinned(names: tuple[str, str], nodes: Sequence[NodeFacts], reason: str) -> NodePlacement:
     hostname = {n.name: n.labels.get(HOSTNAME_LABEL, n.name) for n in nodes}
     prefill, decode = names
-    return Placement(
+    return NodePlacement(
         prefill_nodes=(prefill,),
         decode_nodes=(decode,),
         reason=reason,
@@ -87,14 +88,14 @@ def hold_placement(
             message = f"placement.mode auto: {text}; keeping the last placement {before[0]} + {before[1]}"
             return HeldPlacement(_pinned(before, facts, "auto (held): " + message), message)
     placement = resolve_placement(spec, facts)
-    if placement.ok:
+    if not placement.problems:
         return HeldPlacement(placement)
     down_text = ", ".join(f"{name} is {why}" for name, why in sorted(down.items())) or "no node is down"
     problem = "; ".join(placement.problems)
     relaxed = resolve_placement(spec, [dataclasses.replace(f, schedulable=True) for f in facts])
-    if relaxed.ok or before is not None:
+    if not relaxed.problems or before is not None:
         message = f"{problem} ({down_text}); pods wait until a matching node is schedulable again"
-        held = relaxed if relaxed.ok else dataclasses.replace(placement, problems=())
+        held = relaxed if not relaxed.problems else dataclasses.replace(placement, problems=())
         return HeldPlacement(
             dataclasses.replace(held, reason=held.reason + f" (degraded: {down_text})"), message
         )

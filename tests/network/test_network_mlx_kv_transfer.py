@@ -1,4 +1,4 @@
-"""The hand-off into the MLX engine across a real, rate-limited link (two namespaces), like the torch one."""
+"""The KV transfer into the MLX engine across a real, rate-limited link (two namespaces), as for torch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`placement.mode: auto`: the operator's side of the planner (spec + node facts -> Placement).
+"""`placement.mode: auto`: the operator's side of the planner (spec + node facts -> NodePlacement).
 
 Reads which roles may run on each node (taints, GPU requests), asks `plan_placement` for the fastest
 prefill/decode pair, pins each role to its node by hostname, and carries the prediction and the
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hybrid_operator.models import HybridInference, HybridInferenceSpec
-from hybrid_operator.placement import NodeFacts, Placement, fits
+from hybrid_operator.placement.nodes import NodeFacts, NodePlacement, fits
 from hybrid_operator.planner import PlannerError, Request, link_profile, model_shape
 from hybrid_operator.planner.auto_placement import NoPlacementError, PlacementPlan, plan_placement
 
@@ -54,9 +54,9 @@ def _excluded_text(plan: PlacementPlan) -> str:
     return "; excluded: " + "; ".join(f"{node}: {why}" for node, why in sorted(plan.excluded.items()))
 
 
-def _placement(plan: PlacementPlan, nodes: Sequence[NodeFacts]) -> Placement:
+def _placement(plan: PlacementPlan, nodes: Sequence[NodeFacts]) -> NodePlacement:
     hostname = {n.name: n.labels.get(HOSTNAME_LABEL, n.name) for n in nodes}
-    return Placement(
+    return NodePlacement(
         prefill_nodes=(plan.prefill_node,),
         decode_nodes=(plan.decode_node,),
         reason="auto: " + plan.reason + _excluded_text(plan),
@@ -69,8 +69,8 @@ def _placement(plan: PlacementPlan, nodes: Sequence[NodeFacts]) -> Placement:
     )
 
 
-def resolve_auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Placement:
-    """Placement chosen by the planner; a Placement with `problems` when it cannot choose."""
+def resolve_auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> NodePlacement:
+    """The nodes the planner chose; a NodePlacement with `problems` when it cannot choose."""
     try:
         shape = model_shape(spec.model.source or DEFAULT_SHAPE)
         link = link_profile(spec.placement.link or DEFAULT_LINK)
@@ -84,14 +84,14 @@ def resolve_auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Place
         )
     except NoPlacementError as exc:
         problem = f"placement.mode auto: {exc}"
-        return Placement((), (), reason=problem, problems=(problem,))
+        return NodePlacement((), (), reason=problem, problems=(problem,))
     except PlannerError as exc:
         problem = f"placement.mode auto: cannot plan: {exc}; use placement.mode manual"
-        return Placement((), (), reason=problem, problems=(problem,))
+        return NodePlacement((), (), reason=problem, problems=(problem,))
     return _placement(plan, nodes)
 
 
-def decode_prediction_flags(cr: HybridInference, placement: Placement) -> dict[str, object]:
+def decode_prediction_flags(cr: HybridInference, placement: NodePlacement) -> dict[str, object]:
     """Decode flags from the plan: predicted TTFT/TPS (exported as gauges) and, when the spec says
     `remotePrefillMinTokens: auto`, the planner's threshold. Empty for manual placement."""
     flags: dict[str, object] = {

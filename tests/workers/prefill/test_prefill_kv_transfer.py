@@ -1,11 +1,11 @@
-"""Exact hand-off: prefill worker -> gRPC loopback -> decode equals transformers' greedy generate."""
+"""Exact KV transfer: prefill worker -> gRPC loopback -> decode equals transformers' greedy generate."""
 
 from __future__ import annotations
 
 import pytest
-from handoff_helpers import assert_matches_generate, prompt
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
+from kv_transfer_helpers import assert_matches_generate, prompt
 
 NEW_TOKENS = 8
 GREEDY = SamplingParams(max_tokens=NEW_TOKENS, temperature=0)
@@ -13,7 +13,7 @@ GREEDY = SamplingParams(max_tokens=NEW_TOKENS, temperature=0)
 
 @pytest.mark.parametrize("mode", ["layerwise", "bulk"])
 @pytest.mark.parametrize("length", [1, 17, 300])
-def test_float32_hand_off_matches_generate(tiny_lm, prefill_server, mode: str, length: int) -> None:
+def test_float32_kv_transfer_matches_generate(tiny_lm, prefill_server, mode: str, length: int) -> None:
     ids = prompt(length, seed=length)
     with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm, mode=mode) as client:
         remote = client.prefill(ids, GREEDY)
@@ -22,7 +22,7 @@ def test_float32_hand_off_matches_generate(tiny_lm, prefill_server, mode: str, l
 
 @pytest.mark.parametrize("mode", ["layerwise", "bulk"])
 @pytest.mark.parametrize("length", [5, 130])
-def test_bfloat16_hand_off_matches_generate(
+def test_bfloat16_kv_transfer_matches_generate(
     tiny_lm_bf16, prefill_server_bf16, mode: str, length: int
 ) -> None:
     ids = prompt(length, seed=100 + length)

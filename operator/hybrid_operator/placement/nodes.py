@@ -1,10 +1,4 @@
-"""Placement: which nodes can run each role, from node facts and the spec (pure; no Kubernetes calls).
-
-`resolve_placement(spec, nodes)` is the seam: manual placement is decided here from each role's
-nodeSelector, tolerations and GPU count; `placement.mode: auto` is handed to the planner through
-`hybrid_operator.planner.resolve_auto(spec, nodes) -> Placement` (filling prefill/decode_selector with
-the chosen nodes and the prediction fields), and reported as a spec problem until the planner has it.
-"""
+"""What placement knows about nodes (facts, taints, fit) and what it decides (NodePlacement); pure."""
 
 from __future__ import annotations
 
@@ -12,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hybrid_operator.models import HybridInferenceSpec, PlacementMode, Toleration, WorkerPoolSpec
+from hybrid_operator.models import Toleration, WorkerPoolSpec
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -58,8 +52,8 @@ class NodeFacts:
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Where each role may run; `problems` non-empty means the spec cannot work on these nodes."""
+class NodePlacement:
+    """The nodes each role may run on; `problems` non-empty means the spec cannot work on these nodes."""
 
     prefill_nodes: tuple[str, ...]
     decode_nodes: tuple[str, ...]
@@ -72,11 +66,6 @@ class Placement:
     prefill_selector: Mapping[str, str] | None = None
     decode_selector: Mapping[str, str] | None = None
     remote_prefill_min_tokens: int | None = None  # auto mode: the planner's threshold (None: keep spec's)
-
-    @property
-    def ok(self) -> bool:
-        """True when both roles have at least one node."""
-        return not self.problems
 
 
 def tolerates(tolerations: Sequence[Toleration], taint: Taint) -> bool:
@@ -100,44 +89,6 @@ def fits(pool: WorkerPoolSpec, node: NodeFacts) -> bool:
     if not all(tolerates(pool.tolerations, t) for t in blocking):
         return False
     return pool.gpus <= node.gpus
-
-
-def describe(role: str, pool: WorkerPoolSpec, names: Sequence[str]) -> str:
-    """`prefill.nodeSelector {gpu: 'true'} matches spark` style text for status and events."""
-    selector = dict(pool.node_selector or {})
-    what = f"{role}.nodeSelector {selector}" if selector else f"{role} (no nodeSelector)"
-    gpus = f" with {pool.gpus} GPU(s)" if pool.gpus else ""
-    if not names:
-        return f"{what}{gpus} matches no schedulable node whose taints it tolerates"
-    return f"{what}{gpus} matches {', '.join(names)}"
-
-
-def _manual(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Placement:
-    prefill = tuple(sorted(n.name for n in nodes if fits(spec.prefill, n)))
-    decode = tuple(sorted(n.name for n in nodes if fits(spec.decode, n)))
-    parts = [describe("prefill", spec.prefill, prefill), describe("decode", spec.decode, decode)]
-    problems = tuple(text for text, names in zip(parts, (prefill, decode), strict=True) if not names)
-    return Placement(
-        prefill_nodes=prefill,
-        decode_nodes=decode,
-        reason="manual: " + "; ".join(parts),
-        problems=problems,
-        prefill_selector=spec.prefill.node_selector,
-        decode_selector=spec.decode.node_selector,
-    )
-
-
-def _auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Placement:
-    from hybrid_operator.placement_auto import resolve_auto  # imports this module: import here
-
-    return resolve_auto(spec, nodes)
-
-
-def resolve_placement(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> Placement:
-    """Decide where each role may run. Manual: each role's selector; auto: the planner chooses."""
-    if spec.placement.mode == PlacementMode.AUTO:
-        return _auto(spec, nodes)
-    return _manual(spec, nodes)
 
 
 def node_label(names: Sequence[str]) -> str:

@@ -1,4 +1,4 @@
-"""Helpers of the hand-off tests: deterministic prompts, remote greedy decoding, the generate reference."""
+"""Helpers of the KV transfer tests: deterministic prompts, remote greedy decoding, the generate reference."""
 
 from __future__ import annotations
 

@@ -12,15 +12,21 @@ import dataclasses
 from collections.abc import Sequence
 
 from hybrid_operator.models import HybridInferenceSpec, PlacementMode
-from hybrid_operator.placement import NodeFacts, Placement
-from hybrid_operator.placement_auto import DEFAULT_LINK, DEFAULT_SHAPE, planner_request
+from hybrid_operator.placement.auto import DEFAULT_LINK, DEFAULT_SHAPE, planner_request
+from hybrid_operator.placement.nodes import NodeFacts, NodePlacement
 from hybrid_operator.planner import PlannerError, link_profile, model_shape
 from hybrid_operator.planner.auto_placement import NoPlacementError, plan_placement
 
 
-def with_prediction(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts], placement: Placement) -> Placement:
+def with_prediction(
+    spec: HybridInferenceSpec, nodes: Sequence[NodeFacts], placement: NodePlacement
+) -> NodePlacement:
     """`placement` with the planner's prediction filled in (manual placement with nodes for both roles)."""
-    if spec.placement.mode != PlacementMode.MANUAL or not placement.ok or placement.ttft_seconds is not None:
+    if (
+        spec.placement.mode != PlacementMode.MANUAL
+        or placement.problems
+        or placement.ttft_seconds is not None
+    ):
         return placement
     roles = {
         node.name: {
