@@ -57,7 +57,8 @@ def prefill_layer_seconds(model: ModelShape, device: DeviceProfile, request: Req
     flops = model.layer_flops(request.prompt_tokens)
     weight_bytes = model.linear_params_per_layer * bytes_per_weight(request.dtype, request.weights)
     compute = flops / matmul_flops_per_second(device, request)
-    return max(compute, weight_bytes / device.bytes_per_second(request.dtype))
+    roofline = max(compute, weight_bytes / device.bytes_per_second(request.dtype))
+    return roofline + device.layer_overhead_seconds  # kernel dispatch, as in a decode step
 
 
 def head_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:

@@ -17,7 +17,12 @@ from hybrid_operator.planner import (
 )
 from hybrid_operator.planner.links import LinkProfile
 from hybrid_operator.planner.placements import evaluate
-from hybrid_operator.planner.roofline import decode_seconds, decode_step_seconds, exposed_transfer_seconds
+from hybrid_operator.planner.roofline import (
+    decode_seconds,
+    decode_step_seconds,
+    exposed_transfer_seconds,
+    prefill_layer_seconds,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -175,3 +180,15 @@ def test_a_measured_kv_rate_slows_long_contexts_only() -> None:
         shape, base, "float32", 2048
     )
     assert slower == pytest.approx(extra)
+
+
+def test_generic_cpu_per_layer_overhead_bounds_small_models_in_both_phases() -> None:
+    cpu = device_profile("generic-cpu")
+    assert cpu.layer_overhead_seconds == pytest.approx(0.0005)
+    tiny = model_shape("demo-tiny")
+    request = Request(446, 64, dtype="float32")
+    # Dispatch dominates a 4-layer, 64-wide model: a step costs at least 4 x 0.5 ms.
+    assert decode_step_seconds(tiny, cpu, "float32", 446) >= tiny.layers * 0.0005
+    assert prefill_layer_seconds(tiny, cpu, request) >= 0.0005
+    # A GPU profile states no overhead, so EXO's numbers are unchanged by it.
+    assert device_profile("dgx-spark").layer_overhead_seconds == 0.0
