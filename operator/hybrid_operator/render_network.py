@@ -18,6 +18,17 @@ from hybrid_operator.render_common import (
 API_SUFFIX = "api"
 
 
+def _grpc_port() -> dict[str, object]:
+    """The prefill worker's gRPC KV port, as both prefill Services expose it."""
+    return {
+        "name": "grpc",
+        "port": PREFILL_PORT,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+    }
+
+
 def prefill_service(cr: HybridInference) -> Manifest:
     """ClusterIP Service in front of the prefill pods: the gRPC KV port and the metrics port."""
     return {
@@ -28,13 +39,7 @@ def prefill_service(cr: HybridInference) -> Manifest:
             "type": "ClusterIP",
             "selector": selector_labels(cr, PREFILL),
             "ports": [
-                {
-                    "name": "grpc",
-                    "port": PREFILL_PORT,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "grpc",
-                },
+                _grpc_port(),
                 {"name": "metrics", "port": cr.spec.metrics.port, "targetPort": "metrics", "protocol": "TCP"},
             ],
         },
@@ -52,15 +57,7 @@ def kv_service(cr: HybridInference) -> Manifest:
         "spec": {
             "clusterIP": "None",
             "selector": selector_labels(cr, PREFILL),
-            "ports": [
-                {
-                    "name": "grpc",
-                    "port": PREFILL_PORT,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "grpc",
-                }
-            ],
+            "ports": [_grpc_port()],
         },
     }
 

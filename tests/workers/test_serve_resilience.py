@@ -61,7 +61,7 @@ def ready(serve: RunningServe) -> dict:
     return httpx.get(serve.base_url + "/ready", timeout=10).json()
 
 
-def wait_ready(serve: RunningServe, timeout_s: float = 60.0) -> None:
+def wait_ready(serve: RunningServe, timeout_s: float = 180.0) -> None:  # a hang guard, not a goal
     import time
 
     deadline = time.monotonic() + timeout_s
