@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(
         parser,
         "--kv-data-port",
-        default="auto",
+        default="auto",  # DEFAULTS.data_port 0: any free port
         help="TCP port of the KV data connection (layers' bytes beside the gRPC stream, docs/kv-wire.md): "
         "auto: any free port (the handshake tells decode workers); a number: that port (expose it "
         "like --port); 0: off, layers travel as gRPC frames",

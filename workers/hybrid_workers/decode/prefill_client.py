@@ -214,9 +214,10 @@ class PrefillClient:
             receiver.release()
             raise watch.failure(rpc_failure(exc, self.target), self.target) from None
         except KVProtocolError as exc:
+            error = _status_first(exc, call, self.target)  # before cancelling: it may explain the error
             call.cancel()  # the prefill worker stops computing for us
             receiver.release()
-            raise _status_first(exc, call, self.target) from None
+            raise error from None
         finally:
             watch.stop()
             if sock is not None:

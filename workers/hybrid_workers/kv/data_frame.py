@@ -139,6 +139,10 @@ def recv_exact(sock: socket.socket, view: memoryview, poll: Callable[[int], None
         except TimeoutError:
             poll(0)
             continue
+        except OSError as exc:  # reset, or TLS broken: the peer is gone
+            raise KVProtocolError(
+                Reason.TRANSPORT, f"data connection lost after {got} of {total} bytes of {what}: {exc}"
+            ) from None
         if count == 0:
             raise KVProtocolError(
                 Reason.TRUNCATED_CHUNK, f"data connection closed after {got} of {total} bytes of {what}"
