@@ -27,7 +27,7 @@ def _rows() -> list[dict[str, Any]]:
 def _predict(row: dict[str, Any]) -> dict[str, float]:
     """Predicted tokens/s for the phases the row measured."""
     request = Request(row["prompt"], row["output"], dtype=row["dtype"], weights=row["weights"])
-    model, device = model_shape(row["model"]), device_profile(row["device"])
+    model, device = model_shape(row["model"]), device_profile(row["device"], row["engine"])
     predicted = {}
     if "prefill_tps" in row:
         predicted["prefill"] = row["prompt"] / prefill_seconds(model, device, request)
