@@ -48,7 +48,7 @@ def test_llama_8b_fp16_on_an_m1_max_matches_the_public_reports() -> None:
     """torch MPS ~9 tok/s vs Metal-native ~19 tok/s (the numbers the MLX engine issue cites)."""
     assert 14 < tokens_per_second("mlx") < 24
     assert 6.5 < tokens_per_second("torch") < 11.5
-    assert tokens_per_second("mlx") / tokens_per_second("torch") == pytest.approx(0.70 / 0.33)
+    assert 1.8 < tokens_per_second("mlx") / tokens_per_second("torch") < 2.6  # reported: 19 / 9 = 2.1
 
 
 def test_every_profile_uses_the_closed_names_fractions_and_cites_a_source() -> None:
@@ -115,12 +115,14 @@ def test_quantised_prefill_runs_at_the_precision_the_engine_multiplies_at() -> N
 
 def test_attention_efficiency_slows_long_prompts_by_their_attention_flops_only() -> None:
     shape, base = model_shape("llama-3.1-8b"), device_profile("h100")
-    slow = dataclasses.replace(base, attention_tflops={"float16": base.sustained_tflops["float16"] / 2})
+    rate = base.attention_flops_per_second("float16")
+    assert rate < base.flops_per_second("float16")  # attention is not GEMM-efficient
+    slow = dataclasses.replace(base, attention_tflops={"float16": rate / 2e12})
     for tokens in (512, 8192):
         request = Request(tokens, 0, "float16")
         extra = prefill_seconds(shape, slow, request) - prefill_seconds(shape, base, request)
         attention = shape.layers * shape.layer_attention_flops(tokens)
-        assert extra == pytest.approx(attention / (base.sustained_tflops["float16"] * 1e12), rel=1e-6)
+        assert extra == pytest.approx(attention / rate, rel=1e-6)  # twice as long: one more `rate`
 
 
 def test_a_step_overhead_is_paid_once_per_decode_step_and_once_per_prefill() -> None:
