@@ -22,6 +22,8 @@ TABLE = Path(__file__).parents[3] / "operator" / "hybrid_operator" / "planner" /
 WITHIN = 0.20
 ENGINES = {"llama.cpp", "mlx", "vllm", "sglang", "tensorrt-llm", "torch"}
 CHECKS = {"independent", "repeat", "transcription"}
+# Engines that run on one kind of device only: a row that puts them elsewhere is a typo.
+ENGINE_KINDS = {"mlx": {"apple"}, "vllm": {"gpu"}, "sglang": {"gpu"}, "tensorrt-llm": {"gpu"}}
 UNQUANTISED = {"float16", "bfloat16", "float32"}
 FIELDS = {
     "device",
@@ -88,6 +90,8 @@ def test_every_row_names_a_source_a_confirming_second_place_and_known_profiles()
         assert row["source"] and row["cross_check"] and row["run"], _label(row)
         assert row["check"] in CHECKS, (_label(row), row["check"])
         assert row["engine"] in ENGINES, (_label(row), row["engine"])
+        kind = device_profile(row["device"]).kind
+        assert kind in ENGINE_KINDS.get(row["engine"], {kind}), (_label(row), kind)
         assert "prefill_tps" in row or "decode_tps" in row, _label(row)
         assert row["prompt"] > 0 if "prefill_tps" in row else True, _label(row)
         assert row["output"] > 0 if "decode_tps" in row else True, _label(row)
@@ -123,13 +127,19 @@ def _share(errs: list[tuple[str, float]]) -> float:
 EXPLAINED_OUTLIERS = {
     ("m1-max/llama.cpp/llama-3-8b/q4_k_m", "decode"),  # K-quant Metal GEMV on the M1 generation
     ("dgx-spark/llama.cpp/qwen2.5-7b/q8_0", "prefill"),  # GB10 publishes no int8 tensor peak
+    # Added after the tuning pass (out of sample): TensorRT-LLM v0.5 first-token latency is slower
+    # than cuBLAS-rate GEMMs (FP8 at 0.39 of its peak on the H100).
+    ("a100/tensorrt-llm/llama-2-7b/float16", "prefill"),
+    ("h100/tensorrt-llm/llama-2-7b/fp8", "prefill"),
 }
 
 
 def test_at_least_eighty_percent_of_each_phase_is_within_twenty_percent(
     errors: dict[str, list[tuple[str, float]]],
 ) -> None:
-    # After the one tuning pass (commit message and docs/planner.md): prefill 21 of 22, decode 29 of 30.
+    # After the one tuning pass on the 52-row table (commit message, docs/planner.md): prefill 21 of
+    # 22, decode 29 of 30; with the rows added since (not tuned against): prefill 22 of 26, decode
+    # 30 of 31.
     assert _share(errors["prefill"]) >= 0.80
     assert _share(errors["decode"]) >= 0.80
 
