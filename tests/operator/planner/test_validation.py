@@ -21,6 +21,8 @@ TABLE = Path(__file__).parents[3] / "operator" / "hybrid_operator" / "planner" /
 WITHIN = 0.20
 ENGINES = {"llama.cpp", "mlx", "vllm", "sglang", "tensorrt-llm", "torch"}
 CHECKS = {"independent", "repeat", "transcription"}
+# Engines that run on one kind of device only: a row that puts them elsewhere is a typo.
+ENGINE_KINDS = {"mlx": {"apple"}, "vllm": {"gpu"}, "sglang": {"gpu"}, "tensorrt-llm": {"gpu"}}
 UNQUANTISED = {"float16", "bfloat16", "float32"}
 FIELDS = {
     "device",
@@ -87,6 +89,8 @@ def test_every_row_names_a_source_a_confirming_second_place_and_known_profiles()
         assert row["source"] and row["cross_check"] and row["run"], _label(row)
         assert row["check"] in CHECKS, (_label(row), row["check"])
         assert row["engine"] in ENGINES, (_label(row), row["engine"])
+        kind = device_profile(row["device"]).kind
+        assert kind in ENGINE_KINDS.get(row["engine"], {kind}), (_label(row), kind)
         assert "prefill_tps" in row or "decode_tps" in row, _label(row)
         assert row["prompt"] > 0 if "prefill_tps" in row else True, _label(row)
         assert row["output"] > 0 if "decode_tps" in row else True, _label(row)
