@@ -25,9 +25,16 @@ def choice_of(members: Iterable[StrEnum]) -> Callable[[str], StrEnum]:
     return parse
 
 
-def parse_bytes(value: str | int | None, flag: str, *, auto: bool = False) -> int | None:
+def parse_bytes(
+    value: str | int | None,
+    flag: str,
+    *,
+    auto: bool = False,
+    check: Callable[[int], object] | None = None,
+) -> int | None:
     """A byte count with an optional K/M/G/T suffix (powers of 1024: `4MiB`, `512K`, `2G`), or, when
-    `auto` is allowed, `auto` (None). UserError naming the flag and the value otherwise."""
+    `auto` is allowed, `auto` (None). `check` (raises ValueError) vets the count. UserError naming the
+    flag and the value as the user typed it otherwise."""
     text = str(value).strip().upper() if value is not None else "AUTO"
     if auto and text == "AUTO":
         return None
@@ -43,7 +50,19 @@ def parse_bytes(value: str | int | None, flag: str, *, auto: bool = False) -> in
     if not number >= 0:  # also nan
         also = ", or auto" if auto else ""
         raise UserError(f"{flag} {value!r}: give a byte count such as 4194304, 4MiB or 2G{also}") from None
-    return int(number * scale)
+    count = int(number * scale)
+    if check is not None:
+        try:
+            check(count)
+        except ValueError as exc:
+            raise UserError(f"{flag} {value!r}: {exc}") from None
+    return count
+
+
+def above_zero(count: int) -> None:
+    """A `parse_bytes` check: ValueError unless `count` is greater than 0."""
+    if count <= 0:
+        raise ValueError("must be greater than 0")
 
 
 def add_option(

@@ -107,6 +107,7 @@ def test_flags_and_env_mirrors_build_the_config(monkeypatch: pytest.MonkeyPatch)
         (["--prefill", "nohost"], "HOST:PORT"),
         (["--remote-prefill-min-tokens", "many"], "positive integer"),
         (["--max-concurrency", "0"], "--max-concurrency 0"),
+        (["--kv-cache-bytes", "0KiB"], "--kv-cache-bytes '0KiB': must be greater than 0"),
         (["--tls-cert", "/no/such.pem", "--tls-key", "/no/key.pem"], "no such file"),
     ],
 )

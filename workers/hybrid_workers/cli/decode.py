@@ -11,6 +11,7 @@ from hybrid_workers.decode.config import DecodeConfig
 from hybrid_workers.enums import Engine, Fallback, LogLevel, TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import (
+    above_zero,
     add_model_options,
     add_option,
     add_served_model_name,
@@ -161,7 +162,7 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         prefill_stall_s=args.prefill_stall_timeout,
         probe_interval_s=args.prefill_probe_interval,
         max_concurrency=parse_auto_int(args.max_concurrency, "--max-concurrency"),
-        kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes", auto=True),
+        kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes", auto=True, check=above_zero),
         prefill_chunk_tokens=args.prefill_chunk_tokens,
         max_queue=args.max_queue,
         max_model_len=args.max_model_len,
