@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
@@ -57,6 +59,17 @@ def parse_bytes(
         except ValueError as exc:
             raise UserError(f"{flag} {value!r}: {exc}") from None
     return count
+
+
+def apply_log_level(level: str, logger_name: str, prefix: str) -> None:
+    """Apply `--log-level`: `logger_name`'s records go to stderr, one line each, as `<prefix>: message`
+    (`serve` shows the workers' lines to the user), and not on to the root logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prefix}: %(message)s"))
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    logger.setLevel(str(level).upper())
+    logger.propagate = False
 
 
 def above_zero(count: int) -> None:

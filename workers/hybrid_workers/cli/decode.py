@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 
 from hybrid_workers.decode.config import DecodeConfig
 from hybrid_workers.enums import Engine, Fallback, LogLevel, TransferMode, WireEncoding
@@ -15,6 +14,7 @@ from hybrid_workers.options import (
     add_model_options,
     add_option,
     add_served_model_name,
+    apply_log_level,
     parse_bytes,
     served_name,
 )
@@ -174,16 +174,6 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
     )
 
 
-def _configure_logging(level: str) -> None:
-    """Request lines and warnings to stderr, one line each (`serve` shows them to the user)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("decode: %(message)s"))
-    logger = logging.getLogger("hybrid_inference")
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
-
-
 def run(args: argparse.Namespace) -> int:
     """Load the model, connect the prefill client, serve HTTP until interrupted."""
     import uvicorn
@@ -197,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port {args.port}: must be in 1..65535")
     config = build_config(args)
     engine = resolve_engine(args.engine)
-    _configure_logging(args.log_level)
+    apply_log_level(args.log_level, "hybrid_inference", "decode")
     lm = load_decode_model(engine, args.model, device=args.device, dtype=args.dtype)
     peer = _prefill_client(config, lm)
     worker = DecodeWorker(lm, config, peer)
