@@ -6,7 +6,6 @@ once `install_crd()` declared it, as an API server does once the CRD is applied.
 
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from emulated_cluster import EmulatedCluster, wait_for
 from kopf.testing import KopfRunner
+from support.loopback import free_port
 
 pytestmark = [pytest.mark.operator, pytest.mark.slow]
 
@@ -22,13 +22,6 @@ NS = "late"
 HINF = f"/apis/hybridinference.dev/v1alpha1/namespaces/{NS}/hybridinferences"
 NODE = {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
 SPEC = {"prefill": {"device": "cpu"}, "decode": {"device": "cpu"}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def health(port: int) -> tuple[int, str]:
