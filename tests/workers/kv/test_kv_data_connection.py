@@ -43,7 +43,7 @@ def _stream(prompt_tokens: int = 5, encoding: WireEncoding = WireEncoding.NONE) 
     stream.request = dataclasses.replace(stream.request, transfer_id=TRANSFER_ID)
     header = stream.frames[0]
     assert isinstance(header, Header)
-    stream.frames = [dataclasses.replace(header, data_connection=True), stream.frames[-1]]
+    stream.frames = [dataclasses.replace(header, data_connection=True, data_port=1), stream.frames[-1]]
     return stream
 
 
@@ -204,7 +204,7 @@ def test_a_header_announcing_a_data_connection_nobody_opened_is_refused() -> Non
     stream = _stream()
     request = dataclasses.replace(stream.request, transfer_id=b"")
     receiver = KVReceiver(MODEL, request, lambda *_: None)
-    with pytest.raises(KVProtocolError, match="opened none") as raised:
+    with pytest.raises(KVProtocolError, match="asked for none") as raised:
         receiver.feed(stream.frames[0])
     assert raised.value.reason is Reason.BAD_HEADER
 

@@ -14,6 +14,7 @@ from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
 from hybrid_workers.kv.convert import request_to_pb
 from hybrid_workers.kv.data_frame import hello
+from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import KVRequest
 from hybrid_workers.kv.proto import kv_pb2_grpc
 from kv_transfer_helpers import assert_matches_generate, prompt
@@ -103,3 +104,27 @@ def test_a_transfer_id_of_the_wrong_size_is_refused(tiny_lm, prefill_server) -> 
             list(stream)
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "transfer id of 5 bytes; use 16 bytes" in str(refused.value.details())
+
+
+def test_the_header_names_the_replica_the_data_connection_goes_to(tiny_lm) -> None:
+    with (
+        serving(tiny_lm, data_host="127.0.0.1") as running,
+        PrefillClient(f"localhost:{running.port}", tiny_lm) as client,
+    ):
+        remote = client.prefill(prompt(20), GREEDY)
+    assert remote.timings.transport == "tcp"
+
+
+def test_a_data_connection_that_cannot_open_fails_that_request_then_frames_are_used(tiny_lm) -> None:
+    # 127.0.0.2 is loopback too, but nothing listens there: the announced address refuses
+    with (
+        serving(tiny_lm, data_host="127.0.0.2") as running,
+        PrefillClient(f"127.0.0.1:{running.port}", tiny_lm) as client,
+    ):
+        with pytest.raises(KVProtocolError, match=r"data connection to 127\.0\.0\.2:\d+ failed") as failed:
+            client.prefill(prompt(20), GREEDY)
+        assert failed.value.reason is Reason.TRANSPORT
+        assert client.prefill(prompt(20), GREEDY).timings.transport == "grpc"
+        client.handshake()  # the next handshake offers it again (the port opens on the dialled host)
+        with pytest.raises(KVProtocolError):
+            client.prefill(prompt(20), GREEDY)

@@ -66,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_option(
         parser,
+        "--kv-data-host",
+        default="",
+        help="address decode workers reach this worker's KV data port at, sent in each transfer's header "
+        "(behind a Service with several replicas: the pod's IP); empty: the host they dialled",
+    )
+    add_option(
+        parser,
         "--compute-cpus",
         default="",
         help="pin the prefill compute thread to these CPUs, e.g. 0 or 0-3,8 (Linux); the gRPC and data "
@@ -94,6 +101,7 @@ def _config(args: argparse.Namespace) -> PrefillServerConfig:
         tls=TLSConfig.from_flags(args.tls_cert, args.tls_key, args.tls_ca),
         served_model_name=args.served_model_name or served_name(args.model),
         data_port=_data_port(args.kv_data_port),
+        data_host=args.kv_data_host,
         compute_cpus=_cpus(args.compute_cpus),
     )
 

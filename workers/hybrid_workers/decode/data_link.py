@@ -1,10 +1,13 @@
 """The decode side of the KV data connection: where it goes (from the handshake) and opening it.
 
-The prefill worker's handshake reply offers `data_port` (and the data version it speaks); the decode
-worker connects to the gRPC target's host at that port - or at `--prefill-data-port` when a NAT or a
-NodePort maps it elsewhere - with the channel's TLS settings, and says hello with the transfer's id
-(kv/data_frame.py). Either side without the data connection (an older release, `--kv-data-port 0`,
-a port this side cannot reach) means gRPC frames: the negotiated fallback.
+The prefill worker's handshake reply offers a data port (and the data version it speaks); the decode
+worker then asks for the data connection in each request, and the Header of the reply says where to
+open it: the replica's own address (`--kv-data-host`; "" means the gRPC target's host) and port -
+or `--prefill-data-port` on the decode side, when a NAT or a NodePort maps it elsewhere. It connects
+with the channel's TLS settings (the certificate is checked against the gRPC target's host name) and
+says hello with the transfer's id (kv/data_frame.py). Either side without the data connection (an
+older release, `--kv-data-port 0`, a port this side cannot reach) means gRPC frames: the negotiated
+fallback.
 """
 
 from __future__ import annotations
@@ -41,10 +44,15 @@ def target_host(target: str) -> str:
 
 
 def offered(target: str, data_version: int, data_port: int, override_port: int | None) -> DataAddress | None:
-    """The data address from a handshake reply (None: gRPC frames); `override_port` replaces the port."""
+    """The data address a handshake reply offers (None: gRPC frames); `override_port` replaces the port."""
     if data_version != DATA_VERSION or not data_port:
         return None  # an older worker, another framing, or its data port is off
     return DataAddress(target_host(target), override_port or data_port)
+
+
+def announced(target: str, host: str, port: int, override_port: int | None) -> DataAddress:
+    """Where a transfer's Header says to open its data connection (`override_port` replaces the port)."""
+    return DataAddress(host or target_host(target), override_port or port)
 
 
 def reachable(address: DataAddress, timeout_s: float) -> str | None:
@@ -57,7 +65,7 @@ def reachable(address: DataAddress, timeout_s: float) -> str | None:
 
 
 def open_data(
-    address: DataAddress, transfer_id: bytes, tls: TLSConfig | None, timeout_s: float
+    address: DataAddress, transfer_id: bytes, tls: TLSConfig | None, timeout_s: float, server_name: str
 ) -> socket.socket:
     """A data connection to `address` that said hello for `transfer_id`; KVProtocolError(TRANSPORT)."""
     try:
@@ -72,7 +80,7 @@ def open_data(
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
-            sock = client_context(tls).wrap_socket(sock, server_hostname=address.host)
+            sock = client_context(tls).wrap_socket(sock, server_hostname=server_name)  # as gRPC checks it
         sock.sendall(hello(transfer_id))
     except OSError as exc:  # ssl.SSLError is an OSError
         sock.close()

@@ -30,7 +30,7 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hybrid_workers.decode.data_link import DataAddress, offered, open_data, reachable
+from hybrid_workers.decode.data_link import announced, offered, open_data, reachable, target_host
 from hybrid_workers.decode.engine_api import KVSlot
 from hybrid_workers.decode.transfer_watch import TransferWatch
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
@@ -133,7 +133,7 @@ class PrefillClient:
         self.tls = tls
         self.data_connection = data_connection
         self.data_port = data_port
-        self._data: DataAddress | None = None  # from the last handshake; None: gRPC frames
+        self._data_ok = False  # the last handshake offered a data connection that opens from here
         self._negotiated = False
         self.lm = lm
         self.timeout_s = timeout_s
@@ -170,8 +170,7 @@ class PrefillClient:
         a worker thread). Raises KVProtocolError, or PrefillCancelled once `cancel` is set (the gRPC
         call is cancelled at once).
         """
-        address = self._data_address()
-        transfer_id = os.urandom(TRANSFER_ID_BYTES) if address is not None else b""
+        transfer_id = os.urandom(TRANSFER_ID_BYTES) if self._data_wanted() else b""
         request = self._request(token_ids, params, transfer_id)
         builder = CacheBuilder(self.lm)
         clock = _Clock(self.lm.num_layers)
@@ -196,8 +195,6 @@ class PrefillClient:
 
         sock = None
         try:
-            if address is not None:
-                sock = open_data(address, transfer_id, self.tls, self.stall_s)
             for message in call:
                 watch.progress()
                 frame = wire.parse(message)
@@ -205,8 +202,8 @@ class PrefillClient:
                     continue
                 clock.frame_received(frame)
                 receiver.feed(frame)
-                if isinstance(frame, Header) and frame.data_connection:
-                    assert sock is not None  # check_header refuses a data connection nobody asked for
+                if isinstance(frame, Header) and frame.data_connection:  # (asked for: check_header)
+                    sock = self._open_data(frame, transfer_id)
                     receiving = receive_layers(sock, receiver, transfer_ref(transfer_id), poll)
                     clock.receive_seconds = receiving
             trailer = receiver.finish()
@@ -253,9 +250,8 @@ class PrefillClient:
 
     def _negotiate(self, reply: kv_pb2.HandshakeReply, timeout_s: float) -> None:
         address = offered(self.target, reply.data_version, reply.data_port, self.data_port)
-        if address is not None and not self.data_connection:
-            address = None
-        if address is not None:
+        ok = address is not None and self.data_connection
+        if address is not None and ok:
             problem = reachable(address, timeout_s)
             if problem is not None:
                 log.warning(
@@ -265,19 +261,29 @@ class PrefillClient:
                     address,
                     problem,
                 )
-                address = None
-        if address != self._data:
-            log.info("prefill worker %s: KV over %s", self.target, address or "gRPC frames")
-        self._data, self._negotiated = address, True
+                ok = False
+        if ok != self._data_ok:
+            log.info("prefill worker %s: KV over %s", self.target, address if ok else "gRPC frames")
+        self._data_ok, self._negotiated = ok, True
 
-    def _data_address(self) -> DataAddress | None:
-        """Where this transfer's data connection goes; None: gRPC frames (handshakes once if needed)."""
+    def _data_wanted(self) -> bool:
+        """Whether to ask for a data connection (the first call handshakes once to find out)."""
         if self.data_connection and not self._negotiated:
             try:
                 self.handshake()
             except KVProtocolError:
                 self._negotiated = True  # the Prefill call will report what is wrong
-        return self._data if self.data_connection else None
+        return self.data_connection and self._data_ok
+
+    def _open_data(self, header: Header, transfer_id: bytes):  # -> socket.socket
+        """The data connection the header announced; on failure, gRPC frames until the next handshake."""
+        address = announced(self.target, header.data_host, header.data_port, self.data_port)
+        try:
+            return open_data(address, transfer_id, self.tls, self.stall_s, target_host(self.target))
+        except KVProtocolError:
+            self._data_ok = False
+            log.warning("prefill worker %s: KV over gRPC frames until the next handshake", self.target)
+            raise
 
     def probe(self, timeout_s: float = 2.0) -> Verdict:
         """grpc.health.v1 says SERVING, then the handshake; KVProtocolError when down or not serving."""

@@ -104,7 +104,11 @@ def _header_problems(header: Header, request: KVRequest, model: ReceiverModel) -
         ),
         (
             not header.data_connection or bool(request.transfer_id),
-            "the layers follow on a data connection, but this request opened none",
+            "the layers follow on a data connection, but this request asked for none",
+        ),
+        (
+            not header.data_connection or 0 < header.data_port < 65536,
+            f"data connection port {header.data_port}, not a TCP port",
         ),
         (
             header.prompt_tokens == len(request.token_ids),

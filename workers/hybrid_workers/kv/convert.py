@@ -159,6 +159,8 @@ def _header_to_pb(header: Header) -> kv_pb2.Header:
         chunk_bytes=header.chunk_bytes,
         prompt_tokens=header.prompt_tokens,
         data_connection=header.data_connection,
+        data_host=header.data_host,
+        data_port=header.data_port,
     )
 
 
@@ -177,6 +179,8 @@ def _header_from_pb(message: kv_pb2.Header) -> Header:
         chunk_bytes=message.chunk_bytes,
         prompt_tokens=message.prompt_tokens,
         data_connection=message.data_connection,
+        data_host=message.data_host,
+        data_port=message.data_port,
     )
 
 

@@ -81,6 +81,8 @@ class Header:
     chunk_bytes: int
     prompt_tokens: int
     data_connection: bool = False  # layers follow on the data connection (none on the gRPC stream)
+    data_host: str = ""  # the data connection's host ("": the one the decode worker dialled)
+    data_port: int = 0  # and port
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class PrefillServerConfig:
     rpc_threads: int = 8  # concurrent RPCs (streams); prefills still run one at a time
     served_model_name: str = ""  # the metrics' `model` label (the decode worker's name); "": the model's
     data_port: int | None = 0  # KV data connection port (docs/kv-wire.md); 0: any free (auto); None: off
+    data_host: str = ""  # address decode workers reach the data port at ("": the host they dialled)
     data_connect_timeout_s: float = 10.0  # a call's data connection must arrive within this
     compute_cpus: tuple[int, ...] = ()  # pin the compute lane thread to these CPUs (Linux); (): no pinning
 

@@ -187,7 +187,11 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
             dtype=dtype_name(self.lm.dtype),
             chunk_bytes=request.chunk_bytes,
         )
-        yield dataclasses.replace(header, data_connection=data is not None)
+        if data is not None:  # the decode worker opens it to this replica on seeing the header
+            header = dataclasses.replace(
+                header, data_connection=True, data_host=self.config.data_host, data_port=data.listener.port
+            )
+        yield header
         metrics.kv_frames_sent_total.labels(model).inc()
         beat_s = max(request.heartbeat_ms, MIN_HEARTBEAT_MS) / 1000 if request.heartbeat_ms else None
         send_s: list[float] = []  # per layer: first byte handed over -> last byte accepted
