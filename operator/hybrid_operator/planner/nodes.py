@@ -51,6 +51,15 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class ProfiledNode(NodeInfo):
+    """A node whose profile the caller already decided (a decode agent's, from its Lease), with the
+    evidence shown in the plan's reason; `device` None excludes it with `evidence` as the reason."""
+
+    device: DeviceProfile | None = None
+    evidence: str = ""
+
+
+@dataclass(frozen=True)
 class NodeProfile:
     """A node's device profile (None when unknown or unusable) and how it was decided."""
 
@@ -118,6 +127,8 @@ def _from_gpu(node: NodeLike) -> NodeProfile:
 
 def profile_node(node: NodeLike) -> NodeProfile:
     """The profile for `node`, or None with the reason it is excluded."""
+    if isinstance(node, ProfiledNode):
+        return NodeProfile(node.name, node.device if node.schedulable else None, node.evidence)
     if not node.schedulable:
         return NodeProfile(node.name, None, "not schedulable (NotReady or cordoned)")
     if PROFILE_ANNOTATION in node.annotations:
