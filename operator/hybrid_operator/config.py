@@ -15,7 +15,8 @@ DEFAULT_PREFILL_IMAGE = "hybrid-inference/prefill:0.1.0"
 DEFAULT_DECODE_IMAGE = "hybrid-inference/decode:0.1.0"
 
 
-def _env_int(name: str, default: int, minimum: int) -> int:
+def env_int(name: str, default: int, minimum: int) -> int:
+    """An integer environment variable ≥ `minimum` (`default` when unset); ValueError names a bad one."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -44,8 +45,8 @@ class OperatorConfig:
         return cls(
             prefill_image=os.environ.get("HYBRID_INFERENCE_PREFILL_IMAGE") or DEFAULT_PREFILL_IMAGE,
             decode_image=os.environ.get("HYBRID_INFERENCE_DECODE_IMAGE") or DEFAULT_DECODE_IMAGE,
-            resync_seconds=_env_int("HYBRID_INFERENCE_RESYNC_SECONDS", 60, minimum=1),
-            metrics_port=_env_int("HYBRID_INFERENCE_METRICS_PORT", 0, minimum=0),
+            resync_seconds=env_int("HYBRID_INFERENCE_RESYNC_SECONDS", 60, minimum=1),
+            metrics_port=env_int("HYBRID_INFERENCE_METRICS_PORT", 0, minimum=0),
         )
 
 
@@ -68,8 +69,9 @@ def configure_kopf(settings: kopf.OperatorSettings, child_labels: Mapping[str, s
     if child_labels:
         settings.watching.label_selectors["apps", "deployments"] = label_selector(child_labels)
 
-    # One operator replica per watched scope: peering (kopf's leader election via KopfPeering objects)
-    # would need its own CRD and RBAC for no gain; the chart runs a single replica with Recreate.
+    # kopf's peering is off: it pauses equal-priority peers instead of electing one, and needs its own
+    # CRDs. A second replica is made safe by our Lease election (leader.py), which holds a standby in
+    # the startup handler before kopf watches or writes anything.
     settings.peering.standalone = True
     # No namespace/CRD watching: the operator only needs its own resource and children. This keeps
     # RBAC least-privilege (no list on namespaces or CRDs); the CRD is installed before the operator.

@@ -15,6 +15,8 @@ from hybrid_operator.config import OperatorConfig, configure_kopf
 from hybrid_operator.crd_health import API_VERSION as CRD_API_VERSION
 from hybrid_operator.crd_health import crd_health
 from hybrid_operator.kube import KubeClient, KubeError
+from hybrid_operator.leader import Elector
+from hybrid_operator.leadership import election_from_env, stop_operator, wait_for_leadership
 from hybrid_operator.models import GROUP, PLURAL, VERSION
 from hybrid_operator.reconcile import reconcile
 from hybrid_operator.render_common import MANAGED_BY
@@ -35,6 +37,8 @@ class _State:
     locks: dict[tuple[str, str], asyncio.Lock] = {}  # noqa: RUF012 (process-wide by design)
     resync: asyncio.Task[None] | None = None
     crd_served_at_start: bool | None = None  # discovery right before kopf scans (crd_health.py)
+    elector: Elector | None = None  # leader election (None: off, this process always reconciles)
+    holding: asyncio.Task[None] | None = None  # the elector's renewal loop
 
 
 async def _crd_served(info: kopf.ConnectionInfo) -> bool:
@@ -69,15 +73,29 @@ def index_by_name(namespace: str | None, name: str, **_: Any) -> dict[tuple[str,
 
 @kopf.on.startup(id="configure")
 async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
-    """Read our settings from the environment, apply kopf's, serve metrics, start the resync loop."""
+    """Read our settings from the environment, apply kopf's, serve metrics; with leader election, stand
+    by here until this process holds the Lease; then check the CRD and start the resync loop."""
     _State.config = OperatorConfig.from_env()
     _State.locks = {}  # asyncio locks belong to one event loop: never reuse a previous run's
     configure_kopf(settings, child_labels=CHILD_LABELS)
+    if _State.config.metrics_port:
+        prometheus_client.start_http_server(_State.config.metrics_port)
+    election = election_from_env()
+    metrics.LEADER.set(0 if election else 1)
+    _State.elector = _State.holding = None
+    if election is not None:
+        info = _login_info(settings)
+        client = KubeClient(info, _State.config.field_manager, relogin=lambda: _login_info(settings))
+        _State.elector = Elector(client, election)
+        try:
+            await wait_for_leadership(_State.elector)
+        except BaseException:
+            await client.close()
+            raise
+        _State.holding = asyncio.create_task(_State.elector.hold(on_lost=stop_operator))
     _State.crd_served_at_start = await _crd_served(_login_info(settings))
     if not _State.crd_served_at_start:
         logger.warning(crd_health(False, False).message)
-    if _State.config.metrics_port:
-        prometheus_client.start_http_server(_State.config.metrics_port)
     _State.resync = asyncio.create_task(resync_forever(kwargs["hybridinferences"]))
 
 
@@ -109,11 +127,26 @@ def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.cleanup(id="close")
 async def cleanup(**_: Any) -> None:
-    """Stop the resync loop, close the API client's session."""
+    """Stop the resync loop, release the Lease (a standby takes over at once), close API sessions."""
     if _State.resync is not None:
         _State.resync.cancel()
+    if _State.holding is not None:
+        _State.holding.cancel()
+    if _State.elector is not None:
+        await _State.elector.release()
+        await _State.elector.kube.close()
     if _State.client is not None:
         await _State.client.close()
+
+
+def leading() -> bool:
+    """Whether this process may reconcile: no election, or it holds the Lease."""
+    return _State.elector is None or _State.elector.leading
+
+
+def lost_leadership() -> bool:
+    """Whether this process lost the Lease while leading (the CLI then exits with EXIT_LOST)."""
+    return _State.elector is not None and _State.elector.lost.is_set()
 
 
 def backoff_seconds(retry: int) -> float:
@@ -129,6 +162,9 @@ async def run_pass(trigger: str, namespace: str, name: str, retry: int = 0) -> N
         raise kopf.TemporaryError("not logged in yet", delay=1)
     lock = _State.locks.setdefault((namespace, name), asyncio.Lock())
     async with lock:
+        if not leading():
+            logger.info("not the leader any more: %s pass of %s/%s skipped", trigger, namespace, name)
+            return  # the new leader's resume pass reconciles everything (passes are level-triggered)
         with metrics.observe(trigger) as outcome:
             try:
                 body = await client.get_owner(namespace, name)

@@ -35,6 +35,7 @@ class Permission:
     why: str
     namespaced: bool = True
     cluster_wide: bool = True  # False: only ever granted in a namespaced Role (chart: secretNamespaces)
+    own_namespace: bool = False  # True: only in a Role in the operator's own namespace (leader election)
 
 
 # Every API request the operator process makes, its own and kopf's on its behalf.
@@ -91,6 +92,13 @@ PERMISSIONS: tuple[Permission, ...] = (
         "leases",
         ("get", "list"),
         "reads a decode agent's Lease (state, address); auto placement lists the agents' Leases",
+    ),
+    Permission(
+        "coordination.k8s.io",
+        "leases",
+        ("get", "create", "patch"),
+        "the operator's leader-election Lease (leader.py); get/patch only that name",
+        own_namespace=True,
     ),
     Permission(
         "", "nodes", ("list",), "placement reads node labels, taints and GPU capacity", namespaced=False
@@ -277,6 +285,14 @@ class KubeClient:
                 "create", api_version, kind, "POST", collection, json=manifest, params=params
             )
         return ApplyResult("created" if current is None else "updated", obj)
+
+    async def create(
+        self, api_version: str, kind: str, namespace: str | None, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """POST a new object (KubeError 409 when one of that name exists); returns it as stored."""
+        path = object_path(api_version, kind, namespace)
+        result: dict[str, Any] = await self._call("create", api_version, kind, "POST", path, json=dict(body))
+        return result
 
     async def list_all(self, api_version: str, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         """Every object of a kind in a namespace (callers filter by label: emulators may not)."""

@@ -1,4 +1,4 @@
-"""Operator metrics (docs/architecture.md "Metrics"): reconcile passes, their errors and their duration."""
+"""Operator metrics (docs/architecture.md "Metrics"): reconcile passes, errors, duration; leadership."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILE_TOTAL = Counter(
     "hybrid_inference_reconcile_total",
@@ -23,6 +23,11 @@ RECONCILE_DURATION_SECONDS = Histogram(
     "Wall time of one reconcile pass",
     ["trigger"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+LEADER = Gauge(
+    "hybrid_inference_operator_leader",
+    "1 while this operator process reconciles (it holds the leader Lease, or runs without election); "
+    "0 while it stands by",
 )
 
 

@@ -127,8 +127,12 @@ PROBE = "e2e-failure-modes"
 
 
 def apply_probe(spec: str) -> None:
+    apply_resource(PROBE, spec)
+
+
+def apply_resource(name: str, spec: str) -> None:
     manifest = (
-        f"apiVersion: hybridinference.dev/v1alpha1\nkind: HybridInference\nmetadata: {{name: {PROBE}}}\n"
+        f"apiVersion: hybridinference.dev/v1alpha1\nkind: HybridInference\nmetadata: {{name: {name}}}\n"
         f"spec: {spec}\n"
     )
     subprocess.run(["kubectl", "--context", CONTEXT, "-n", APP_NS, "apply", "-f", "-"], input=manifest,
@@ -205,3 +209,56 @@ def test_api_server_rejection_generation_garbage_collection_and_a_cordoned_node(
             == ""
         ),
     )
+
+
+# Leader election with two operator replicas (docs/kubernetes.md, "Operator replicas and leader
+# election"): one Lease holder, whose metrics say it leads and who alone reconciles; deleting its pod
+# hands the Lease to the other replica, which then reconciles a new resource.
+LEASE = "hinf-e2e-hybrid-inference"
+HANDOVER = "e2e-handover"
+
+
+def operator_pods() -> list[str]:
+    selector = "app.kubernetes.io/name=hybrid-inference-operator"
+    names = kubectl("-n", SYSTEM_NS, "get", "pods", "-l", selector, "--field-selector=status.phase=Running",
+                    "-o", "jsonpath={.items[*].metadata.name}")  # fmt: skip
+    return names.split()
+
+
+def lease_holder() -> str:
+    return kubectl(
+        "-n", SYSTEM_NS, "get", "lease", LEASE, "-o", "jsonpath={.spec.holderIdentity}", check=False
+    )
+
+
+def pod_metric(pod: str, name: str) -> float:
+    """The sum of `name`'s samples on an operator pod, read through the API server's pod proxy."""
+    path = f"/api/v1/namespaces/{SYSTEM_NS}/pods/{pod}:8080/proxy/metrics"
+    text = kubectl("get", "--raw", path, check=False)  # "" while the pod is not serving yet
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_two_operator_replicas_elect_one_leader_that_hands_over(installed: None) -> None:
+    chart = str(ROOT / "charts" / "hybrid-inference")
+    helm("upgrade", "hinf-e2e", chart, "--namespace", SYSTEM_NS, "--reuse-values", "--set", "replicas=2",
+         "--wait", "--timeout", "5m")  # fmt: skip
+    try:
+        wait_until("two running operator pods", lambda: len(operator_pods()) == 2)
+        wait_until("a Lease holder", lambda: lease_holder().split("_")[0] in operator_pods())
+        leader = lease_holder().split("_")[0]
+        standby = next(pod for pod in operator_pods() if pod != leader)
+        wait_until("the leader's gauge", lambda: pod_metric(leader, "hybrid_inference_operator_leader ") == 1)
+        assert pod_metric(standby, "hybrid_inference_operator_leader ") == 0
+        assert pod_metric(standby, "hybrid_inference_reconcile_total{") == 0  # the standby never reconciled
+        kubectl("-n", SYSTEM_NS, "delete", "pod", leader, "--wait=true", timeout=180)
+        wait_until("the standby to take the Lease", lambda: lease_holder().startswith(f"{standby}_"))
+        apply_resource(HANDOVER, "{prefill: {device: cpu, replicas: 0}, decode: {device: cpu, replicas: 0}}")
+        wait_until(
+            "the new leader to reconcile",
+            lambda: jsonpath("deploy", f"{HANDOVER}-decode", "{.metadata.name}") == f"{HANDOVER}-decode",
+        )
+        assert pod_metric(standby, "hybrid_inference_operator_leader ") == 1
+    finally:
+        kubectl("-n", APP_NS, "delete", "hinf", HANDOVER, "--ignore-not-found", check=False, timeout=180)
+        helm("upgrade", "hinf-e2e", chart, "--namespace", SYSTEM_NS, "--reuse-values", "--set", "replicas=1",
+             "--wait", "--timeout", "5m")  # fmt: skip

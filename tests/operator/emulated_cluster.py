@@ -7,6 +7,7 @@ to it over HTTP, as they would to a real API server; nothing is monkey-patched.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ import kmock
 import yaml
 
 CRD_RESOURCE = "hybridinference.dev/v1alpha1/hybridinferences"
+LEASES = "/apis/coordination.k8s.io/v1/"
 VERBS = {"get", "list", "watch", "create", "patch", "delete"}
 # CRDs of optional kinds the operator creates (kmock's bundle has only built-in resources).
 OPTIONAL_RESOURCES = {
@@ -30,13 +32,43 @@ OPTIONAL_RESOURCES = {
 
 
 class ApiServerEmulator(kmock.KubernetesEmulator):
-    """kmock's emulator plus two things a real API server does and kmock does not: `dryRun=All`
-    (validate, store nothing: answered with the request's object) and validation failures (422 for
-    any create/patch of an object named in `invalid`, as the API server answers an invalid child)."""
+    """kmock's emulator plus what a real API server does and kmock does not: `dryRun=All`
+    (validate, store nothing: answered with the request's object), validation failures (422 for
+    any create/patch of an object named in `invalid`, as the API server answers an invalid child), and
+    optimistic concurrency for Leases (every write gets a new `metadata.resourceVersion`; a write that
+    carries a stale one is refused with 409 Conflict), which leader election relies on."""
 
     invalid: dict[str, str] = {}  # noqa: RUF012 (set per instance in EmulatedCluster._serve)
+    _versions = itertools.count(1)
+    _lease_lock: asyncio.Lock | None = None
 
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        if request.method in ("POST", "PATCH", "PUT") and str(request.url.path).startswith(LEASES):
+            if self._lease_lock is None:
+                self._lease_lock = asyncio.Lock()
+            async with self._lease_lock:  # check and write as one step, as etcd does
+                return await self._write_lease(request)
+        return await self._handle_checked(request)
+
+    async def _write_lease(self, request: Any) -> aiohttp.web.StreamResponse:
+        meta = request.data.setdefault("metadata", {})
+        if request.method != "POST":
+            try:
+                stored = self.objects["coordination.k8s.io/v1/leases", request.namespace, request.name]
+            except KeyError:
+                stored = None
+            live = stored is not None and not stored.deleted
+            current = stored.get("metadata", {}).get("resourceVersion") if live else None
+            if meta.get("resourceVersion") not in (None, current):
+                status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409}
+                status.update(
+                    reason="Conflict", message=f"resourceVersion {meta['resourceVersion']} is stale"
+                )
+                return aiohttp.web.json_response(status, status=409)
+        meta["resourceVersion"] = str(next(self._versions))
+        return await self._handle_checked(request)
+
+    async def _handle_checked(self, request: Any) -> aiohttp.web.StreamResponse:
         if request.method in ("POST", "PATCH", "PUT") and isinstance(request.data, dict):
             name = request.data.get("metadata", {}).get("name") or request.name
             if name in self.invalid:
@@ -128,6 +160,12 @@ class EmulatedCluster:
         assert self.emulator is not None
         return [r for r in list(self.emulator._requests) if r.url.path == path]
 
+    def paths_requested_with(self, token: str) -> list[str]:
+        """URL paths of every request made with bearer `token` (one client's requests), in order."""
+        assert self.emulator is not None
+        wanted = f"Bearer {token}"
+        return [r.url.path for r in list(self.emulator._requests) if _authorization(r.headers) == wanted]
+
     def start(self) -> EmulatedCluster:
         """Start serving; returns once the URL is known."""
         self._thread.start()
@@ -141,13 +179,13 @@ class EmulatedCluster:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=30)
 
-    def write_kubeconfig(self, path: Path, namespace: str) -> Path:
-        """A kubeconfig whose current context is this emulator (token auth, plain HTTP)."""
+    def write_kubeconfig(self, path: Path, namespace: str, token: str = "test-token") -> Path:
+        """A kubeconfig whose current context is this emulator (`token` auth, plain HTTP)."""
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
-            "users": [{"name": "test", "user": {"token": "test-token"}}],
+            "users": [{"name": "test", "user": {"token": token}}],
             "contexts": [
                 {"name": "kmock", "context": {"cluster": "kmock", "user": "test", "namespace": namespace}}
             ],
@@ -200,3 +238,8 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
         time.sleep(0.2)
         value = probe()
     return value
+
+
+def _authorization(headers: Any) -> str | None:
+    """The Authorization header, whatever its case in the recorded request."""
+    return next((value for key, value in dict(headers).items() if key.lower() == "authorization"), None)

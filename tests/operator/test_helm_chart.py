@@ -32,6 +32,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "watchNamespace": "inference",
         "agents": [{"name": "mac-studio"}, {"name": "mac-mini", "namespaces": ["inference", "staging"]}],
     },
+    "two-replicas": {
+        "replicas": 2,
+        "leaderElection": {"leaseDurationSeconds": 30, "renewDeadlineSeconds": 20},
+    },
+    "no-election": {"leaderElection": {"enabled": False}},
     "example": {
         "example": {"enabled": True, "name": "first-try"},
         "imagePullSecrets": [{"name": "regcred"}],
@@ -89,7 +94,35 @@ def test_operator_deployment_runs_the_operator_command_restricted() -> None:
     assert ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert ctr["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+
+
+def operator_deployment(values: dict[str, Any]) -> dict[str, Any]:
+    deployment: dict[str, Any] = next(
+        o for o in chart_objects(render_chart(values)) if o["kind"] == "Deployment"
+    )
+    return deployment
+
+
+def test_two_replicas_elect_a_leader_and_roll_without_overlap() -> None:
+    deployment = operator_deployment(VALUE_SETS["two-replicas"])
+    ctr = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert deployment["spec"]["replicas"] == 2
+    assert "--leader-election" in ctr["args"]
+    assert {"--lease-duration-seconds=30", "--renew-deadline-seconds=20", "--retry-period-seconds=2"} <= set(
+        ctr["args"]
+    )
+    assert ctr["env"] == [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    # The new pod is ready while it stands by; the old one hands over the Lease when it is stopped.
+    rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert deployment["spec"]["strategy"] == rolling
+
+
+def test_without_election_one_replica_is_recreated_never_overlapping() -> None:
+    deployment = operator_deployment(VALUE_SETS["no-election"])
+    ctr = deployment["spec"]["template"]["spec"]["containers"][0]
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not any(arg.startswith("--lease") or arg == "--leader-election" for arg in ctr["args"])
+    assert "env" not in ctr
 
 
 def test_notes_tell_the_user_what_to_apply_next() -> None:
@@ -107,6 +140,13 @@ def test_notes_tell_the_user_what_to_apply_next() -> None:
         ({"watchNamespace": "Not_A_Namespace"}, "watchNamespace"),
         ({"imag": {"tag": "x"}}, "imag"),
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+        ({"replicas": 0}, "replicas"),
+        (
+            {"replicas": 2, "leaderElection": {"enabled": False}},
+            "replicas 2 needs leaderElection.enabled=true",
+        ),
+        ({"leaderElection": {"retryPeriodSeconds": 10}}, "retryPeriodSeconds 10 < renewDeadlineSeconds 10"),
+        ({"leaderElection": {"leaseDuration": 15}}, "leaseDuration"),
     ],
 )
 def test_bad_values_fail_naming_the_value(values: dict[str, Any], named: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -67,3 +68,40 @@ def run_python(code: str) -> str:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--all-namespaces", "--leader-election"), "needs --leader-election-namespace NS"),
+        (
+            ("--namespace", "a", "--leader-election", "--renew-deadline-seconds", "20"),
+            "--renew-deadline-seconds 20, --lease-duration-seconds 15: need 1 ≤ retry period",
+        ),
+    ],
+)
+def test_leader_election_settings_that_cannot_work_are_refused_in_one_line(
+    argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["operator", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_leader_election_settings_reach_the_operator_through_their_environment_mirrors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hybrid_operator.leadership import election_from_env
+    from hybrid_workers.cli.operator_cmd import export_settings
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_INFERENCE_")}
+    monkeypatch.setattr(os, "environ", environment)  # export_settings writes here, not into the real one
+    assert election_from_env() is None
+    args = parse(
+        "--namespace", "team", "--leader-election", "--lease-name", "op", "--lease-duration-seconds", "30"
+    )
+    environment["POD_NAME"] = "operator-7f9c"
+    export_settings(args)  # type: ignore[arg-type]
+    election = election_from_env()
+    assert election is not None
+    assert (election.namespace, election.name, election.lease_duration_s) == ("team", "op", 30)
+    assert election.identity.startswith("operator-7f9c_")

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from crd_schema import ROOT
 from helm_render import chart_objects, render_chart
-from hybrid_operator import agent_auto, agent_world, kube, reconcile, reconcile_agent
+from hybrid_operator import agent_auto, agent_world, kube, leader, reconcile, reconcile_agent
 from hybrid_operator.agent_contract import AgentLease, WorkerPhase, WorkerReport
 from hybrid_operator.agent_world import LeaseReading, judge
 from hybrid_operator.config import OperatorConfig
@@ -31,6 +31,7 @@ Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
 # KubeClient methods that take (apiVersion, kind, ...) and the RBAC verb each one needs.
 CLIENT_VERBS = {
     "get": "get",
+    "create": "create",
     "list_all": "list",
     "watch": "watch",
     "merge_patch": "patch",
@@ -48,12 +49,14 @@ def expand(rules: Iterable[dict[str, Any]]) -> set[Rule]:
     }
 
 
-def declared(namespaced: bool | None = None) -> set[Rule]:
+def declared(namespaced: bool | None = None, own_namespace: bool | None = False) -> set[Rule]:
+    """Rules of the table; by default those for the watched scope (not the operator's own namespace)."""
     return {
         (p.group, p.resource, verb)
         for p in kube.PERMISSIONS
         for verb in p.verbs
-        if namespaced is None or p.namespaced == namespaced
+        if (namespaced is None or p.namespaced == namespaced)
+        and (own_namespace is None or p.own_namespace == own_namespace)
     }
 
 
@@ -62,7 +65,7 @@ def literal_calls() -> set[Rule]:
     and of literal `client.<method>(_, "Kind", ...)` (CLIENT_VERBS, `delete_owned`) in the operator
     modules that call the client directly (deletions and agent reads are named at the call site)."""
     used = set()
-    modules = (kube, reconcile, agent_world, reconcile_agent, agent_auto)
+    modules = (kube, reconcile, agent_world, reconcile_agent, leader, agent_auto)
     nodes = [(m, n) for m in modules for n in ast.walk(ast.parse(inspect.getsource(m)))]
     for module, node in nodes:
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
@@ -143,23 +146,56 @@ def kopf_needs() -> set[Rule]:
 
 def test_everything_the_code_uses_is_declared_and_nothing_else() -> None:
     used = literal_calls() | applied_kinds() | kopf_needs()
-    assert used - declared() == set(), "used but missing from kube.PERMISSIONS"
-    assert declared() - used == set(), "declared in kube.PERMISSIONS but never used"
+    everything = declared(own_namespace=None)
+    assert used - everything == set(), "used but missing from kube.PERMISSIONS"
+    assert everything - used == set(), "declared in kube.PERMISSIONS but never used"
 
 
 def never_cluster_wide() -> set[Rule]:
-    return {(p.group, p.resource, v) for p in kube.PERMISSIONS for v in p.verbs if not p.cluster_wide}
+    return {
+        (p.group, p.resource, v)
+        for p in kube.PERMISSIONS
+        for v in p.verbs
+        if not p.cluster_wide and not p.own_namespace
+    }
+
+
+NO_ELECTION = {"leaderElection": {"enabled": False}}
 
 
 def test_cluster_wide_chart_grants_everything_but_secrets_in_a_cluster_role() -> None:
-    roles = [o for o in chart_objects(render_chart({})) if o["kind"] in ("ClusterRole", "Role")]
+    roles = [o for o in chart_objects(render_chart(NO_ELECTION)) if o["kind"] in ("ClusterRole", "Role")]
     assert [r["kind"] for r in roles] == ["ClusterRole"]
     assert never_cluster_wide() == {("", "secrets", "get")}
     assert expand(roles[0]["rules"]) == declared() - never_cluster_wide()
 
 
+@pytest.mark.parametrize("values", [{}, {"watchNamespace": "inference"}])
+def test_leader_election_lease_is_granted_only_in_the_operators_namespace_by_name(
+    values: dict[str, Any],
+) -> None:
+    objects = chart_objects(render_chart(values))
+    role = next(
+        o for o in objects if o["kind"] == "Role" and o["metadata"]["name"].endswith("-leader-election")
+    )
+    binding = next(
+        o for o in objects if o["kind"] == "RoleBinding" and o["roleRef"]["name"] == role["metadata"]["name"]
+    )
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "hybrid-inference-system"
+    assert expand(role["rules"]) == declared(own_namespace=True)
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    lease_name = next(a.split("=", 1)[1] for a in args if a.startswith("--lease-name="))
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert {v for r in named for v in r["verbs"]} == {"get", "patch"}
+    assert all(r["resourceNames"] == [lease_name] for r in named)
+    # create cannot be limited by name (the object does not exist yet): it is the only unnamed verb.
+    assert [r["verbs"] for r in role["rules"] if not r.get("resourceNames")] == [["create"]]
+    assert "--leader-election-namespace=hybrid-inference-system" in args
+
+
 def test_secret_access_is_a_role_in_each_listed_namespace() -> None:
-    objects = chart_objects(render_chart({"secretNamespaces": ["team-a", "team-b"]}))
+    objects = chart_objects(render_chart({"secretNamespaces": ["team-a", "team-b"], **NO_ELECTION}))
     roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
     bindings = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "RoleBinding"}
     assert sorted(roles) == sorted(bindings) == ["team-a", "team-b"]
@@ -168,7 +204,9 @@ def test_secret_access_is_a_role_in_each_listed_namespace() -> None:
 
 
 def test_namespaced_chart_grants_namespaced_rules_in_a_role_and_only_nodes_cluster_wide() -> None:
-    by_kind = {o["kind"]: o for o in chart_objects(render_chart({"watchNamespace": "inference"}))}
+    by_kind = {
+        o["kind"]: o for o in chart_objects(render_chart({"watchNamespace": "inference", **NO_ELECTION}))
+    }
     assert by_kind["Role"]["metadata"]["namespace"] == "inference"
     assert expand(by_kind["Role"]["rules"]) == declared(namespaced=True)
     assert expand(by_kind["ClusterRole"]["rules"]) == declared(namespaced=False)

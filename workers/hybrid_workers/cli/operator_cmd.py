@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from hybrid_workers.enums import env_name
 from hybrid_workers.errors import UserError
@@ -35,23 +36,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_option(parser, "--prefill-image", help="default prefill image for resources that name none")
     add_option(parser, "--decode-image", help="default decode image for resources that name none")
     add_option(parser, "--resync-seconds", type=int, default=60, help="period of the drift-repair pass")
+    election = parser.add_argument_group(
+        "leader election",
+        "with several replicas, only the holder of a coordination.k8s.io Lease reconciles; the others "
+        "stand by (their --liveness endpoint answers 200) and take over when it is released or expires",
+    )
+    add_option(election, "--leader-election", action="store_true", help="elect a leader through a Lease")
+    add_option(election, "--leader-election-namespace", help="namespace of the Lease (the operator's own)")
+    add_option(election, "--lease-name", default="hybrid-inference-operator", help="name of the Lease")
+    add_option(
+        election, "--lease-duration-seconds", type=int, default=15, help="a standby takes over after this"
+    )
+    add_option(
+        election, "--renew-deadline-seconds", type=int, default=10, help="the leader gives up after this"
+    )
+    add_option(election, "--retry-period-seconds", type=int, default=2, help="period of claims and renewals")
     parser.set_defaults(func=run)
 
 
-def _all_namespaces(value: object) -> bool:
-    """The flag (True) or its env mirror ("true", "1", ...)."""
+def _switched_on(value: object) -> bool:
+    """A store_true flag (True) or its env mirror ("true", "1", ...)."""
     return value is True or str(value).lower() in TRUE_WORDS
 
 
 def kopf_arguments(args: argparse.Namespace) -> list[str]:
     """The `kopf run` command line for these flags; UserError unless exactly one scope is chosen."""
-    every = _all_namespaces(args.all_namespaces)
+    every = _switched_on(args.all_namespaces)
     if bool(args.namespace) == every:
         raise UserError("choose exactly one of --namespace NS and --all-namespaces")
     if int(args.metrics_port) < 0 or int(args.resync_seconds) < 1:
         raise UserError(
             f"--metrics-port {args.metrics_port} / --resync-seconds {args.resync_seconds}: out of range"
         )
+    check_election(args)
     argv = ["run", "-m", "hybrid_operator", "--standalone"]
     argv += ["--all-namespaces"] if every else ["--namespace", str(args.namespace)]
     if args.liveness:
@@ -59,12 +76,41 @@ def kopf_arguments(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def check_election(args: argparse.Namespace) -> None:
+    """UserError naming the flag when the leader-election settings cannot work."""
+    if not _switched_on(args.leader_election):
+        return
+    if not (args.leader_election_namespace or args.namespace):
+        raise UserError(
+            "--leader-election with --all-namespaces needs --leader-election-namespace NS "
+            "(the operator's own namespace, where its Lease lives)"
+        )
+    retry, renew, lease = (
+        int(args.retry_period_seconds), int(args.renew_deadline_seconds), int(args.lease_duration_seconds)
+    )  # fmt: skip
+    if not 1 <= retry < renew < lease:
+        raise UserError(
+            f"--retry-period-seconds {retry}, --renew-deadline-seconds {renew}, --lease-duration-seconds "
+            f"{lease}: need 1 ≤ retry period < renew deadline < lease duration (e.g. 2, 10, 15)"
+        )
+
+
+ELECTION_FLAGS = (
+    "--lease-name", "--lease-duration-seconds", "--renew-deadline-seconds", "--retry-period-seconds"
+)  # fmt: skip
+
+
 def export_settings(args: argparse.Namespace) -> None:
-    """Hand the operator settings to hybrid_operator.config through their env mirrors."""
-    for flag in ("--metrics-port", "--prefill-image", "--decode-image", "--resync-seconds"):
+    """Hand the operator settings to hybrid_operator.config and .leadership through their env mirrors."""
+    flags = ("--metrics-port", "--prefill-image", "--decode-image", "--resync-seconds", "--liveness")
+    for flag in (*flags, *ELECTION_FLAGS):
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value not in (None, ""):
             os.environ[env_name(flag)] = str(value)
+    if _switched_on(args.leader_election):
+        os.environ[env_name("--leader-election")] = "true"
+        namespace = args.leader_election_namespace or args.namespace
+        os.environ[env_name("--leader-election-namespace")] = str(namespace)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,4 +122,12 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise UserError("kopf is not installed: pip install 'hybrid-inference[operator]'") from None
     result = kopf_main.main(args=argv, prog_name="kopf", standalone_mode=False)
+    from hybrid_operator.handlers import lost_leadership
+    from hybrid_operator.leadership import EXIT_LOST
+
+    if lost_leadership():
+        print(
+            "hybrid-inference operator: lost the leader Lease; exiting (restart: a standby)", file=sys.stderr
+        )
+        return EXIT_LOST
     return int(result or 0)
