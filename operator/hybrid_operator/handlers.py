@@ -39,6 +39,7 @@ class _State:
     crd_served_at_start: bool | None = None  # discovery right before kopf scans (crd_health.py)
     elector: Elector | None = None  # leader election (None: off, this process always reconciles)
     holding: asyncio.Task[None] | None = None  # the elector's renewal loop
+    metrics_ports: set[int] = set()  # noqa: RUF012 (process-wide: an HTTP server per port, once)
 
 
 async def _crd_served(info: kopf.ConnectionInfo) -> bool:
@@ -78,25 +79,38 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     _State.config = OperatorConfig.from_env()
     _State.locks = {}  # asyncio locks belong to one event loop: never reuse a previous run's
     configure_kopf(settings, child_labels=CHILD_LABELS)
-    if _State.config.metrics_port:
-        prometheus_client.start_http_server(_State.config.metrics_port)
-    election = election_from_env()
-    metrics.LEADER.set(0 if election else 1)
-    _State.elector = _State.holding = None
-    if election is not None:
-        info = _login_info(settings)
-        client = KubeClient(info, _State.config.field_manager, relogin=lambda: _login_info(settings))
-        _State.elector = Elector(client, election)
-        try:
-            await wait_for_leadership(_State.elector)
-        except BaseException:
-            await client.close()
-            raise
-        _State.holding = asyncio.create_task(_State.elector.hold(on_lost=stop_operator))
+    port = _State.config.metrics_port
+    if port and port not in _State.metrics_ports:  # a retried startup must not bind it twice
+        prometheus_client.start_http_server(port)
+        _State.metrics_ports.add(port)
+    await _lead(settings)
     _State.crd_served_at_start = await _crd_served(_login_info(settings))
     if not _State.crd_served_at_start:
         logger.warning(crd_health(False, False).message)
     _State.resync = asyncio.create_task(resync_forever(kwargs["hybridinferences"]))
+
+
+async def _lead(settings: kopf.OperatorSettings) -> None:
+    """With leader election on, return once this process holds the Lease and renews it; a retried
+    startup that leads already keeps its leadership."""
+    election = election_from_env()
+    held = _State.elector
+    if election is not None and held is not None and held.leading and held.config == election:
+        return
+    metrics.LEADER.set(0 if election else 1)
+    _State.elector = _State.holding = None
+    if election is None:
+        return
+    info = _login_info(settings)
+    client = KubeClient(info, _State.config.field_manager, relogin=lambda: _login_info(settings))
+    elector = Elector(client, election)
+    try:
+        await wait_for_leadership(elector)
+    except BaseException:
+        await client.close()
+        raise
+    _State.elector = elector
+    _State.holding = asyncio.create_task(elector.hold(on_lost=stop_operator))
 
 
 # Drift repair: a deleted Service or an edited Deployment comes back within one period. Deployment

@@ -131,11 +131,11 @@ class Elector:
         logger.info("leader election: %s claims Lease %s/%s", cfg.identity, cfg.namespace, cfg.name)
         while True:
             try:
-                if await self.try_acquire_or_renew():
+                if await asyncio.wait_for(self.try_acquire_or_renew(), cfg.renew_deadline_s):
                     break
                 logger.debug("standing by: Lease %s/%s is held by %s", cfg.namespace, cfg.name, self.holder)
             except TRANSIENT as exc:
-                logger.warning("leader election: claim failed (%s); retrying", exc)
+                logger.warning("leader election: claim failed (%r); retrying", exc)
             await asyncio.sleep(self._jittered())
         self.leading = True
         metrics.LEADER.set(1)
@@ -148,12 +148,13 @@ class Elector:
         renewed_at = self._clock()
         while self.leading:
             await asyncio.sleep(cfg.retry_period_s)
-            try:
-                if await self.try_acquire_or_renew():
+            try:  # a hung request must not outlast the deadline (the session's own timeout is 30 s)
+                remaining = max(0.1, cfg.renew_deadline_s - (self._clock() - renewed_at))
+                if await asyncio.wait_for(self.try_acquire_or_renew(), remaining):
                     renewed_at = self._clock()
                     continue
             except TRANSIENT as exc:
-                logger.warning("leader election: renewal failed (%s)", exc)
+                logger.warning("leader election: renewal failed (%r)", exc)
             taken = self.holder not in (None, cfg.identity)
             if taken or self._clock() - renewed_at >= cfg.renew_deadline_s:
                 break

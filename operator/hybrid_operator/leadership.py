@@ -25,6 +25,9 @@ from hybrid_operator.leader import ElectionConfig, Elector
 logger = logging.getLogger(__name__)
 TRUE_WORDS = ("1", "true", "yes", "on")
 EXIT_LOST = 3  # `hybrid-inference operator`'s exit status after losing the Lease
+# Unique per process, stable within it: a restarted container never mistakes its predecessor's record
+# for its own, and a retried startup handler keeps the same identity.
+PROCESS_SUFFIX = uuid.uuid4().hex[:8]
 
 
 def election_from_env() -> ElectionConfig | None:
@@ -38,11 +41,10 @@ def election_from_env() -> ElectionConfig | None:
             "HYBRID_INFERENCE_LEADER_ELECTION_NAMESPACE is empty: name the namespace of the Lease "
             "(--leader-election-namespace, normally the operator's own)"
         )
-    # Unique per process: a restarted container must not mistake its predecessor's record for its own.
     pod = os.environ.get("POD_NAME") or socket.gethostname()
     return ElectionConfig(
         namespace=namespace,
-        identity=f"{pod}_{uuid.uuid4().hex[:8]}",
+        identity=f"{pod}_{PROCESS_SUFFIX}",
         name=os.environ.get("HYBRID_INFERENCE_LEASE_NAME") or ElectionConfig.name,
         lease_duration_s=env_int("HYBRID_INFERENCE_LEASE_DURATION_SECONDS", 15, minimum=1),
         renew_deadline_s=env_int("HYBRID_INFERENCE_RENEW_DEADLINE_SECONDS", 10, minimum=1),

@@ -136,7 +136,9 @@ def start_agent(
     argv += ["--tls-dir", str(tls_dir)]  # announced: auto placement's assignments use it
     argv += ["--kubeconfig", str(kubeconfig), "--address", "127.0.0.1", "--listen-host", "127.0.0.1"]
     argv += ["--device", "cpu", "--lease-seconds", "3", "--renew-seconds", "0.5", "--watch-seconds", "5"]
-    argv += ["--device-profile", "m3-ultra"]  # what the planner weighs with placement.mode auto
+    # What the planner weighs with placement.mode auto: this machine's kind (torch on a CPU; an Apple
+    # profile such as m3-ultra cannot run torch/cpu, and the planner would rightly refuse it).
+    argv += ["--device-profile", "generic-cpu"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([*argv, *extra], env=env, text=True, start_new_session=True, stderr=stderr)
 
@@ -486,7 +488,9 @@ def test_auto_placement_without_a_named_agent_gives_decode_to_the_live_agent_and
 ) -> None:
     (port,) = free_ports(1)
     body = spec(tiny_model_dir, tls_dir, prefill, port)
-    del body["decode"]["agent"]  # nobody names the agent: the planner weighs it against spark
+    del body["decode"]["agent"]  # nobody names the agent: the planner chooses it
+    # Decode pods would need a GPU, which spark lacks: the live agent is the one decode candidate.
+    body["decode"] = {"device": "auto", "gpus": 1}
     body["placement"] = {"mode": "auto"}
     cluster.create(HINF, resource("picked", body))
     mark_prefill_available(cluster, "picked")
@@ -498,7 +502,7 @@ def test_auto_placement_without_a_named_agent_gives_decode_to_the_live_agent_and
     placed = wait_for("decode on the agent", on_agent)
     assert (
         placed["placement"]["prefillNode"] == "spark"
-        and "agent device profile m3-ultra" in (placed["placement"]["reason"])
+        and "agent device profile generic-cpu, engine torch/cpu" in (placed["placement"]["reason"])
     )
     # The API server's NodePort allocator (the emulator has none): spark's InternalIP is this machine,
     # so the NodePort is the real prefill worker's port.

@@ -184,7 +184,7 @@ def test_a_live_agent_faster_than_every_node_takes_decode_and_an_expired_faster_
     placement = status["placement"]
     assert placement["prefillNode"] == "spark"
     assert (
-        "decode on agent:studio (m4-max+mlx-metal, from agent device profile m4-max, mlx on metal"
+        "decode on agent:studio (m4-max, from agent device profile m4-max, engine mlx/metal"
         in (placement["reason"])
     )
     assert "agent:gone: Lease last renewed" in placement["reason"]  # faster, but silent for long

@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.operator, pytest.mark.slow]
 NS = "elect"
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/hybrid-inference-operator"
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
-TIMINGS = ("--lease-duration-seconds", "3", "--renew-deadline-seconds", "2", "--retry-period-seconds", "1")
+# Short, with room for a busy 2-core machine: a leader gives up when it could not renew for 5 s.
+TIMINGS = ("--lease-duration-seconds", "8", "--renew-deadline-seconds", "5", "--retry-period-seconds", "1")
 
 
 @dataclass
@@ -169,6 +170,15 @@ def test_a_standby_takes_over_when_the_leaders_lease_expires(
     assert int((cluster.get(LEASE) or {})["spec"]["leaseTransitions"]) == 2
 
 
+def test_a_standby_stops_at_once_on_sigterm(cluster: EmulatedCluster, operators: dict[str, Any]) -> None:
+    d = operators["start"]("op-d")
+    assert wait_for("op-d's standby /healthz", lambda: "standby op-d_" in d.healthz())
+    d.process.send_signal(signal.SIGTERM)  # e.g. the old pod of a rollout that never led
+    assert d.process.wait(timeout=60) == 0, d.log.read_text()[-2000:]
+    assert only_lease_requests(cluster, "op-d") == []
+    assert holder(cluster).startswith("op-c_")
+
+
 def test_a_leader_that_sees_another_holder_stops_and_exits_for_a_restart(
     cluster: EmulatedCluster, operators: dict[str, Any]
 ) -> None:
@@ -177,5 +187,5 @@ def test_a_leader_that_sees_another_holder_stops_and_exits_for_a_restart(
     cluster.patch(LEASE, {"spec": {"holderIdentity": "op-d_elsewhere", "leaseDurationSeconds": 3600}})
     assert c.process.wait(timeout=60) == 3, c.log.read_text()[-2000:]
     log = c.log.read_text()
-    assert "lost Lease elect/hybrid-inference-operator (holder now op-d_elsewhere)" in log
+    assert "lost Lease elect/hybrid-inference-operator (holder now op-d_elsewhere)" in log, log[-3000:]
     assert "lost the leader Lease; exiting" in log

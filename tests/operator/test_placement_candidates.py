@@ -47,7 +47,10 @@ def test_an_agent_predicted_faster_than_every_node_gets_decode_and_prefill_stays
     assert placement.prefill_selector == {"kubernetes.io/hostname": "spark-1"}
     assert placement.prediction is not None and node_only is not None
     assert placement.prediction.decode_tokens_per_second > node_only.decode_tokens_per_second
-    assert "decode on agent:mac (m3-ultra+mlx-metal, from agent device profile m3-ultra" in placement.reason
+    assert (
+        "decode on agent:mac (m3-ultra, from agent device profile m3-ultra, engine mlx/metal"
+        in placement.reason
+    )
 
 
 def test_a_node_faster_than_every_agent_keeps_decode_and_the_reason_names_the_agents_weighed() -> None:

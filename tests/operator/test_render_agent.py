@@ -168,7 +168,21 @@ def test_auto_placement_pairs_the_best_prefill_node_with_the_agents_profile() ->
         and placement.decode_selector is None
     )
     assert placement.prediction is not None
-    assert placement.prediction.decode_tokens_per_second == pytest.approx(36.8, abs=0.1)  # `plan`'s M3 Ultra
+    assert placement.prediction.decode_tokens_per_second == pytest.approx(41.2, abs=0.1)  # `plan`'s M3 Ultra
+
+
+def test_auto_placement_takes_the_rates_of_the_engine_the_agent_reports() -> None:
+    nodes = [NodeFacts("spark", labels={"hybridinference.dev/device": "dgx-spark"})]
+    leases = {
+        engine: AgentLease("mac", engine=engine, device=device, device_profile="m3-ultra")
+        for engine, device in (("mlx", "metal"), ("torch", "mps"))
+    }
+    mlx, mps = (plan_with_agent(auto_resource(), nodes, lease).prediction for lease in leases.values())
+    assert mlx is not None and mps is not None
+    # torch's MPS backend streams about half of what MLX does on the same Mac (engines.yaml).
+    assert mps.decode_tokens_per_second < 0.6 * mlx.decode_tokens_per_second
+    mps_reason = plan_with_agent(auto_resource(), nodes, leases["torch"]).reason
+    assert "engine torch/mps" in mps_reason
 
 
 def test_auto_placement_with_an_agent_without_a_profile_says_how_to_announce_one() -> None:

@@ -1,9 +1,10 @@
 """A decode agent as the planner sees it, and placement when the spec names one (`decode.agent`).
 
-The agent takes part as one more "node" whose only role is decode, profiled from its Lease: the
-calibrated profile it announces, else its built-in device id scaled by its engine's decode factor
-(`planner/engines.yaml`: torch on MPS streams about half of what MLX does), with its memory capped by
-the free memory it announces (unless it already runs this resource's worker, whose memory is in use).
+The agent takes part as one more "node" whose only role is decode, profiled from its Lease by the
+planner's node rules: the calibrated profile it announces, else its built-in device id, at the rates of
+the engine it reports (`planner/engines.yaml`: torch on MPS streams about half of what MLX does), with
+its memory capped by the free memory it announces (unless it already runs this resource's worker,
+whose memory is in use).
 Auto placement picks the prefill node that pairs best with it; manual placement keeps the selected
 prefill nodes and predicts the pair.
 """
@@ -11,46 +12,45 @@ prefill nodes and predicts the pair.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 
 from hybrid_operator.agent_contract import AgentLease
 from hybrid_operator.models import HybridInference, PlacementMode, Toleration
 from hybrid_operator.placement.auto import DEFAULT_LINK, DEFAULT_SHAPE, HOSTNAME_LABEL, planner_request
 from hybrid_operator.placement.nodes import AGENT_NODE_PREFIX, NodeFacts, NodePlacement, Prediction, fits
-from hybrid_operator.planner import PlannerError, builtin_devices, link_profile, model_shape
+from hybrid_operator.planner import PlannerError, link_profile, model_shape
 from hybrid_operator.planner.auto_placement import NoPlacementError, plan_placement
-from hybrid_operator.planner.engines import with_engine
-from hybrid_operator.planner.hardware import DeviceProfile, device_from_dict
-from hybrid_operator.planner.nodes import ProfiledNode
+from hybrid_operator.planner.hardware import DeviceProfile
+from hybrid_operator.planner.nodes import (
+    DEVICE_LABEL,
+    ENGINE_ANNOTATION,
+    PROFILE_ANNOTATION,
+    NodeInfo,
+    ProfiledNode,
+    profile_node,
+)
 
 GB = 1e9
 
 
 def _announced(lease: AgentLease) -> tuple[DeviceProfile | None, str]:
-    """The profile the Lease announces, and the evidence (or why there is none)."""
-    if lease.profile:
-        try:
-            return device_from_dict(lease.profile), "calibrated profile in its Lease"
-        except PlannerError as exc:
-            return None, f"its Lease's calibrated profile is not usable: {exc}"
-    if not lease.device_profile:
+    """The profile the Lease announces as its engine runs on it (the planner's own node rules: the
+    calibrated profile, else the device id; the engine's rates), and the evidence or why there is none."""
+    if not lease.profile and not lease.device_profile:
         return None, (
             "announces no device profile; start it with --profile FILE (from `hybrid-inference "
             "calibrate`) or --device-profile ID (e.g. m3-ultra)"
         )
-    devices = builtin_devices()
-    if lease.device_profile not in devices:
-        known = ", ".join(sorted(devices))
-        return None, f"announces device profile {lease.device_profile!r}, which is unknown (known: {known})"
-    device, evidence = devices[lease.device_profile], f"device profile {lease.device_profile}"
-    if not lease.engine or not lease.device:
-        return device, evidence
-    try:
-        return with_engine(
-            device, lease.engine, lease.device
-        ), f"{evidence}, {lease.engine} on {lease.device}"
-    except PlannerError:
-        return device, f"{evidence}, {lease.engine} on {lease.device} (no engine factor: taken as 1)"
+    labels = {DEVICE_LABEL: lease.device_profile} if lease.device_profile else {}
+    annotations = {PROFILE_ANNOTATION: json.dumps(lease.profile)} if lease.profile else {}
+    if lease.engine and lease.device:  # the engine's rates (mlx/metal vs torch/mps)
+        annotations[ENGINE_ANNOTATION] = f"{lease.engine}/{lease.device}"
+    found = profile_node(NodeInfo(AGENT_NODE_PREFIX + lease.name, labels, annotations))
+    evidence = found.reason.replace(f"label {DEVICE_LABEL}=", "device profile ").replace(
+        f"annotation {PROFILE_ANNOTATION}", "its Lease"
+    )
+    return found.device, evidence
 
 
 def agent_node(lease: AgentLease, owner: str = "") -> ProfiledNode:
