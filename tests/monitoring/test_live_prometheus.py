@@ -26,8 +26,9 @@ from typing import Any
 import live_traffic
 import pytest
 import yaml
+from support.loopback import free_ports
 from support.prometheus import Prometheus, require_prometheus
-from support.serve import RunningServe, free_ports, running_serve
+from support.serve import RunningServe, running_serve
 
 from monitoring.alerts import rule_groups
 from monitoring.dashboard import dashboard

@@ -28,8 +28,9 @@ from hybrid_operator.models import parse
 from hybrid_operator.render_agent import assignment, assignment_data
 from hybrid_operator.render_common import PREFILL_PORT
 from kopf.testing import KopfRunner
+from support.loopback import free_ports
 from support.pki import write_tls_dir
-from support.serve import free_ports, process_gone
+from support.serve import process_gone
 
 pytestmark = [pytest.mark.operator, pytest.mark.slow]
 # Hang guard of every wait: four worker processes start here; on a loaded 2-core machine each takes long.
