@@ -12,7 +12,7 @@ from crd_schema import ROOT
 from helm_render import SUPPORTED_VERSIONS
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference, parse
-from hybrid_operator.placement import NodePlacement
+from hybrid_operator.placement import NodePlacement, Prediction
 from hybrid_operator.render import render
 
 SAMPLES = sorted((ROOT / "tests" / "data" / "hybridinference" / "valid").glob("*.yaml")) + sorted(
@@ -250,7 +250,9 @@ def test_placement_selectors_replace_the_spec_selectors() -> None:
 
 
 def test_a_prediction_reaches_the_decode_worker_as_gauges() -> None:
-    predicted = NodePlacement(("spark",), ("mac",), "auto", ttft_seconds=1.47, decode_tokens_per_second=37.6)
+    prediction = Prediction("spark", "mac", ttft_seconds=1.47, decode_tokens_per_second=37.6,
+                            speedup_vs_best_single_node=1.2)  # fmt: skip
+    predicted = NodePlacement(("spark",), ("mac",), "auto", prediction=prediction)
     env = env_of(render(resource(SPARK), predicted, CONFIG), "spark-plus-mac-decode")
     assert env["HYBRID_INFERENCE_PREDICTED_TTFT_SECONDS"] == "1.47"
     assert env["HYBRID_INFERENCE_PREDICTED_DECODE_TOKENS_PER_SECOND"] == "37.6"
