@@ -12,6 +12,7 @@ import pytest
 import torch
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
+from hybrid_workers.errors import UserError
 from hybrid_workers.kv.convert import request_to_pb
 from hybrid_workers.kv.data_frame import hello
 from hybrid_workers.kv.errors import KVProtocolError, Reason
@@ -128,3 +129,15 @@ def test_a_data_connection_that_cannot_open_fails_that_request_then_frames_are_u
         client.handshake()  # the next handshake offers it again (the port opens on the dialled host)
         with pytest.raises(KVProtocolError):
             client.prefill(prompt(20), GREEDY)
+
+
+def test_the_data_checksum_can_be_turned_off_and_the_bits_stay_exact(tiny_lm, prefill_server) -> None:
+    ids = prompt(40, seed=8)
+    target = f"127.0.0.1:{prefill_server.port}"
+    with PrefillClient(target, tiny_lm, data_checksum="off") as client:
+        assert client.data_checksum is False
+        remote = client.prefill(ids, GREEDY)
+    assert remote.timings.transport == "tcp"
+    assert_matches_generate(tiny_lm, remote, ids)
+    with pytest.raises(UserError, match="--kv-data-checksum 'maybe'"):
+        PrefillClient(target, tiny_lm, data_checksum="maybe")

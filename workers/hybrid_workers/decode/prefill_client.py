@@ -34,7 +34,7 @@ from hybrid_workers.decode.data_link import announced, offered, open_data, reach
 from hybrid_workers.decode.engine_api import KVSlot
 from hybrid_workers.decode.transfer_watch import TransferWatch
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
-from hybrid_workers.enums import TransferMode, WireEncoding
+from hybrid_workers.enums import DataChecksum, TransferMode, WireEncoding
 from hybrid_workers.errors import closed_choice
 from hybrid_workers.kv import handshake, wire
 from hybrid_workers.kv.checks import ReceiverModel
@@ -126,13 +126,17 @@ class PrefillClient:
         chunk_bytes: int = 0,
         data_connection: bool = True,
         data_port: int | None = None,
+        data_checksum: DataChecksum | str = DataChecksum.AUTO,
     ) -> None:
         """`data_connection`: use the prefill worker's data port when it offers one (False: gRPC frames
-        only); `data_port`: connect there instead of the offered port (a NAT or NodePort mapping)."""
+        only); `data_port`: connect there instead of the offered port (a NAT or NodePort mapping);
+        `data_checksum`: crc32 of each layer on the data connection (auto: on unless TLS)."""
         self.target = target
         self.tls = tls
         self.data_connection = data_connection
         self.data_port = data_port
+        checksum = closed_choice("--kv-data-checksum", DataChecksum, data_checksum)
+        self.data_checksum = checksum is DataChecksum.ON or (checksum is DataChecksum.AUTO and tls is None)
         self._data_ok = False  # the last handshake offered a data connection that opens from here
         self._negotiated = False
         self.lm = lm
@@ -341,6 +345,7 @@ class PrefillClient:
             request_id=uuid.uuid4().hex[:16],
             heartbeat_ms=max(1, int(self.stall_s * 1000 / 4)),
             transfer_id=transfer_id,
+            data_checksum=self.data_checksum,
         )
 
 
