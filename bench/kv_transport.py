@@ -75,14 +75,14 @@ def socket_goodput(sizes: list[int], cpus: set[int] | None = None, tls_dir: Path
     return result[0]
 
 
-def kv_goodput(target: str, lm, prompt: list[int], repeats: int, tls=None) -> dict:
+def kv_goodput(target: str, lm, prompt: list[int], repeats: int, tls=None, checksum: str = "auto") -> dict:
     """Medians of bulk transfers on the data connection: stream and wire goodput, bytes, transport."""
     from hybrid_workers.decode.prefill_client import PrefillClient
     from hybrid_workers.engine import SamplingParams
 
     greedy = SamplingParams(max_tokens=1, temperature=0)
     stream, wire, transports = [], [], set()
-    with PrefillClient(target, lm, mode="bulk", timeout_s=300, tls=tls) as client:
+    with PrefillClient(target, lm, mode="bulk", timeout_s=300, tls=tls, data_checksum=checksum) as client:
         client.prefill(prompt, greedy)  # warm-up
         for _ in range(repeats):
             timings = client.prefill(prompt, greedy).timings
@@ -100,22 +100,25 @@ def kv_goodput(target: str, lm, prompt: list[int], repeats: int, tls=None) -> di
 
 
 def loopback_transport(lm, prompt: list[int], repeats: int, tls_dir: Path) -> dict:
-    """Data connection vs plain socket, and over TLS vs a TLS socket; compute on CPU 0, I/O on CPU 1."""
+    """Data connection vs plain socket (crc32 on, the plaintext default, and off), and over TLS (no crc32:
+    the TLS record MAC authenticates) vs a TLS socket; compute on CPU 0, sender and receiver on CPU 1."""
     from hybrid_workers.kv.tls import TLSConfig
     from hybrid_workers.prefill.config import PrefillServerConfig
     from hybrid_workers.prefill.server import start_server
 
     results: dict[str, dict] = {}
-    for name, tls in (
-        ("plain", None),
-        ("tls", TLSConfig(tls_dir / "tls.crt", tls_dir / "tls.key")),
+    for name, tls, checksum in (
+        ("plain", None, "on"),
+        ("plain_no_checksum", None, "off"),
+        ("tls", TLSConfig(tls_dir / "tls.crt", tls_dir / "tls.key"), "auto"),
     ):
         config = PrefillServerConfig(host="127.0.0.1", port=0, tls=tls, compute_cpus=(0,))
         allowed = os.sched_getaffinity(0)
         running = start_server(lm, config)  # this thread (and the client) now on the other CPUs
         try:
             client_tls = TLSConfig(ca=tls_dir / "ca.crt") if tls else None
-            results[name] = kv_goodput(f"localhost:{running.port}", lm, prompt, repeats, client_tls)
+            target = f"localhost:{running.port}"
+            results[name] = kv_goodput(target, lm, prompt, repeats, client_tls, checksum)
         finally:
             running.stop(grace_s=0)
             os.sched_setaffinity(0, allowed)
