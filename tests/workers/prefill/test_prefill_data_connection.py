@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 
 import grpc
 import pytest
@@ -141,3 +142,19 @@ def test_the_data_checksum_can_be_turned_off_and_the_bits_stay_exact(tiny_lm, pr
     assert_matches_generate(tiny_lm, remote, ids)
     with pytest.raises(UserError, match="--kv-data-checksum 'maybe'"):
         PrefillClient(target, tiny_lm, data_checksum="maybe")
+
+
+def test_heartbeats_keep_a_data_connection_transfer_alive_through_a_slow_layer(
+    tiny_lm, prefill_server
+) -> None:
+    # The first layer computes for 3 stall limits: nothing moves on the data connection meanwhile, only
+    # the gRPC stream's heartbeats, which must count as progress while the layers are awaited there.
+    first_layer = tiny_lm.model.model.layers[0]
+    handle = first_layer.register_forward_pre_hook(lambda *_: time.sleep(1.5))  # returns None: args kept
+    try:
+        with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm, stall_s=0.5) as client:
+            remote = client.prefill(prompt(20), GREEDY)
+    finally:
+        handle.remove()
+    assert remote.timings.transport == "tcp"
+    assert_matches_generate(tiny_lm, remote, prompt(20))

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,14 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hybrid_workers.decode.data_link import announced, offered, open_data, reachable, target_host
+from hybrid_workers.decode.data_link import (
+    StreamDrain,
+    announced,
+    offered,
+    open_data,
+    reachable,
+    target_host,
+)
 from hybrid_workers.decode.engine_api import KVSlot
 from hybrid_workers.decode.transfer_watch import TransferWatch
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
@@ -199,7 +206,8 @@ class PrefillClient:
 
         sock = None
         try:
-            for message in call:
+            stream: Iterator[bytes] = iter(call)
+            while (message := next(stream, None)) is not None:
                 watch.progress()
                 frame = wire.parse(message)
                 if isinstance(frame, Heartbeat):
@@ -208,6 +216,7 @@ class PrefillClient:
                 receiver.feed(frame)
                 if isinstance(frame, Header) and frame.data_connection:  # (asked for: check_header)
                     sock = self._open_data(frame, transfer_id)
+                    stream = StreamDrain(stream, watch.progress)  # heartbeats count while layers arrive
                     receiving = receive_layers(sock, receiver, transfer_ref(transfer_id), poll)
                     clock.receive_seconds = receiving
             trailer = receiver.finish()
