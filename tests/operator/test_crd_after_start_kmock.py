@@ -20,7 +20,6 @@ pytestmark = [pytest.mark.operator, pytest.mark.slow]
 
 NS = "late"
 HINF = f"/apis/hybridinference.dev/v1alpha1/namespaces/{NS}/hybridinferences"
-NODE = {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
 SPEC = {"prefill": {"device": "cpu"}, "decode": {"device": "cpu"}}
 
 
@@ -38,7 +37,7 @@ def health(port: int) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[EmulatedCluster]:
     emulated = EmulatedCluster(crd_installed=False).start()
-    emulated.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", **NODE})
+    emulated.add_ready_node("n1")
     yield emulated
     emulated.stop()
 

@@ -50,15 +50,6 @@ class Operator:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[EmulatedCluster]:
-    emulated = EmulatedCluster().start()
-    node = {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-    emulated.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", **node})
-    yield emulated
-    emulated.stop()
-
-
-@pytest.fixture(scope="module")
 def operators(cluster: EmulatedCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Start operators on demand (`start(name)`); every one still running is stopped at the end."""
     started: dict[str, Operator] = {}

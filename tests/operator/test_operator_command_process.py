@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from emulated_cluster import EmulatedCluster, wait_for
 from support.loopback import free_port, http_get
 
 pytestmark = [pytest.mark.operator, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[EmulatedCluster]:
-    emulated = EmulatedCluster().start()
-    node = {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-    emulated.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", **node})
-    yield emulated
-    emulated.stop()
 
 
 def test_operator_command_reconciles_and_serves_metrics_and_liveness(

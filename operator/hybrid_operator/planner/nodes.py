@@ -55,6 +55,15 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class ProfiledNode(NodeInfo):
+    """A node whose profile the caller already decided (a decode agent's, from its Lease), with the
+    evidence shown in the plan's reason; `device` None excludes it with `evidence` as the reason."""
+
+    device: DeviceProfile | None = None
+    evidence: str = ""
+
+
+@dataclass(frozen=True)
 class NodeProfile:
     """A node's device profile (None when unknown or unusable) and how it was decided."""
 
@@ -146,6 +155,8 @@ def _with_reported_engine(node: NodeLike, found: NodeProfile) -> NodeProfile:
 
 def profile_node(node: NodeLike) -> NodeProfile:
     """The profile for `node` as its engine runs on it, or None with the reason it is excluded."""
+    if isinstance(node, ProfiledNode):
+        return NodeProfile(node.name, node.device if node.schedulable else None, node.evidence)
     return _with_reported_engine(node, _hardware_of(node))
 
 
