@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -24,20 +23,14 @@ import threading
 import time
 
 import torch
-from engine_bench import (
-    _prompt,
-    bytes_per_token,
-    engine_decode_intervals,
-    gemv_pass_seconds,
-    read_bandwidth,
-)
+from bench_setup import emit, load_bench_model, loadavg, model_flags, prompt_ids, read_bandwidth
+from engine_bench import bytes_per_token, engine_decode_intervals, gemv_pass_seconds
 from hybrid_workers.decode.batch_loop import BatchLoop
 from hybrid_workers.decode.kv_budget import KVBudget
 from hybrid_workers.decode.runner import model_lock
 from hybrid_workers.decode.sequence import SequenceRun
-from hybrid_workers.engine import LoadedModel, SamplingParams, load_model
+from hybrid_workers.engine import LoadedModel, SamplingParams
 from hybrid_workers.engine.batched import TorchDecodeEngine
-from hybrid_workers.engine.demo_model import demo_model_dir
 
 
 def batched_run(lm: LoadedModel, engine: TorchDecodeEngine, streams: int, args: argparse.Namespace) -> dict:
@@ -48,7 +41,7 @@ def batched_run(lm: LoadedModel, engine: TorchDecodeEngine, streams: int, args: 
     runs, firsts = [], []
     try:
         for index in range(streams):
-            ids = _prompt(lm, args.prompt_tokens)
+            ids = prompt_ids(lm, args.prompt_tokens)
             ids[-1] = 8 + index  # distinct prompts
             slot = loop.reserve(len(ids), params.max_tokens, threading.Event())
             row = engine.prefill_chunk(slot, ids, 0)  # the KV lands first, as from a remote prefill
@@ -86,12 +79,10 @@ def batched_run(lm: LoadedModel, engine: TorchDecodeEngine, streams: int, args: 
 
 def run(args: argparse.Namespace) -> dict:
     """All measurements on one loaded model; returns the results as a JSON-ready dict."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = args.model or str(demo_model_dir("bench"))
-    lm = load_model(model, device=args.device, dtype=args.dtype, progress=False)
+    loadavg_before = loadavg()
+    lm = load_bench_model(args)
     engine = TorchDecodeEngine(lm)
-    prompt = _prompt(lm, args.prompt_tokens)
+    prompt = prompt_ids(lm, args.prompt_tokens)
     bandwidths = [read_bandwidth()]
     engine_decode_intervals(lm, prompt, 4)  # warm-up
     today = 1 / statistics.median(engine_decode_intervals(lm, prompt, args.new_tokens))
@@ -109,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
-        "loadavg_before": args.loadavg,
+        "loadavg_before": loadavg_before,
         "batched": batched,
         "single_path_tokens_per_second": today,
         "bytes_read_per_token": per_token,
@@ -132,26 +123,10 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, run, print JSON (and write it to --out)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model folder or HF id; default: the bench demo model")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--prompt-tokens", type=int, default=64)
-    parser.add_argument("--new-tokens", type=int, default=64)
+    model_flags(parser, prompt_tokens=64, new_tokens=64)
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16])
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
-    parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    try:
-        with open("/proc/loadavg", encoding="ascii") as handle:
-            args.loadavg = handle.read().strip()
-    except OSError:  # not Linux
-        args.loadavg = None
-    results = json.dumps(run(args), indent=2)
-    print(results)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(results + "\n")
-    return 0
+    return emit(run(args), args.out)
 
 
 if __name__ == "__main__":

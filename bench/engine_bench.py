@@ -14,36 +14,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from hybrid_workers.engine import LoadedModel, SamplingParams, decode, load_model, prefill, sample
-from hybrid_workers.engine.demo_model import demo_model_dir
-
-
-def read_bandwidth(gib: float = 1.0, passes: int = 7) -> float:
-    """Bytes per second a full read of a `gib` GiB float32 buffer reaches (best pass)."""
-    buffer = torch.ones(int(gib * (1 << 30)) // 4)  # [n] float32
-    best = min(_seconds(lambda: float(buffer.sum())) for _ in range(passes))
-    return buffer.numel() * 4 / best
-
-
-def _seconds(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
-
-
-def _prompt(lm: LoadedModel, length: int) -> list[int]:
-    generator = torch.Generator().manual_seed(0)
-    body = torch.randint(8, lm.vocab_size, (length - 1,), generator=generator).tolist()
-    return [lm.tokenizer.bos_token_id, *body]
+from bench_setup import emit, load_bench_model, loadavg, model_flags, prompt_ids, read_bandwidth, seconds
+from hybrid_workers.engine import LoadedModel, SamplingParams, decode, prefill, sample
 
 
 @contextmanager
@@ -63,13 +43,13 @@ def plain_forward(lm: LoadedModel, prompt: list[int]) -> float:
     """Seconds for the ordinary transformers forward that prefill replaces (cache on, last logits only)."""
     input_ids = torch.tensor([prompt], device=lm.device)  # [1, seq]
     with torch.no_grad(), _without_layer_hooks(lm):
-        return _seconds(lambda: lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1))
+        return seconds(lambda: lm.model(input_ids=input_ids, use_cache=True, logits_to_keep=1))
 
 
 def emitting_prefill(lm: LoadedModel, prompt: list[int]) -> float:
     """Seconds for prefill() handing every layer to a receiver that keeps references (as a sender would)."""
     received: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-    return _seconds(lambda: prefill(lm, prompt, lambda i, k, v: received.append((i, k, v))))
+    return seconds(lambda: prefill(lm, prompt, lambda i, k, v: received.append((i, k, v))))
 
 
 def prefill_overhead(lm: LoadedModel, prompt: list[int], repeats: int) -> dict[str, float]:
@@ -147,7 +127,7 @@ def gemv_pass_seconds(lm: LoadedModel, passes: int = 5) -> float:
 
     with torch.no_grad():
         one_pass()
-        return min(_seconds(one_pass) for _ in range(passes))
+        return min(seconds(one_pass) for _ in range(passes))
 
 
 def bytes_per_token(lm: LoadedModel, context: int) -> float:
@@ -205,11 +185,9 @@ def utilisation(results: dict, bandwidths: list[float]) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """All measurements on one loaded model; returns the results as a JSON-ready dict."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = args.model or str(demo_model_dir("bench"))
-    lm = load_model(model, device=args.device, dtype=args.dtype, progress=False)
-    prompt = _prompt(lm, args.prompt_tokens)
+    loadavg_before = loadavg()
+    lm = load_bench_model(args)
+    prompt = prompt_ids(lm, args.prompt_tokens)
     bandwidths = [read_bandwidth()]
     results = {
         "model": lm.name,
@@ -218,6 +196,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": lm.device.type,
         "torch_threads": torch.get_num_threads(),
         "prompt_tokens": len(prompt),
+        "loadavg_before": loadavg_before,
         **prefill_overhead(lm, prompt, args.repeats),
     }
     bandwidths.append(read_bandwidth())
@@ -230,21 +209,10 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, run, print JSON (and write it to --out)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model folder or HF id; default: the bench demo model")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--prompt-tokens", type=int, default=512)
-    parser.add_argument("--new-tokens", type=int, default=64)
+    model_flags(parser, prompt_tokens=512, new_tokens=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
-    parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    results = json.dumps(run(args), indent=2)
-    print(results)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(results + "\n")
-    return 0
+    return emit(run(args), args.out)
 
 
 if __name__ == "__main__":

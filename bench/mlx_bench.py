@@ -33,7 +33,8 @@ from hybrid_workers.mlx_engine.engine import MlxDecodeEngine
 from hybrid_workers.mlx_engine.loading import load_mlx_model, mlx_compute_device
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_bench import bytes_per_token, read_bandwidth
+from bench_setup import read_bandwidth
+from engine_bench import bytes_per_token
 
 GREEDY = SamplingParams(max_tokens=1 << 20, temperature=0)
 

@@ -14,7 +14,8 @@ import threading
 import time
 
 import torch
-from engine_bench import _prompt, engine_decode_intervals
+from bench_setup import prompt_ids
+from engine_bench import engine_decode_intervals
 from hybrid_workers.decode.batch_loop import BatchLoop
 from hybrid_workers.decode.kv_budget import KVBudget
 from hybrid_workers.decode.runner import model_lock
@@ -49,7 +50,7 @@ def main() -> int:
     torch.set_num_threads(1)
     lm = load_model(args.model, device="cpu", dtype="float32", progress=False)
     engine = TorchDecodeEngine(lm)
-    prompt = _prompt(lm, 64)
+    prompt = prompt_ids(lm, 64)
     engine_decode_intervals(lm, prompt, 4)  # warm-up both
     loop_intervals(lm, engine, prompt, 4)
     single: list[float] = []

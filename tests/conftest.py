@@ -40,29 +40,28 @@ def tiny_model_dir(demo_cache_dir: Path) -> Path:
     return demo_model_dir("tiny")
 
 
-def _one_thread() -> None:
-    """Tiny-model ops are too small to split; with 2 busy cores a second thread makes each op ~100x slower."""
+def _load_on_cpu(folder: Path, dtype: str):  # -> LoadedModel
+    """`folder` loaded on CPU in `dtype`, torch set to 1 thread first.
+
+    Test-model ops are too small to split; with 2 busy cores a second thread makes each op ~100x slower.
+    """
     import torch
+    from hybrid_workers.engine import load_model
 
     torch.set_num_threads(1)
+    return load_model(str(folder), device="cpu", dtype=dtype, progress=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir: Path):  # -> LoadedModel
     """The tiny demo model loaded on CPU in float32 (shared: do not modify it). Sets torch to 1 thread."""
-    from hybrid_workers.engine import load_model
-
-    _one_thread()
-    return load_model(str(tiny_model_dir), device="cpu", dtype="float32", progress=False)
+    return _load_on_cpu(tiny_model_dir, "float32")
 
 
 @pytest.fixture(scope="session")
 def tiny_lm_bf16(tiny_model_dir: Path):  # -> LoadedModel
     """The tiny demo model loaded on CPU in bfloat16 (shared: do not modify it). Sets torch to 1 thread."""
-    from hybrid_workers.engine import load_model
-
-    _one_thread()
-    return load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16", progress=False)
+    return _load_on_cpu(tiny_model_dir, "bfloat16")
 
 
 DETERMINISM_TEST = "test_converting_twice_gives_byte_identical_folders"
@@ -129,19 +128,13 @@ def trained_model_dir(demo_cache_dir: Path, other_conversion: OtherConversion | 
 @pytest.fixture(scope="session")
 def trained_lm(trained_model_dir: Path):  # -> LoadedModel
     """SmolLM2-135M-Instruct loaded on CPU in float32 (shared: do not modify it). Sets torch to 1 thread."""
-    from hybrid_workers.engine import load_model
-
-    _one_thread()
-    return load_model(str(trained_model_dir), device="cpu", dtype="float32", progress=False)
+    return _load_on_cpu(trained_model_dir, "float32")
 
 
 @pytest.fixture(scope="session")
 def trained_lm_bf16(trained_model_dir: Path):  # -> LoadedModel
     """SmolLM2-135M-Instruct loaded on CPU in bfloat16 (shared: do not modify it). Sets torch to 1 thread."""
-    from hybrid_workers.engine import load_model
-
-    _one_thread()
-    return load_model(str(trained_model_dir), device="cpu", dtype="bfloat16", progress=False)
+    return _load_on_cpu(trained_model_dir, "bfloat16")
 
 
 @pytest.fixture(scope="session")

@@ -23,15 +23,18 @@ from hybrid_operator.placement.auto import (
 from hybrid_operator.placement.nodes import fits
 from hybrid_operator.planner import PlannerError, link_profile, model_shape
 from hybrid_operator.planner.auto_placement import NoPlacementError, plan_placement
-from hybrid_operator.planner.nodes import DEVICE_LABEL, PROFILE_ANNOTATION
+from hybrid_operator.planner.nodes import DEVICE_LABEL, ENGINE_ANNOTATION, PROFILE_ANNOTATION
 
 AGENT_NODE_PREFIX = "agent:"  # how an agent appears among nodes (status.placement.decodeNode)
 
 
 def agent_node(lease: AgentLease) -> NodeFacts:
-    """The agent as the planner sees a node: its calibrated profile, else its built-in device id."""
+    """The agent as the planner sees a node: its calibrated profile, else its built-in device id, as
+    the engine it reports runs on it."""
     labels = {DEVICE_LABEL: lease.device_profile} if lease.device_profile else {}
     annotations = {PROFILE_ANNOTATION: json.dumps(lease.profile)} if lease.profile else {}
+    if lease.engine and lease.device:  # the planner takes the engine's rates (mlx/metal vs torch/mps)
+        annotations[ENGINE_ANNOTATION] = f"{lease.engine}/{lease.device}"
     return NodeFacts(name=AGENT_NODE_PREFIX + lease.name, labels=labels, annotations=annotations)
 
 

@@ -226,6 +226,19 @@ class EmulatedCluster:
         return self.request("DELETE", path)
 
 
+def hybrid_inference(namespace: str, name: str, spec: dict[str, Any], generation: int = 1) -> dict[str, Any]:
+    """A HybridInference as the API server would store it (it assigns uid, generation, resourceVersion)."""
+    meta = {
+        "name": name,
+        "namespace": namespace,
+        "uid": f"uid-{name}",
+        "generation": generation,
+        "resourceVersion": "1",
+    }
+    kind = {"apiVersion": "hybridinference.dev/v1alpha1", "kind": "HybridInference"}
+    return {**kind, "metadata": meta, "spec": spec}
+
+
 def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
     """Poll `probe` until it returns something truthy; fail naming `what` and the last value.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import emulated_cluster
 import pytest
 from emulated_cluster import EmulatedCluster, wait_for
 from kopf.testing import KopfRunner
@@ -39,19 +40,7 @@ MAC = {
 
 
 def hybrid_inference(name: str, spec: dict[str, Any], generation: int = 1) -> dict[str, Any]:
-    """A HybridInference as the API server would store it (it assigns uid, generation, resourceVersion)."""
-    return {
-        "apiVersion": "hybridinference.dev/v1alpha1",
-        "kind": "HybridInference",
-        "metadata": {
-            "name": name,
-            "namespace": NS,
-            "uid": f"uid-{name}",
-            "generation": generation,
-            "resourceVersion": "1",
-        },
-        "spec": spec,
-    }
+    return emulated_cluster.hybrid_inference(NS, name, spec, generation)
 
 
 SPARK_PLUS_MAC = {

@@ -4,12 +4,11 @@ ServiceMonitor switched off. The emulator answers `dryRun=All` and 422s as an AP
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import kopf
 import pytest
-from emulated_cluster import EmulatedCluster
+from emulated_cluster import EmulatedCluster, hybrid_inference
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.kube import KubeClient
 from hybrid_operator.reconcile import reconcile
@@ -57,18 +56,8 @@ def cluster() -> Iterator[EmulatedCluster]:
     emulated.stop()
 
 
-@pytest.fixture
-async def client(cluster: EmulatedCluster) -> AsyncIterator[KubeClient]:
-    info = kopf.ConnectionInfo(server=cluster.url)
-    kube = KubeClient(info, "hybrid-inference-operator", relogin=lambda: info)
-    yield kube
-    await kube.close()
-
-
 def create(cluster: EmulatedCluster, name: str, body_spec: dict[str, Any]) -> None:
-    meta = {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1, "resourceVersion": "1"}
-    body = {"apiVersion": "hybridinference.dev/v1alpha1", "kind": "HybridInference", "metadata": meta}
-    cluster.create(HINF, {**body, "spec": body_spec})
+    cluster.create(HINF, hybrid_inference(NS, name, body_spec))
 
 
 def change_spec(cluster: EmulatedCluster, name: str, generation: int, body_spec: dict[str, Any]) -> None:

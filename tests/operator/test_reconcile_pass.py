@@ -3,12 +3,12 @@ repair of any child, Secret checks, events, and a missing ServiceMonitor CRD."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
 import pytest
-from emulated_cluster import EmulatedCluster
+from emulated_cluster import EmulatedCluster, hybrid_inference
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.kube import KubeClient
 from hybrid_operator.reconcile import reconcile
@@ -34,25 +34,8 @@ def cluster() -> Iterator[EmulatedCluster]:
     emulated.stop()
 
 
-@pytest.fixture
-async def client(cluster: EmulatedCluster) -> AsyncIterator[KubeClient]:
-    info = kopf.ConnectionInfo(server=cluster.url)
-    kube = KubeClient(info, "hybrid-inference-operator", relogin=lambda: info)
-    yield kube
-    await kube.close()
-
-
 def create(cluster: EmulatedCluster, name: str, spec: dict[str, Any]) -> None:
-    meta = {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1, "resourceVersion": "1"}
-    cluster.create(
-        HINF,
-        {
-            "apiVersion": "hybridinference.dev/v1alpha1",
-            "kind": "HybridInference",
-            "metadata": meta,
-            "spec": spec,
-        },
-    )
+    cluster.create(HINF, hybrid_inference(NS, name, spec))
 
 
 async def run(cluster: EmulatedCluster, kube: KubeClient, name: str) -> Any:

@@ -167,7 +167,21 @@ def test_auto_placement_pairs_the_best_prefill_node_with_the_agents_profile() ->
         placement.prefill_selector == {"kubernetes.io/hostname": "spark"}
         and placement.decode_selector is None
     )
-    assert placement.decode_tokens_per_second == pytest.approx(36.8, abs=0.1)  # `plan`'s M3 Ultra figure
+    assert placement.decode_tokens_per_second == pytest.approx(41.2, abs=0.1)  # `plan`'s M3 Ultra figure
+
+
+def test_auto_placement_takes_the_rates_of_the_engine_the_agent_reports() -> None:
+    nodes = [NodeFacts("spark", labels={"hybridinference.dev/device": "dgx-spark"})]
+    leases = {
+        engine: AgentLease("mac", engine=engine, device=device, device_profile="m3-ultra")
+        for engine, device in (("mlx", "metal"), ("torch", "mps"))
+    }
+    mlx, mps = (plan_with_agent(auto_resource(), nodes, lease) for lease in leases.values())
+    assert not mlx.problems and not mps.problems
+    assert mlx.decode_tokens_per_second is not None and mps.decode_tokens_per_second is not None
+    # torch's MPS backend streams about half of what MLX does on the same Mac (engines.yaml).
+    assert mps.decode_tokens_per_second < 0.6 * mlx.decode_tokens_per_second
+    assert "engine torch/mps" in mps.reason
 
 
 def test_auto_placement_with_an_agent_without_a_profile_says_how_to_announce_one() -> None:

@@ -305,6 +305,7 @@ def measure_profile(
         "layer_overhead_seconds": round(overhead, 7),
         **({"kv_gbps": round(kv, 3)} if kv != float("inf") else {}),
         "measured": True,
+        "measured_with": f"torch/{device.type}",  # the engine whose rates these are (engines.py)
         "repeats": repeats,
         "spread": runs.spread or {},
         "source": (

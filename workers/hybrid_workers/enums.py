@@ -39,6 +39,20 @@ class Engine(StrEnum):
     MLX = "mlx"
 
 
+class RuntimeEngine(StrEnum):
+    """An inference engine the planner has efficiency profiles for (`plan --prefill-engine`): the
+    workers' own (torch, mlx) and the public engines of its validation set. `auto`: what this
+    project's workers run on the device (mlx on Apple GPUs, torch elsewhere)."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    MLX = "mlx"
+    LLAMA_CPP = "llama.cpp"
+    VLLM = "vllm"
+    SGLANG = "sglang"
+    TENSORRT_LLM = "tensorrt-llm"
+
+
 class ComputeDevice(StrEnum):
     """What an engine computes on, as agents report it and engine profiles name it (with Engine)."""
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
@@ -25,9 +27,16 @@ def choice_of(members: Iterable[StrEnum]) -> Callable[[str], StrEnum]:
     return parse
 
 
-def parse_bytes(value: str | int | None, flag: str, *, auto: bool = False) -> int | None:
+def parse_bytes(
+    value: str | int | None,
+    flag: str,
+    *,
+    auto: bool = False,
+    check: Callable[[int], object] | None = None,
+) -> int | None:
     """A byte count with an optional K/M/G/T suffix (powers of 1024: `4MiB`, `512K`, `2G`), or, when
-    `auto` is allowed, `auto` (None). UserError naming the flag and the value otherwise."""
+    `auto` is allowed, `auto` (None). `check` (raises ValueError) vets the count. UserError naming the
+    flag and the value as the user typed it otherwise."""
     text = str(value).strip().upper() if value is not None else "AUTO"
     if auto and text == "AUTO":
         return None
@@ -43,7 +52,30 @@ def parse_bytes(value: str | int | None, flag: str, *, auto: bool = False) -> in
     if not number >= 0:  # also nan
         also = ", or auto" if auto else ""
         raise UserError(f"{flag} {value!r}: give a byte count such as 4194304, 4MiB or 2G{also}") from None
-    return int(number * scale)
+    count = int(number * scale)
+    if check is not None:
+        try:
+            check(count)
+        except ValueError as exc:
+            raise UserError(f"{flag} {value!r}: {exc}") from None
+    return count
+
+
+def apply_log_level(level: str, logger_name: str, prefix: str) -> None:
+    """Apply `--log-level`: `logger_name`'s records go to stderr, one line each, as `<prefix>: message`
+    (`serve` shows the workers' lines to the user), and not on to the root logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prefix}: %(message)s"))
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    logger.setLevel(str(level).upper())
+    logger.propagate = False
+
+
+def above_zero(count: int) -> None:
+    """A `parse_bytes` check: ValueError unless `count` is greater than 0."""
+    if count <= 0:
+        raise ValueError("must be greater than 0")
 
 
 def add_option(

@@ -99,10 +99,16 @@ class ModelShape:
         Linear: 2 x weights per token. Attention: the token at position s (0-based) scores and mixes
         s + 1 keys: 2·heads·head_dim·(s+1) for QK^T and as much for AV (causal, no masked work).
         """
-        linear = 2.0 * self.linear_params_per_layer * tokens
-        # sum over s = past .. past+tokens-1 of (s + 1)
-        keys = tokens * past + tokens * (tokens + 1) / 2
-        return linear + 4.0 * self.heads * self.head_dim * keys
+        return self.layer_linear_flops(tokens) + self.layer_attention_flops(tokens, past)
+
+    def layer_linear_flops(self, tokens: int) -> float:
+        """FLOPs of one layer's projections (GEMMs) for `tokens` tokens: 2 x weights per token."""
+        return 2.0 * self.linear_params_per_layer * tokens
+
+    def layer_attention_flops(self, tokens: int, past: int = 0) -> float:
+        """FLOPs of one layer's QK^T and AV for `tokens` new tokens after `past` cached ones."""
+        keys = tokens * past + tokens * (tokens + 1) / 2  # sum over s = past .. past+tokens-1 of (s + 1)
+        return 4.0 * self.heads * self.head_dim * keys
 
     @property
     def head_flops(self) -> float:

@@ -4,7 +4,9 @@ Evidence, strongest first: a calibrated profile in the `hybridinference.dev/prof
 written by `hybrid-inference calibrate`), a `hybridinference.dev/device` label naming a built-in
 profile, then an NVIDIA GPU (`nvidia.com/gpu` capacity with an `nvidia.com/gpu.product` label, as GPU
 feature discovery sets it). An arm64 or amd64 node with none of these is unknown: its architecture
-alone cannot tell an M3 Ultra from a Raspberry Pi.
+alone cannot tell an M3 Ultra from a Raspberry Pi. The profile's rates are those of the engine the
+node reports in the `hybridinference.dev/engine` annotation (`mlx/metal`, as a decode agent's Lease
+says), else of the `auto` engine for its kind (engines.py).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hybrid_operator.planner.engines import with_engine
 from hybrid_operator.planner.errors import PlannerError
 from hybrid_operator.planner.hardware import DeviceProfile, builtin_devices, device_from_dict
 
 PROFILE_ANNOTATION = "hybridinference.dev/profile"
 DEVICE_LABEL = "hybridinference.dev/device"
+ENGINE_ANNOTATION = "hybridinference.dev/engine"  # `engine/compute-device` the node runs, e.g. mlx/metal
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 ARCH_LABEL = "kubernetes.io/arch"
 
@@ -116,8 +120,26 @@ def _from_gpu(node: NodeLike) -> NodeProfile:
     )
 
 
+def _with_reported_engine(node: NodeLike, found: NodeProfile) -> NodeProfile:
+    """`found` as the engine the node reports runs on it (unchanged when it reports none)."""
+    reported = node.annotations.get(ENGINE_ANNOTATION, "")
+    if found.device is None or not reported:
+        return found
+    engine, _, device = reported.partition("/")
+    try:
+        profile = with_engine(found.device, engine, device or None)
+    except PlannerError as exc:
+        return NodeProfile(node.name, None, f"annotation {ENGINE_ANNOTATION}={reported}: {exc}")
+    return NodeProfile(node.name, profile, f"{found.reason}, engine {profile.engine}")
+
+
 def profile_node(node: NodeLike) -> NodeProfile:
-    """The profile for `node`, or None with the reason it is excluded."""
+    """The profile for `node` as its engine runs on it, or None with the reason it is excluded."""
+    return _with_reported_engine(node, _hardware_of(node))
+
+
+def _hardware_of(node: NodeLike) -> NodeProfile:
+    """The profile for `node` (its `auto` engine), or None with the reason it is excluded."""
     if not node.schedulable:
         return NodeProfile(node.name, None, "not schedulable (NotReady or cordoned)")
     if PROFILE_ANNOTATION in node.annotations:

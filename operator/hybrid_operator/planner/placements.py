@@ -38,6 +38,8 @@ class Placement:
     kv_exposed_seconds: float  # part of the transfer not hidden behind prefill compute
     fits: bool  # weights + KV fit in both devices' memory
     note: str  # why it does not fit, else ""
+    prefill_engine: str = ""  # engine/compute device the prefill rates are for (torch/cuda, ...)
+    decode_engine: str = ""  # engine/compute device the decode rates are for
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the `plan --json` contract: prefill, decode, mode, ttft/tps/total first)."""
@@ -111,6 +113,8 @@ def evaluate(
         kv_exposed_seconds=exposed,
         fits=not note,
         note=note,
+        prefill_engine=prefill_device.engine,
+        decode_engine=decode_device.engine,
     )
 
 

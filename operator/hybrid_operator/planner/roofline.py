@@ -43,22 +43,29 @@ class Request:
 
 def matmul_flops_per_second(device: DeviceProfile, request: Request) -> float:
     """Sustained FLOP/s of prefill matmuls: fp8/fp4 tensor cores for those formats where the device
-    lists a rate for them, else the model dtype's rate (formats that dequantise on the fly)."""
-    precision = weight_format(request.weights).compute if request.weights else None
-    if precision is not None and precision in device.sustained_tflops:
-        return device.sustained_tflops[precision] * 1e12
+    lists a rate for them; for formats that dequantise on the fly (GGUF, MLX quants) the engine's
+    quantised-matmul rate (llama.cpp: int8 MMQ on CUDA, f16 on Metal); else the model dtype's rate."""
+    fmt = weight_format(request.weights) if request.weights else None
+    if fmt is not None and fmt.compute is not None and fmt.compute in device.sustained_tflops:
+        return device.sustained_tflops[fmt.compute] * 1e12
+    if fmt is not None and fmt.dequantised and request.dtype in device.quantised_tflops:
+        return device.quantised_tflops[request.dtype] * 1e12
     return device.flops_per_second(request.dtype)
 
 
 def prefill_layer_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:
-    """Time one decoder layer takes to prefill the prompt on `device` (all layers are alike)."""
+    """Time one decoder layer takes to prefill the prompt on `device` (all layers are alike): its
+    projections at the matmul rate plus its attention at the attention rate, or the weight read when
+    that is longer (short prompts), plus the engine's per-layer dispatch cost."""
     if request.prompt_tokens == 0:
         return 0.0
-    flops = model.layer_flops(request.prompt_tokens)
+    n = request.prompt_tokens
+    compute = model.layer_linear_flops(n) / matmul_flops_per_second(
+        device, request
+    ) + model.layer_attention_flops(n) / device.attention_flops_per_second(request.dtype)
     weight_bytes = model.linear_params_per_layer * bytes_per_weight(request.dtype, request.weights)
-    compute = flops / matmul_flops_per_second(device, request)
     roofline = max(compute, weight_bytes / device.bytes_per_second(request.dtype))
-    return roofline + device.layer_overhead_seconds  # kernel dispatch, as in a decode step
+    return roofline + device.layer_overhead_seconds
 
 
 def head_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:
@@ -73,18 +80,19 @@ def prefill_seconds(model: ModelShape, device: DeviceProfile, request: Request) 
     if request.prompt_tokens == 0:
         return 0.0
     layers = model.layers * prefill_layer_seconds(model, device, request)
-    return layers + head_seconds(model, device, request)
+    return layers + head_seconds(model, device, request) + device.step_overhead_seconds
 
 
 def decode_step_seconds(
     model: ModelShape, device: DeviceProfile, dtype: str, context: int, weights_format: str | None = None
 ) -> float:
-    """One decode step with `context` tokens cached: reads all weights and the whole KV cache."""
+    """One decode step with `context` tokens cached: reads all weights and the whole KV cache, plus the
+    engine's fixed costs per step and per layer."""
     weights = model.decode_read_bytes(dtype, weights_format) / device.bytes_per_second(dtype)
     cache = context * model.kv_bytes_per_token(dtype) / device.kv_bytes_per_second(dtype)
     flops = model.layers * model.layer_flops(1, past=context) + model.head_flops
     roofline = max(weights + cache, flops / device.flops_per_second(dtype))
-    return roofline + model.layers * device.layer_overhead_seconds
+    return roofline + model.layers * device.layer_overhead_seconds + device.step_overhead_seconds
 
 
 def decode_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:

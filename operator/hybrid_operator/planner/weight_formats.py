@@ -1,9 +1,10 @@
 """Weight formats: bits each parameter takes in memory, and the precision prefill matmuls run at.
 
 A decode step reads every weight once, so its time scales with bits per weight; a prefill multiplies
-by the weights at a compute precision: the model dtype for formats that dequantise on the fly
-(GGUF k-/legacy quants, MLX affine quants), fp8/fp4 tensor cores where the device has them (else the
-model dtype's rate). Every bits-per-weight figure is the format's own block layout, not a fit.
+by the weights at a compute precision: for formats that dequantise on the fly (GGUF k-/legacy quants,
+MLX affine quants) the one the engine's quantised kernels use (engines.yaml: the model dtype, f16, or
+int8 tensor cores), fp8/fp4 tensor cores where the device has them (else the model dtype's rate).
+Every bits-per-weight figure is the format's own block layout, not a fit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ class WeightFormat:
     bits_per_weight: float  # average storage per parameter, scales included
     compute: str | None  # peak_tflops key prefill uses (fp8, fp4); None: the model dtype's rate
     source: str  # the block layout the bits come from
+
+    @property
+    def dequantised(self) -> bool:
+        """Integer-quantised blocks multiplied after dequantising (GGUF, MLX quants), not a float format
+        or an fp8/fp4 tensor-core format."""
+        return self.compute is None and self.id not in ("float32", "bfloat16", "float16")
 
     def bytes_per_weight(self) -> float:
         """Average bytes per parameter."""

@@ -96,3 +96,30 @@ def test_a_broken_annotation_excludes_the_node_with_the_parse_error() -> None:
 def test_unschedulable_nodes_are_excluded_even_with_a_profile() -> None:
     node = NodeInfo("spark", labels={"hybridinference.dev/device": "dgx-spark"}, schedulable=False)
     assert profile_node(node).reason == "not schedulable (NotReady or cordoned)"
+
+
+def test_a_reported_engine_sets_the_rates_and_is_named_in_the_evidence() -> None:
+    labels = {"hybridinference.dev/device": "m3-ultra"}
+    mlx = profile_node(NodeInfo("mac", labels=labels))
+    mps = profile_node(
+        NodeInfo("mac", labels=labels, annotations={"hybridinference.dev/engine": "torch/mps"})
+    )
+    assert mlx.device is not None and mps.device is not None
+    assert (mlx.device.engine, mps.device.engine) == ("mlx/metal", "torch/mps")
+    assert mps.device.sustained_memory_gbps < 0.5 * mlx.device.sustained_memory_gbps
+    assert mps.reason == "label hybridinference.dev/device=m3-ultra, engine torch/mps"
+
+
+def test_an_engine_the_device_cannot_run_excludes_the_node_naming_it() -> None:
+    node = NodeInfo(
+        "gpu-1",
+        labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        annotations={"hybridinference.dev/engine": "mlx/metal"},
+        gpus=1,
+    )
+    result = profile_node(node)
+    assert result.device is None
+    assert result.reason == (
+        "annotation hybridinference.dev/engine=mlx/metal: "
+        "h100 is a gpu device (cuda); it cannot run mlx/metal"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hybrid_operator.planner import (
     PlannerError,
@@ -28,10 +30,11 @@ def test_a_70b_model_fits_a_dgx_spark_in_fp8_but_not_in_float16() -> None:
     ("weights", "bits"), [("q8_0", 8.5), ("q4_0", 4.5), ("mlx-4bit", 4.5), ("nvfp4", 4.5)]
 )
 def test_decode_time_scales_with_bits_per_weight(weights: str, bits: float) -> None:
-    shape, mac = model_shape("llama-3.1-8b"), device_profile("m3-ultra")
+    shape = model_shape("llama-3.1-8b")
+    mac = replace(device_profile("m3-ultra"), layer_overhead_seconds=0.0)  # the weight reads alone
     f16 = decode_seconds(shape, mac, Request(1, 32, "float16"))
     quantised = decode_seconds(shape, mac, Request(1, 32, "float16", weights=weights))
-    # One-token context: the step is all weight reads, so the ratio is the bits ratio.
+    # One-token context and no fixed cost: the step is all weight reads, so the ratio is the bits ratio.
     assert quantised / f16 == pytest.approx(bits / 16, rel=0.01)
 
 
@@ -39,7 +42,8 @@ def test_fp8_weights_prefill_on_fp8_tensor_cores_where_the_device_has_them() -> 
     shape = model_shape("llama-3.1-8b")
     h100, mac = device_profile("h100"), device_profile("m3-ultra")
     request_f16, request_fp8 = Request(8192, 0, "float16"), Request(8192, 0, "float16", weights="fp8")
-    assert prefill_seconds(shape, h100, request_fp8) < 0.6 * prefill_seconds(shape, h100, request_f16)
+    # The projections run twice as fast; attention stays at the f16 rate.
+    assert prefill_seconds(shape, h100, request_fp8) < 0.7 * prefill_seconds(shape, h100, request_f16)
     # No fp8 rate on Apple GPUs: the dtype's rate, the same compute-bound time.
     assert prefill_seconds(shape, mac, request_fp8) == pytest.approx(
         prefill_seconds(shape, mac, request_f16), rel=1e-3

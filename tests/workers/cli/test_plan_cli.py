@@ -129,6 +129,16 @@ def test_plot_writes_a_png(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
         (["--decode-device", "m9-ultra"], "unknown device 'm9-ultra'"),
         (["--model", "gpt-7"], "unknown model 'gpt-7'"),
         (["--plot", "out.svg"], "--plot out.svg: the timeline is written as PNG"),
+        (
+            ["--decode-engine", "ollama"],
+            "--decode-engine: 'ollama' is not a choice; use one of auto, torch, mlx, llama.cpp, vllm, "
+            "sglang, tensorrt-llm",
+        ),
+        (
+            ["--decode-engine", "vllm"],
+            "--decode-device m3-ultra --decode-engine vllm: engine vllm has no profile for metal (apple "
+            "devices); engines there: llama.cpp, mlx",
+        ),
     ],
 )
 def test_bad_flags_exit_2_naming_the_value(
@@ -201,3 +211,26 @@ def test_quantised_weights_are_planned(capsys: pytest.CaptureFixture[str]) -> No
     assert main([*args, "--weights", "fp8", "--json"]) == 0
     assert main([*args, "--weights", "q3_z"]) == 2
     assert "unknown weight format 'q3_z'" in capsys.readouterr().err
+
+
+def test_each_device_runs_its_engine_shown_in_the_table_and_the_json(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auto = _json(capsys, [*EXO_ARGS, "--json"])["best"]
+    assert (auto["prefill_engine"], auto["decode_engine"]) == ("torch/cuda", "mlx/metal")
+    mps = _json(capsys, [*EXO_ARGS, "--decode-engine", "torch", "--json"])["best"]
+    assert mps["decode_engine"] == "torch/mps"
+    # torch's MPS backend streams a third less of the Mac's bandwidth than MLX (engines.yaml).
+    assert mps["decode_tokens_per_second"] < 0.6 * auto["decode_tokens_per_second"]
+    monkeypatch.setenv("HYBRID_INFERENCE_PLAN_PREFILL_ENGINE", "tensorrt-llm")
+    assert main(EXO_ARGS) == 0
+    assert "engines: dgx-spark tensorrt-llm/cuda, m3-ultra mlx/metal" in capsys.readouterr().out
+
+
+def test_one_device_with_two_engines_is_listed_once_per_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["plan", "--model", "llama-3.1-8b", "--prefill-device", "h100", "--decode-device", "h100"]
+    document = _json(capsys, [*args, "--prefill-engine", "vllm", "--decode-engine", "llama.cpp", "--json"])
+    assert {(p["prefill"], p["decode"], p["mode"]) for p in document["placements"]} >= {
+        ("h100/vllm", "h100/vllm", "single"),
+        ("h100/vllm", "h100/llama.cpp", "layerwise"),
+    }

@@ -82,6 +82,18 @@ class Harness:
         remote = client.prefill(run.prompt_ids, run.params, slot=run.slot)
         self.loop.submit(run, (remote.first_token, remote.first_logprob))
 
+    def submit_half_remote(self, runs: list[SequenceRun], client: PrefillClient) -> None:
+        """Every other run prefilled by `client` (from threads), the rest locally, all joining before the
+        loop's first forward pass (it waits for the model lock held here meanwhile)."""
+        with model_lock(self.lm):
+            remote = [threading.Thread(target=self.submit_remote, args=(r, client)) for r in runs[1::2]]
+            for thread in remote:
+                thread.start()
+            for run in runs[::2]:
+                self.submit_local(run)
+            for thread in remote:
+                thread.join(HANG_S)
+
     def close(self) -> None:
         self.loop.close()
 
@@ -112,16 +124,7 @@ def test_eight_mixed_sequences_remote_and_local_equal_each_decoded_alone(
 ) -> None:
     prompts = [prompt(n, tiny_lm.vocab_size) for n in LENGTHS]
     runs = [harness.sequence(ids, GREEDY) for ids in prompts]
-    with model_lock(tiny_lm):  # the loop waits at its first forward pass: everyone is in before decoding
-        remote = [
-            threading.Thread(target=harness.submit_remote, args=(r, prefill_client)) for r in runs[1::2]
-        ]
-        for thread in remote:
-            thread.start()
-        for run in runs[::2]:
-            harness.submit_local(run)
-        for thread in remote:
-            thread.join(HANG_S)
+    harness.submit_half_remote(runs, prefill_client)  # everyone is in before decoding
     finished(runs)
     assert max(e.batch for e in harness.events if e.kind == "step") == len(runs)  # decoded together
     for ids, run in zip(prompts, runs, strict=True):
@@ -283,14 +286,7 @@ def test_trained_model_eight_sequences_remote_and_local_match_solo_logits(traine
     params = SamplingParams(max_tokens=TOKENS, temperature=0)
     runs = [harness.sequence(ids, params) for ids in prompts]
     try:
-        with model_lock(trained_lm):
-            remote = [threading.Thread(target=harness.submit_remote, args=(r, client)) for r in runs[1::2]]
-            for thread in remote:
-                thread.start()
-            for run in runs[::2]:
-                harness.submit_local(run)
-            for thread in remote:
-                thread.join(HANG_S)
+        harness.submit_half_remote(runs, client)
         finished(runs)
     finally:
         harness.close()

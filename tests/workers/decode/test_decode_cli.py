@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,21 +15,7 @@ from decode_servers import free_port, wait_for
 from hybrid_workers.cli import build_parser
 from hybrid_workers.cli.decode import build_config
 from hybrid_workers.options import served_name
-
-PROMPT = "The decode worker asks the prefill worker for the cache of this rather long prompt, " * 2
-
-
-def spawn(role: str, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "hybrid_workers", role, "--device", "cpu", "--dtype", "float32", *args]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env)
-
-
-def ready(url: str) -> bool:
-    """Ready, with the prefill worker reachable (with fallback local /ready is 200 without it)."""
-    try:
-        return httpx.get(url + "/ready", timeout=2).json().get("prefill") == "ready"
-    except httpx.HTTPError:
-        return False
+from worker_processes import PROMPT, prefill_ready, spawn, stop
 
 
 @pytest.fixture
@@ -39,12 +23,7 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(process)
 
 
 @pytest.mark.slow
@@ -68,7 +47,7 @@ def test_decode_process_uses_prefill_process_then_falls_back_when_it_is_killed(
     decode_log = tmp_path / "decode.log"
     processes.append(spawn("decode", [*model, "--prefill", f"127.0.0.1:{prefill_port}"], decode_log, env))
     url = f"http://127.0.0.1:{api_port}"
-    wait_for(lambda: ready(url), "the decode worker to be ready", timeout_s=120)
+    wait_for(lambda: prefill_ready(url), "the decode worker to be ready", timeout_s=120)
     name = httpx.get(url + "/v1/models").json()["data"][0]["id"]
     body = {"model": name, "prompt": PROMPT, "max_tokens": 8, "temperature": 0}
     remote = httpx.post(url + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
@@ -107,6 +86,7 @@ def test_flags_and_env_mirrors_build_the_config(monkeypatch: pytest.MonkeyPatch)
         (["--prefill", "nohost"], "HOST:PORT"),
         (["--remote-prefill-min-tokens", "many"], "positive integer"),
         (["--max-concurrency", "0"], "--max-concurrency 0"),
+        (["--kv-cache-bytes", "0KiB"], "--kv-cache-bytes '0KiB': must be greater than 0"),
         (["--tls-cert", "/no/such.pem", "--tls-key", "/no/key.pem"], "no such file"),
     ],
 )

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,29 +9,7 @@ import httpx
 import pytest
 from decode_servers import free_port, wait_for
 from hybrid_workers.engine import SamplingParams, encode_prompt, stream_completion
-
-PROMPT = "The decode worker asks the prefill worker for the cache of this rather long prompt, " * 2
-
-
-def spawn(role: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "hybrid_workers", role, "--device", "cpu", "--dtype", "float32", *args]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=dict(os.environ))
-
-
-def reachable(url: str) -> bool:
-    try:
-        return httpx.get(url + "/ready", timeout=2).json().get("prefill") == "ready"
-    except httpx.HTTPError:
-        return False
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+from worker_processes import PROMPT, prefill_ready, spawn, stop
 
 
 @pytest.mark.slow
@@ -52,7 +26,7 @@ def test_torch_prefill_process_streams_into_an_mlx_decode_process(
     decode = spawn("decode", [*decode_args, "--prefill", f"127.0.0.1:{prefill_port}"], tmp_path / "d.log")
     try:
         url = f"http://127.0.0.1:{api_port}"
-        wait_for(lambda: reachable(url), "the MLX decode worker to be ready", timeout_s=180)
+        wait_for(lambda: prefill_ready(url), "the MLX decode worker to be ready", timeout_s=180)
         name = httpx.get(url + "/v1/models").json()["data"][0]["id"]
         body = {"model": name, "prompt": PROMPT, "max_tokens": 12, "temperature": 0}
         got = httpx.post(url + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]

@@ -72,7 +72,7 @@ def test_prefill_command_serves_metrics_and_stops_cleanly(tiny_lm, tiny_model_di
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--chunk-bytes", "1KiB"], "--chunk-bytes 1024: chunk size 1024 bytes out of range"),
+        (["--chunk-bytes", "1KiB"], "--chunk-bytes '1KiB': chunk size 1024 bytes out of range; use 65536"),
         (["--chunk-bytes", "lots"], "--chunk-bytes 'lots': give a byte count"),
         (
             ["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"],

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
+from hybrid_workers.engine.kv_slot import TorchKVSlot
 from kv_transfer_helpers import assert_matches_generate, prompt
 
 NEW_TOKENS = 8
@@ -50,14 +53,39 @@ def test_seeded_sampling_of_the_first_token_matches_a_local_run(tiny_lm, prefill
     assert (remote.first_token, remote.first_logprob) == (local_token, pytest.approx(local_logprob, abs=1e-6))
 
 
+class LandingOrder(TorchKVSlot):
+    """A real KV slot that notes the order its layers land in (the receiver's commits)."""
+
+    def __init__(self, lm: Any, prompt_len: int) -> None:
+        super().__init__(
+            lm.num_layers, lm.num_kv_heads, lm.head_dim, prompt_len, prompt_len + 1, lm.dtype, lm.device
+        )
+        self.landed: list[int] = []
+
+    def commit_layer(self, layer: int) -> None:
+        super().commit_layer(layer)
+        self.landed.append(layer)
+
+    def write_layer(self, layer: int, keys: Any, values: Any) -> None:
+        super().write_layer(layer, keys, values)
+        self.landed.append(layer)
+
+
 def test_timings_describe_the_request(tiny_lm, prefill_server) -> None:
+    # No clock is compared with another or with a bound: the record has one stamp per layer on each
+    # side, every layer's receipt was stamped, the bytes are the wire's, the exposed transfer is its
+    # documented formula, and the layers landed in order (the slot's commits say so, not the stamps).
     ids = prompt(64, seed=4)
+    slot = LandingOrder(tiny_lm, len(ids))
     with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm) as client:
-        timings = client.prefill(ids, GREEDY).timings
-    assert len(timings.layer_received_at_s) == len(timings.layer_done_at_s) == tiny_lm.num_layers
-    assert list(timings.layer_received_at_s) == sorted(timings.layer_received_at_s)
-    assert 0 <= timings.exposed_transfer_s <= timings.total_s
-    assert timings.first_chunk_at_s <= timings.layer_received_at_s[0] <= timings.total_s
+        timings = client.prefill(ids, GREEDY, slot=slot).timings
+    layers = tiny_lm.num_layers
+    assert slot.landed == list(range(layers)) and slot.complete
+    assert len(timings.layer_received_at_s) == len(timings.layer_done_at_s) == layers
+    assert len(timings.layer_compute_s) == layers and 0.0 not in timings.layer_received_at_s
+    assert timings.bytes == layers * 2 * len(ids) * tiny_lm.num_kv_heads * tiny_lm.head_dim * 4
+    last_chunk = timings.first_chunk_at_s + timings.transfer_s
+    assert timings.exposed_transfer_s == pytest.approx(max(0.0, last_chunk - timings.layer_done_at_s[-1]))
 
 
 @pytest.mark.parametrize("mode", ["layerwise", "bulk"])

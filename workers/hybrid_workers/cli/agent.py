@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
 from hybrid_workers.enums import ComputeDevice, Engine, LogLevel
 from hybrid_workers.errors import UserError
-from hybrid_workers.options import add_option
+from hybrid_workers.options import add_option, apply_log_level
 
 DEFAULT_KUBECONFIG = "~/.kube/hybrid-inference-agent.yaml"
 RUN_FLAGS = (
@@ -121,15 +120,6 @@ def install_launchd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("agent: %(message)s"))
-    logger = logging.getLogger("hybrid_inference.agent")
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM/SIGINT (or write its launchd service with --install-launchd)."""
     if args.install_launchd is True or str(args.install_launchd).lower() in ("1", "true"):
@@ -146,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"{exc.name} is not installed: pip install 'hybrid-inference[worker,operator]'"
         ) from None
-    _configure_logging(str(args.log_level))
+    apply_log_level(args.log_level, "hybrid_inference.agent", "agent")
     info = load(config.kubeconfig)
     kube = KubeClient(
         info, f"hybrid-inference-agent-{config.name}", lambda: load(config.kubeconfig), AGENT_PERMISSIONS

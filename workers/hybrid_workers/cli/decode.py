@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 
 from hybrid_workers.decode.config import DecodeConfig
 from hybrid_workers.enums import Engine, Fallback, LogLevel, TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import (
+    above_zero,
     add_model_options,
     add_option,
     add_served_model_name,
+    apply_log_level,
     parse_bytes,
     served_name,
 )
@@ -161,7 +162,7 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         prefill_stall_s=args.prefill_stall_timeout,
         probe_interval_s=args.prefill_probe_interval,
         max_concurrency=parse_auto_int(args.max_concurrency, "--max-concurrency"),
-        kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes", auto=True),
+        kv_cache_bytes=parse_bytes(args.kv_cache_bytes, "--kv-cache-bytes", auto=True, check=above_zero),
         prefill_chunk_tokens=args.prefill_chunk_tokens,
         max_queue=args.max_queue,
         max_model_len=args.max_model_len,
@@ -171,16 +172,6 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         predicted_ttft_s=args.predicted_ttft_seconds,
         predicted_decode_tps=args.predicted_decode_tokens_per_second,
     )
-
-
-def _configure_logging(level: str) -> None:
-    """Request lines and warnings to stderr, one line each (`serve` shows them to the user)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("decode: %(message)s"))
-    logger = logging.getLogger("hybrid_inference")
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -196,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port {args.port}: must be in 1..65535")
     config = build_config(args)
     engine = resolve_engine(args.engine)
-    _configure_logging(args.log_level)
+    apply_log_level(args.log_level, "hybrid_inference", "decode")
     lm = load_decode_model(engine, args.model, device=args.device, dtype=args.dtype)
     peer = _prefill_client(config, lm)
     worker = DecodeWorker(lm, config, peer)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hybrid_workers.enums import CONCRETE_DTYPES, DType, WireEncoding
+from hybrid_workers.enums import CONCRETE_DTYPES, DType, RuntimeEngine, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import add_option
 
@@ -35,6 +36,20 @@ def register(subparsers: Any) -> None:
     _add(parser, "--model", help="built-in model shape (e.g. llama-3.1-8b) or a config.json path")
     _add(parser, "--prefill-device", help="device profile id (e.g. dgx-spark) or calibrate file")
     _add(parser, "--decode-device", help="device profile id (e.g. m3-ultra) or calibrate file")
+    _add(
+        parser,
+        "--prefill-engine",
+        default=RuntimeEngine.AUTO,
+        choices=RuntimeEngine,
+        help="engine on the prefill device (auto: mlx on Apple GPUs, torch elsewhere)",
+    )
+    _add(
+        parser,
+        "--decode-engine",
+        default=RuntimeEngine.AUTO,
+        choices=RuntimeEngine,
+        help="engine on the decode device (auto: mlx on Apple GPUs, torch elsewhere)",
+    )
     _add(parser, "--link", default="10gbe", help="link profile id (e.g. 10gbe) or measured link file")
     _add(parser, "--prompt-tokens", default=8192, type=int, help="prompt length")
     _add(parser, "--output-tokens", default=32, type=int, help="decode steps after the first token")
@@ -65,13 +80,14 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _table(plan: Any) -> str:
-    names = f"{'prefill':<14}{'decode':<14}{'mode':<10}"
+    width = max(14, *(len(p.prefill) + 2 for p in plan.placements))
+    names = f"{'prefill':<{width}}{'decode':<{width}}{'mode':<10}"
     header = names + f"{'TTFT s':>9}{'tok/s':>9}{'total s':>9}{'KV exposed s':>14}"
     lines = [header, "-" * len(header)]
     for p in plan.placements:
         mark = "  <- best" if p == plan.best else ("  (does not fit: " + p.note + ")" if not p.fits else "")
         lines.append(
-            f"{p.prefill:<14}{p.decode:<14}{p.mode:<10}{p.ttft_seconds:>9.3f}"
+            f"{p.prefill:<{width}}{p.decode:<{width}}{p.mode:<10}{p.ttft_seconds:>9.3f}"
             f"{p.decode_tokens_per_second:>9.1f}{p.total_seconds:>9.3f}{p.kv_exposed_seconds:>14.3f}{mark}"
         )
     return "\n".join(lines)
@@ -119,18 +135,36 @@ def _catalog() -> str:
     return "\n".join(lines)
 
 
+def _devices(args: argparse.Namespace) -> list[Any]:
+    """The two device profiles as their engines run on them (one id each: the same device with two
+    engines becomes `id/engine`)."""
+    from hybrid_operator.planner import PlannerError, device_profile
+
+    devices = []
+    for flag in ("prefill", "decode"):
+        ref, engine = getattr(args, f"{flag}_device"), getattr(args, f"{flag}_engine")
+        try:
+            devices.append(device_profile(ref, engine.value))
+        except PlannerError as exc:
+            raise UserError(f"--{flag}-device {ref} --{flag}-engine {engine}: {exc}") from None
+    prefill, decode = devices
+    if prefill.id == decode.id and prefill.engine != decode.engine:
+        devices = [replace(d, id=f"{d.id}/{d.engine.split('/')[0]}") for d in devices]
+    return devices
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the plan (table + verdict, or JSON); draw the timeline when --plot is given."""
-    from hybrid_operator.planner import PlannerError, Request, device_profile, link_profile, make_plan
+    from hybrid_operator.planner import PlannerError, Request, link_profile, make_plan
     from hybrid_operator.planner import model_shape as shape_of
 
     if args.list:
         print(_catalog())
         return 0
     _check_args(args)
+    devices = _devices(args)
     try:
         model = shape_of(args.model)
-        devices = [device_profile(args.prefill_device), device_profile(args.decode_device)]
         request = Request(
             args.prompt_tokens, args.output_tokens, args.dtype, args.kv_compression, weights=args.weights
         )
@@ -148,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         f"{args.prompt_tokens} prompt + "
         f"{args.output_tokens} output tokens, link {plan.link.id}, KV wire {args.kv_compression}"
     )
+    print("engines: " + ", ".join(dict.fromkeys(f"{d.id} {d.engine}" for d in devices)))
     print(_table(plan))
     print(_threshold_line(plan))
     print(plan.verdict())

@@ -9,6 +9,7 @@ import threading
 
 from hybrid_workers.enums import TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
+from hybrid_workers.kv.frames import check_chunk_bytes
 from hybrid_workers.options import (
     add_model_options,
     add_option,
@@ -70,7 +71,7 @@ def _config(args: argparse.Namespace) -> PrefillServerConfig:
         host=args.host,
         port=int(args.port),
         metrics_port=int(args.metrics_port),
-        chunk_bytes=parse_bytes(args.chunk_bytes, "--chunk-bytes") or 0,
+        chunk_bytes=parse_bytes(args.chunk_bytes, "--chunk-bytes", check=check_chunk_bytes) or 0,
         mode=TransferMode(args.mode),
         encoding=WireEncoding(args.encoding),
         max_queue=int(args.max_queue),

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from hybrid_workers.decode.engine_api import StepEntry
+from hybrid_workers.decode.engine_base import EngineBase
 from hybrid_workers.engine import batch_attention
 from hybrid_workers.engine.batch_attention import BatchPlan
 from hybrid_workers.engine.kv_slot import TorchKVSlot
@@ -20,36 +21,24 @@ from hybrid_workers.engine.loading import LoadedModel
 from hybrid_workers.engine.sampling import SamplingParams, sample
 
 
-class TorchDecodeEngine:
+class TorchDecodeEngine(EngineBase):
     """Batched decode on a LoadedModel; call `step`/`prefill_chunk` from one thread only."""
 
     def __init__(self, lm: LoadedModel) -> None:
+        super().__init__(lm)
         self.lm = lm
         batch_attention.install(lm.model)
 
-    @property
-    def kv_bytes_per_token(self) -> int:
-        lm = self.lm
-        return 2 * lm.num_layers * lm.num_kv_heads * lm.head_dim * lm.dtype.itemsize
-
     def new_slot(self, prompt_len: int, max_tokens: int) -> TorchKVSlot:
         lm = self.lm
-        if prompt_len < 1 or max_tokens < 0 or prompt_len + max_tokens > lm.max_context:
-            raise ValueError(
-                f"prompt_len {prompt_len} + max_tokens {max_tokens}: need prompt_len >= 1 and a sum "
-                f"within the model's context of {lm.max_context}"
-            )
-        # +1: the last sampled token is never appended, but a step may append up to max_tokens positions
-        capacity = min(lm.max_context, prompt_len + max(1, max_tokens))
+        capacity = self.slot_capacity(prompt_len, max_tokens)
         return TorchKVSlot(
             lm.num_layers, lm.num_kv_heads, lm.head_dim, prompt_len, capacity, lm.dtype, lm.device
         )
 
     def prefill_chunk(self, slot: Any, token_ids: Sequence[int], start: int) -> torch.Tensor | None:
         assert isinstance(slot, TorchKVSlot)
-        end = start + len(token_ids)
-        if not 0 <= start < end <= slot.prompt_len:
-            raise ValueError(f"chunk [{start}, {end}) outside the prompt of {slot.prompt_len} positions")
+        end = self.chunk_end(slot, token_ids, start)
         logits = self._forward([slot], [list(token_ids)], [start])
         if end < slot.prompt_len:
             return None

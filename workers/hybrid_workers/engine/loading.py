@@ -17,14 +17,18 @@ from hybrid_workers.torch_dtypes import TORCH_DTYPES
 
 
 @dataclass(frozen=True, eq=False)
-class LoadedModel:
-    """A causal LM ready for inference, with the facts the workers need about it (compared by identity)."""
+class ModelFacts:
+    """A loaded model with the facts the workers need about it, whatever the engine (compared by identity).
 
-    model: Any  # transformers PreTrainedModel, in eval mode, on `device`, in `dtype`
-    tokenizer: Any  # transformers tokenizer
+    The KV receiver, the HTTP layer, the prefill client and decode/engine_base read only these; the
+    torch engine's LoadedModel and the MLX engine's MlxModel extend it with their own parts.
+    """
+
+    model: Any  # the engine's model object, weights loaded, in `dtype`
+    tokenizer: Any  # transformers tokenizer (both engines use the same)
     name: str  # what the user asked for (folder or HF id)
-    device: torch.device
-    dtype: torch.dtype
+    device: torch.device  # where the model computes (the torch device class, for MLX too)
+    dtype: torch.dtype  # the model's dtype, which KV travels in on the wire
     fingerprint: str  # the model identity (model_identity.py): equal iff same weight/config files
     num_layers: int
     num_kv_heads: int
@@ -32,6 +36,11 @@ class LoadedModel:
     max_context: int  # max_position_embeddings
     eos_token_ids: frozenset[int]
     vocab_size: int
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel(ModelFacts):
+    """A transformers causal LM ready for inference (`model` a PreTrainedModel in eval mode on `device`)."""
 
 
 def resolve_device(device: str) -> torch.device:

@@ -16,6 +16,7 @@ import mlx.core as mx
 import torch
 
 from hybrid_workers.decode.engine_api import StepEntry
+from hybrid_workers.decode.engine_base import EngineBase
 from hybrid_workers.engine.sampling import SamplingParams, sample
 from hybrid_workers.mlx_engine.arrays import to_torch_float32
 from hybrid_workers.mlx_engine.batch import step_logits
@@ -23,31 +24,19 @@ from hybrid_workers.mlx_engine.kv_slot import MlxKVSlot
 from hybrid_workers.mlx_engine.loading import MlxModel
 
 
-class MlxDecodeEngine:
+class MlxDecodeEngine(EngineBase):
     """Batched decode on an MlxModel; `step`/`prefill_chunk` run under MlxModel.computing()."""
 
     def __init__(self, mm: MlxModel) -> None:
+        super().__init__(mm)
         self.mm = mm
 
-    @property
-    def kv_bytes_per_token(self) -> int:
-        mm = self.mm
-        return 2 * mm.num_layers * mm.num_kv_heads * mm.head_dim * mm.dtype.itemsize
-
     def new_slot(self, prompt_len: int, max_tokens: int) -> MlxKVSlot:
-        mm = self.mm
-        if prompt_len < 1 or max_tokens < 0 or prompt_len + max_tokens > mm.max_context:
-            raise ValueError(
-                f"prompt_len {prompt_len} + max_tokens {max_tokens}: need prompt_len >= 1 and a sum "
-                f"within the model's context of {mm.max_context}"
-            )
-        return MlxKVSlot(mm, prompt_len, min(mm.max_context, prompt_len + max(1, max_tokens)))
+        return MlxKVSlot(self.mm, prompt_len, self.slot_capacity(prompt_len, max_tokens))
 
     def prefill_chunk(self, slot: Any, token_ids: Sequence[int], start: int) -> torch.Tensor | None:
         assert isinstance(slot, MlxKVSlot)
-        end = start + len(token_ids)
-        if not 0 <= start < end <= slot.prompt_len:
-            raise ValueError(f"chunk [{start}, {end}) outside the prompt of {slot.prompt_len} positions")
+        end = self.chunk_end(slot, token_ids, start)
         with self.mm.computing():
             caches = slot.engine_caches()
             if caches[0].offset != start:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from mlx_lm.models.cache import KVCache
 
-from hybrid_workers.decode.engine_api import LayerTarget
+from hybrid_workers.decode.engine_base import SlotBase
+from hybrid_workers.engine.kv_slot import as_cpu_tensor
 from hybrid_workers.mlx_engine.arrays import to_mx
 from hybrid_workers.mlx_engine.loading import MlxModel
 
@@ -32,44 +33,23 @@ def _bytes_to_mx(raw: np.ndarray, shape: tuple[int, ...], dtype: Any) -> mx.arra
     return mx.array(raw).view(dtype).reshape(shape)
 
 
-class MlxKVSlot:
+class MlxKVSlot(SlotBase):
     """The MLX engine's KVSlot (see decode/engine_api.py for the contract of every method)."""
 
     def __init__(self, mm: MlxModel, prompt_len: int, capacity: int) -> None:
-        if prompt_len < 1 or not prompt_len <= capacity <= mm.max_context:
-            raise ValueError(
-                f"prompt_len {prompt_len}, capacity {capacity}: need 1 <= prompt_len <= capacity <= "
-                f"{mm.max_context} (the model's context)"
-            )
+        if capacity > mm.max_context:
+            raise ValueError(f"capacity {capacity}: more than the model's context of {mm.max_context}")
+        # [kv_heads, prompt, head_dim] per layer; the bytes are the model's (torch-named) dtype
+        layer_shape = (mm.num_kv_heads, prompt_len, mm.head_dim)
+        super().__init__(mm.num_layers, layer_shape, capacity, str(mm.dtype).removeprefix("torch."))
         self.mm = mm
-        self._prompt_len, self._capacity = prompt_len, capacity
-        self._layer_shape = (mm.num_kv_heads, prompt_len, mm.head_dim)  # [kv_heads, prompt, head_dim]
         self.caches: list[KVCache] | None = [KVCache() for _ in range(mm.num_layers)]
-        self._staging: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._committed = [False] * mm.num_layers
-
-    # ---- facts -----------------------------------------------------------------------------------
-    @property
-    def prompt_len(self) -> int:
-        return self._prompt_len
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
-    @property
-    def num_layers(self) -> int:
-        return self.mm.num_layers
 
     @property
     def nbytes(self) -> int:
         """Bytes the slot reserves (keys and values of every layer at full capacity)."""
         per_layer = self.mm.num_kv_heads * self._capacity * self.mm.head_dim * self.mm.dtype.itemsize
         return 2 * self.mm.num_layers * per_layer
-
-    @property
-    def complete(self) -> bool:
-        return all(self._committed)
 
     @property
     def released(self) -> bool:
@@ -81,41 +61,27 @@ class MlxKVSlot:
         """Positions held now (prompt plus decoded tokens); 0 before the prompt landed."""
         return int(self._open_caches()[0].offset)
 
-    # ---- the prompt, from a receiver -------------------------------------------------------------
-    def layer_target(self, layer: int) -> LayerTarget:
-        self._check_open(layer)
-        staging = self._staging.get(layer)
-        if staging is None:
-            kv_heads, prompt_len, head_dim = self._layer_shape
-            nbytes = kv_heads * prompt_len * head_dim * self.mm.dtype.itemsize
-            staging = self._staging[layer] = (np.empty(nbytes, np.uint8), np.empty(nbytes, np.uint8))
-        keys, values = staging
-        return LayerTarget(layer, keys, values, self._layer_shape, self._dtype_name)
+    # ---- storage (SlotBase) ----------------------------------------------------------------------
+    def _new_staging(self) -> tuple[np.ndarray, np.ndarray]:
+        kv_heads, prompt_len, head_dim = self._layer_shape
+        nbytes = kv_heads * prompt_len * head_dim * self.mm.dtype.itemsize
+        return np.empty(nbytes, np.uint8), np.empty(nbytes, np.uint8)
 
-    def commit_layer(self, layer: int) -> None:
-        self._check_open(layer)
-        staging = self._staging.pop(layer, None)
-        if staging is None:
-            raise ValueError(f"layer {layer}: commit without layer_target({layer}); write the layer first")
+    def _staging_bytes(self, part: np.ndarray) -> np.ndarray:
+        return part
+
+    def _commit_staged(self, layer: int, keys: np.ndarray, values: np.ndarray) -> None:
+        shape = (1, *self._layer_shape)  # [1, kv_heads, prompt, head_dim]
         with self.mm.computing():
-            shape = (1, *self._layer_shape)  # [1, kv_heads, prompt, head_dim]
-            keys, values = (_bytes_to_mx(raw, shape, self.mm.mx_dtype) for raw in staging)
-            self._store(layer, keys, values)
+            self._store(layer, *(_bytes_to_mx(raw, shape, self.mm.mx_dtype) for raw in (keys, values)))
 
-    def write_layer(self, layer: int, keys: Any, values: Any) -> None:
-        self._check_open(layer)
-        tensors = [_as_tensor(keys), _as_tensor(values)]
-        for name, tensor in zip(("keys", "values"), tensors, strict=True):
-            dims = tuple(tensor.shape[1:] if tensor.dim() == 4 and tensor.shape[0] == 1 else tensor.shape)
-            if dims != self._layer_shape:
-                raise ValueError(
-                    f"layer {layer} {name}: shape {tuple(tensor.shape)}, expected {self._layer_shape} "
-                    "[kv_heads, prompt_len, head_dim] (optionally with a leading batch of 1)"
-                )
-        self._staging.pop(layer, None)
+    def _as_array(self, array: Any) -> torch.Tensor:
+        return as_cpu_tensor(array)
+
+    def _write_arrays(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         shape = (1, *self._layer_shape)
         with self.mm.computing():
-            keys_mx, values_mx = (to_mx(t.reshape(shape)).astype(self.mm.mx_dtype) for t in tensors)
+            keys_mx, values_mx = (to_mx(t.reshape(shape)).astype(self.mm.mx_dtype) for t in (keys, values))
             self._store(layer, keys_mx, values_mx)
 
     def _store(self, layer: int, keys: mx.array, values: mx.array) -> None:
@@ -126,7 +92,9 @@ class MlxKVSlot:
         cache.values[:, :, : self._prompt_len, :] = values
         cache.offset = self._prompt_len
         mx.eval(cache.keys, cache.values)
-        self._committed[layer] = True
+
+    def _drop_storage(self) -> None:
+        self.caches = None
 
     # ---- the engine's own use --------------------------------------------------------------------
     def _allocate(self, layer: int) -> KVCache:
@@ -140,33 +108,7 @@ class MlxKVSlot:
         """The per-layer caches with their buffers allocated, for the engine's forward passes (lock held)."""
         return [self._allocate(layer) for layer in range(self.num_layers)]
 
-    def mark_prefilled(self) -> None:
-        """The engine wrote the whole prompt itself (local prefill): every layer counts as committed."""
-        self._committed = [True] * self.num_layers
-
-    def release(self) -> None:
-        self.caches = None
-        self._staging.clear()
-
-    @property
-    def _dtype_name(self) -> str:
-        return str(self.mm.dtype).removeprefix("torch.")
-
     def _open_caches(self) -> list[KVCache]:
         if self.caches is None:
             raise ValueError("KV slot already released; the sequence was cancelled or finished")
         return self.caches
-
-    def _check_open(self, layer: int) -> None:
-        self._open_caches()
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.num_layers:
-            raise ValueError(f"layer index {layer!r}: out of range [0, {self.num_layers})")
-        if self._committed[layer]:
-            raise ValueError(f"layer {layer}: already committed")
-
-
-def _as_tensor(array: Any) -> torch.Tensor:
-    """A CPU torch tensor over `array` (a torch tensor, or anything numpy accepts)."""
-    if isinstance(array, torch.Tensor):
-        return array
-    return torch.from_numpy(np.ascontiguousarray(array))

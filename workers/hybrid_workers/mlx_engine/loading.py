@@ -3,8 +3,8 @@
 No torch copy of the weights is ever made: the arrays come from `mx.load` of the folder's
 *.safetensors files and are cast to the requested dtype in MLX. The tokenizer, the config and the
 EOS ids come from transformers (no weights), so prompts tokenize exactly as on the torch engine.
-The result carries the same facts as the torch engine's LoadedModel (duck-typed: the KV receiver,
-the HTTP layer and the prefill client read only these), so both engines meet one decode worker.
+The result is a ModelFacts like the torch engine's LoadedModel (the KV receiver, the HTTP layer and
+the prefill client read only those facts), so both engines meet one decode worker.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import mlx.core as mx
 import torch
 
-from hybrid_workers.engine.loading import _load_config, _model_path, check_dtype, resolve_dtype
+from hybrid_workers.engine.loading import ModelFacts, _load_config, _model_path, check_dtype, resolve_dtype
 from hybrid_workers.enums import ComputeDevice, Device, Engine
 from hybrid_workers.errors import UserError
 from hybrid_workers.mlx_engine.arrays import mx_dtype
@@ -28,25 +28,16 @@ from hybrid_workers.model_identity import model_identity
 
 
 @dataclass(frozen=True, eq=False)
-class MlxModel:
-    """An mlx-lm Llama ready for decode, with the facts the workers need (as engine.LoadedModel)."""
+class MlxModel(ModelFacts):
+    """An mlx-lm Llama ready for decode, with the facts the workers need (engine.loading.ModelFacts).
+
+    `model` is an mlx_lm.models.llama.Model, weights evaluated, in `mx_dtype`; `device` is the torch
+    device class of what MLX computes on: "mps" on Metal (Apple's GPU: the decode worker's GPU defaults
+    for batch size and KV budget apply), "cpu" on MLX's CPU build. No torch work runs there.
+    """
 
     engine: ClassVar[Engine] = Engine.MLX
 
-    model: Any  # mlx_lm.models.llama.Model, weights evaluated, in `mx_dtype`
-    tokenizer: Any  # transformers tokenizer (the same the torch engine uses)
-    name: str  # what the user asked for (folder or HF id)
-    # The torch device class of what MLX computes on: "mps" on Metal (Apple's GPU: the decode worker's
-    # GPU defaults for batch size and KV budget apply), "cpu" on MLX's CPU build. No torch work runs there.
-    device: torch.device
-    dtype: torch.dtype  # the dtype KV travels in on the wire (the model's dtype)
-    fingerprint: str  # the model identity of the folder's files: the torch engine's too (handshake)
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-    max_context: int  # max_position_embeddings
-    eos_token_ids: frozenset[int]
-    vocab_size: int
     args: dict[str, Any]  # the ModelArgs the model was built with (translated, see model_args)
     # Serialises MLX work on this model across threads (forward passes and KV writes): decode.runner's
     # model_lock returns it, and MlxKVSlot takes it while it writes a received layer.
