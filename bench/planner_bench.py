@@ -1,6 +1,6 @@
 """Planner vs measured: calibrate this machine, predict the bench demo model's TTFT and decode TPS with
 `plan`, and compare with what `hybrid-inference generate` measures (docs/benchmarks.md, "Planner vs
-measured").
+measured"); also what the uncalibrated built-in `generic-cpu` profile (torch/cpu engine) predicts.
 
 Usage: python bench/planner_bench.py [--model DIR] [--prompt-words N] [--max-tokens N] [--rounds N]
        [--threads N]
@@ -58,8 +58,8 @@ def generate(model: str, prompt: str, max_tokens: int) -> tuple[int, int, float,
     return int(prompt_tokens), int(tokens), float(ttft_ms) / 1000, float(tps)
 
 
-def plan(model: str, profile: Path, prompt_tokens: int, output_tokens: int) -> dict:
-    """The single-node placement `plan` predicts on the calibrated profile."""
+def plan(model: str, profile: Path | str, prompt_tokens: int, output_tokens: int) -> dict:
+    """The single-node placement `plan` predicts on `profile` (a calibrated file or a built-in id)."""
     result = subprocess.run(
         [*CLI, "plan", "--model", model, "--prefill-device", str(profile), "--decode-device", str(profile),
          "--link", "loopback", "--dtype", "float32", "--prompt-tokens", str(prompt_tokens),
@@ -106,6 +106,12 @@ def main() -> int:
     ttft_m, ttft_p, tps_m, tps_p = (statistics.median(column) for column in zip(*rows, strict=True))
     print(f"median: TTFT measured {ttft_m:.3f} s vs planned {ttft_p:.3f} s ({ttft_p / ttft_m - 1:+.0%}); "
           f"TPS measured {tps_m:.1f} vs planned {tps_p:.1f} ({tps_p / tps_m - 1:+.0%})")  # fmt: skip
+    generic = plan(args.model, "generic-cpu", n_prompt, max(1, n_out - 1))
+    g_ttft, g_tps = generic["ttft_seconds"], generic["decode_tokens_per_second"]
+    print(
+        f"uncalibrated generic-cpu ({generic['prefill_engine']}): TTFT planned {g_ttft:.3f} s "
+        f"(x{g_ttft / ttft_m:.2f} of measured), TPS planned {g_tps:.1f} (x{g_tps / tps_m:.2f})"
+    )
     return 0
 
 

@@ -1,13 +1,23 @@
-"""Fixtures of the operator tests: a KubeClient on the module's emulated cluster (its `cluster` fixture)."""
+"""Fixtures of the operator tests: an emulated cluster with one Ready node (a module may define its own
+`cluster`), and a KubeClient logged in to whichever `cluster` the module uses."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import kopf
 import pytest
 from emulated_cluster import EmulatedCluster
 from hybrid_operator.kube import KubeClient
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[EmulatedCluster]:
+    """kmock's API server with the CRD installed and one Ready Node, `n1`."""
+    emulated = EmulatedCluster().start()
+    emulated.add_ready_node("n1")
+    yield emulated
+    emulated.stop()
 
 
 @pytest.fixture

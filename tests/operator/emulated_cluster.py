@@ -209,6 +209,11 @@ class EmulatedCluster:
                 return None
             raise
 
+    def add_ready_node(self, name: str) -> Any:
+        """Create a Ready Node `name` (no labels, no taints)."""
+        node = {"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+        return self.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", **node})
+
     def create(self, collection: str, body: dict[str, Any]) -> Any:
         """POST `body` to a collection path."""
         return self.request("POST", collection, body)

@@ -6,7 +6,6 @@ once `install_crd()` declared it, as an API server does once the CRD is applied.
 
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,20 +14,13 @@ from pathlib import Path
 import pytest
 from emulated_cluster import EmulatedCluster, wait_for
 from kopf.testing import KopfRunner
+from support.loopback import free_port
 
 pytestmark = [pytest.mark.operator, pytest.mark.slow]
 
 NS = "late"
 HINF = f"/apis/hybridinference.dev/v1alpha1/namespaces/{NS}/hybridinferences"
-NODE = {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
 SPEC = {"prefill": {"device": "cpu"}, "decode": {"device": "cpu"}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def health(port: int) -> tuple[int, str]:
@@ -45,7 +37,7 @@ def health(port: int) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[EmulatedCluster]:
     emulated = EmulatedCluster(crd_installed=False).start()
-    emulated.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", **NODE})
+    emulated.add_ready_node("n1")
     yield emulated
     emulated.stop()
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 from emulated_cluster import EmulatedCluster, wait_for
+from support.loopback import free_port, http_get
 
 pytestmark = [pytest.mark.operator, pytest.mark.slow]
 NS = "elect"
@@ -48,31 +47,6 @@ class Operator:
         return next(
             (line.split()[-1] for line in lines if line.startswith("hybrid_inference_operator_leader ")), ""
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def http_get(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            text: str = response.read().decode()
-            return text
-    except OSError:
-        return ""
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[EmulatedCluster]:
-    emulated = EmulatedCluster().start()
-    node = {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-    emulated.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", **node})
-    yield emulated
-    emulated.stop()
 
 
 @pytest.fixture(scope="module")

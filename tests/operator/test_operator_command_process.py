@@ -4,42 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from emulated_cluster import EmulatedCluster, wait_for
+from support.loopback import free_port, http_get
 
 pytestmark = [pytest.mark.operator, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[EmulatedCluster]:
-    emulated = EmulatedCluster().start()
-    node = {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-    emulated.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", **node})
-    yield emulated
-    emulated.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def http_get(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            text: str = response.read().decode()
-            return text
-    except OSError:
-        return ""
 
 
 def test_operator_command_reconciles_and_serves_metrics_and_liveness(

@@ -89,31 +89,28 @@ def test_stop_request_stops_every_child_and_reports_stopped() -> None:
     assert all(gone(pid) for pid in pids)
 
 
-def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout() -> None:
+def started_stubborn(stop_timeout: float) -> Supervisor:
+    """A supervisor whose one child ignores SIGTERM, returned once the child says its handler is set."""
     stubborn = """
         import signal, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print('up', flush=True)
         time.sleep(600)
     """
-    supervisor = Supervisor([spec("decode", stubborn)], io.StringIO(), stop_timeout=0.5)
+    supervisor = Supervisor([spec("decode", stubborn)], io.StringIO(), stop_timeout=stop_timeout)
     supervisor.start()
     while not supervisor.children[0].tail():  # wait until the handler is installed
         time.sleep(0.05)
+    return supervisor
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout() -> None:
+    supervisor = started_stubborn(stop_timeout=0.5)
     assert supervisor.stop_all() == {"decode": -signal.SIGKILL}
 
 
 def test_a_second_stop_request_kills_the_children_at_once() -> None:
-    stubborn = """
-        import signal, time
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print('up', flush=True)
-        time.sleep(600)
-    """
-    supervisor = Supervisor([spec("decode", stubborn)], io.StringIO(), stop_timeout=600)
-    supervisor.start()
-    while not supervisor.children[0].tail():  # wait until the handler is installed
-        time.sleep(0.05)
+    supervisor = started_stubborn(stop_timeout=600)
     supervisor.request_stop()
     assert supervisor.children[0].returncode() is None  # the first request only asks
     supervisor.request_stop()  # like a second Ctrl-C

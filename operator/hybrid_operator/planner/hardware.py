@@ -162,7 +162,9 @@ def _measured_with(data: Mapping[str, Any], kind: str, where: str) -> str:
     if "sustained_tflops" not in data:
         return ""
     key = str(data.get("measured_with") or f"torch/{MEASURED_WITH.get(kind, 'cpu')}")
-    engine_profile(*key.split("/", 1)) if "/" in key else engine_profile(key, "")  # known pair, or error
+    if "/" not in key:
+        raise PlannerError(f"{where}: measured_with {key!r} must be engine/device, e.g. torch/cpu")
+    engine_profile(*key.split("/", 1))  # a known pair, or PlannerError naming them
     return key
 
 

@@ -84,6 +84,31 @@ def test_a_measured_link_file_is_used_as_is(tmp_path: Path) -> None:
             "memory_gb' = 0.0 must",
         ),
         ({"id": "x", "memory_gbps": 1, "peak_tflops": {"float32": 1}}, "missing field 'memory_gb'"),
+        (
+            {
+                "id": "x",
+                "memory_gb": 1,
+                "memory_gbps": 1,
+                "peak_tflops": {"float32": 1},
+                "engine": "onnx/cpu",
+            },
+            "engine 'onnx' on device 'cpu': no profile; known: ",
+        ),
+        (
+            {"id": "x", "memory_gb": 1, "memory_gbps": 1, "peak_tflops": {"float32": 1}, "engine": "vllm"},
+            r"engine vllm has no profile for cpu \(cpu devices\); engines there: mlx, torch",
+        ),
+        (
+            {
+                "id": "x",
+                "memory_gb": 1,
+                "memory_gbps": 1,
+                "peak_tflops": {"float32": 1},
+                "sustained_tflops": {"float32": 1},
+                "measured_with": "torch",
+            },
+            "measured_with 'torch' must be engine/device",
+        ),
     ],
 )
 def test_bad_device_profiles_are_refused_naming_the_field(data: dict, message: str) -> None:

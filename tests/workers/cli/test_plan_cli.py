@@ -179,6 +179,8 @@ def test_list_names_every_builtin_profile(capsys: pytest.CaptureFixture[str]) ->
         "thunderbolt-5",
         "llama-3.1-8b",
         "demo-bench",
+        "llama.cpp/metal",
+        "tensorrt-llm/cuda",
     ):
         assert name in out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 import uuid
@@ -17,6 +16,7 @@ from hybrid_workers.decode.app import create_app
 from hybrid_workers.decode.config import DecodeConfig
 from hybrid_workers.decode.http_server import server_config
 from hybrid_workers.decode.worker import DecodeWorker
+from support.loopback import free_port
 
 
 @dataclass
@@ -30,13 +30,6 @@ class RunningServer:
     def client(self, timeout: float = 60, **kwargs: Any) -> httpx.Client:
         """A synchronous HTTP client for this server."""
         return httpx.Client(base_url=self.url, timeout=timeout, **kwargs)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _ServerThread(threading.Thread):

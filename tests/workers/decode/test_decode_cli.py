@@ -11,10 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from decode_servers import free_port, wait_for
+from decode_servers import wait_for
 from hybrid_workers.cli import build_parser
 from hybrid_workers.cli.decode import build_config
 from hybrid_workers.options import served_name
+from support.loopback import free_port
 from worker_processes import PROMPT, prefill_ready, spawn, stop
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
-from decode_servers import free_port, wait_for
+from decode_servers import wait_for
 from hybrid_workers.engine import SamplingParams, encode_prompt, stream_completion
+from support.loopback import free_port
 from worker_processes import PROMPT, prefill_ready, spawn, stop
 
 

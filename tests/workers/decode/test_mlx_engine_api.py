@@ -139,7 +139,7 @@ def test_a_client_leaving_mid_stream_cancels_and_frees_the_slot(servers: dict[st
 def test_an_unreachable_prefill_worker_falls_back_to_an_mlx_prefill(
     servers: dict[str, Any], tiny_mlx: Any
 ) -> None:
-    from decode_servers import free_port
+    from support.loopback import free_port
 
     target = f"127.0.0.1:{free_port()}"  # nothing listens there
     peer = PrefillClient(target, tiny_mlx, timeout_s=5.0)

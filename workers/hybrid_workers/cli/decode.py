@@ -131,6 +131,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "computes) or bulk (all layers after the prefill)",
     )
     add_option(
+        parser,
+        "--prefill-data-port",
+        default=None,
+        type=int,
+        help="port of the prefill worker's KV data connection as seen from here (a NAT or NodePort "
+        "mapping); default: the port its handshake offers (docs/kv-wire.md)",
+    )
+    add_option(
         parser, "--tls-cert", default=None, help="client certificate (PEM) for mTLS to the prefill worker"
     )
     add_option(parser, "--tls-key", default=None, help="client key (PEM) for mTLS")
@@ -168,6 +176,7 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         max_model_len=args.max_model_len,
         kv_compression=args.kv_compression,
         kv_transfer_mode=args.kv_transfer_mode,
+        prefill_data_port=args.prefill_data_port,
         tls=TLSConfig.from_flags(args.tls_cert, args.tls_key, args.tls_ca),
         predicted_ttft_s=args.predicted_ttft_seconds,
         predicted_decode_tps=args.predicted_decode_tokens_per_second,
@@ -234,4 +243,5 @@ def _prefill_client(config, lm):  # -> PrefillClient | None
         stall_s=config.prefill_stall_s,
         encoding=config.kv_compression,
         mode=config.kv_transfer_mode,
+        data_port=config.prefill_data_port,
     )

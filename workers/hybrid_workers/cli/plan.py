@@ -120,6 +120,7 @@ def _plot(plan: Any, path: Path) -> None:
 
 def _catalog() -> str:
     from hybrid_operator.planner import builtin_devices, builtin_links
+    from hybrid_operator.planner.engines import engine_profiles
     from hybrid_operator.planner.model_shape import builtin_model_names
 
     lines = ["devices (peak FP16 TFLOP/s, memory GB/s):"]
@@ -130,6 +131,12 @@ def _catalog() -> str:
     lines += [
         f"  {link.id:<14}{link.gbps:>6g} x {link.efficiency:<5g} {link.name}"
         for link in builtin_links().values()
+    ]
+    lines.append("engines (GEMM, attention, bandwidth efficiency; per-layer overhead; quantised prefill):")
+    lines += [
+        f"  {e.key:<19}{e.compute_efficiency:>6g}{e.attention_efficiency:>6g}{e.bandwidth_efficiency:>7g}"
+        f"{e.layer_overhead_seconds * 1000:>7g} ms  {e.quantised_prefill} x {e.quantised_efficiency:g}"
+        for e in engine_profiles().values()
     ]
     lines.append("models: " + ", ".join(builtin_model_names()) + ", or a config.json / model folder")
     return "\n".join(lines)

@@ -39,6 +39,7 @@ class DecodeConfig:
     max_model_len: int | None = None  # prompt + completion token limit; None: the model's context
     kv_compression: WireEncoding = WireEncoding.NONE  # wire compression asked of the prefill worker
     kv_transfer_mode: TransferMode = TransferMode.LAYERWISE  # send mode asked of the prefill worker
+    prefill_data_port: int | None = None  # KV data connection port instead of the offered one (NAT/NodePort)
     tls: Any = None  # kv.tls.TLSConfig for the channel to the prefill worker; None: plaintext
     predicted_ttft_s: float | None = None  # the planner's TTFT for this placement (exported as a gauge)
     predicted_decode_tps: float | None = None  # the planner's decode tokens/s (exported as a gauge)
@@ -64,6 +65,8 @@ class DecodeConfig:
         _positive("--read-timeout", self.read_timeout_s)
         _positive("--prefill-stall-timeout", self.prefill_stall_s)
         _positive("--prefill-probe-interval", self.probe_interval_s)
+        if self.prefill_data_port is not None and not 0 < self.prefill_data_port < 65536:
+            raise UserError(f"--prefill-data-port {self.prefill_data_port}: not a TCP port; use 1-65535")
         if self.max_queue < 0:
             raise UserError(f"--max-queue {self.max_queue}: must be 0 or more")
         if self.max_model_len is not None:
