@@ -506,14 +506,21 @@ def test_auto_placement_without_a_named_agent_assigns_decode_to_the_live_agent_w
     # Decode pods would need a GPU, which spark lacks: the live agent is the one decode candidate.
     body["decode"] = {"device": "auto", "gpus": 1}
     body["placement"] = {"mode": "auto"}
+    wait_for(
+        "the agent renewing its Lease", lambda: (cluster.get(LEASE) or {}).get("spec", {}).get("renewTime")
+    )
     cluster.create(HINF, resource("picked", body))
     mark_prefill_available(cluster, "picked")
+    seen: list[dict[str, Any]] = [{}]
 
     def on_agent() -> dict[str, Any] | None:
-        found = status(cluster, "picked")
-        return found if found.get("placement", {}).get("decodeNode") == f"agent:{AGENT}" else None
+        seen[0] = status(cluster, "picked")
+        return seen[0] if seen[0].get("placement", {}).get("decodeNode") == f"agent:{AGENT}" else None
 
-    placed = wait_for("decode on the agent", on_agent)
+    try:
+        placed = wait_for("decode on the agent", on_agent)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}; status: {seen[0]}; Lease: {cluster.get(LEASE)}") from None
     assert (
         placed["placement"]["prefillNode"] == "spark"
         and "agent device profile generic-cpu, engine torch/cpu" in (placed["placement"]["reason"])
