@@ -133,6 +133,13 @@ def kv_link_row() -> Row:
         sum_by((), rate("kv_exposed_transfer_seconds_sum", W, M)),
         sum_by((), rate("time_to_first_token_seconds_sum", W, M, 'prefill="remote"')),
     )
+    per_token = {
+        mode: ratio(
+            sum_by((), rate("prefill_compute_seconds_sum", W, M, f'mode="{mode}"')),
+            sum_by((), rate("prefill_compute_tokens_total", W, M, f'mode="{mode}"')),
+        )
+        for mode in ("layerwise", "bulk")
+    }
     return Row(
         "KV transfer",
         (
@@ -165,6 +172,18 @@ def kv_link_row() -> Row:
                 "Exposed transfer time / TTFT of remotely prefilled requests (sums over the window).",
                 (Query(exposed_share, "exposed / TTFT"),),
                 unit="percentunit",
+            ),
+            Panel(
+                "KV goodput",
+                "Bytes per second while the KV was on the wire (waits for compute excluded), by transport.",
+                _quantiles("kv_goodput_bytes_per_second", (0.5, 0.05), by=("transport",)),
+                unit="Bps",
+            ),
+            Panel(
+                "Prefill compute slowdown while streaming",
+                "Prefill seconds per prompt token, layerwise mode / bulk mode (1: streaming costs nothing).",
+                (Query(f"({per_token['layerwise']}) / ({per_token['bulk']})", "layerwise / bulk"),),
+                unit="short",
             ),
             Panel(
                 "KV frames/s",

@@ -31,6 +31,7 @@ ANN_VERSION, ANN_ENGINE, ANN_DEVICE = "agent-version", "engine", "device"
 ANN_ADDRESS, ANN_FREE_MEMORY, ANN_PROFILE = "address", "free-memory-bytes", "profile"
 ANN_PROTOCOL, ANN_WORKERS, ANN_STATE = "assignment-protocol", "workers", "state"
 ANN_DEVICE_PROFILE = "device-profile"  # a built-in planner device id (when there is no calibrated profile)
+ANN_TLS_DIR = "tls-dir"  # folder of its TLS files (used when auto placement chooses it)
 
 
 class WorkerPhase(StrEnum):
@@ -81,6 +82,7 @@ class AgentLease:
     free_memory_bytes: int = 0
     profile: dict[str, Any] = field(default_factory=dict)
     device_profile: str = ""
+    tls_dir: str = ""  # where its TLS files are (the operator uses it when it chose the agent itself)
     renewed: datetime.datetime | None = None
     duration_s: int = 0
     workers: dict[str, WorkerReport] = field(default_factory=dict)  # "<ns>/<name>" -> report
@@ -106,6 +108,7 @@ class AgentLease:
             free_memory_bytes=_int(ann.get(ANN_FREE_MEMORY)),
             profile=_json(ann.get(ANN_PROFILE), {}),
             device_profile=ann.get(ANN_DEVICE_PROFILE, ""),
+            tls_dir=ann.get(ANN_TLS_DIR, ""),
             renewed=parse_time(spec.get("renewTime")),
             duration_s=_int(spec.get("leaseDurationSeconds")),
             workers={k: WorkerReport.from_json(v) for k, v in _json(ann.get(ANN_WORKERS), {}).items()},

@@ -57,7 +57,11 @@ class LeaseClock:
     """When each Lease's renewTime last changed, by this process's monotonic clock."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], tuple[str, float]] = {}
+        self._seen: dict[tuple[str, str], tuple[str, float, bool]] = {}
+
+    def renewing(self, namespace: str, name: str) -> bool:
+        """Whether this process has seen that Lease's renewTime change (a renewal, not just a value)."""
+        return self._seen.get((namespace, name), ("", 0.0, False))[2]
 
     def silent_for(self, namespace: str, name: str, renew_time: str) -> float:
         """Seconds since `renew_time` was first seen (0 on first sight: a restarted operator waits)."""
@@ -65,7 +69,7 @@ class LeaseClock:
         key = (namespace, name)
         last = self._seen.get(key)
         if last is None or last[0] != renew_time:
-            self._seen[key] = (renew_time, now)
+            self._seen[key] = (renew_time, now, last is not None)
             return 0.0
         return now - last[1]
 

@@ -87,7 +87,12 @@ PERMISSIONS: tuple[Permission, ...] = (
         ("get", "create", "patch", "delete"),
         "<name>-api EndpointSlice to a decode agent's worker",
     ),
-    Permission("coordination.k8s.io", "leases", ("get",), "reads a decode agent's Lease (state, address)"),
+    Permission(
+        "coordination.k8s.io",
+        "leases",
+        ("get", "list"),
+        "reads a decode agent's Lease (state, address); auto placement lists the agents' Leases",
+    ),
     Permission(
         "coordination.k8s.io",
         "leases",

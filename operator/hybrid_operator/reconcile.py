@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hybrid_operator.agent_auto import choose_decode
 from hybrid_operator.agent_status import decode_role, with_agent
 from hybrid_operator.agent_world import AgentProblem, read_lease
 from hybrid_operator.apply import ChildRejected, apply_all
@@ -23,7 +24,7 @@ from hybrid_operator.config import OperatorConfig
 from hybrid_operator.kube import ApplyResult, KubeClient, KubeError
 from hybrid_operator.models import HybridInference, parse
 from hybrid_operator.placement import HeldPlacement, NodeFacts, NodePlacement, hold_placement, with_prediction
-from hybrid_operator.placement_agent import manual_for_checks
+from hybrid_operator.placement.agent import manual_for_checks
 from hybrid_operator.reconcile_agent import agent_placement, apply_agent
 from hybrid_operator.render import render
 from hybrid_operator.render_agent import adapt
@@ -200,10 +201,13 @@ async def reconcile(
         return PassResult(dict(previous))
     try:
         check_spec(cr)
+        auto = await choose_decode(kube, cr)  # auto placement may give decode to a live agent
+        cr = auto.cr  # decode.agent set when it did
         lease = await read_lease(kube, cr)  # None unless decode.agent is set
         held = await check_world(kube, manual_for_checks(cr), previous)
         if lease is not None:  # decode is the agent: the planner weighs its profile
-            held = await agent_placement(kube, cr, lease, held)
+            held = await agent_placement(kube, cr, lease, held, auto.choice)
+        held = auto.noted(held)  # Nodes won over agents: the reason says which were weighed
         manifests = render(cr, held.placement, config)
         if lease is not None:  # decode runs on a native agent (render_agent.py)
             manifests = adapt(manifests, cr, lease)

@@ -23,7 +23,8 @@ from hybrid_operator.apply import apply_all
 from hybrid_operator.kube import ApplyResult, KubeClient
 from hybrid_operator.models import AgentFallback, HybridInference, PlacementMode
 from hybrid_operator.placement import HeldPlacement, NodeFacts, NodePlacement
-from hybrid_operator.placement_agent import plan_with_agent, predict_for_agent
+from hybrid_operator.placement.agent import plan_with_agent, predict_for_agent
+from hybrid_operator.placement.candidates import AutoChoice
 from hybrid_operator.render_agent import AGENT_SUFFIX, assignment, assignment_data, endpoint_slice
 from hybrid_operator.render_common import DECODE, child_name
 from hybrid_operator.render_network import API_SUFFIX
@@ -85,10 +86,17 @@ async def _delete_agent_children(kube: KubeClient, cr: HybridInference) -> None:
 
 
 async def agent_placement(
-    kube: KubeClient, cr: HybridInference, reading: LeaseReading, held: HeldPlacement
+    kube: KubeClient,
+    cr: HybridInference,
+    reading: LeaseReading,
+    held: HeldPlacement,
+    choice: AutoChoice | None = None,
 ) -> HeldPlacement:
-    """NodePlacement with an agent: auto, the planner picks the prefill node for the agent's profile;
-    manual, the selected prefill nodes are kept and the prediction pairs them with the agent."""
+    """NodePlacement with an agent: chosen by auto placement among Nodes and agents, `choice` has it;
+    auto with decode.agent, the planner picks the prefill node for the agent's profile; manual, the
+    selected prefill nodes are kept and the prediction pairs them with the agent."""
+    if choice is not None and choice.placement is not None:
+        return dataclasses.replace(held, placement=choice.placement)
     nodes = await kube.list_nodes()
     if nodes is None:
         return held  # nodes not readable: keep the unchecked placement

@@ -9,6 +9,7 @@ from hybrid_operator.models import API_VERSION, KIND, HybridInference
 PREFILL = "prefill"
 DECODE = "decode"
 PREFILL_PORT = 50051  # gRPC port of the KV transfer (docs/architecture.md "Command line")
+KV_DATA_PORT = 50052  # the prefill worker's KV data connection (docs/kv-wire.md "Data connection")
 KV_SUFFIX = "kv"  # headless Service <name>-kv: the decode pods' target, one address per prefill pod
 MANAGED_BY = "hybrid-inference-operator"
 # Non-root identity of the worker images (Dockerfile.prefill / Dockerfile.decode create this user).

@@ -6,6 +6,7 @@ from __future__ import annotations
 from hybrid_operator.models import HybridInference
 from hybrid_operator.render_common import (
     DECODE,
+    KV_DATA_PORT,
     KV_SUFFIX,
     PREFILL,
     PREFILL_PORT,
@@ -29,6 +30,11 @@ def _grpc_port() -> dict[str, object]:
     }
 
 
+def _data_port() -> dict[str, object]:
+    """The prefill worker's KV data connection port (docs/kv-wire.md), beside gRPC on both Services."""
+    return {"name": "kv-data", "port": KV_DATA_PORT, "targetPort": "kv-data", "protocol": "TCP"}
+
+
 def prefill_service(cr: HybridInference) -> Manifest:
     """ClusterIP Service in front of the prefill pods: the gRPC KV port and the metrics port."""
     return {
@@ -40,6 +46,7 @@ def prefill_service(cr: HybridInference) -> Manifest:
             "selector": selector_labels(cr, PREFILL),
             "ports": [
                 _grpc_port(),
+                _data_port(),
                 {"name": "metrics", "port": cr.spec.metrics.port, "targetPort": "metrics", "protocol": "TCP"},
             ],
         },
@@ -57,7 +64,7 @@ def kv_service(cr: HybridInference) -> Manifest:
         "spec": {
             "clusterIP": "None",
             "selector": selector_labels(cr, PREFILL),
-            "ports": [_grpc_port()],
+            "ports": [_grpc_port(), _data_port()],
         },
     }
 
@@ -112,7 +119,7 @@ def api_service(cr: HybridInference) -> Manifest:
 
 
 def prefill_network_policy(cr: HybridInference) -> Manifest:
-    """Only this instance's decode pods may reach the prefill KV port; metrics stay open to scrapers."""
+    """Only this instance's decode pods may reach the prefill KV ports; metrics stay open to scrapers."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -123,7 +130,10 @@ def prefill_network_policy(cr: HybridInference) -> Manifest:
             "ingress": [
                 {
                     "from": [{"podSelector": {"matchLabels": selector_labels(cr, DECODE)}}],
-                    "ports": [{"port": PREFILL_PORT, "protocol": "TCP"}],
+                    "ports": [
+                        {"port": PREFILL_PORT, "protocol": "TCP"},
+                        {"port": KV_DATA_PORT, "protocol": "TCP"},
+                    ],
                 },
                 {"ports": [{"port": cr.spec.metrics.port, "protocol": "TCP"}]},
             ],

@@ -14,6 +14,7 @@ from hybrid_operator.placement import GPU_RESOURCE, NodePlacement, decode_predic
 from hybrid_operator.pod_template import merge
 from hybrid_operator.render_common import (
     DECODE,
+    KV_DATA_PORT,
     KV_SUFFIX,
     PREFILL,
     PREFILL_PORT,
@@ -70,6 +71,7 @@ def prefill_flags(cr: HybridInference) -> dict[str, object]:
     return {
         **_common_flags(cr, cr.spec.prefill),
         "--port": PREFILL_PORT,
+        "--kv-data-port": KV_DATA_PORT,
         "--chunk-bytes": kv.chunk_bytes,
         "--mode": kv.mode.value,
         "--metrics-port": cr.spec.metrics.port,
@@ -241,9 +243,16 @@ def _container(cr: HybridInference, role: str, pool: WorkerPoolSpec, image: str)
 def prefill_deployment(cr: HybridInference, config: OperatorConfig) -> Manifest:
     """Deployment `<name>-prefill`: `hybrid-inference prefill` with gRPC on 50051 and metrics."""
     container = _container(cr, PREFILL, cr.spec.prefill, config.prefill_image)
-    container["env"] = env(prefill_flags(cr)) + runtime_env(cr)
+    # Each transfer's header names the replica's own address for its data connection (the decode
+    # pods dial the headless Service, which may resolve to another replica).
+    pod_ip = {
+        "name": "HYBRID_INFERENCE_KV_DATA_HOST",
+        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+    }
+    container["env"] = [*env(prefill_flags(cr)), pod_ip, *runtime_env(cr)]
     container["ports"] = [
         {"name": "grpc", "containerPort": PREFILL_PORT, "protocol": "TCP"},
+        {"name": "kv-data", "containerPort": KV_DATA_PORT, "protocol": "TCP"},
         {"name": "metrics", "containerPort": cr.spec.metrics.port, "protocol": "TCP"},
     ]
     container.update(prefill_probes(cr))

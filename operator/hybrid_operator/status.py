@@ -144,7 +144,7 @@ def ready_status(
         "placement": {
             "prefillNode": node_label(placement.prefill_nodes),
             "decodeNode": node_label(placement.decode_nodes),
-            "reason": placement.reason,
+            "reason": placement.summary,
         },
         "endpoints": {"api": f"http://{child_name(cr, 'api')}.{cr.namespace}.svc:{cr.spec.serving.port}"},
     }
@@ -157,10 +157,13 @@ def ready_status(
 
 
 def _prediction(placement: NodePlacement) -> dict[str, float]:
+    predicted = placement.prediction
+    if predicted is None:
+        return {}
     values = {
-        "ttftSeconds": placement.ttft_seconds,
-        "decodeTokensPerSecond": placement.decode_tokens_per_second,
-        "speedupVsBestSingleNode": placement.speedup_vs_best_single_node,
-        "remotePrefillMinTokens": placement.remote_prefill_min_tokens,
+        "ttftSeconds": predicted.ttft_seconds,
+        "decodeTokensPerSecond": predicted.decode_tokens_per_second,
+        "speedupVsBestSingleNode": predicted.speedup_vs_best_single_node,
+        "remotePrefillMinTokens": predicted.remote_prefill_min_tokens,
     }
     return {key: round(value, 4) for key, value in values.items() if value is not None}

@@ -38,8 +38,10 @@ pytestmark = pytest.mark.slow
 
 MIN_REMOTE_TOKENS = "16"
 PREDICTED = ("--predicted-ttft-seconds=0.5", "--predicted-decode-tokens-per-second=40")
-# Panel targets no traffic in this test fills: no operator runs, and no request fails on the server.
+# Panel targets no traffic in this test fills: no operator runs, no request fails on the server, and
+# every remote prefill is layerwise (the slowdown panel needs bulk ones in the same window too).
 EMPTY_BY_DESIGN = {
+    "Prefill compute slowdown while streaming / layerwise / bulk",
     "Operator reconciles/s / {{phase}}",
     "Operator reconciles/s / errors",
     "Operator reconcile duration / p50",

@@ -26,6 +26,7 @@ from emulated_cluster import EmulatedCluster
 from emulated_cluster import wait_for as poll
 from hybrid_operator.models import parse
 from hybrid_operator.render_agent import assignment, assignment_data
+from hybrid_operator.render_common import PREFILL_PORT
 from kopf.testing import KopfRunner
 from support.loopback import free_ports
 from support.pki import write_tls_dir
@@ -41,6 +42,7 @@ HINF = f"/apis/hybridinference.dev/v1alpha1/namespaces/{NS}/hybridinferences"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 CONFIGMAPS = f"/api/v1/namespaces/{NS}/configmaps"
 SLICES = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
+SERVICES = f"/api/v1/namespaces/{NS}/services"
 LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{AGENT}"
 SPARK = {
     "metadata": {
@@ -81,7 +83,11 @@ def cluster() -> Iterator[EmulatedCluster]:
     secret = {"tls.crt": "eA==", "tls.key": "eA==", "ca.crt": "eA=="}  # the operator checks keys only
     body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kv-tls"}, "data": secret}
     emulated.create(f"/api/v1/namespaces/{NS}/secrets", body)
-    lease = {"metadata": {"name": AGENT, "namespace": NS}, "spec": {"holderIdentity": AGENT}}
+    labels = {"hybridinference.dev/agent": AGENT}  # as the chart creates it
+    lease = {
+        "metadata": {"name": AGENT, "namespace": NS, "labels": labels},
+        "spec": {"holderIdentity": AGENT},
+    }
     emulated.create(
         LEASE.rsplit("/", 1)[0], {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", **lease}
     )
@@ -123,12 +129,17 @@ def prefill(tiny_model_dir: Path, tls_dir: Path) -> Iterator[str]:
     process.wait(30)
 
 
-def start_agent(kubeconfig: Path, *extra: str, stderr: int | None = None) -> subprocess.Popen[str]:
+def start_agent(
+    kubeconfig: Path, tls_dir: Path, *extra: str, stderr: int | None = None
+) -> subprocess.Popen[str]:
     """The agent in its own process group (launchd stops the group; so does `kill_agent`)."""
     argv = [sys.executable, "-m", "hybrid_workers", "agent", "--name", AGENT, "--namespace", NS]
+    argv += ["--tls-dir", str(tls_dir)]  # announced: auto placement's assignments use it
     argv += ["--kubeconfig", str(kubeconfig), "--address", "127.0.0.1", "--listen-host", "127.0.0.1"]
     argv += ["--device", "cpu", "--lease-seconds", "3", "--renew-seconds", "0.5", "--watch-seconds", "5"]
-    argv += ["--device-profile", "m3-ultra"]  # what the planner weighs with placement.mode auto
+    # What the planner weighs with placement.mode auto: this machine's kind (torch on a CPU; an Apple
+    # profile such as m3-ultra cannot run torch/cpu, and the planner would rightly refuse it).
+    argv += ["--device-profile", "generic-cpu"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([*argv, *extra], env=env, text=True, start_new_session=True, stderr=stderr)
 
@@ -140,8 +151,10 @@ def kill_agent(agent: subprocess.Popen[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def agent(kubeconfig: Path, operator: KopfRunner) -> Iterator[dict[str, subprocess.Popen[str]]]:
-    holder = {"process": start_agent(kubeconfig)}
+def agent(
+    kubeconfig: Path, operator: KopfRunner, tls_dir: Path
+) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    holder = {"process": start_agent(kubeconfig, tls_dir)}
     yield holder
     process = holder["process"]
     if process.poll() is None:
@@ -291,7 +304,7 @@ def test_agent_serves_restarts_fails_over_and_stops_its_worker(
     )
 
     # agent back → Ready, fallback idle again
-    agent["process"] = start_agent(kubeconfig)
+    agent["process"] = start_agent(kubeconfig, tls_dir)
     wait_for("Ready again", lambda: status(cluster, "macd").get("phase") == "Ready", timeout=HANG_GUARD_S)
     assert wait_for(
         "fallback idle", lambda: cluster.get(f"{DEPLOYMENTS}/macd-decode")["spec"]["replicas"] == 0
@@ -420,7 +433,7 @@ def test_agent_keeps_its_worker_through_an_api_outage_and_reconnects(
         ("coordination.k8s.io/v1/leases", lease),
     )
     first = EmulatedCluster(port=api_port, objects=state).start()
-    agent = start_agent(first.write_kubeconfig(tmp_path / "config", NS), stderr=subprocess.PIPE)
+    agent = start_agent(first.write_kubeconfig(tmp_path / "config", NS), tls_dir, stderr=subprocess.PIPE)
     lines: list[str] = []
     assert agent.stderr is not None
     threading.Thread(target=lambda: lines.extend(agent.stderr or []), daemon=True).start()
@@ -465,3 +478,55 @@ def test_auto_placement_weighs_the_agents_profile_and_hands_the_prediction_to_it
     flags = json.loads(cluster.get(f"{CONFIGMAPS}/auto-agent")["data"]["flags.json"])
     planned = float(flags["--predicted-decode-tokens-per-second"])
     assert planned == pytest.approx(found["prediction"]["decodeTokensPerSecond"], rel=1e-6)
+
+
+def test_auto_placement_without_a_named_agent_assigns_decode_to_the_live_agent_which_starts_it(
+    cluster: EmulatedCluster,
+    agent: dict[str, subprocess.Popen[str]],
+    prefill: str,
+    tiny_model_dir: Path,
+    tls_dir: Path,
+) -> None:
+    (port,) = free_ports(1)
+    body = spec(tiny_model_dir, tls_dir, prefill, port)
+    del body["decode"]["agent"]  # nobody names the agent: the planner chooses it
+    # Decode pods would need a GPU, which spark lacks: the live agent is the one decode candidate.
+    body["decode"] = {"device": "auto", "gpus": 1}
+    body["placement"] = {"mode": "auto"}
+    cluster.create(HINF, resource("picked", body))
+    mark_prefill_available(cluster, "picked")
+
+    def on_agent() -> dict[str, Any] | None:
+        found = status(cluster, "picked")
+        return found if found.get("placement", {}).get("decodeNode") == f"agent:{AGENT}" else None
+
+    placed = wait_for("decode on the agent", on_agent)
+    assert (
+        placed["placement"]["prefillNode"] == "spark"
+        and "agent device profile generic-cpu, engine torch/cpu" in (placed["placement"]["reason"])
+    )
+    # The API server's NodePort allocator (the emulator has none): spark's InternalIP is this machine,
+    # so the NodePort is the real prefill worker's port.
+    service = wait_for("NodePort prefill Service", lambda: (s := cluster.get(f"{SERVICES}/picked-prefill"))
+                       and s["spec"].get("type") == "NodePort" and s)  # fmt: skip
+    prefill_port = int(prefill.rsplit(":", 1)[1])
+    ports = [
+        p | ({"nodePort": prefill_port} if p["port"] == PREFILL_PORT else {})
+        for p in service["spec"]["ports"]
+    ]
+    cluster.patch(f"{SERVICES}/picked-prefill", {"spec": {"ports": ports}})
+
+    # The agent starts the worker the operator assigned, as for a named agent (whose requests the first
+    # test serves end to end): the prefill worker's address, the TLS files of the announced folder.
+    pid = wait_for("worker started", lambda: report(cluster, "picked").get("pid"))
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert argv[argv.index(b"--prefill") + 1] == prefill.encode()
+    assert argv[argv.index(b"--tls-ca") + 1] == str(tls_dir / "ca.crt").encode()
+    cluster.delete(f"{HINF}/picked")
+
+    def collected() -> bool:
+        cluster.delete(f"{CONFIGMAPS}/picked-agent")  # the garbage collector's part
+        return f"{NS}/picked" not in workers(cluster)
+
+    wait_for("worker gone from the Lease", collected)
+    assert process_gone(pid)

@@ -60,8 +60,8 @@ def test_the_gpu_node_prefills_the_mac_decodes_and_unknown_nodes_are_named() -> 
         "auto: prefill on spark (dgx-spark, from nvidia.com/gpu.product=NVIDIA-GB10)"
     )
     assert "excluded: raspberry: arm64 node without a GPU" in placement.reason
-    assert placement.speedup_vs_best_single_node is not None and placement.speedup_vs_best_single_node > 1
-    assert isinstance(placement.remote_prefill_min_tokens, int)
+    assert placement.prediction is not None and placement.prediction.speedup_vs_best_single_node > 1
+    assert isinstance(placement.prediction.remote_prefill_min_tokens, int)
 
 
 def test_the_untolerated_mac_is_not_used_for_decode() -> None:
@@ -71,14 +71,15 @@ def test_the_untolerated_mac_is_not_used_for_decode() -> None:
 
 
 def test_decode_worker_gets_the_prediction_and_the_planned_threshold() -> None:
-    placement = resolve_placement(spec(), [MAC, SPARK])
+    predicted = resolve_placement(spec(), [MAC, SPARK]).prediction
+    assert predicted is not None
     env = decode_env(AUTO, [MAC, SPARK])
-    assert float(env["HYBRID_INFERENCE_PREDICTED_TTFT_SECONDS"]) == placement.ttft_seconds
+    assert float(env["HYBRID_INFERENCE_PREDICTED_TTFT_SECONDS"]) == predicted.ttft_seconds
     assert (
         float(env["HYBRID_INFERENCE_PREDICTED_DECODE_TOKENS_PER_SECOND"])
-        == placement.decode_tokens_per_second
+        == predicted.decode_tokens_per_second
     )
-    assert env["HYBRID_INFERENCE_REMOTE_PREFILL_MIN_TOKENS"] == str(placement.remote_prefill_min_tokens)
+    assert env["HYBRID_INFERENCE_REMOTE_PREFILL_MIN_TOKENS"] == str(predicted.remote_prefill_min_tokens)
 
 
 def test_an_explicit_threshold_in_the_spec_wins_over_the_plan() -> None:
@@ -136,7 +137,11 @@ def test_placement_link_and_request_shape_change_the_plan() -> None:
     slow = resolve_placement(spec(placement={"mode": "auto", "link": "1gbe"}), [MAC, SPARK])
     fast = resolve_placement(spec(placement={"mode": "auto", "link": "25gbe"}), [MAC, SPARK])
     assert "over 1gbe" in slow.reason and "over 25gbe" in fast.reason
-    assert slow.remote_prefill_min_tokens is None or fast.remote_prefill_min_tokens is not None
+    assert slow.prediction is not None and fast.prediction is not None
+    assert (
+        slow.prediction.remote_prefill_min_tokens is None
+        or fast.prediction.remote_prefill_min_tokens is not None
+    )
     short = resolve_placement(
         spec(placement={"mode": "auto", "promptTokens": 16, "outputTokens": 512}), [MAC, SPARK]
     )

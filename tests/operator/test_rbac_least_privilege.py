@@ -18,7 +18,7 @@ import pytest
 import yaml
 from crd_schema import ROOT
 from helm_render import chart_objects, render_chart
-from hybrid_operator import agent_world, kube, leader, reconcile, reconcile_agent
+from hybrid_operator import agent_auto, agent_world, kube, leader, reconcile, reconcile_agent
 from hybrid_operator.agent_contract import AgentLease, WorkerPhase, WorkerReport
 from hybrid_operator.agent_world import LeaseReading, judge
 from hybrid_operator.config import OperatorConfig
@@ -65,7 +65,7 @@ def literal_calls() -> set[Rule]:
     and of literal `client.<method>(_, "Kind", ...)` (CLIENT_VERBS, `delete_owned`) in the operator
     modules that call the client directly (deletions and agent reads are named at the call site)."""
     used = set()
-    modules = (kube, reconcile, agent_world, reconcile_agent, leader)
+    modules = (kube, reconcile, agent_world, reconcile_agent, leader, agent_auto)
     nodes = [(m, n) for m in modules for n in ast.walk(ast.parse(inspect.getsource(m)))]
     for module, node in nodes:
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):

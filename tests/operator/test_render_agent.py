@@ -11,8 +11,8 @@ from hybrid_operator.agent_status import decode_role, with_agent
 from hybrid_operator.agent_world import AgentState, LeaseReading, judge, prefill_address
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
-from hybrid_operator.placement import NodeFacts, NodePlacement
-from hybrid_operator.placement_agent import plan_with_agent, predict_for_agent
+from hybrid_operator.placement import NodeFacts, NodePlacement, Prediction
+from hybrid_operator.placement.agent import plan_with_agent, predict_for_agent
 from hybrid_operator.render import render
 from hybrid_operator.render_agent import adapt, endpoint_slice
 from hybrid_operator.status import RoleState, ready_status
@@ -167,7 +167,8 @@ def test_auto_placement_pairs_the_best_prefill_node_with_the_agents_profile() ->
         placement.prefill_selector == {"kubernetes.io/hostname": "spark"}
         and placement.decode_selector is None
     )
-    assert placement.decode_tokens_per_second == pytest.approx(41.2, abs=0.1)  # `plan`'s M3 Ultra figure
+    assert placement.prediction is not None
+    assert placement.prediction.decode_tokens_per_second == pytest.approx(41.2, abs=0.1)  # `plan`'s M3 Ultra
 
 
 def test_auto_placement_takes_the_rates_of_the_engine_the_agent_reports() -> None:
@@ -176,12 +177,12 @@ def test_auto_placement_takes_the_rates_of_the_engine_the_agent_reports() -> Non
         engine: AgentLease("mac", engine=engine, device=device, device_profile="m3-ultra")
         for engine, device in (("mlx", "metal"), ("torch", "mps"))
     }
-    mlx, mps = (plan_with_agent(auto_resource(), nodes, lease) for lease in leases.values())
-    assert not mlx.problems and not mps.problems
-    assert mlx.decode_tokens_per_second is not None and mps.decode_tokens_per_second is not None
+    mlx, mps = (plan_with_agent(auto_resource(), nodes, lease).prediction for lease in leases.values())
+    assert mlx is not None and mps is not None
     # torch's MPS backend streams about half of what MLX does on the same Mac (engines.yaml).
     assert mps.decode_tokens_per_second < 0.6 * mlx.decode_tokens_per_second
-    assert "engine torch/mps" in mps.reason
+    mps_reason = plan_with_agent(auto_resource(), nodes, leases["torch"]).reason
+    assert "engine torch/mps" in mps_reason
 
 
 def test_auto_placement_with_an_agent_without_a_profile_says_how_to_announce_one() -> None:
@@ -197,12 +198,15 @@ def test_manual_placement_with_an_agent_predicts_the_selected_prefill_node_paire
         NodeFacts("spark", labels={"hybridinference.dev/device": "dgx-spark"}),
         NodeFacts("rtx", labels={"hybridinference.dev/device": "rtx-4090"}),
     ]
-    pod_path = NodePlacement(
-        ("spark",), ("spark", "rtx"), "manual", ttft_seconds=9.0, decode_tokens_per_second=1.0
+    old = Prediction(
+        "spark", "rtx", ttft_seconds=9.0, decode_tokens_per_second=1.0, speedup_vs_best_single_node=1
     )
+    pod_path = NodePlacement(("spark",), ("spark", "rtx"), "manual", prediction=old)
     predicted = predict_for_agent(cr, nodes, AgentLease("mac", device_profile="m3-ultra"), pod_path)
     assert predicted.prefill_nodes == ("spark",) and predicted.decode_nodes == ("agent:mac",)
-    assert predicted.decode_tokens_per_second is not None and predicted.decode_tokens_per_second > 1.0
-    assert "predicted for spark + agent:mac" in predicted.reason
+    assert predicted.prediction is not None and predicted.prediction.decode_tokens_per_second > 1.0
+    assert (predicted.prediction.prefill_node, predicted.prediction.decode_node) == ("spark", "agent:mac")
+    assert predicted.reason == "manual" and predicted.summary == "manual"  # nothing parsed or appended
     unknown = predict_for_agent(cr, nodes, AgentLease("mac"), pod_path)
-    assert unknown.decode_tokens_per_second is None and "announces no device profile" in unknown.reason
+    assert unknown.prediction is None and "announces no device profile" in unknown.no_prediction
+    assert unknown.summary.startswith("manual; no prediction: ")

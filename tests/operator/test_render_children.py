@@ -12,7 +12,7 @@ from crd_schema import ROOT
 from helm_render import SUPPORTED_VERSIONS
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import HybridInference, parse
-from hybrid_operator.placement import NodePlacement
+from hybrid_operator.placement import NodePlacement, Prediction
 from hybrid_operator.render import render
 
 SAMPLES = sorted((ROOT / "tests" / "data" / "hybridinference" / "valid").glob("*.yaml")) + sorted(
@@ -42,7 +42,11 @@ def container(manifests: list[dict[str, Any]], deployment: str) -> dict[str, Any
 
 
 def env_of(manifests: list[dict[str, Any]], deployment: str) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(manifests, deployment)["env"]}
+    """Plain values; one from the downward API reads `fieldRef:<path>`."""
+    return {
+        e["name"]: e["value"] if "value" in e else f"fieldRef:{e['valueFrom']['fieldRef']['fieldPath']}"
+        for e in container(manifests, deployment)["env"]
+    }
 
 
 SPARK = ROOT / "examples" / "spark-plus-mac.yaml"
@@ -99,6 +103,8 @@ def test_worker_command_lines_follow_the_cli_contract() -> None:
         == "meta-llama/Llama-3.1-8B-Instruct"
     )
     assert prefill["HYBRID_INFERENCE_PORT"] == "50051"
+    assert prefill["HYBRID_INFERENCE_KV_DATA_PORT"] == "50052"
+    assert prefill["HYBRID_INFERENCE_KV_DATA_HOST"] == "fieldRef:status.podIP"  # this replica's address
     assert prefill["HYBRID_INFERENCE_MODE"] == "layerwise"
     assert prefill["HYBRID_INFERENCE_DEVICE"] == "cuda" and decode["HYBRID_INFERENCE_DEVICE"] == "cpu"
     assert decode["HYBRID_INFERENCE_PREFILL"] == "spark-plus-mac-kv:50051"  # the headless Service
@@ -200,7 +206,7 @@ def test_network_policy_admits_only_this_instances_decode_pods_to_the_kv_port() 
     decode_pods = objs["Deployment/spark-plus-mac-decode"]["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= prefill_pods.items()
     kv_rule = policy["ingress"][0]
-    assert kv_rule["ports"] == [{"port": 50051, "protocol": "TCP"}]
+    assert kv_rule["ports"] == [{"port": 50051, "protocol": "TCP"}, {"port": 50052, "protocol": "TCP"}]
     allowed = kv_rule["from"][0]["podSelector"]["matchLabels"]
     assert allowed.items() <= decode_pods.items()
     assert allowed["app.kubernetes.io/instance"] == "spark-plus-mac"  # not another instance's decode pods
@@ -211,7 +217,11 @@ def test_services_select_their_role_and_expose_the_contract_ports() -> None:
     objs = by_name(render(resource(TLS), ANYWHERE, CONFIG))
     prefill, api = objs["Service/secure-prefill"]["spec"], objs["Service/secure-api"]["spec"]
     assert prefill["selector"]["app.kubernetes.io/component"] == "prefill"
-    assert [(p["name"], p["port"]) for p in prefill["ports"]] == [("grpc", 50051), ("metrics", 9191)]
+    assert [(p["name"], p["port"]) for p in prefill["ports"]] == [
+        ("grpc", 50051),
+        ("kv-data", 50052),
+        ("metrics", 9191),
+    ]
     assert api["selector"]["app.kubernetes.io/component"] == "decode"
     assert [(p["name"], p["port"]) for p in api["ports"]] == [("http", 8080)]
 
@@ -240,7 +250,9 @@ def test_placement_selectors_replace_the_spec_selectors() -> None:
 
 
 def test_a_prediction_reaches_the_decode_worker_as_gauges() -> None:
-    predicted = NodePlacement(("spark",), ("mac",), "auto", ttft_seconds=1.47, decode_tokens_per_second=37.6)
+    prediction = Prediction("spark", "mac", ttft_seconds=1.47, decode_tokens_per_second=37.6,
+                            speedup_vs_best_single_node=1.2)  # fmt: skip
+    predicted = NodePlacement(("spark",), ("mac",), "auto", prediction=prediction)
     env = env_of(render(resource(SPARK), predicted, CONFIG), "spark-plus-mac-decode")
     assert env["HYBRID_INFERENCE_PREDICTED_TTFT_SECONDS"] == "1.47"
     assert env["HYBRID_INFERENCE_PREDICTED_DECODE_TOKENS_PER_SECOND"] == "37.6"

@@ -82,6 +82,9 @@ TPS_BUCKETS = (0.5, 1, 2, 5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500
 # KV transfer seconds: 1 ms (one layer, loopback) .. 1 min (GiBs over a slow link).
 TRANSFER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
+# Bytes per second of one KV transfer: 1 MB/s (a slow WAN) .. 20 GB/s (100 GbE, Thunderbolt 5).
+GOODPUT_BUCKETS = (1e6, 5e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 5e8, 1e9, 2e9, 4e9, 8e9, 2e10)
+
 _MODEL = ("model",)
 _PER_REQUEST = ("model", "prefill")
 
@@ -187,6 +190,19 @@ kv_exposed_transfer_seconds = Histogram(
     _MODEL,
     buckets=TRANSFER_BUCKETS,
 )
+kv_wire_seconds = Histogram(
+    PREFIX + "kv_wire_seconds",
+    "Remote prefill: time the KV was on the wire (per layer, the longer of the sender's send and the "
+    "receiver's receive; waits for compute excluded); transport: tcp (data connection) or grpc",
+    ("model", "transport"),
+    buckets=TRANSFER_BUCKETS,
+)
+kv_goodput_bytes_per_second = Histogram(
+    PREFIX + "kv_goodput_bytes_per_second",
+    "Remote prefill: KV wire bytes / kv_wire_seconds of one transfer (what the link delivered)",
+    ("model", "transport"),
+    buckets=GOODPUT_BUCKETS,
+)
 kv_transfer_bytes_total = Counter(
     PREFIX + "kv_transfer_bytes_total", "KV cache bytes received from prefill workers (wire size)", _MODEL
 )
@@ -210,6 +226,19 @@ prefill_seconds = Histogram(
 )
 prefill_tokens_total = Counter(
     PREFIX + "prefill_tokens_total", "Prefill worker: prompt tokens prefilled", _MODEL
+)
+# Compute slowdown while streaming: seconds per token layerwise ÷ bulk (docs/monitoring.md).
+prefill_compute_seconds = Histogram(
+    PREFIX + "prefill_compute_seconds",
+    "Prefill worker: forward pass over one prompt by transfer mode (layerwise streams while computing, "
+    "bulk sends after) and transport (tcp data connection or grpc frames)",
+    ("model", "mode", "transport"),
+    buckets=LATENCY_BUCKETS,
+)
+prefill_compute_tokens_total = Counter(
+    PREFIX + "prefill_compute_tokens_total",
+    "Prefill worker: prompt tokens behind prefill_compute_seconds (same labels; for seconds per token)",
+    ("model", "mode", "transport"),
 )
 kv_frames_sent_total = Counter(
     PREFIX + "kv_frames_sent_total", "Prefill worker: KV wire frames sent (header, layer, trailer)", _MODEL

@@ -66,7 +66,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   verbs: [get, create, patch, delete]
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
-  verbs: [get]
+  verbs: [get, list]
 {{- end -}}
 
 {{/* Secret access: only ever in a namespaced Role (watchNamespace, or each of secretNamespaces). */}}

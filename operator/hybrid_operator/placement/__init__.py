@@ -6,13 +6,22 @@
 - resolve.py  `resolve_placement`: the spec's mode picks manual or auto
 - hold.py     `hold_placement`: keeps the last good placement while its nodes are unavailable (Degraded)
 - prediction.py  `with_prediction`: the planner's TTFT/TPS for a manual placement (the printer columns)
+- agent.py    a decode agent as a planner node (its Lease's profile); placement when decode.agent is named
+- candidates.py  auto placement without decode.agent: the best of the Nodes and the live agents
 
 The planner itself (`hybrid_operator.planner`) only predicts; it knows nothing of CRs or Node objects.
 """
 
 from hybrid_operator.placement.auto import decode_prediction_flags
 from hybrid_operator.placement.hold import HeldPlacement, hold_placement, unavailable_nodes
-from hybrid_operator.placement.nodes import GPU_RESOURCE, NodeFacts, NodePlacement, Taint, node_label
+from hybrid_operator.placement.nodes import (
+    GPU_RESOURCE,
+    NodeFacts,
+    NodePlacement,
+    Prediction,
+    Taint,
+    node_label,
+)
 from hybrid_operator.placement.prediction import with_prediction
 from hybrid_operator.placement.resolve import resolve_placement
 
@@ -21,6 +30,7 @@ __all__ = [
     "HeldPlacement",
     "NodeFacts",
     "NodePlacement",
+    "Prediction",
     "Taint",
     "decode_prediction_flags",
     "hold_placement",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hybrid_operator.models import HybridInference, HybridInferenceSpec
-from hybrid_operator.placement.nodes import NodeFacts, NodePlacement, fits
+from hybrid_operator.placement.nodes import NodeFacts, NodePlacement, Prediction, fits
 from hybrid_operator.planner import PlannerError, Request, link_profile, model_shape
 from hybrid_operator.planner.auto_placement import NoPlacementError, PlacementPlan, plan_placement
 
@@ -60,12 +60,9 @@ def _placement(plan: PlacementPlan, nodes: Sequence[NodeFacts]) -> NodePlacement
         prefill_nodes=(plan.prefill_node,),
         decode_nodes=(plan.decode_node,),
         reason="auto: " + plan.reason + _excluded_text(plan),
-        ttft_seconds=plan.ttft_seconds,
-        decode_tokens_per_second=plan.decode_tokens_per_second,
-        speedup_vs_best_single_node=plan.speedup_vs_best_single_node,
+        prediction=Prediction.of(plan),
         prefill_selector={HOSTNAME_LABEL: hostname[plan.prefill_node]},
         decode_selector={HOSTNAME_LABEL: hostname[plan.decode_node]},
-        remote_prefill_min_tokens=plan.remote_prefill_min_tokens,
     )
 
 
@@ -94,11 +91,14 @@ def resolve_auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> NodeP
 def decode_prediction_flags(cr: HybridInference, placement: NodePlacement) -> dict[str, object]:
     """Decode flags from the plan: predicted TTFT/TPS (exported as gauges) and, when the spec says
     `remotePrefillMinTokens: auto`, the planner's threshold. Empty for manual placement."""
+    predicted = placement.prediction
+    if predicted is None:
+        return {}
     flags: dict[str, object] = {
-        "--predicted-ttft-seconds": placement.ttft_seconds,
-        "--predicted-decode-tokens-per-second": placement.decode_tokens_per_second,
+        "--predicted-ttft-seconds": predicted.ttft_seconds,
+        "--predicted-decode-tokens-per-second": predicted.decode_tokens_per_second,
     }
-    threshold = placement.remote_prefill_min_tokens
+    threshold = predicted.remote_prefill_min_tokens
     if cr.spec.serving.remote_prefill_min_tokens == "auto" and threshold is not None:
         flags["--remote-prefill-min-tokens"] = threshold
-    return {flag: value for flag, value in flags.items() if value is not None}
+    return flags

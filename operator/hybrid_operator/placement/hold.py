@@ -15,7 +15,7 @@ from typing import Any
 
 from hybrid_operator.models import HybridInferenceSpec, PlacementMode
 from hybrid_operator.placement.auto import HOSTNAME_LABEL
-from hybrid_operator.placement.nodes import NodeFacts, NodePlacement
+from hybrid_operator.placement.nodes import AGENT_NODE_PREFIX, NodeFacts, NodePlacement
 from hybrid_operator.placement.resolve import resolve_placement
 
 
@@ -53,6 +53,8 @@ def _previous_nodes(previous: Mapping[str, Any], generation: int | None) -> tupl
     prefill, decode = where.get("prefillNode") or "", where.get("decodeNode") or ""
     if not prefill or not decode or "(+" in prefill + decode or "?" in (prefill, decode):
         return None
+    if decode.startswith(AGENT_NODE_PREFIX):
+        return None  # an agent is no node to keep pods on (a lost one is re-placed: candidates.py)
     return prefill, decode
 
 

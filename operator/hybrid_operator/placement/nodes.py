@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hybrid_operator.models import Toleration, WorkerPoolSpec
+from hybrid_operator.planner.auto_placement import PlacementPlan
 
 GPU_RESOURCE = "nvidia.com/gpu"
+AGENT_NODE_PREFIX = "agent:"  # how a decode agent appears among nodes (status.placement.decodeNode)
 
 
 @dataclass(frozen=True)
@@ -52,20 +54,53 @@ class NodeFacts:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """The planner's prediction for one prefill/decode pair (status.prediction, the decode flags)."""
+
+    prefill_node: str  # the pair it is for (an agent reads `agent:<name>`)
+    decode_node: str
+    ttft_seconds: float
+    decode_tokens_per_second: float
+    speedup_vs_best_single_node: float
+    remote_prefill_min_tokens: int | None = None  # the planner's threshold (None: keep the spec's)
+
+    @classmethod
+    def of(cls, plan: PlacementPlan, decode_node: str | None = None) -> Prediction:
+        """The prediction of `plan` (`decode_node`: the name to show for its decode node)."""
+        return cls(
+            prefill_node=plan.prefill_node,
+            decode_node=decode_node or plan.decode_node,
+            ttft_seconds=plan.ttft_seconds,
+            decode_tokens_per_second=plan.decode_tokens_per_second,
+            speedup_vs_best_single_node=plan.speedup_vs_best_single_node,
+            remote_prefill_min_tokens=plan.remote_prefill_min_tokens,
+        )
+
+
+@dataclass(frozen=True)
 class NodePlacement:
     """The nodes each role may run on; `problems` non-empty means the spec cannot work on these nodes."""
 
     prefill_nodes: tuple[str, ...]
     decode_nodes: tuple[str, ...]
-    reason: str
+    reason: str  # why these nodes (the choice only; `summary` adds the prediction's part)
     problems: tuple[str, ...] = ()
-    ttft_seconds: float | None = None  # predictions: filled by the planner (auto mode)
-    decode_tokens_per_second: float | None = None
-    speedup_vs_best_single_node: float | None = None
+    prediction: Prediction | None = None  # auto mode, or manual with profiled nodes
+    no_prediction: str = ""  # why `prediction` is None where one was attempted
     # Node selectors the renderer uses; auto mode pins the chosen node by hostname.
     prefill_selector: Mapping[str, str] | None = None
     decode_selector: Mapping[str, str] | None = None
-    remote_prefill_min_tokens: int | None = None  # auto mode: the planner's threshold (None: keep spec's)
+
+    @property
+    def summary(self) -> str:
+        """status.placement.reason: the choice, then which pair the prediction is for (when the
+        placement allows more than that pair) or why there is none."""
+        if self.no_prediction:
+            return f"{self.reason}; no prediction: {self.no_prediction}"
+        p = self.prediction
+        if p is None or (self.prefill_nodes, self.decode_nodes) == ((p.prefill_node,), (p.decode_node,)):
+            return self.reason
+        return f"{self.reason}; predicted for {p.prefill_node} + {p.decode_node}"
 
 
 def tolerates(tolerations: Sequence[Toleration], taint: Taint) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from hybrid_operator.models import HybridInferenceSpec, PlacementMode
 from hybrid_operator.placement.auto import DEFAULT_LINK, DEFAULT_SHAPE, planner_request
-from hybrid_operator.placement.nodes import NodeFacts, NodePlacement
+from hybrid_operator.placement.nodes import NodeFacts, NodePlacement, Prediction
 from hybrid_operator.planner import PlannerError, link_profile, model_shape
 from hybrid_operator.planner.auto_placement import NoPlacementError, plan_placement
 
@@ -22,11 +22,7 @@ def with_prediction(
     spec: HybridInferenceSpec, nodes: Sequence[NodeFacts], placement: NodePlacement
 ) -> NodePlacement:
     """`placement` with the planner's prediction filled in (manual placement with nodes for both roles)."""
-    if (
-        spec.placement.mode != PlacementMode.MANUAL
-        or placement.problems
-        or placement.ttft_seconds is not None
-    ):
+    if spec.placement.mode != PlacementMode.MANUAL or placement.problems or placement.prediction is not None:
         return placement
     roles = {
         node.name: {
@@ -42,12 +38,5 @@ def with_prediction(
         request = planner_request(spec, shape.max_context)
         plan = plan_placement(nodes, shape, request, link, spec.kv_transfer.mode.value, roles=roles)
     except (NoPlacementError, PlannerError) as exc:
-        return dataclasses.replace(placement, reason=f"{placement.reason}; no prediction: {exc}")
-    return dataclasses.replace(
-        placement,
-        reason=f"{placement.reason}; predicted for {plan.prefill_node} + {plan.decode_node}",
-        ttft_seconds=plan.ttft_seconds,
-        decode_tokens_per_second=plan.decode_tokens_per_second,
-        speedup_vs_best_single_node=plan.speedup_vs_best_single_node,
-        remote_prefill_min_tokens=plan.remote_prefill_min_tokens,
-    )
+        return dataclasses.replace(placement, no_prediction=str(exc))
+    return dataclasses.replace(placement, prediction=Prediction.of(plan), no_prediction="")

@@ -130,7 +130,7 @@ def with_engine(profile: DeviceProfile, engine: str = "auto", device: str | None
     if device is not None and device not in KIND_DEVICES.get(profile.kind, (device,)):
         offered = ", ".join(KIND_DEVICES[profile.kind])
         raise PlannerError(
-            f"{profile.id} is a {profile.kind} device ({offered}); it cannot run {engine}/{device}"
+            f"{profile.id} computes on {offered} ({profile.kind} device); it cannot run {engine}/{device}"
         )
     target = resolve_engine(engine, profile.kind) if device is None else engine_profile(engine, device)
     if not profile.measured_with:

@@ -55,6 +55,15 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class ProfiledNode(NodeInfo):
+    """A node whose profile the caller already decided (a decode agent's, from its Lease), with the
+    evidence shown in the plan's reason; `device` None excludes it with `evidence` as the reason."""
+
+    device: DeviceProfile | None = None
+    evidence: str = ""
+
+
+@dataclass(frozen=True)
 class NodeProfile:
     """A node's device profile (None when unknown or unusable) and how it was decided."""
 
@@ -121,20 +130,33 @@ def _from_gpu(node: NodeLike) -> NodeProfile:
 
 
 def _with_reported_engine(node: NodeLike, found: NodeProfile) -> NodeProfile:
-    """`found` as the engine the node reports runs on it (unchanged when it reports none)."""
+    """`found` as the engine the node reports runs on it (unchanged when it reports none).
+
+    The profile is the stronger evidence: an engine/device pair that does not fit it (an agent running
+    torch on a Mac's CPU while announcing the Mac's GPU profile) is planned as that engine on the
+    profile's own compute device, or with the profile's `auto` engine when the engine has none there;
+    the reason says so.
+    """
     reported = node.annotations.get(ENGINE_ANNOTATION, "")
     if found.device is None or not reported:
         return found
     engine, _, device = reported.partition("/")
-    try:
-        profile = with_engine(found.device, engine, device or None)
-    except PlannerError as exc:
-        return NodeProfile(node.name, None, f"annotation {ENGINE_ANNOTATION}={reported}: {exc}")
-    return NodeProfile(node.name, profile, f"{found.reason}, engine {profile.engine}")
+    problem = ""
+    for name, compute in ((engine, device or None), (engine, None), ("auto", None)):
+        try:
+            profile = with_engine(found.device, name, compute)
+        except PlannerError as exc:
+            problem = problem or str(exc)  # the reported pair's problem
+            continue
+        note = f" (reported {reported}: {problem})" if problem else ""
+        return NodeProfile(node.name, profile, f"{found.reason}, engine {profile.engine}{note}")
+    return found
 
 
 def profile_node(node: NodeLike) -> NodeProfile:
     """The profile for `node` as its engine runs on it, or None with the reason it is excluded."""
+    if isinstance(node, ProfiledNode):
+        return NodeProfile(node.name, node.device if node.schedulable else None, node.evidence)
     return _with_reported_engine(node, _hardware_of(node))
 
 

@@ -110,16 +110,24 @@ def test_a_reported_engine_sets_the_rates_and_is_named_in_the_evidence() -> None
     assert mps.reason == "label hybridinference.dev/device=m3-ultra, engine torch/mps"
 
 
-def test_an_engine_the_device_cannot_run_excludes_the_node_naming_it() -> None:
-    node = NodeInfo(
+def test_an_engine_pair_the_profile_cannot_run_is_planned_on_the_profiles_own_device_saying_so() -> None:
+    mac = NodeInfo(
+        "agent:mac",
+        labels={"hybridinference.dev/device": "m3-ultra"},
+        annotations={"hybridinference.dev/engine": "torch/cpu"},  # torch on the Mac's CPU
+    )
+    result = profile_node(mac)
+    assert result.device is not None and result.device.engine == "torch/mps"
+    assert result.reason == (
+        "label hybridinference.dev/device=m3-ultra, engine torch/mps (reported torch/cpu: "
+        "m3-ultra computes on metal, mps (apple device); it cannot run torch/cpu)"
+    )
+    gpu = NodeInfo(
         "gpu-1",
         labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
         annotations={"hybridinference.dev/engine": "mlx/metal"},
         gpus=1,
     )
-    result = profile_node(node)
-    assert result.device is None
-    assert result.reason == (
-        "annotation hybridinference.dev/engine=mlx/metal: "
-        "h100 is a gpu device (cuda); it cannot run mlx/metal"
-    )
+    planned = profile_node(gpu)
+    assert planned.device is not None and planned.device.engine == "torch/cuda"  # mlx has no cuda profile
+    assert "reported mlx/metal: h100 computes on cuda (gpu device); it cannot run mlx/metal" in planned.reason

@@ -95,10 +95,11 @@ def test_missing_model_folder_and_tls_files_are_refused(tmp_path: Path) -> None:
 
 def test_lease_the_agent_writes_is_what_the_operator_reads() -> None:
     report = WorkerReport(WorkerPhase.READY, port=8100, config="abc", pid=42, restarts=1)
-    identity = Identity("mac", "192.0.2.7", "mlx", "metal", {"id": "m3-ultra"})
+    identity = Identity("mac", "192.0.2.7", "mlx", "metal", {"id": "m3-ultra"}, tls_dir="/Users/ai/tls")
     now = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     patch = lease_patch(identity, 30, {"inference/chat": report}, 64 << 30, "running", now)
     lease = AgentLease.from_object({"metadata": {"name": "mac", **patch["metadata"]}, "spec": patch["spec"]})
     assert (lease.address, lease.engine, lease.device) == ("192.0.2.7", "mlx", "metal")
     assert lease.free_memory_bytes == 64 << 30 and lease.profile == {"id": "m3-ultra"}
     assert lease.workers == {"inference/chat": report} and lease.renewed == now and lease.duration_s == 30
+    assert lease.tls_dir == "/Users/ai/tls"  # auto placement's assignments point there

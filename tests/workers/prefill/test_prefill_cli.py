@@ -55,7 +55,11 @@ def test_prefill_command_serves_metrics_and_stops_cleanly(tiny_lm, tiny_model_di
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
         assert metric(text, "hybrid_inference_prefill_tokens_total") == 33
         assert metric(text, "hybrid_inference_kv_send_bytes_total") == remote.timings.bytes
-        assert metric(text, "hybrid_inference_kv_frames_sent_total") == 2 + 2 * tiny_lm.num_layers
+        # the default data connection (--kv-data-port auto): one frame per layer beside header + trailer
+        assert remote.timings.transport == "tcp"
+        assert metric(text, "hybrid_inference_kv_frames_sent_total") == 2 + tiny_lm.num_layers
+        assert metric(text, "hybrid_inference_prefill_compute_tokens_total") == 33
+        assert 'mode="layerwise",model="demo-tiny",transport="tcp"} 33.0' in text
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
     finally:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
 from hybrid_workers.errors import UserError
+from hybrid_workers.kv.data_frame import hello
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.tls import TLSConfig
 from hybrid_workers.prefill.config import PrefillServerConfig
@@ -87,7 +91,27 @@ def test_mtls_client_with_the_right_certificate_gets_an_exact_kv_transfer(tiny_l
     ids = prompt(40, seed=5)
     with PrefillClient(f"127.0.0.1:{mtls_server.port}", tiny_lm, tls=tls) as client:
         remote = client.prefill(ids, GREEDY)
+    assert remote.timings.transport == "tcp"  # the layers came over the data connection, with mTLS
     assert_matches_generate(tiny_lm, remote, ids)
+
+
+@pytest.mark.parametrize("client_cert", [None, "rogue-client"])
+def test_the_mtls_data_port_refuses_plaintext_and_foreign_certificates(pki, mtls_server, client_cert) -> None:
+    raw = socket.create_connection(("127.0.0.1", mtls_server.data_port), timeout=10)
+    try:
+        if client_cert is None:
+            raw.sendall(hello(bytes(16)))  # plaintext: the server expects a TLS ClientHello
+            with contextlib.suppress(ConnectionResetError):
+                assert raw.recv(1) == b""  # closed without a byte
+            return
+        context = ssl.create_default_context(cafile=pki["ca"])
+        context.load_cert_chain(pki[f"{client_cert}.crt"], pki[f"{client_cert}.key"])
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            raw = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            raw.sendall(hello(bytes(16)))
+            raw.recv(1)
+    finally:
+        raw.close()
 
 
 @pytest.mark.parametrize(
@@ -113,7 +137,8 @@ def test_tls_without_client_ca_serves_any_client_that_trusts_it(tiny_lm, pki) ->
     running = start_server(tiny_lm, PrefillServerConfig(host="127.0.0.1", port=0, tls=tls))
     try:
         with PrefillClient(f"localhost:{running.port}", tiny_lm, tls=TLSConfig(ca=pki["ca"])) as client:
-            assert client.prefill(prompt(10), GREEDY).cache.get_seq_length() == 10
+            remote = client.prefill(prompt(10), GREEDY)
+            assert remote.cache.get_seq_length() == 10 and remote.timings.transport == "tcp"
         rogue = TLSConfig(ca=pki["rogue-ca"])
         with (
             PrefillClient(f"localhost:{running.port}", tiny_lm, tls=rogue) as client,

@@ -26,6 +26,7 @@ class AgentConfig:
     device: ComputeDevice | None = None  # None: detected (metal for mlx, mps on Apple silicon)
     profile: Path | None = None  # `hybrid-inference calibrate --out` file, announced in the Lease
     device_profile: str | None = None  # or a built-in planner device id (e.g. m3-ultra)
+    tls_dir: Path | None = None  # tls.crt, tls.key, ca.crt: announced for assignments auto placement makes
     lease_seconds: int = 30  # Lease duration; the operator calls the agent lost after this silence
     renew_seconds: float = 10.0  # heartbeat period (well under lease_seconds)
     watch_seconds: int = 60  # each watch is re-listed after this long (catches missed events)
@@ -46,5 +47,11 @@ class AgentConfig:
                 f"--lease-seconds {self.lease_seconds} / --renew-seconds {self.renew_seconds}: "
                 "need lease ≥ 2 and 0 < renew < lease (e.g. 30 and 10)"
             )
+        if self.tls_dir is not None:
+            missing = [n for n in ("tls.crt", "tls.key", "ca.crt") if not (self.tls_dir / n).is_file()]
+            if missing:
+                raise UserError(
+                    f"--tls-dir {self.tls_dir}: no {', '.join(missing)} there (see docs/nodes.md)"
+                )
         if self.profile is not None and not self.profile.is_file():
             raise UserError(f"--profile {self.profile}: no such file (write one with `calibrate --out`)")

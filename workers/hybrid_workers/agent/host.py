@@ -68,4 +68,5 @@ def identity(config: AgentConfig, server: str) -> Identity:
             raise UserError(f"--profile {config.profile}: not a profile JSON ({exc})") from None
     address = config.address or route_address(server)
     device = resolve_device(engine, config.device).value
-    return Identity(config.name, address, engine.value, device, profile, config.device_profile or "")
+    tls_dir = str(config.tls_dir) if config.tls_dir is not None else ""
+    return Identity(config.name, address, engine.value, device, profile, config.device_profile or "", tls_dir)

@@ -17,6 +17,7 @@ from hybrid_operator.agent_contract import (
     ANN_PROFILE,
     ANN_PROTOCOL,
     ANN_STATE,
+    ANN_TLS_DIR,
     ANN_VERSION,
     ANN_WORKERS,
     ASSIGNMENT_PROTOCOL,
@@ -40,6 +41,7 @@ class Identity:
     device: str
     profile: dict[str, Any] = field(default_factory=dict)
     device_profile: str = ""  # built-in planner device id, e.g. m3-ultra
+    tls_dir: str = ""  # folder with tls.crt, tls.key, ca.crt (for assignments auto placement makes)
 
 
 def lease_patch(
@@ -66,6 +68,8 @@ def lease_patch(
         annotations |= lease_annotations({ANN_PROFILE: identity.profile})
     if identity.device_profile:
         annotations |= lease_annotations({ANN_DEVICE_PROFILE: identity.device_profile})
+    if identity.tls_dir:
+        annotations |= lease_annotations({ANN_TLS_DIR: identity.tls_dir})
     return {
         "metadata": {"annotations": annotations},
         "spec": {

@@ -18,7 +18,7 @@ from hybrid_workers.options import add_option, apply_log_level
 DEFAULT_KUBECONFIG = "~/.kube/hybrid-inference-agent.yaml"
 RUN_FLAGS = (
     "--name", "--kubeconfig", "--namespace", "--address", "--listen-host", "--engine", "--device",
-    "--profile", "--device-profile", "--lease-seconds", "--renew-seconds", "--watch-seconds",
+    "--profile", "--device-profile", "--tls-dir", "--lease-seconds", "--renew-seconds", "--watch-seconds",
     "--max-backoff-seconds", "--log-level",
 )  # fmt: skip
 
@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_option(parser, "--profile", help="device profile from `calibrate --out`, announced in the Lease")
     add_option(
         parser, "--device-profile", help="or a built-in planner device id, e.g. m3-ultra (`plan --list`)"
+    )
+    add_option(
+        parser,
+        "--tls-dir",
+        help="folder with tls.crt, tls.key, ca.crt, announced for resources auto placement assigns here",
     )
     add_option(parser, "--lease-seconds", default=30, type=int, help="Lease duration (silence = lost)")
     add_option(parser, "--renew-seconds", default=None, type=float, help="heartbeat period; none: lease/3")
@@ -76,6 +81,7 @@ def build_config(args: argparse.Namespace):  # -> AgentConfig
         device=ComputeDevice(args.device) if args.device else None,
         profile=Path(str(args.profile)).expanduser() if args.profile else None,
         device_profile=str(args.device_profile) if args.device_profile else None,
+        tls_dir=Path(str(args.tls_dir)).expanduser().resolve() if args.tls_dir else None,
         lease_seconds=lease,
         renew_seconds=renew,
         watch_seconds=int(args.watch_seconds),
@@ -90,7 +96,7 @@ def run_arguments(args: argparse.Namespace) -> list[str]:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value not in (None, ""):
             text = str(value)
-            if flag in ("--kubeconfig", "--profile"):
+            if flag in ("--kubeconfig", "--profile", "--tls-dir"):
                 text = str(Path(text).expanduser().resolve())
             argv += [flag, text]
     return argv

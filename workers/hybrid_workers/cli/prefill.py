@@ -56,6 +56,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_option(
         parser, "--metrics-port", default=DEFAULTS.metrics_port, type=int, help="Prometheus /metrics; 0: off"
     )
+    add_option(
+        parser,
+        "--kv-data-port",
+        default="auto",  # DEFAULTS.data_port 0: any free port
+        help="TCP port of the KV data connection (layers' bytes beside the gRPC stream, docs/kv-wire.md): "
+        "auto: any free port (the handshake tells decode workers); a number: that port (expose it "
+        "like --port); 0: off, layers travel as gRPC frames",
+    )
+    add_option(
+        parser,
+        "--kv-data-host",
+        default="",
+        help="address decode workers reach this worker's KV data port at, sent in each transfer's header "
+        "(behind a Service with several replicas: the pod's IP); empty: the host they dialled",
+    )
+    add_option(
+        parser,
+        "--compute-cpus",
+        default="",
+        help="pin the prefill compute thread to these CPUs, e.g. 0 or 0-3,8 (Linux); the gRPC and data "
+        "connection threads keep the other allowed CPUs; empty: no pinning",
+    )
     add_option(parser, "--tls-cert", default=None, help="server certificate (PEM); with --tls-key: TLS")
     add_option(parser, "--tls-key", default=None, help="server private key (PEM)")
     add_option(parser, "--tls-ca", default=None, help="CA (PEM) that client certificates must chain to: mTLS")
@@ -78,7 +100,37 @@ def _config(args: argparse.Namespace) -> PrefillServerConfig:
         pipe_layers=int(args.pipe_layers),
         tls=TLSConfig.from_flags(args.tls_cert, args.tls_key, args.tls_ca),
         served_model_name=args.served_model_name or served_name(args.model),
+        data_port=_data_port(args.kv_data_port),
+        data_host=args.kv_data_host,
+        compute_cpus=_cpus(args.compute_cpus),
     )
+
+
+def _data_port(text: str) -> int | None:
+    """--kv-data-port: auto -> 0 (any free port), 0 -> None (off), else the port."""
+    if text.strip() == "auto":
+        return 0
+    try:
+        port = int(text)
+    except ValueError:
+        raise UserError(f"--kv-data-port {text!r}: use auto, a port 1-65535, or 0 (off)") from None
+    if not 0 <= port <= 65535:
+        raise UserError(f"--kv-data-port {port}: not a TCP port; use auto, 1-65535, or 0 (off)")
+    return port or None
+
+
+def _cpus(text: str) -> tuple[int, ...]:
+    """--compute-cpus `0-3,8` -> (0, 1, 2, 3, 8); empty -> ()."""
+    cpus: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            cpus.extend(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise UserError(f"--compute-cpus {text!r}: use CPU numbers and ranges, e.g. 0 or 0-3,8") from None
+    if any(cpu < 0 for cpu in cpus):
+        raise UserError(f"--compute-cpus {text!r}: CPU numbers start at 0")
+    return tuple(sorted(set(cpus)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,9 +152,10 @@ def run(args: argparse.Namespace) -> int:
                 f"--metrics-port {args.metrics_port}: cannot listen ({exc}); pick a free port"
             ) from None
     scheme = "plaintext" if config.tls is None else ("mTLS" if config.tls.ca else "TLS")
+    data = f"KV data port {running.data_port}" if running.data_port else "KV data port off"
     print(
         f"prefill worker: {lm.name} ({lm.dtype}, {lm.device}, {lm.num_layers} layers) on "
-        f"{config.host}:{running.port} ({scheme}; {config.mode} when a request names no mode, "
+        f"{config.host}:{running.port} ({scheme}; {data}; {config.mode} when a request names no mode, "
         f"decode workers name theirs: --kv-transfer-mode); "
         f"metrics on :{args.metrics_port or 'off'}",
         flush=True,

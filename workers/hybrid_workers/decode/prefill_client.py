@@ -17,10 +17,12 @@ an upper bound (conservative) by that latency (a small request: one RTT/2).
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,17 +30,28 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from hybrid_workers.decode.data_link import (
+    StreamDrain,
+    announced,
+    offered,
+    open_data,
+    reachable,
+    target_host,
+)
 from hybrid_workers.decode.engine_api import KVSlot
 from hybrid_workers.decode.transfer_watch import TransferWatch
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
-from hybrid_workers.enums import TransferMode, WireEncoding
+from hybrid_workers.enums import DataChecksum, TransferMode, WireEncoding
 from hybrid_workers.errors import closed_choice
 from hybrid_workers.kv import handshake, wire
 from hybrid_workers.kv.checks import ReceiverModel
 from hybrid_workers.kv.convert import request_to_pb
+from hybrid_workers.kv.data_frame import TRANSFER_ID_BYTES, transfer_ref
+from hybrid_workers.kv.data_receiver import receive_layers
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import (
     Frame,
+    Header,
     Heartbeat,
     KVRequest,
     LayerChunk,
@@ -53,8 +66,9 @@ from hybrid_workers.prefill.servicer import REASON_METADATA, SERVICE_NAME
 
 if TYPE_CHECKING:
     from transformers import DynamicCache
-# How often the watch of a running prefill checks for cancellation and lack of progress.
-_WATCH_POLL_S = 0.02
+log = logging.getLogger("hybrid_inference.decode")
+# How long a call that failed on its data connection may take to report the prefill worker's status.
+_STATUS_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,9 @@ class TransferTimings:
     layer_received_at_s: tuple[float, ...]  # decode clock: request sent -> layer i complete
     layer_done_at_s: tuple[float, ...]  # prefill clock: request arrived -> layer i final
     layer_compute_s: tuple[float, ...]  # prefill clock: compute time of layer i
+    transport: str = "grpc"  # tcp: the data connection carried the layers; grpc: LayerChunk frames
+    wire_s: float = 0.0  # time on the wire: per layer max(sender's send, receiver's receive), summed
+    goodput_bytes_per_s: float = 0.0  # bytes / wire_s: what the link delivered while it carried KV
 
 
 @dataclass(frozen=True)
@@ -114,8 +131,21 @@ class PrefillClient:
         encoding: WireEncoding | str = WireEncoding.NONE,
         mode: TransferMode | str = TransferMode.LAYERWISE,
         chunk_bytes: int = 0,
+        data_connection: bool = True,
+        data_port: int | None = None,
+        data_checksum: DataChecksum | str = DataChecksum.AUTO,
     ) -> None:
+        """`data_connection`: use the prefill worker's data port when it offers one (False: gRPC frames
+        only); `data_port`: connect there instead of the offered port (a NAT or NodePort mapping);
+        `data_checksum`: crc32 of each layer on the data connection (auto: on unless TLS)."""
         self.target = target
+        self.tls = tls
+        self.data_connection = data_connection
+        self.data_port = data_port
+        checksum = closed_choice("--kv-data-checksum", DataChecksum, data_checksum)
+        self.data_checksum = checksum is DataChecksum.ON or (checksum is DataChecksum.AUTO and tls is None)
+        self._data_ok = False  # the last handshake offered a data connection that opens from here
+        self._negotiated = False
         self.lm = lm
         self.timeout_s = timeout_s
         self.stall_s = stall_s
@@ -151,7 +181,8 @@ class PrefillClient:
         a worker thread). Raises KVProtocolError, or PrefillCancelled once `cancel` is set (the gRPC
         call is cancelled at once).
         """
-        request = self._request(token_ids, params)
+        transfer_id = os.urandom(TRANSFER_ID_BYTES) if self._data_wanted() else b""
+        request = self._request(token_ids, params, transfer_id)
         builder = CacheBuilder(self.lm)
         clock = _Clock(self.lm.num_layers)
 
@@ -163,23 +194,44 @@ class PrefillClient:
         receiver = KVReceiver(self._model, request, sink, destination=slot)
         call = self._prefill(request_to_pb(request), timeout=self.timeout_s)
         watch = TransferWatch(call, self.stall_s, cancel)
+
+        def poll(count: int) -> None:  # the data connection's progress; raises to give up
+            if count:
+                watch.progress()
+                clock.bytes_received()
+            if watch.stalled or watch.cancelled:
+                raise watch.failure(KVProtocolError(Reason.TRANSPORT, "cancelled"), self.target)
+            if call.done() and call.code() is not grpc.StatusCode.OK:
+                raise rpc_failure(call, self.target)  # type: ignore[arg-type]  # a failed call is an RpcError
+
+        sock = None
         try:
-            for message in call:
+            stream: Iterator[bytes] = iter(call)
+            while (message := next(stream, None)) is not None:
                 watch.progress()
                 frame = wire.parse(message)
                 if isinstance(frame, Heartbeat):
                     continue
                 clock.frame_received(frame)
                 receiver.feed(frame)
+                if isinstance(frame, Header) and frame.data_connection:  # (asked for: check_header)
+                    sock = self._open_data(frame, transfer_id)
+                    stream = StreamDrain(stream, watch.progress)  # heartbeats count while layers arrive
+                    receiving = receive_layers(sock, receiver, transfer_ref(transfer_id), poll)
+                    clock.receive_seconds = receiving
             trailer = receiver.finish()
         except grpc.RpcError as exc:
             receiver.release()
             raise watch.failure(rpc_failure(exc, self.target), self.target) from None
-        except KVProtocolError:
+        except KVProtocolError as exc:
+            error = _status_first(exc, call, self.target)  # before cancelling: it may explain the error
             call.cancel()  # the prefill worker stops computing for us
-            raise
+            receiver.release()
+            raise error from None
         finally:
             watch.stop()
+            if sock is not None:
+                sock.close()
         clock.done()
         return RemotePrefill(
             cache=slot if slot is not None else builder.build(),
@@ -190,7 +242,11 @@ class PrefillClient:
         )
 
     def handshake(self, timeout_s: float = 2.0) -> Verdict:
-        """The worker's side and our verdict on it; KVProtocolError when it cannot be asked."""
+        """The worker's side and our verdict on it; KVProtocolError when it cannot be asked.
+
+        Also negotiates the data connection: used from now on when the worker offers one and its
+        port opens from here; otherwise layers come as gRPC frames (logged once per change).
+        """
         try:
             reply = self._stub.Handshake(handshake.request_pb(self.side), timeout=timeout_s)
         except grpc.RpcError as exc:
@@ -201,7 +257,46 @@ class PrefillClient:
                     "run the same hybrid-inference release on both workers",
                 ) from None
             raise rpc_failure(exc, self.target) from None
-        return handshake.verdict_from_reply(self.side, reply, self.target)
+        verdict = handshake.verdict_from_reply(self.side, reply, self.target)
+        self._negotiate(reply, timeout_s)
+        return verdict
+
+    def _negotiate(self, reply: kv_pb2.HandshakeReply, timeout_s: float) -> None:
+        address = offered(self.target, reply.data_version, reply.data_port, self.data_port)
+        ok = address is not None and self.data_connection
+        if address is not None and ok:
+            problem = reachable(address, timeout_s)
+            if problem is not None:
+                log.warning(
+                    "prefill worker %s offers a KV data connection at %s, which does not open from here "
+                    "(%s): KV travels as gRPC frames; open that port, or set --prefill-data-port",
+                    self.target,
+                    address,
+                    problem,
+                )
+                ok = False
+        if ok != self._data_ok:
+            log.info("prefill worker %s: KV over %s", self.target, address if ok else "gRPC frames")
+        self._data_ok, self._negotiated = ok, True
+
+    def _data_wanted(self) -> bool:
+        """Whether to ask for a data connection (the first call handshakes once to find out)."""
+        if self.data_connection and not self._negotiated:
+            try:
+                self.handshake()
+            except KVProtocolError:
+                self._negotiated = True  # the Prefill call will report what is wrong
+        return self.data_connection and self._data_ok
+
+    def _open_data(self, header: Header, transfer_id: bytes):  # -> socket.socket
+        """The data connection the header announced; on failure, gRPC frames until the next handshake."""
+        address = announced(self.target, header.data_host, header.data_port, self.data_port)
+        try:
+            return open_data(address, transfer_id, self.tls, self.stall_s, target_host(self.target))
+        except KVProtocolError:
+            self._data_ok = False
+            log.warning("prefill worker %s: KV over gRPC frames until the next handshake", self.target)
+            raise
 
     def probe(self, timeout_s: float = 2.0) -> Verdict:
         """grpc.health.v1 says SERVING, then the handshake; KVProtocolError when down or not serving."""
@@ -245,7 +340,7 @@ class PrefillClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _request(self, token_ids: Sequence[int], params: SamplingParams) -> KVRequest:
+    def _request(self, token_ids: Sequence[int], params: SamplingParams, transfer_id: bytes) -> KVRequest:
         return KVRequest(
             token_ids=tuple(int(t) for t in token_ids),
             temperature=params.temperature,
@@ -258,6 +353,8 @@ class PrefillClient:
             chunk_bytes=self.chunk_bytes,
             request_id=uuid.uuid4().hex[:16],
             heartbeat_ms=max(1, int(self.stall_s * 1000 / 4)),
+            transfer_id=transfer_id,
+            data_checksum=self.data_checksum,
         )
 
 
@@ -270,12 +367,22 @@ class _Clock:
         self.last_chunk = 0.0
         self.end = 0.0
         self.layers = [0.0] * num_layers
+        self.layer_first = [0.0] * num_layers  # gRPC frames: the layer's first chunk received
+        self.receive_seconds: list[float] | None = None  # data connection: per layer, header -> last byte
 
     def frame_received(self, frame: Frame) -> None:
         now = time.perf_counter() - self.start
         if isinstance(frame, LayerChunk):
             self.first_chunk = now if self.first_chunk is None else self.first_chunk
             self.last_chunk = now
+            if frame.offset == 0 and frame.kind.value == "keys":
+                self.layer_first[frame.layer] = now
+
+    def bytes_received(self) -> None:
+        """Bytes arrived on the data connection."""
+        now = time.perf_counter() - self.start
+        self.first_chunk = now if self.first_chunk is None else self.first_chunk
+        self.last_chunk = now
 
     def layer_received(self, index: int) -> None:
         self.layers[index] = time.perf_counter() - self.start
@@ -285,6 +392,11 @@ class _Clock:
 
     def timings(self, trailer: Trailer, wire_bytes: int) -> TransferTimings:
         first = self.first_chunk or 0.0
+        received = self.receive_seconds or [
+            done - start for done, start in zip(self.layers, self.layer_first, strict=True)
+        ]
+        sent = trailer.layer_send_seconds or (0.0,) * len(received)
+        wire_s = sum(max(a, b) for a, b in zip(sent, received, strict=False))
         return TransferTimings(
             prefill_compute_s=trailer.prefill_seconds,
             queue_s=trailer.queue_seconds,
@@ -296,7 +408,23 @@ class _Clock:
             layer_received_at_s=tuple(self.layers),
             layer_done_at_s=trailer.layer_done_seconds,
             layer_compute_s=trailer.layer_seconds,
+            transport="grpc" if self.receive_seconds is None else "tcp",
+            wire_s=wire_s,
+            goodput_bytes_per_s=wire_bytes / wire_s if wire_s > 0 else 0.0,
         )
+
+
+def _status_first(error: KVProtocolError, call: grpc.Future, target: str) -> Exception:
+    """A data-connection failure may be the prefill worker's own failure (it closed the connection
+    and ended the call with a status): that status explains it better, when it comes promptly."""
+    if error.reason not in (Reason.TRUNCATED_CHUNK, Reason.TRANSPORT):
+        return error
+    deadline = time.monotonic() + _STATUS_WAIT_S
+    while not call.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if call.done() and call.code() not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+        return rpc_failure(call, target)  # type: ignore[arg-type]  # a failed call is an RpcError
+    return error
 
 
 def rpc_failure(error: grpc.RpcError, target: str) -> KVProtocolError:

@@ -68,6 +68,11 @@ class RequestStats:
             metrics.kv_transfer_seconds.labels(self.model).observe(kv.transfer_s)
             metrics.kv_exposed_transfer_seconds.labels(self.model).observe(kv.exposed_transfer_s)
             metrics.kv_transfer_bytes_total.labels(self.model).inc(kv.bytes)
+            if kv.wire_s > 0:
+                metrics.kv_wire_seconds.labels(self.model, kv.transport).observe(kv.wire_s)
+                metrics.kv_goodput_bytes_per_second.labels(self.model, kv.transport).observe(
+                    kv.goodput_bytes_per_s
+                )
 
     def token_sent(self, produced_at: float) -> None:
         """A generated token, produced by the model at `produced_at`, is leaving the server now.

@@ -8,7 +8,9 @@
 - compression.py  none / fp8 / int8 (per-head scales) encodings of one tensor
 - checks.py       Header and Trailer validation against the request and the receiving model
 - receiver.py     KVReceiver: the receiving state machine, layer by layer
-- tls.py          TLS / mTLS credentials from PEM files
+- data_frame.py   the data connection's framing (hello, one header + payload per layer, gather send)
+- data_receiver.py  data connection: each layer recv_into the KV slot, validated like the frames
+- tls.py          TLS / mTLS credentials (gRPC) and SSL contexts (data connection) from PEM files
 - proto/          generated stubs (built on first import)
 
 This package knows nothing about gRPC servers or the engine: `prefill/` sends with `chunker`, and

@@ -103,6 +103,14 @@ def _header_problems(header: Header, request: KVRequest, model: ReceiverModel) -
             f"chunk size {header.chunk_bytes} outside {MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES}",
         ),
         (
+            not header.data_connection or bool(request.transfer_id),
+            "the layers follow on a data connection, but this request asked for none",
+        ),
+        (
+            not header.data_connection or 0 < header.data_port < 65536,
+            f"data connection port {header.data_port}, not a TCP port",
+        ),
+        (
             header.prompt_tokens == len(request.token_ids),
             f"{header.prompt_tokens} prompt tokens, asked {len(request.token_ids)}",
         ),
@@ -129,7 +137,13 @@ def check_trailer(trailer: Trailer, model: ReceiverModel) -> None:
         timings = getattr(trailer, name)
         if len(timings) != model.num_layers:
             raise KVProtocolError(Reason.BAD_TRAILER, f"{len(timings)} {name} for {model.num_layers} layers")
+    if len(trailer.layer_send_seconds) not in (0, model.num_layers):
+        raise KVProtocolError(
+            Reason.BAD_TRAILER,
+            f"{len(trailer.layer_send_seconds)} layer_send_seconds for {model.num_layers} layers",
+        )
     durations = (
+        *trailer.layer_send_seconds,
         *trailer.layer_seconds,
         *trailer.layer_done_seconds,
         trailer.queue_seconds,

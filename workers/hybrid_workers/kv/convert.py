@@ -65,6 +65,8 @@ def request_to_pb(request: KVRequest) -> kv_pb2.PrefillRequest:
         expected_fingerprint=request.expected_fingerprint,
         chunk_bytes=request.chunk_bytes,
         heartbeat_ms=request.heartbeat_ms,
+        transfer_id=request.transfer_id,
+        data_checksum_off=not request.data_checksum,
     )
 
 
@@ -84,6 +86,8 @@ def request_from_pb(message: kv_pb2.PrefillRequest, encoding: WireEncoding, mode
         request_id=message.request_id,
         protocol_version=message.protocol_version,
         heartbeat_ms=message.heartbeat_ms,
+        transfer_id=message.transfer_id,
+        data_checksum=not message.data_checksum_off,
     )
 
 
@@ -156,6 +160,9 @@ def _header_to_pb(header: Header) -> kv_pb2.Header:
         mode=_MODES[header.mode],
         chunk_bytes=header.chunk_bytes,
         prompt_tokens=header.prompt_tokens,
+        data_connection=header.data_connection,
+        data_host=header.data_host,
+        data_port=header.data_port,
     )
 
 
@@ -173,6 +180,9 @@ def _header_from_pb(message: kv_pb2.Header) -> Header:
         mode=mode_from_pb(message.mode),
         chunk_bytes=message.chunk_bytes,
         prompt_tokens=message.prompt_tokens,
+        data_connection=message.data_connection,
+        data_host=message.data_host,
+        data_port=message.data_port,
     )
 
 
@@ -187,6 +197,7 @@ def _trailer_to_pb(trailer: Trailer) -> kv_pb2.Trailer:
         prefill_start_unix=trailer.prefill_start_unix,
         prefill_end_unix=trailer.prefill_end_unix,
         send_tail_seconds=trailer.send_tail_seconds,
+        layer_send_seconds=trailer.layer_send_seconds,
     )
 
 
@@ -201,4 +212,5 @@ def _trailer_from_pb(message: kv_pb2.Trailer) -> Trailer:
         prefill_start_unix=message.prefill_start_unix,
         prefill_end_unix=message.prefill_end_unix,
         send_tail_seconds=message.send_tail_seconds,
+        layer_send_seconds=tuple(message.layer_send_seconds),
     )

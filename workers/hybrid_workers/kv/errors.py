@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# gRPC trailing metadata key carrying a Reason with a prefill worker's refusal (the client raises it).
+REASON_METADATA = "kv-reason"
+
 
 class Reason(StrEnum):
     """Why a KV transfer was aborted; the decode worker may fall back to a local prefill on any of them."""

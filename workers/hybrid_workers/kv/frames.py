@@ -61,6 +61,8 @@ class KVRequest:
     request_id: str = ""
     protocol_version: int = PROTOCOL_VERSION
     heartbeat_ms: int = 0  # > 0: the sender sends a Heartbeat after this long without a frame
+    transfer_id: bytes = b""  # 16 bytes: layers on the data connection presenting it; b"": gRPC frames
+    data_checksum: bool = True  # data connection: crc32 of each layer's payload (frames always carry one)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class Header:
     mode: TransferMode
     chunk_bytes: int
     prompt_tokens: int
+    data_connection: bool = False  # layers follow on the data connection (none on the gRPC stream)
+    data_host: str = ""  # the data connection's host ("": the one the decode worker dialled)
+    data_port: int = 0  # and port
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ class Trailer:
     prefill_start_unix: float
     prefill_end_unix: float
     send_tail_seconds: float  # last layer final -> trailer handed to gRPC
+    layer_send_seconds: tuple[float, ...] = ()  # per layer: first byte handed to the transport -> last
 
 
 @dataclass(frozen=True)

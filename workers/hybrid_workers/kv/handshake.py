@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from hybrid_workers.kv.data_frame import DATA_VERSION
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import PROTOCOL_VERSION
 from hybrid_workers.kv.proto import kv_pb2
@@ -80,6 +81,7 @@ def request_pb(side: Side) -> kv_pb2.HandshakeRequest:
         model_identity=side.model_identity,
         model_name=side.model_name,
         dtype=side.dtype,
+        data_version=DATA_VERSION,
     )
 
 

@@ -109,7 +109,60 @@ class KVReceiver:
         check_trailer(trailer, self.model)
         self.trailer = trailer
 
+    def layer_buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where the current layer's keys and values bytes go when they arrive whole (data connection).
+
+        The destination's own buffers for `none` (bytes received straight into the KV slot), else
+        staging buffers decoded by `complete_layer`. Each is [wire bytes] uint8, writable.
+        """
+        header = self._require_header()
+        if self._buffer is not None or self._keys is not None:
+            raise KVProtocolError(Reason.ORDER, f"a whole layer while {self._position()}")
+        if self.layer >= self.model.num_layers:
+            raise KVProtocolError(Reason.ORDER, f"a layer after the last one ({self._position()})")
+        keys = self._start_tensor(TensorKind.KEYS, header).data
+        self._buffer = None
+        values = self._start_tensor(TensorKind.VALUES, header).data
+        self._buffer = None
+        return keys, values
+
+    def complete_layer(
+        self, keys: np.ndarray, values: np.ndarray, keys_scales: bytes, values_scales: bytes
+    ) -> int:
+        """The current layer arrived whole into `layer_buffers()`: decode, commit, hand to the sink."""
+        header = self._require_header()
+        try:
+            where = f"layer {self.layer}"
+            self._keys = compression.decode(
+                keys,
+                self._scales(f"{where} keys", keys_scales, header.encoding),
+                self.model.layer_shape(header.prompt_tokens),
+                self.model.dtype,
+                header.encoding,
+            )
+            buffer = _TensorBuffer(TensorKind.VALUES, values, len(values))
+            buffer.scales = self._scales(f"{where} values", values_scales, header.encoding)
+            self.wire_bytes += keys.nbytes + values.nbytes + len(keys_scales) + len(values_scales)
+            index = self._complete_tensor(buffer, header)
+        except KVProtocolError:
+            self.release()
+            raise
+        assert index is not None
+        return index
+
+    def _require_header(self) -> Header:
+        if self.trailer is not None:
+            raise KVProtocolError(Reason.TRAILING_DATA, "a layer after the trailer")
+        if self.header is None:
+            raise KVProtocolError(Reason.ORDER, "a layer before the header")
+        return self.header
+
     def _take_chunk(self, chunk: LayerChunk, header: Header) -> int | None:
+        if header.data_connection:
+            raise KVProtocolError(
+                Reason.ORDER,
+                f"layer {chunk.layer} chunk on the gRPC stream, but the header announced the data connection",
+            )
         self._check_place(chunk)
         buffer = self._buffer or self._start_tensor(chunk.kind, header)
         self._check_size(chunk, buffer, header.chunk_bytes)
@@ -171,17 +224,20 @@ class KVReceiver:
             )
 
     def _check_scales(self, chunk: LayerChunk, encoding: WireEncoding) -> np.ndarray | None:
-        where = f"layer {chunk.layer} {chunk.kind}"
+        return self._scales(f"layer {chunk.layer} {chunk.kind}", chunk.scales, encoding)
+
+    def _scales(self, where: str, raw: bytes, encoding: WireEncoding) -> np.ndarray | None:
+        """[kv_heads] float32 scales of one tensor (None for `none`); BAD_SCALES unless exactly right."""
         if encoding is WireEncoding.NONE:
-            if chunk.scales:
+            if raw:
                 raise KVProtocolError(Reason.BAD_SCALES, f"{where}: scales sent with encoding none")
             return None
         expected = 4 * self.model.num_kv_heads
-        if len(chunk.scales) != expected:
+        if len(raw) != expected:
             raise KVProtocolError(
-                Reason.BAD_SCALES, f"{where}: {len(chunk.scales)} bytes of scales, expected {expected}"
+                Reason.BAD_SCALES, f"{where}: {len(raw)} bytes of scales, expected {expected}"
             )
-        scales = np.frombuffer(chunk.scales, dtype="<f4")  # [kv_heads]
+        scales = np.frombuffer(raw, dtype="<f4")  # [kv_heads]
         if not (np.isfinite(scales).all() and (scales > 0).all()):
             raise KVProtocolError(
                 Reason.BAD_SCALES, f"{where}: scales {scales.tolist()} not finite and positive"

@@ -7,6 +7,7 @@ plaintext, the default for loopback.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,3 +58,25 @@ def channel_credentials(tls: TLSConfig) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=_read(tls.ca), private_key=_read(tls.key), certificate_chain=_read(tls.cert)
     )
+
+
+def server_context(tls: TLSConfig) -> ssl.SSLContext:
+    """The data port's TLS context: the gRPC port's certificate, client certificates required with a CA."""
+    if tls.cert is None or tls.key is None:
+        raise UserError("--tls-cert and --tls-key are needed to serve TLS (--tls-ca alone is not enough)")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert, tls.key)
+    if tls.ca is not None:
+        context.load_verify_locations(cafile=tls.ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_context(tls: TLSConfig) -> ssl.SSLContext:
+    """The decode side's TLS context for the data connection: verifies the server like the channel does."""
+    context = ssl.create_default_context(cafile=tls.ca)  # no CA given: the system roots
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert is not None and tls.key is not None:
+        context.load_cert_chain(tls.cert, tls.key)
+    return context

@@ -29,6 +29,10 @@ class PrefillServerConfig:
     tls: TLSConfig | None = None  # None: plaintext
     rpc_threads: int = 8  # concurrent RPCs (streams); prefills still run one at a time
     served_model_name: str = ""  # the metrics' `model` label (the decode worker's name); "": the model's
+    data_port: int | None = 0  # KV data connection port (docs/kv-wire.md); 0: any free (auto); None: off
+    data_host: str = ""  # address decode workers reach the data port at ("": the host they dialled)
+    data_connect_timeout_s: float = 10.0  # a call's data connection must arrive within this
+    compute_cpus: tuple[int, ...] = ()  # pin the compute lane thread to these CPUs (Linux); (): no pinning
 
     def __post_init__(self) -> None:
         try:
@@ -43,6 +47,10 @@ class PrefillServerConfig:
         ):
             if value < low:
                 raise UserError(f"{flag} {value}: must be at least {low}")
+        if self.data_port is not None and not 0 <= self.data_port <= 65535:
+            raise UserError(f"--kv-data-port {self.data_port}: not a TCP port; use 1-65535, or 0 for off")
+        if self.data_connect_timeout_s <= 0:
+            raise UserError(f"data connect timeout {self.data_connect_timeout_s}: must be positive")
         for flag, port in (("--port", self.port), ("--metrics-port", self.metrics_port)):
             if port > 65535:
                 raise UserError(f"{flag} {port}: not a TCP port; use 1-65535 (0: see --help)")

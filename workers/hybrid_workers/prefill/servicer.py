@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ from hybrid_workers.errors import UserError
 from hybrid_workers.kv import handshake, wire
 from hybrid_workers.kv.chunker import build_header, layer_chunks
 from hybrid_workers.kv.convert import request_from_pb
-from hybrid_workers.kv.errors import KVProtocolError, Reason
+from hybrid_workers.kv.data_frame import DATA_VERSION, TRANSFER_ID_BYTES
+from hybrid_workers.kv.errors import REASON_METADATA, KVProtocolError, Reason
 from hybrid_workers.kv.frames import (
     PROTOCOL_VERSION,
     Frame,
@@ -29,13 +31,13 @@ from hybrid_workers.kv.frames import (
 )
 from hybrid_workers.kv.proto import kv_pb2, kv_pb2_grpc
 from hybrid_workers.prefill.config import PrefillServerConfig
+from hybrid_workers.prefill.data_listener import DataListener
+from hybrid_workers.prefill.data_sender import DataSender
 from hybrid_workers.prefill.job import PrefillJob
 from hybrid_workers.prefill.pipe import Cancelled, LayerPipe, LayerReady, PrefillDone
 from hybrid_workers.torch_dtypes import dtype_name
 
 log = logging.getLogger("hybrid_inference.prefill")
-# Trailing metadata key carrying a KVProtocolError reason (version, fingerprint) with a refusal.
-REASON_METADATA = "kv-reason"
 # Heartbeats go out at most this often, whatever a request asks.
 MIN_HEARTBEAT_MS = 50
 
@@ -43,10 +45,18 @@ MIN_HEARTBEAT_MS = 50
 class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
     """Serves one loaded model; prefills run one at a time on a single compute thread (the lane)."""
 
-    def __init__(self, lm: LoadedModel, config: PrefillServerConfig) -> None:
+    def __init__(
+        self, lm: LoadedModel, config: PrefillServerConfig, data: DataListener | None = None
+    ) -> None:
         self.lm = lm
         self.config = config
-        self._lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefill-lane")
+        self.data = data  # the KV data port; None: layers travel as gRPC frames only
+        self._lane = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="prefill-lane",
+            initializer=_pin,
+            initargs=(config.compute_cpus,),
+        )
         self._lock = threading.Lock()
         self._pending = 0  # requests admitted and not finished
         metrics.export_build_info(self.model_label, "prefill")
@@ -80,6 +90,8 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
         """This worker's side and its verdict on the caller's (wire version, model identity, dtype)."""
         ours = handshake.Side.of(self.lm)
         reply = handshake.reply_pb(ours, handshake.side_from_request(request), self.lm.num_layers)
+        if self.data is not None:
+            reply.data_version, reply.data_port = DATA_VERSION, self.data.port
         if not reply.compatible:
             log.warning("handshake refused (%s): %s", reply.reason, reply.detail)
         return reply
@@ -138,6 +150,10 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
                 "give both workers the same model files",
             )
         chunk_bytes = check_chunk_bytes(request.chunk_bytes or self.config.chunk_bytes)
+        if request.transfer_id and len(request.transfer_id) != TRANSFER_ID_BYTES:
+            raise ValueError(
+                f"transfer id of {len(request.transfer_id)} bytes; use {TRANSFER_ID_BYTES} bytes, or none"
+            )
         check_token_ids(self.lm, request.token_ids)
         params = SamplingParams(
             max_tokens=1,
@@ -157,6 +173,11 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
         self, request: KVRequest, pipe: LayerPipe, context: grpc.ServicerContext
     ) -> Iterator[Frame | Heartbeat | bytes]:
         model = self.model_label
+        data = (
+            DataSender(self.data, request, context, self.model_label)
+            if request.transfer_id and self.data
+            else None
+        )
         header = build_header(
             request,
             model_name=self.lm.name,
@@ -166,29 +187,52 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
             dtype=dtype_name(self.lm.dtype),
             chunk_bytes=request.chunk_bytes,
         )
+        if data is not None:  # the decode worker opens it to this replica on seeing the header
+            header = dataclasses.replace(
+                header, data_connection=True, data_host=self.config.data_host, data_port=data.listener.port
+            )
         yield header
         metrics.kv_frames_sent_total.labels(model).inc()
         beat_s = max(request.heartbeat_ms, MIN_HEARTBEAT_MS) / 1000 if request.heartbeat_ms else None
-        while True:
-            item = pipe.get(beat_s)
-            if item is None:  # nothing to send for a while: a sign of life instead
-                yield Heartbeat(queued_ahead=max(0, self._pending - 1))
-            elif isinstance(item, LayerReady):
-                yield from self._layer_frames(item, request)
-            elif isinstance(item, PrefillDone):
-                tail = time.perf_counter() - item.last_layer_done
-                yield dataclasses.replace(item.trailer, send_tail_seconds=tail)
-                metrics.kv_frames_sent_total.labels(model).inc()
-                metrics.prefill_seconds.labels(model).observe(item.trailer.prefill_seconds)
-                metrics.prefill_queue_seconds.labels(model).observe(item.trailer.queue_seconds)
-                metrics.prefill_tokens_total.labels(model).inc(len(request.token_ids))
-                return
-            else:
-                log.error("request %s: prefill failed: %s", request.request_id or "-", item.error)
-                # This request's failure, not the worker's: the client counts an `error` fallback
-                # and keeps sending other requests here.
-                context.set_trailing_metadata(((REASON_METADATA, Reason.REJECTED.value),))
-                context.abort(_status_of(item.error), f"prefill failed: {item.error}")
+        send_s: list[float] = []  # per layer: first byte handed over -> last byte accepted
+        try:
+            while True:
+                item = pipe.get(beat_s)
+                if item is None:  # nothing to send for a while: a sign of life instead
+                    yield Heartbeat(queued_ahead=max(0, self._pending - 1))
+                elif isinstance(item, LayerReady) and data is not None:
+                    yield from data.connect(self.config.data_connect_timeout_s, beat_s or 1.0)
+                    send_s.append(data.send(item))
+                elif isinstance(item, LayerReady):
+                    started = time.perf_counter()
+                    yield from self._layer_frames(item, request)
+                    send_s.append(time.perf_counter() - started)
+                elif isinstance(item, PrefillDone):
+                    tail = time.perf_counter() - item.last_layer_done
+                    yield dataclasses.replace(
+                        item.trailer, send_tail_seconds=tail, layer_send_seconds=tuple(send_s)
+                    )
+                    self._count_done(item, request, data is not None)
+                    return
+                else:
+                    log.error("request %s: prefill failed: %s", request.request_id or "-", item.error)
+                    # This request's failure, not the worker's: the client counts an `error` fallback
+                    # and keeps sending other requests here.
+                    context.set_trailing_metadata(((REASON_METADATA, Reason.REJECTED.value),))
+                    context.abort(_status_of(item.error), f"prefill failed: {item.error}")
+        finally:
+            if data is not None:
+                data.close()
+
+    def _count_done(self, item: PrefillDone, request: KVRequest, tcp: bool) -> None:
+        model, trailer = self.model_label, item.trailer
+        metrics.kv_frames_sent_total.labels(model).inc()
+        metrics.prefill_seconds.labels(model).observe(trailer.prefill_seconds)
+        metrics.prefill_queue_seconds.labels(model).observe(trailer.queue_seconds)
+        metrics.prefill_tokens_total.labels(model).inc(len(request.token_ids))
+        labels = (model, request.mode.value, "tcp" if tcp else "grpc")
+        metrics.prefill_compute_seconds.labels(*labels).observe(trailer.prefill_seconds)
+        metrics.prefill_compute_tokens_total.labels(*labels).inc(len(request.token_ids))
 
     def _layer_frames(self, item: LayerReady, request: KVRequest) -> Iterator[bytes]:
         model = self.model_label
@@ -196,6 +240,12 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
             yield wire.encode_chunk(chunk)  # serialized here: the one copy of the tensor bytes
             metrics.kv_frames_sent_total.labels(model).inc()
             metrics.kv_send_bytes_total.labels(model).inc(len(chunk.data) + len(chunk.scales))
+
+
+def _pin(cpus: tuple[int, ...]) -> None:
+    """Pin the calling thread (the compute lane) to `cpus` (Linux; elsewhere a no-op)."""
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
 
 
 def _status_of(error: BaseException) -> grpc.StatusCode:

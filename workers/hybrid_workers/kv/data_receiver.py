@@ -1,0 +1,91 @@
+"""The receiving end of a KV data connection: each layer's bytes straight into the KV slot, validated.
+
+After the gRPC stream's Header announced the data connection, `receive_layers` reads one frame per
+layer (kv/data_frame.py) in order: the 32-byte header is checked against the transfer and the
+receiver's position (transfer ref, layer index, kind, sizes), the tensor bytes are received with
+`recv_into` into `KVReceiver.layer_buffers()` (the slot's own memory for `none`; staging for
+fp8/int8), the crc32 is checked (unless the request turned it off), and the layer is committed -
+usable as soon as it arrived. Any violation raises KVProtocolError with the same reasons as the gRPC
+frames (docs/kv-wire.md).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import zlib
+from collections.abc import Callable
+
+from hybrid_workers.enums import WireEncoding
+from hybrid_workers.kv.data_frame import KIND_KEYS_VALUES, LAYER, LayerFrame, parse_layer_header, recv_exact
+from hybrid_workers.kv.errors import KVProtocolError, Reason
+from hybrid_workers.kv.receiver import KVReceiver
+
+
+def receive_layers(
+    sock: socket.socket, receiver: KVReceiver, ref: int, poll: Callable[[int], None]
+) -> list[float]:
+    """Receive every remaining layer; per layer, the seconds from its header to its last byte.
+
+    `poll(count)` is called after every receive (0: a socket timeout) and raises to give up.
+    """
+    assert receiver.header is not None
+    encoding = receiver.header.encoding
+    scale_bytes = 0 if encoding is WireEncoding.NONE else 4 * receiver.model.num_kv_heads
+    seconds: list[float] = []
+    head = bytearray(LAYER.size)
+    while receiver.layer < receiver.model.num_layers:
+        recv_exact(sock, memoryview(head), poll, f"layer {receiver.layer}'s frame header")
+        started = time.perf_counter()
+        frame = parse_layer_header(head)
+        keys, values = receiver.layer_buffers()
+        _check_frame(frame, receiver, ref, scale_bytes, keys.nbytes)
+        scales = bytearray(2 * scale_bytes)
+        what = f"layer {frame.layer}"
+        if scales:
+            recv_exact(sock, memoryview(scales), poll, f"{what}'s scales")
+        recv_exact(sock, keys.data, poll, f"{what}'s keys")  # straight into the KV slot (none)
+        recv_exact(sock, values.data, poll, f"{what}'s values")
+        if receiver.request.data_checksum and frame.crc32 != zlib.crc32(
+            values.data, zlib.crc32(keys.data, zlib.crc32(scales))
+        ):
+            receiver.release()
+            raise KVProtocolError(Reason.CHECKSUM, f"{what} on the data connection: crc32 mismatch")
+        receiver.complete_layer(keys, values, bytes(scales[:scale_bytes]), bytes(scales[scale_bytes:]))
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def _check_frame(frame: LayerFrame, receiver: KVReceiver, ref: int, scale_bytes: int, nbytes: int) -> None:
+    """The frame must be this transfer's, for the expected layer, with exactly the expected sizes."""
+    where = f"data connection: layer {frame.layer} frame"
+    expected = receiver.layer
+    problem: tuple[Reason, str] | None = None
+    if frame.ref != ref:
+        problem = (Reason.BAD_FRAME, f"{where} belongs to transfer {frame.ref:08x}, this is {ref:08x}")
+    elif frame.layer >= receiver.model.num_layers:
+        problem = (Reason.ORDER, f"{where}: layer index out of range 0..{receiver.model.num_layers - 1}")
+    elif frame.layer < expected:
+        problem = (Reason.DUPLICATE_LAYER, f"{where}: layer {frame.layer} was already received")
+    elif frame.layer > expected:
+        problem = (Reason.MISSING_LAYER, f"{where} arrived while waiting for layer {expected}")
+    elif frame.kind != KIND_KEYS_VALUES:
+        problem = (
+            Reason.BAD_FRAME,
+            f"{where} has kind {frame.kind}, expected {KIND_KEYS_VALUES} (keys+values)",
+        )
+    elif frame.scale_bytes != scale_bytes:
+        problem = (Reason.BAD_SCALES, f"{where}: {frame.scale_bytes} bytes of scales, expected {scale_bytes}")
+    elif frame.tensor_bytes < nbytes:
+        problem = (
+            Reason.TRUNCATED_CHUNK,
+            f"{where} holds {frame.tensor_bytes} bytes per tensor, expected {nbytes}",
+        )
+    elif frame.tensor_bytes > nbytes:
+        problem = (
+            Reason.OVERSIZE_FRAME,
+            f"{where} holds {frame.tensor_bytes} bytes per tensor, expected {nbytes}",
+        )
+    if problem is not None:
+        receiver.release()
+        raise KVProtocolError(*problem)

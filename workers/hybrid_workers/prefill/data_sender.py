@@ -1,0 +1,79 @@
+"""The sending end of one Prefill call's KV data connection (docs/kv-wire.md "Data connection").
+
+The call's gRPC handler thread claims the connection when its first layer is ready (sending
+heartbeats while it waits), then writes each layer as one frame: header and tensor bytes in one
+gather write straight from the tensors' memory (kv/data_frame.py), the interpreter lock released
+while the kernel copies, so the compute thread keeps its core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from hybrid_workers import metrics
+from hybrid_workers.kv.compression import encode
+from hybrid_workers.kv.data_frame import send_layer, transfer_ref
+from hybrid_workers.kv.errors import REASON_METADATA, Reason
+from hybrid_workers.kv.frames import Heartbeat, KVRequest
+from hybrid_workers.prefill.data_listener import DataListener
+from hybrid_workers.prefill.pipe import Cancelled, LayerReady
+
+
+class DataSender:
+    """One call's data connection: claimed from the listener at the first layer, then one frame per layer."""
+
+    def __init__(
+        self, listener: DataListener, request: KVRequest, context: grpc.ServicerContext, model: str
+    ) -> None:
+        self.listener = listener
+        self.request = request
+        self.context = context
+        self.model = model  # the metrics' label
+        self.sock: socket.socket | None = None
+        context.add_callback(self.close)  # the call ended (client gone, deadline): unblock a sendmsg
+
+    def connect(self, timeout_s: float, beat_s: float) -> Iterator[Heartbeat]:
+        """Wait for the data connection (heartbeats meanwhile); abort the call when it never comes."""
+        deadline = time.monotonic() + timeout_s
+        while self.sock is None:
+            self.sock = self.listener.claim(self.request.transfer_id, min(beat_s, timeout_s))
+            if self.sock is not None:
+                return
+            if time.monotonic() >= deadline:
+                self.context.set_trailing_metadata(((REASON_METADATA, Reason.TRANSPORT.value),))
+                self.context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the data connection for transfer {self.request.transfer_id.hex()} did not arrive "
+                    f"within {timeout_s:g} s; check that the decode worker reaches the data port "
+                    f"{self.listener.port} (or turn it off: --kv-data-port 0)",
+                )
+            yield Heartbeat()
+
+    def send(self, item: LayerReady) -> float:
+        """Send one layer on the data connection; the seconds the send took (sender's clock)."""
+        assert self.sock is not None
+        keys, values = encode(item.keys, self.request.encoding), encode(item.values, self.request.encoding)
+        started = time.perf_counter()
+        try:
+            ref = transfer_ref(self.request.transfer_id)
+            sent = send_layer(self.sock, ref, item.index, keys, values, self.request.data_checksum)
+        except OSError as exc:
+            raise Cancelled() from exc  # the decode side went away (its call ends too)
+        seconds = time.perf_counter() - started
+        metrics.kv_frames_sent_total.labels(self.model).inc()
+        metrics.kv_send_bytes_total.labels(self.model).inc(sent)
+        return seconds
+
+    def close(self) -> None:
+        """Shut the connection down (idempotent, any thread): a blocked send returns at once."""
+        sock = self.sock
+        if sock is None:
+            return
+        with contextlib.suppress(OSError):  # already closed by the peer
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
