@@ -1,16 +1,20 @@
-"""KV transfer benchmark: layerwise vs bulk over a 100 Mbit/s netns link, loopback goodput, decode TPS.
+"""KV transfer benchmark: the data connection vs gRPC frames over a 100 Mbit/s netns link and loopback.
 
-Run as root from a source checkout: `python bench/kv_bench.py [--model DIR] [--out results.json]
-[--plot docs/img/kv_timeline.png]` (default model: the cached `bench` demo model, float32; prompt 512
-tokens). In one run it measures:
+Run as root from a source checkout: `python bench/kv_bench.py [--model DIR] [--repeats N]
+[--out results.json] [--plot docs/img/kv_timeline.png] [--extras]` (default model: the cached `bench`
+demo model, float32; prompt 512 tokens). Placement, as on a GPU node whose compute does not share
+cores with the network: the prefill worker's compute thread on CPU 0 with one torch thread
+(`--compute-cpus 0`, OMP_NUM_THREADS=1), its gRPC and data-connection threads, the decode client and
+the receivers on CPU 1. In one run it measures:
 1. over two network namespaces joined by a veth pair capped with `tc tbf` at 100 Mbit/s (prefill
-   worker process in one, this script's client role in the other): TTFT and exposed transfer per
-   mode, one layer's transfer time, KV goodput ÷ link rate (bulk, measured as on loopback);
-2. on loopback: KV goodput of the gRPC KV transfer (bulk: bytes after the first chunk ÷ first-to-last
-   chunk time on the decode clock) vs a plain TCP socket sending the same bytes in the same chunks;
-3. decode tokens/s continuing from a remote prefill's cache vs from a local prefill's cache;
-4. compression (bytes saved, greedy tokens equal to `none`, max logit error) and an A/B of the chunk
-   serialization paths against raw grpcio (bench/kv_wire_paths.py);
+   worker process in one, this script's client role in the other), per transport (`tcp`: the data
+   connection, `grpc`: frames) and mode, interleaved: TTFT, prefill compute, goodput ÷ the cap
+   (bulk), TTFT remote − colocated in layer-times, compute while streaming ÷ without, TTFT
+   layerwise ÷ bulk next to its ideal bound;
+2. on loopback: the data connection's goodput ÷ a plain socket with recv_into, and over TLS ÷ a TLS
+   socket (bench/kv_transport.py);
+3. with --extras: decode tokens/s after a remote vs a local prefill, compression, and the gRPC chunk
+   serialization A/B (bench/kv_wire_paths.py);
 and plots one request's timeline per mode (per-layer compute vs per-layer transfer).
 Prints JSON. Speed numbers go to docs/benchmarks.md ("KV transfer"), never into tests.
 """
@@ -21,11 +25,8 @@ import argparse
 import dataclasses
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -37,6 +38,8 @@ PROMPT_TOKENS = int(os.environ.get("KV_BENCH_PROMPT_TOKENS", "512"))  # smaller:
 LINK_RATE = "100mbit"
 LINK_BITS_PER_S = 100e6
 DECODE_TOKENS = 32
+TRANSPORTS = ("tcp", "grpc")
+MODES = ("bulk", "layerwise")
 
 
 def prompt(lm) -> list[int]:  # -> token ids: BOS, then deterministic ids clear of special tokens
@@ -50,18 +53,25 @@ def load(model: str | None):  # -> LoadedModel
     return load_model(model or str(demo_model_dir("bench")), device="cpu", dtype="float32", progress=False)
 
 
-def remote_runs(target: str, lm, modes: list[str], repeats: int) -> dict[str, list[dict]]:
-    """Interleaved remote prefills per mode (after one warm-up); each run's timings as a dict."""
+def remote_runs(target: str, lm, repeats: int) -> dict[str, dict[str, list[dict]]]:
+    """Interleaved remote prefills per transport and mode (after a warm-up); each run's timings."""
     from hybrid_workers.decode.prefill_client import PrefillClient
     from hybrid_workers.engine import SamplingParams
 
     greedy = SamplingParams(max_tokens=1, temperature=0)
-    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
-    clients = {mode: PrefillClient(target, lm, mode=mode, timeout_s=300) for mode in modes}
-    clients[modes[0]].prefill(prompt(lm), greedy)  # warm-up: allocator, connection, kernels
+    runs: dict[str, dict[str, list[dict]]] = {t: {m: [] for m in MODES} for t in TRANSPORTS}
+    clients = {
+        (t, m): PrefillClient(target, lm, mode=m, timeout_s=300, data_connection=t == "tcp")
+        for t in TRANSPORTS
+        for m in MODES
+    }
+    for client in clients.values():
+        client.prefill(prompt(lm), greedy)  # warm-up: allocator, connection, kernels
     for _ in range(repeats):
-        for mode in modes:
-            runs[mode].append(dataclasses.asdict(clients[mode].prefill(prompt(lm), greedy).timings))
+        for (transport, mode), client in clients.items():
+            timings = client.prefill(prompt(lm), greedy).timings
+            assert timings.transport == transport, (timings.transport, transport)
+            runs[transport][mode].append(dataclasses.asdict(timings))
     for client in clients.values():
         client.close()
     return runs
@@ -69,88 +79,82 @@ def remote_runs(target: str, lm, modes: list[str], repeats: int) -> dict[str, li
 
 def client_role(args: argparse.Namespace) -> None:
     """Inside the decode namespace: remote prefills over the shaped link, one JSON object to stdout."""
+    import torch
+
+    torch.set_num_threads(1)
     lm = load(args.model)
-    runs = remote_runs(args.target, lm, ["bulk", "layerwise"], args.repeats)
+    runs = remote_runs(args.target, lm, args.repeats)
     print(json.dumps({"runs": runs, "num_layers": lm.num_layers}), flush=True)
 
 
-def summarize_link(result: dict) -> dict:
-    """Medians per mode and the goals' ratios for the shaped link."""
-    med = {m: {k: statistics.median(r[k] for r in rs) for k in ("total_s", "exposed_transfer_s", "bytes")}
-           for m, rs in result["runs"].items()}  # fmt: skip
-    layer_bytes = med["bulk"]["bytes"] / result["num_layers"]
-    layer_send_s = layer_bytes * 8 / LINK_BITS_PER_S  # one layer at line rate
-    measured_layer_s = med["bulk"]["exposed_transfer_s"] / result["num_layers"]
+def _median(values) -> float:
+    return statistics.median(values)
+
+
+def _spread(values) -> list[float]:
+    values = list(values)
+    return [min(values), max(values)]
+
+
+def summarize_link(runs: dict[str, list[dict]], num_layers: int) -> dict:
+    """One transport's figures over the shaped link, with the issue's goals."""
+    bulk, layerwise = runs["bulk"], runs["layerwise"]
+    kv_bytes = bulk[0]["bytes"]
+    layer_time = kv_bytes / num_layers * 8 / LINK_BITS_PER_S  # one layer at the cap
+    compute_bulk = _median(r["prefill_compute_s"] for r in bulk)
+    compute_layerwise = _median(r["prefill_compute_s"] for r in layerwise)
+    ttft = {m: _median(r["total_s"] for r in rs) for m, rs in runs.items()}
+    goodput = [stream_goodput(r) for r in bulk]
+    colocated = compute_bulk  # the same prompt, same cores, no transfer: what a colocated prefill costs
+    ideal = (compute_bulk + layer_time) / (compute_bulk + num_layers * layer_time)
     return {
-        "ttft_s": {m: v["total_s"] for m, v in med.items()},
-        "exposed_transfer_s": {m: v["exposed_transfer_s"] for m, v in med.items()},
-        "kv_bytes": med["bulk"]["bytes"],
-        "one_layer_transfer_s_line_rate": layer_send_s,
-        "one_layer_transfer_s_measured": measured_layer_s,
-        "layerwise_exposed_over_one_layer": med["layerwise"]["exposed_transfer_s"] / measured_layer_s,
-        "ttft_layerwise_over_bulk": med["layerwise"]["total_s"] / med["bulk"]["total_s"],
-        **same_compute_ttft(result["runs"]),
-        "goodput_over_link_rate": statistics.median(map(stream_goodput, result["runs"]["bulk"]))
-        * 8
-        / LINK_BITS_PER_S,
-        "bulk_bytes_over_exposed_over_link_rate": med["bulk"]["bytes"]
-        * 8
-        / med["bulk"]["exposed_transfer_s"]
-        / LINK_BITS_PER_S,
-    }
-
-
-def same_compute_ttft(runs: dict[str, list[dict]]) -> dict:
-    """TTFT per mode had both modes' prefill taken the same (median) compute time.
-
-    On a busy 2-core box the prefill's compute time varies run to run by more than the transfer;
-    this removes that noise: median compute of all runs + each mode's median (TTFT - compute).
-    """
-    compute = statistics.median(r["prefill_compute_s"] for rs in runs.values() for r in rs)
-    ttft = {
-        m: compute + statistics.median(r["total_s"] - r["prefill_compute_s"] for r in rs)
-        for m, rs in runs.items()
-    }
-    return {
-        "median_prefill_compute_s": compute,
-        "ttft_same_compute_s": ttft,
-        "ttft_layerwise_over_bulk_same_compute": ttft["layerwise"] / ttft["bulk"],
+        "kv_bytes": kv_bytes,
+        "layer_time_s": layer_time,
+        "ttft_s": ttft,
+        "ttft_spread_s": {m: _spread(r["total_s"] for r in rs) for m, rs in runs.items()},
+        "prefill_compute_s": {"bulk": compute_bulk, "layerwise": compute_layerwise},
+        "prefill_compute_spread_s": {
+            m: _spread(r["prefill_compute_s"] for r in rs) for m, rs in runs.items()
+        },
+        "goodput_over_cap": _median(goodput) * 8 / LINK_BITS_PER_S,
+        "goodput_over_cap_spread": [g * 8 / LINK_BITS_PER_S for g in _spread(goodput)],
+        "wire_goodput_over_cap": _median(r["goodput_bytes_per_s"] for r in bulk) * 8 / LINK_BITS_PER_S,
+        "ttft_remote_minus_colocated_layer_times": (ttft["layerwise"] - colocated) / layer_time,
+        "compute_streaming_over_without": compute_bulk / compute_layerwise,
+        "ttft_layerwise_over_bulk": ttft["layerwise"] / ttft["bulk"],
+        "ttft_layerwise_over_bulk_ideal": ideal,
+        "exposed_transfer_s": {m: _median(r["exposed_transfer_s"] for r in rs) for m, rs in runs.items()},
     }
 
 
 def stream_goodput(run: dict) -> float:
-    """Bytes/s of the KV stream on the decode clock: what arrived after the first chunk ÷ the time it took.
-
-    The first chunk's own bytes are left out because its start is not observed (it is the start).
-    """
-    chunk = run["bytes"] / (2 * len(run["layer_done_at_s"]))  # one K or V tensor = one chunk here (< 4 MiB)
-    return (run["bytes"] - chunk) / run["transfer_s"]
+    """Bytes/s of a bulk stream on the decode clock: what arrived after the first receipt ÷ the time it
+    took (the first receipt's own bytes are left out: one K or V tensor for gRPC frames, a few bytes
+    up to a socket buffer for the data connection, so this errs low there)."""
+    first = run["bytes"] / (2 * len(run["layer_done_at_s"]))  # one K or V tensor (< 4 MiB: one chunk)
+    return (run["bytes"] - first) / run["transfer_s"]
 
 
 def over_link(args: argparse.Namespace) -> dict:
-    """Prefill worker in one namespace, this script's client role in the other."""
-    from netns_link import shaped_link, skip_reason
+    """Prefill worker in one namespace (compute on CPU 0), this script's client role in the other (CPU 1)."""
+    from netns_link import prefill_across, prefill_cli, run_decode_side, skip_reason
 
     reason = skip_reason()
     if reason:
         return {"skipped": reason}
     model = args.model or str(_bench_dir())
-    with shaped_link(LINK_RATE) as link:
-        worker = [sys.executable, "-m", "hybrid_workers", "prefill", "--model", model, "--device", "cpu"]
-        worker += ["--dtype", "float32", "--host", link.prefill_ip, "--port", "50051", "--metrics-port", "0"]
-        server = subprocess.Popen(link.argv(link.prefill_ns, worker), stdout=subprocess.PIPE, text=True)
-        try:
-            assert server.stdout is not None and "prefill worker" in server.stdout.readline()
-            client = [sys.executable, __file__, "client", "--target", f"{link.prefill_ip}:50051"]
-            client += ["--model", model, "--repeats", str(args.repeats)]
-            done = subprocess.run(
-                link.argv(link.decode_ns, client), capture_output=True, text=True, check=True
-            )
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"link": LINK_RATE, **summarize_link(result), "runs": result["runs"]}
+    os.environ["OMP_NUM_THREADS"] = "1"  # the workers' torch threads (inherited through ip netns exec)
+
+    def worker(link) -> list[str]:
+        argv = prefill_cli(link, model, "--dtype", "float32", "--compute-cpus", "0")
+        return ["taskset", "-c", "0,1", *argv]
+
+    with prefill_across(LINK_RATE, worker) as link:
+        client = ["taskset", "-c", "1", sys.executable, __file__, "client"]
+        client += ["--target", f"{link.prefill_ip}:50051", "--model", model, "--repeats", str(args.repeats)]
+        result = json.loads(run_decode_side(link, client, timeout_s=1800)[-1])
+    summary = {t: summarize_link(result["runs"][t], result["num_layers"]) for t in TRANSPORTS}
+    return {"link": LINK_RATE, **summary, "runs": result["runs"]}
 
 
 def _bench_dir() -> Path:
@@ -159,59 +163,32 @@ def _bench_dir() -> Path:
     return demo_model_dir("bench")
 
 
-def socket_goodput(sizes: list[int]) -> float:
-    """Bytes/s of a plain TCP socket on loopback sending `sizes` chunks (sender start -> all received)."""
-    payload = [
-        np.random.default_rng(i).integers(0, 255, n, dtype=np.uint8).tobytes() for i, n in enumerate(sizes)
-    ]
-    total = sum(sizes)
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        buffer = bytearray(total)
-
-        def receive() -> None:
-            conn, _ = listener.accept()
-            view, got = memoryview(buffer), 0
-            while got < total:
-                got += conn.recv_into(view[got:])
-            conn.close()
-
-        receiver = threading.Thread(target=receive)
-        receiver.start()
-        with socket.create_connection(listener.getsockname()) as sender:
-            start = time.perf_counter()
-            for piece in payload:
-                sender.sendall(piece)
-            receiver.join()
-            return total / (time.perf_counter() - start)
-
-
 def on_loopback(lm, repeats: int) -> dict:
-    """gRPC KV transfer goodput (bulk) vs a plain socket with the same chunks; decode TPS remote vs local."""
+    """The data connection's goodput ÷ a plain socket, and over TLS ÷ a TLS socket (kv_transport.py)."""
+    import tempfile
+
+    from kv_transport import loopback_transport  # next to this script
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.pki import write_tls_dir
+
+    with tempfile.TemporaryDirectory() as folder:
+        return loopback_transport(lm, prompt(lm), repeats, write_tls_dir(Path(folder)))
+
+
+def extras(lm, repeats: int) -> dict:
+    """Decode TPS after a remote vs a local prefill, compression, and the gRPC serialization A/B."""
     from hybrid_workers.prefill.config import PrefillServerConfig
     from hybrid_workers.prefill.server import start_server
     from kv_wire_paths import wire_paths  # next to this script
 
     running = start_server(lm, PrefillServerConfig(host="127.0.0.1", port=0))
     try:
-        runs = remote_runs(f"127.0.0.1:{running.port}", lm, ["bulk"], repeats)["bulk"]
         tps = decode_tps(f"127.0.0.1:{running.port}", lm, 2 * repeats)
         compression = compression_effect(f"127.0.0.1:{running.port}", lm)
     finally:
         running.stop(grace_s=0)
-    kv_bytes = runs[0]["bytes"]
-    layer_tensor = kv_bytes // (2 * lm.num_layers)  # one K or V tensor: one chunk each (< 4 MiB)
-    grpc_goodput = statistics.median(map(stream_goodput, runs))
-    plain = statistics.median(socket_goodput([layer_tensor] * 2 * lm.num_layers) for _ in range(repeats))
-    return {
-        "grpc_goodput_bytes_per_s": grpc_goodput,
-        "socket_goodput_bytes_per_s": plain,
-        "grpc_over_socket": grpc_goodput / plain,
-        **tps,
-        "compression": compression,
-        "wire_paths": wire_paths(),  # A/B of the serialization paths (bench/kv_wire_paths.py)
-    }
+    return {**tps, "compression": compression, "wire_paths": wire_paths()}
 
 
 def compression_effect(target: str, lm) -> dict:
@@ -299,7 +276,7 @@ def plot(link: dict, path: Path) -> None:
     modes = ["layerwise", "bulk"]
     fig, axes = plt.subplots(len(modes), 1, figsize=(10, 5.5), sharex=True)
     for axis, mode in zip(axes, modes, strict=True):
-        run = link["runs"][mode][0]
+        run = link["runs"]["tcp"][mode][0]
         done, compute, received = run["layer_done_at_s"], run["layer_compute_s"], run["layer_received_at_s"]
         for i, (end, seconds) in enumerate(zip(done, compute, strict=True)):
             axis.barh(1, seconds, left=end - seconds, color="tab:blue", edgecolor="white")
@@ -326,24 +303,28 @@ def main() -> None:
     parser.add_argument("--target", default=None, help="client role: HOST:PORT of the prefill worker")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    parser.add_argument(
-        "--plot",
-        type=Path,
-        default=None,
-        help="write the timeline PNG here (none: no plot)",
-    )
+    parser.add_argument("--plot", type=Path, default=None, help="write the timeline PNG here (none: no plot)")
+    parser.add_argument("--extras", action="store_true", help="also decode TPS, compression, gRPC paths")
+    parser.add_argument("--skip-link", action="store_true", help="loopback only (no root needed)")
     args = parser.parse_args()
     if args.role == "client":
         client_role(args)
         return
     import torch
 
-    torch.set_num_threads(2)
-    results = {"prompt_tokens": PROMPT_TOKENS, "link": over_link(args)}
-    results["loopback"] = on_loopback(load(args.model), args.repeats)
+    torch.set_num_threads(1)
+    started = time.time()
+    results: dict = {"prompt_tokens": PROMPT_TOKENS, "loadavg_at_start": Path("/proc/loadavg").read_text()}
+    results["link"] = {"skipped": "--skip-link"} if args.skip_link else over_link(args)
+    lm = load(args.model)
+    results["loopback"] = on_loopback(lm, args.repeats)
+    if args.extras:
+        results["extras"] = extras(lm, args.repeats)
     if "runs" in results["link"] and args.plot is not None:
         plot(results["link"], args.plot)
         results["plot"] = str(args.plot)
+    results["seconds"] = time.time() - started
+    results["loadavg_at_end"] = Path("/proc/loadavg").read_text()
     summary = {**results, "link": {k: v for k, v in results["link"].items() if k != "runs"}}
     print(json.dumps(summary, indent=2))
     if args.out:

@@ -51,6 +51,7 @@ def _alerts() -> tuple[Alert, ...]:
     prefill_down = f'max by ({NAMESPACE}, {INSTANCE}) (up{{{COMPONENT}="prefill"}}) == 0'
     tokens = sum_by(G, rate("generation_tokens_total", window))
     reconcile_errors = sum_by((), rate("reconcile_errors_total", "10m", f'{COMPONENT}="operator"'))
+    leaders = sum_by((), series("operator_leader", f'{COMPONENT}="operator"'))
     return (
         Alert(
             "HybridInferenceTTFTAboveSLO",
@@ -105,6 +106,15 @@ def _alerts() -> tuple[Alert, ...]:
             "The HybridInference operator keeps failing to reconcile",
             "The operator reported {{ $value | humanize }} reconcile errors per second over the last 10 "
             "minutes; resources may not match their spec.",
+        ),
+        Alert(
+            "HybridInferenceOperatorLeader",
+            f"{leaders} != 1",
+            "5m",
+            "critical",
+            "Not exactly one HybridInference operator replica reconciles",
+            "{{ $value }} scraped operator replicas report that they reconcile (expected 1): with 0 no "
+            "resource follows its spec, with more two replicas write the same objects.",
         ),
     )
 

@@ -183,6 +183,24 @@ CASES: list[tuple[str, list[dict[str, str]], int, bool]] = [
         25,
         True,
     ),
+    (  # two replicas standing by: nobody reconciles
+        "HybridInferenceOperatorLeader",
+        [
+            {"series": 'hybrid_inference_operator_leader{component="operator", pod="a"}', "values": "0x40"},
+            {"series": 'hybrid_inference_operator_leader{component="operator", pod="b"}', "values": "0x40"},
+        ],
+        10,
+        True,
+    ),
+    (  # a leader and a standby: as it should be
+        "HybridInferenceOperatorLeader",
+        [
+            {"series": 'hybrid_inference_operator_leader{component="operator", pod="a"}', "values": "1x40"},
+            {"series": 'hybrid_inference_operator_leader{component="operator", pod="b"}', "values": "0x40"},
+        ],
+        10,
+        False,
+    ),
 ]
 
 

@@ -1,7 +1,8 @@
 """Decode side of the network test, run inside the decode namespace: remote prefill, then greedy decode.
 
 Usage: python netns_client.py TARGET MODEL_DIR PROMPT_TOKENS SIGNAL_DIR MODE...; prints one JSON line per
-mode: {"mode", "tokens" (remote first token + local greedy), "reference" (generate on this machine)}.
+mode: {"mode", "tokens" (remote first token + local greedy), "reference" (generate on this machine),
+"transport" (tcp: the data connection carried the layers)}.
 The first time layer 0 is complete here it creates SIGNAL_DIR/layer0-received (see netns_prefill.py).
 """
 
@@ -48,7 +49,13 @@ def main(target: str, model_dir: str, prompt_tokens: int, signal_dir: str, modes
             if len(tokens) == NEW_TOKENS:
                 break
             tokens.append(step.token_id)
-        print(json.dumps({"mode": mode, "tokens": tokens, "reference": reference}), flush=True)
+        report = {
+            "mode": mode,
+            "tokens": tokens,
+            "reference": reference,
+            "transport": remote.timings.transport,
+        }
+        print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

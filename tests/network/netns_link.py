@@ -1,6 +1,7 @@
 """Two network namespaces joined by a veth pair, each end shaped with `tc ... tbf` (netem is unavailable).
 
-Used by the network tests and by bench/kv_bench.py. Needs root and iproute2; `skip_reason()` says why
+Used by the network tests (`prefill_across` + `run_decode_side`: a prefill worker in one namespace, a
+client in the other) and by bench/kv_bench.py. Needs root and iproute2; `skip_reason()` says why
 not when it cannot run. Names are unique per run, and the namespaces (and with them the veth pair) are
 deleted on exit, whatever happened.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -81,3 +83,35 @@ def shaped_link(rate: str = "100mbit") -> Iterator[Link]:
     finally:
         for namespace, _, _ in ends:
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+@contextmanager
+def prefill_across(rate: str, worker: Callable[[Link], list[str]]) -> Iterator[Link]:
+    """A shaped link with a prefill worker (argv: `worker(link)`) running in its prefill namespace,
+    ready once it printed its "prefill worker" banner; the worker is stopped on exit."""
+    with shaped_link(rate) as link:
+        process = subprocess.Popen(
+            link.argv(link.prefill_ns, worker(link)), stdout=subprocess.PIPE, text=True
+        )
+        try:
+            banner = process.stdout.readline() if process.stdout is not None else ""
+            if "prefill worker" not in banner:
+                raise RuntimeError(f"the prefill worker did not start in {link.prefill_ns}: {banner!r}")
+            yield link
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def run_decode_side(link: Link, argv: Sequence[str], timeout_s: float = 240) -> list[str]:
+    """Run `argv` in the decode namespace; its stdout lines (RuntimeError with its stderr on failure)."""
+    done = subprocess.run(link.argv(link.decode_ns, argv), capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[1] if len(argv) > 1 else argv[0]} failed: {done.stderr[-2000:]}")
+    return done.stdout.splitlines()
+
+
+def prefill_cli(link: Link, model_dir: str, *flags: str) -> list[str]:
+    """`hybrid-inference prefill` on the link's prefill address, port 50051, CPU, metrics off."""
+    argv = [sys.executable, "-m", "hybrid_workers", "prefill", "--model", model_dir, "--device", "cpu"]
+    return [*argv, "--host", link.prefill_ip, "--port", "50051", "--metrics-port", "0", *flags]

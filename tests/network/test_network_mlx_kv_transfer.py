@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from netns_link import shaped_link, skip_reason
+from netns_link import prefill_across, prefill_cli, run_decode_side
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 PROMPT_TOKENS = 400
@@ -21,34 +20,11 @@ def test_torch_prefill_in_one_namespace_streams_into_mlx_decode_in_the_other(
     tiny_model_dir: Path, tiny_lm: Any
 ) -> None:
     pytest.importorskip("mlx.core")
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    with shaped_link("1gbit") as link:
-        worker_argv = [sys.executable, "-m", "hybrid_workers", "prefill", "--model", str(tiny_model_dir)]
-        worker_argv += [
-            "--host",
-            link.prefill_ip,
-            "--port",
-            "50051",
-            "--metrics-port",
-            "0",
-            "--device",
-            "cpu",
-        ]
-        worker = subprocess.Popen(link.argv(link.prefill_ns, worker_argv), stdout=subprocess.PIPE, text=True)
-        try:
-            assert worker.stdout is not None and "prefill worker" in worker.stdout.readline()
-            client = [sys.executable, str(Path(__file__).with_name("netns_mlx_client.py"))]
-            client += [f"{link.prefill_ip}:50051", str(tiny_model_dir), str(PROMPT_TOKENS), str(NEW_TOKENS)]
-            done = subprocess.run(
-                link.argv(link.decode_ns, client), capture_output=True, text=True, timeout=240
-            )
-            assert done.returncode == 0, done.stderr[-2000:]
-        finally:
-            worker.terminate()
-            worker.wait(timeout=30)
-    report = json.loads(done.stdout.splitlines()[-1])
+    with prefill_across("1gbit", lambda link: prefill_cli(link, str(tiny_model_dir))) as link:
+        client = [sys.executable, str(Path(__file__).with_name("netns_mlx_client.py"))]
+        client += [f"{link.prefill_ip}:50051", str(tiny_model_dir), str(PROMPT_TOKENS), str(NEW_TOKENS)]
+        lines = run_decode_side(link, client)
+    report = json.loads(lines[-1])
     ids = torch.tensor([[1, *range(8, 8 + PROMPT_TOKENS - 1)]])  # [1, seq], as the client sends
     with torch.no_grad():
         output = tiny_lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS)

@@ -62,6 +62,15 @@ class ComputeDevice(StrEnum):
     METAL = "metal"  # MLX on Apple silicon's GPU
 
 
+class DataChecksum(StrEnum):
+    """crc32 of each layer's bytes on the KV data connection: `auto` = on for plaintext, off under TLS
+    (whose record MAC already authenticates every byte); `on`; `off` (a trusted link, for speed)."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 class TransferMode(StrEnum):
     """`layerwise`: each layer as soon as it is final; `bulk`: everything after the whole prefill."""
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 
 import grpc
 import pytest
 import torch
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
+from hybrid_workers.errors import UserError
 from hybrid_workers.kv.convert import request_to_pb
 from hybrid_workers.kv.data_frame import hello
 from hybrid_workers.kv.errors import KVProtocolError, Reason
@@ -128,3 +130,31 @@ def test_a_data_connection_that_cannot_open_fails_that_request_then_frames_are_u
         client.handshake()  # the next handshake offers it again (the port opens on the dialled host)
         with pytest.raises(KVProtocolError):
             client.prefill(prompt(20), GREEDY)
+
+
+def test_the_data_checksum_can_be_turned_off_and_the_bits_stay_exact(tiny_lm, prefill_server) -> None:
+    ids = prompt(40, seed=8)
+    target = f"127.0.0.1:{prefill_server.port}"
+    with PrefillClient(target, tiny_lm, data_checksum="off") as client:
+        assert client.data_checksum is False
+        remote = client.prefill(ids, GREEDY)
+    assert remote.timings.transport == "tcp"
+    assert_matches_generate(tiny_lm, remote, ids)
+    with pytest.raises(UserError, match="--kv-data-checksum 'maybe'"):
+        PrefillClient(target, tiny_lm, data_checksum="maybe")
+
+
+def test_heartbeats_keep_a_data_connection_transfer_alive_through_a_slow_layer(
+    tiny_lm, prefill_server
+) -> None:
+    # The first layer computes for 3 stall limits: nothing moves on the data connection meanwhile, only
+    # the gRPC stream's heartbeats, which must count as progress while the layers are awaited there.
+    first_layer = tiny_lm.model.model.layers[0]
+    handle = first_layer.register_forward_pre_hook(lambda *_: time.sleep(1.5))  # returns None: args kept
+    try:
+        with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm, stall_s=0.5) as client:
+            remote = client.prefill(prompt(20), GREEDY)
+    finally:
+        handle.remove()
+    assert remote.timings.transport == "tcp"
+    assert_matches_generate(tiny_lm, remote, prompt(20))

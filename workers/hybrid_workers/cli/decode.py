@@ -7,7 +7,7 @@ import dataclasses
 import logging
 
 from hybrid_workers.decode.config import DecodeConfig
-from hybrid_workers.enums import Engine, Fallback, LogLevel, TransferMode, WireEncoding
+from hybrid_workers.enums import DataChecksum, Engine, Fallback, LogLevel, TransferMode, WireEncoding
 from hybrid_workers.errors import UserError
 from hybrid_workers.options import (
     above_zero,
@@ -132,6 +132,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_option(
         parser,
+        "--kv-data-checksum",
+        default=DEFAULTS["kv_data_checksum"],
+        choices=DataChecksum,
+        help="crc32 of each layer on the KV data connection: auto (on for plaintext; off under TLS, whose "
+        "record MAC already authenticates every byte), on, or off (a trusted link: faster)",
+    )
+    add_option(
+        parser,
         "--prefill-data-port",
         default=None,
         type=int,
@@ -177,6 +185,7 @@ def build_config(args: argparse.Namespace):  # -> DecodeConfig
         kv_compression=args.kv_compression,
         kv_transfer_mode=args.kv_transfer_mode,
         prefill_data_port=args.prefill_data_port,
+        kv_data_checksum=args.kv_data_checksum,
         tls=TLSConfig.from_flags(args.tls_cert, args.tls_key, args.tls_ca),
         predicted_ttft_s=args.predicted_ttft_seconds,
         predicted_decode_tps=args.predicted_decode_tokens_per_second,
@@ -244,4 +253,5 @@ def _prefill_client(config, lm):  # -> PrefillClient | None
         encoding=config.kv_compression,
         mode=config.kv_transfer_mode,
         data_port=config.prefill_data_port,
+        data_checksum=config.kv_data_checksum,
     )

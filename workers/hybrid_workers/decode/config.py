@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hybrid_workers.enums import Fallback, TransferMode, WireEncoding
+from hybrid_workers.enums import DataChecksum, Fallback, TransferMode, WireEncoding
 from hybrid_workers.errors import UserError, closed_choice
 
 # Prompts shorter than this prefill locally: below it the round trip costs more than the prefill.
@@ -39,6 +39,7 @@ class DecodeConfig:
     max_model_len: int | None = None  # prompt + completion token limit; None: the model's context
     kv_compression: WireEncoding = WireEncoding.NONE  # wire compression asked of the prefill worker
     kv_transfer_mode: TransferMode = TransferMode.LAYERWISE  # send mode asked of the prefill worker
+    kv_data_checksum: DataChecksum = DataChecksum.AUTO  # crc32 per layer on the data connection
     prefill_data_port: int | None = None  # KV data connection port instead of the offered one (NAT/NodePort)
     tls: Any = None  # kv.tls.TLSConfig for the channel to the prefill worker; None: plaintext
     predicted_ttft_s: float | None = None  # the planner's TTFT for this placement (exported as a gauge)
@@ -54,6 +55,9 @@ class DecodeConfig:
             self,
             "kv_transfer_mode",
             closed_choice("--kv-transfer-mode", TransferMode, self.kv_transfer_mode),
+        )
+        object.__setattr__(
+            self, "kv_data_checksum", closed_choice("--kv-data-checksum", DataChecksum, self.kv_data_checksum)
         )
         _positive("--remote-prefill-min-tokens", self.remote_prefill_min_tokens)
         if self.max_concurrency is not None:

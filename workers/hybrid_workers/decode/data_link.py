@@ -13,7 +13,10 @@ fallback.
 from __future__ import annotations
 
 import logging
+import queue
 import socket
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from hybrid_workers.kv.data_frame import DATA_VERSION, hello
@@ -89,3 +92,36 @@ def open_data(
         ) from None
     sock.settimeout(POLL_S)
     return sock
+
+
+class StreamDrain:
+    """The rest of a Prefill call's gRPC stream, read on its own thread while the layers arrive on the
+    data connection: heartbeats keep the transfer's stall watch fed (`progress`), and the frames (or
+    the call's error) wait in order for the caller, who iterates this as it would the call."""
+
+    _END = object()
+
+    def __init__(self, source: Iterator[bytes], progress: Callable[[], None]) -> None:
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._source, self._progress = source, progress
+        threading.Thread(target=self._run, name="prefill-stream-drain", daemon=True).start()
+
+    def __iter__(self) -> StreamDrain:
+        return self
+
+    def __next__(self) -> bytes:
+        item = self._queue.get()
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item  # the call's RpcError, raised on the caller's thread
+        return item  # type: ignore[return-value]
+
+    def _run(self) -> None:
+        try:
+            for message in self._source:
+                self._progress()
+                self._queue.put(message)
+        except Exception as exc:
+            self._queue.put(exc)
+        self._queue.put(self._END)

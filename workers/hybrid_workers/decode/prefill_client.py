@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,11 +30,18 @@ import grpc
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from hybrid_workers.decode.data_link import announced, offered, open_data, reachable, target_host
+from hybrid_workers.decode.data_link import (
+    StreamDrain,
+    announced,
+    offered,
+    open_data,
+    reachable,
+    target_host,
+)
 from hybrid_workers.decode.engine_api import KVSlot
 from hybrid_workers.decode.transfer_watch import TransferWatch
 from hybrid_workers.engine import CacheBuilder, LoadedModel, SamplingParams
-from hybrid_workers.enums import TransferMode, WireEncoding
+from hybrid_workers.enums import DataChecksum, TransferMode, WireEncoding
 from hybrid_workers.errors import closed_choice
 from hybrid_workers.kv import handshake, wire
 from hybrid_workers.kv.checks import ReceiverModel
@@ -126,13 +133,17 @@ class PrefillClient:
         chunk_bytes: int = 0,
         data_connection: bool = True,
         data_port: int | None = None,
+        data_checksum: DataChecksum | str = DataChecksum.AUTO,
     ) -> None:
         """`data_connection`: use the prefill worker's data port when it offers one (False: gRPC frames
-        only); `data_port`: connect there instead of the offered port (a NAT or NodePort mapping)."""
+        only); `data_port`: connect there instead of the offered port (a NAT or NodePort mapping);
+        `data_checksum`: crc32 of each layer on the data connection (auto: on unless TLS)."""
         self.target = target
         self.tls = tls
         self.data_connection = data_connection
         self.data_port = data_port
+        checksum = closed_choice("--kv-data-checksum", DataChecksum, data_checksum)
+        self.data_checksum = checksum is DataChecksum.ON or (checksum is DataChecksum.AUTO and tls is None)
         self._data_ok = False  # the last handshake offered a data connection that opens from here
         self._negotiated = False
         self.lm = lm
@@ -195,7 +206,8 @@ class PrefillClient:
 
         sock = None
         try:
-            for message in call:
+            stream: Iterator[bytes] = iter(call)
+            while (message := next(stream, None)) is not None:
                 watch.progress()
                 frame = wire.parse(message)
                 if isinstance(frame, Heartbeat):
@@ -204,6 +216,7 @@ class PrefillClient:
                 receiver.feed(frame)
                 if isinstance(frame, Header) and frame.data_connection:  # (asked for: check_header)
                     sock = self._open_data(frame, transfer_id)
+                    stream = StreamDrain(stream, watch.progress)  # heartbeats count while layers arrive
                     receiving = receive_layers(sock, receiver, transfer_ref(transfer_id), poll)
                     clock.receive_seconds = receiving
             trailer = receiver.finish()
@@ -341,6 +354,7 @@ class PrefillClient:
             request_id=uuid.uuid4().hex[:16],
             heartbeat_ms=max(1, int(self.stall_s * 1000 / 4)),
             transfer_id=transfer_id,
+            data_checksum=self.data_checksum,
         )
 
 

@@ -66,6 +66,7 @@ def request_to_pb(request: KVRequest) -> kv_pb2.PrefillRequest:
         chunk_bytes=request.chunk_bytes,
         heartbeat_ms=request.heartbeat_ms,
         transfer_id=request.transfer_id,
+        data_checksum_off=not request.data_checksum,
     )
 
 
@@ -86,6 +87,7 @@ def request_from_pb(message: kv_pb2.PrefillRequest, encoding: WireEncoding, mode
         protocol_version=message.protocol_version,
         heartbeat_ms=message.heartbeat_ms,
         transfer_id=message.transfer_id,
+        data_checksum=not message.data_checksum_off,
     )
 
 

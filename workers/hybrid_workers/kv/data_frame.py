@@ -12,7 +12,8 @@ worker then writes each layer as one `LAYER` header followed by the payload, in 
 
 All integers little-endian. The transfer ref is the transfer id's first four bytes (little-endian):
 a frame that names another transfer is refused. Tensor bytes are the wire encoding of
-kv/compression.py, exactly as in a LayerChunk; the payload crc32 chains over the four parts in order.
+kv/compression.py, exactly as in a LayerChunk; the payload crc32 chains over the four parts in order
+(0, unchecked, when the request turned the data checksum off: under TLS, or on a trusted link).
 """
 
 from __future__ import annotations
@@ -75,11 +76,15 @@ class LayerFrame:
         return 2 * (self.scale_bytes + self.tensor_bytes)
 
 
-def layer_header(ref: int, layer: int, keys: EncodedTensor, values: EncodedTensor) -> bytes:
-    """The 32-byte header of one layer's frame (the payload crc32 computed here)."""
-    crc = zlib.crc32(keys.scales)
-    for part in (values.scales, keys.data.data, values.data.data):
-        crc = zlib.crc32(part, crc)  # releases the GIL on large buffers
+def layer_header(
+    ref: int, layer: int, keys: EncodedTensor, values: EncodedTensor, checksum: bool = True
+) -> bytes:
+    """The 32-byte header of one layer's frame (the payload crc32 computed here; 0 without `checksum`)."""
+    crc = 0
+    if checksum:
+        crc = zlib.crc32(keys.scales)
+        for part in (values.scales, keys.data.data, values.data.data):
+            crc = zlib.crc32(part, crc)  # releases the GIL on large buffers
     head = struct.pack(
         "<4sIIHHQI", LAYER_MAGIC, ref, layer, KIND_KEYS_VALUES, len(keys.scales), keys.data.nbytes, crc
     )
@@ -98,7 +103,14 @@ def parse_layer_header(raw: bytes | bytearray | memoryview) -> LayerFrame:
     return LayerFrame(ref, layer, kind, scale_bytes, tensor_bytes, crc)
 
 
-def send_layer(sock: socket.socket, ref: int, layer: int, keys: EncodedTensor, values: EncodedTensor) -> int:
+def send_layer(
+    sock: socket.socket,
+    ref: int,
+    layer: int,
+    keys: EncodedTensor,
+    values: EncodedTensor,
+    checksum: bool = True,
+) -> int:
     """Write one layer's frame from the tensors' own memory; returns the payload bytes (scales included).
 
     A plain socket gets the header and all parts in one `sendmsg` (gather write, interpreter lock
@@ -106,7 +118,7 @@ def send_layer(sock: socket.socket, ref: int, layer: int, keys: EncodedTensor, v
     """
     views = (memoryview(keys.scales), memoryview(values.scales), keys.data.data, values.data.data)
     parts = [view.cast("B") for view in views if view.nbytes]
-    send_all(sock, [layer_header(ref, layer, keys, values), *parts])
+    send_all(sock, [layer_header(ref, layer, keys, values, checksum), *parts])
     return sum(part.nbytes for part in parts)
 
 

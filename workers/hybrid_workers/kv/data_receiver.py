@@ -4,8 +4,9 @@ After the gRPC stream's Header announced the data connection, `receive_layers` r
 layer (kv/data_frame.py) in order: the 32-byte header is checked against the transfer and the
 receiver's position (transfer ref, layer index, kind, sizes), the tensor bytes are received with
 `recv_into` into `KVReceiver.layer_buffers()` (the slot's own memory for `none`; staging for
-fp8/int8), the crc32 is checked, and the layer is committed - usable as soon as it arrived. Any
-violation raises KVProtocolError with the same reasons as the gRPC frames (docs/kv-wire.md).
+fp8/int8), the crc32 is checked (unless the request turned it off), and the layer is committed -
+usable as soon as it arrived. Any violation raises KVProtocolError with the same reasons as the gRPC
+frames (docs/kv-wire.md).
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def receive_layers(
             recv_exact(sock, memoryview(scales), poll, f"{what}'s scales")
         recv_exact(sock, keys.data, poll, f"{what}'s keys")  # straight into the KV slot (none)
         recv_exact(sock, values.data, poll, f"{what}'s values")
-        crc = zlib.crc32(values.data, zlib.crc32(keys.data, zlib.crc32(scales)))
-        if crc != frame.crc32:
+        if receiver.request.data_checksum and frame.crc32 != zlib.crc32(
+            values.data, zlib.crc32(keys.data, zlib.crc32(scales))
+        ):
             receiver.release()
             raise KVProtocolError(Reason.CHECKSUM, f"{what} on the data connection: crc32 mismatch")
         receiver.complete_layer(keys, values, bytes(scales[:scale_bytes]), bytes(scales[scale_bytes:]))

@@ -62,6 +62,7 @@ class KVRequest:
     protocol_version: int = PROTOCOL_VERSION
     heartbeat_ms: int = 0  # > 0: the sender sends a Heartbeat after this long without a frame
     transfer_id: bytes = b""  # 16 bytes: layers on the data connection presenting it; b"": gRPC frames
+    data_checksum: bool = True  # data connection: crc32 of each layer's payload (frames always carry one)
 
 
 @dataclass(frozen=True)

@@ -95,15 +95,15 @@ class DataListener:
         conn.settimeout(self._hello_timeout_s)
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if not conn.recv(1, socket.MSG_PEEK):
+                conn.close()  # a reachability probe (the decode side's handshake): nothing to say
+                return
             if self._context is not None:
                 conn = self._context.wrap_socket(conn, server_side=True)
             raw = bytearray(HELLO.size)
             view, got = memoryview(raw), 0
             while got < HELLO.size:
                 count = conn.recv_into(view[got:])
-                if count == 0 and got == 0:
-                    conn.close()  # a reachability probe (the decode side's handshake): nothing to say
-                    return
                 if count == 0:
                     raise ValueError(f"closed after {got} bytes of the hello")
                 got += count

@@ -60,7 +60,8 @@ class DataSender:
         keys, values = encode(item.keys, self.request.encoding), encode(item.values, self.request.encoding)
         started = time.perf_counter()
         try:
-            sent = send_layer(self.sock, transfer_ref(self.request.transfer_id), item.index, keys, values)
+            ref = transfer_ref(self.request.transfer_id)
+            sent = send_layer(self.sock, ref, item.index, keys, values, self.request.data_checksum)
         except OSError as exc:
             raise Cancelled() from exc  # the decode side went away (its call ends too)
         seconds = time.perf_counter() - started
