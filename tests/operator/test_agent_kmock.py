@@ -145,8 +145,7 @@ def start_agent(
     argv += ["--tls-dir", str(tls_dir)]  # announced: auto placement's assignments use it
     argv += ["--kubeconfig", str(kubeconfig), "--address", "127.0.0.1", "--listen-host", "127.0.0.1"]
     argv += ["--device", "cpu", "--lease-seconds", "3", "--renew-seconds", "0.5", "--watch-seconds", "5"]
-    # What the planner weighs with placement.mode auto: this machine's kind (torch on a CPU; an Apple
-    # profile such as m3-ultra cannot run torch/cpu, and the planner would rightly refuse it).
+    # What the planner weighs with placement.mode auto: this machine's kind (torch on a CPU).
     argv += ["--device-profile", "generic-cpu"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([*argv, *extra], env=env, text=True, start_new_session=True, stderr=stderr)
