@@ -6,7 +6,7 @@ Usage (from the repository root, after `make test` or at least `make .venv/.inst
     .venv/bin/python .ci/busy_acceptance.py --runs 3 -- tests/workers/test_serve_supervisor.py
     .venv/bin/python .ci/busy_acceptance.py --runs 1 --make-test   # the whole `make test` once
 
-It starts one `while True: pass` process per core (`--loops`), runs the command `--runs` times in a
+It starts one busy-loop process per core (`--loops`), runs the command `--runs` times in a
 row (every run, even after a failure, so the count of passes is honest), stops the loops, and prints
 one line per run plus a summary: pass/fail, wall seconds, and /proc/loadavg before and after. Exit
 status 0 only when every run passed. The network tests need root (`ip netns`); without it they skip,
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -30,7 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # "The network and serve tests": the two-namespace KV tests and every `serve` (supervisor) test.
 SERVE_TESTS = sorted(str(path.relative_to(ROOT)) for path in ROOT.glob("tests/workers/test_serve_*.py"))
 NETWORK_AND_SERVE = ["tests/network", *SERVE_TESTS]
-BUSY_LOOP = "while True: pass"
+# Spins one core; exits by itself once this script is gone (its parent changes), however it ended.
+BUSY_LOOP = "\n".join(
+    ["import os", "parent = os.getppid()", "while os.getppid() == parent:", "    for _ in range(10**6): pass"]
+)
 
 
 def loadavg() -> str:
@@ -51,6 +55,28 @@ def stop_loops(loops: list[subprocess.Popen[bytes]]) -> None:
         loop.kill()
     for loop in loops:
         loop.wait()
+
+
+def run_logged(command: list[str], log: Path) -> int:
+    """Run `command` in its own process group with its output in `log`; its exit status.
+
+    Interrupted (Ctrl-C, SIGTERM), the whole group gets SIGINT first, so pytest's fixtures stop the
+    servers they started, and SIGKILL 30 s later.
+    """
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            return process.wait()
+        except BaseException:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            raise
 
 
 def summary_of(output: str) -> str:
@@ -76,20 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         command = [str(ROOT / ".venv/bin/python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         command += args.tests or NETWORK_AND_SERVE
     args.log_dir.mkdir(parents=True, exist_ok=True)
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C: subprocess.run kills the test run, `finally` the loops.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"command: {' '.join(command)}\nbusy loops: {args.loops}; logs in {args.log_dir}", flush=True)
     loops = start_loops(args.loops)
     passed = 0
     try:
         for run in range(1, args.runs + 1):
             before, start = loadavg(), time.monotonic()
-            result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-            wall = time.monotonic() - start
             log = args.log_dir / f"run-{run}.log"
-            log.write_text(result.stdout + result.stderr)
-            passed += result.returncode == 0
-            verdict = "PASS" if result.returncode == 0 else f"FAIL (exit {result.returncode}, see {log})"
+            code = run_logged(command, log)
+            wall = time.monotonic() - start
+            passed += code == 0
+            verdict = "PASS" if code == 0 else f"FAIL (exit {code}, see {log})"
             print(
-                f"run {run}/{args.runs}: {verdict}; {summary_of(result.stdout)}; wall {wall:.0f} s; "
+                f"run {run}/{args.runs}: {verdict}; {summary_of(log.read_text())}; wall {wall:.0f} s; "
                 f"load before {before}, after {loadavg()}",
                 flush=True,
             )

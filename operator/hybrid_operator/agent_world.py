@@ -17,7 +17,7 @@ from hybrid_operator.agent_contract import AgentLease, WorkerPhase, WorkerReport
 from hybrid_operator.kube import KubeClient
 from hybrid_operator.models import HybridInference
 from hybrid_operator.placement import NodePlacement
-from hybrid_operator.render_common import PREFILL, PREFILL_PORT, child_name
+from hybrid_operator.render_common import KV_DATA_PORT, PREFILL, PREFILL_PORT, child_name
 
 
 class AgentState(StrEnum):
@@ -142,6 +142,17 @@ def prefill_address(
             if address.get("type") == "InternalIP":
                 return f"{address['address']}:{node_port}"
     return None
+
+
+def data_node_port(cr: HybridInference, service: Mapping[str, Any]) -> int | None:
+    """The NodePort of the prefill Service's KV data port, when the agent reaches prefill through the
+    NodePorts (None with decode.agent.prefillAddress, or before the API server allocated it)."""
+    target = cr.spec.decode.agent
+    if target is None or target.prefill_address:
+        return None
+    ports = service.get("spec", {}).get("ports", [])
+    found = next((p.get("nodePort") for p in ports if p.get("port") == KV_DATA_PORT), None)
+    return int(found) if found else None
 
 
 def prefill_service_of(cr: HybridInference, applied: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:

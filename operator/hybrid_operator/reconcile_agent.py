@@ -15,6 +15,7 @@ from hybrid_operator.agent_world import (
     AgentState,
     AgentView,
     LeaseReading,
+    data_node_port,
     judge,
     prefill_address,
     prefill_service_of,
@@ -56,11 +57,12 @@ async def apply_agent(
     nodes: list[dict[str, Any]] = []
     if not target.prefill_address:
         nodes = await kube.list_nodes() or []
-    prefill = prefill_address(cr, placement, nodes, prefill_service_of(cr, [r.obj for r in applied]))
+    service = prefill_service_of(cr, [r.obj for r in applied])
+    prefill = prefill_address(cr, placement, nodes, service)
     manifests = []
     digest = ""
     if prefill is not None:
-        data = assignment_data(cr, prefill, placement)
+        data = assignment_data(cr, prefill, placement, data_node_port(cr, service))
         digest = assignment_digest(data)
         manifests.append(assignment(cr, data))
     view = judge(reading, f"{cr.namespace}/{cr.name}", digest)

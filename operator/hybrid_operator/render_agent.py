@@ -2,7 +2,9 @@
 
 The agent gets an assignment ConfigMap (the rendered `hybrid-inference decode` flags); `<name>-api`
 reaches its worker through an EndpointSlice the operator writes; the prefill Service becomes a
-NodePort (externalTrafficPolicy Local, so the agent's address survives for the NetworkPolicy).
+NodePort (externalTrafficPolicy Local, so the agent's address survives for the NetworkPolicy) for
+both KV ports, gRPC and the data connection, whose NodePort the assignment passes as
+`--prefill-data-port`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ from hybrid_operator.agent_contract import (
 from hybrid_operator.agent_world import AgentState, AgentView, LeaseReading, judge
 from hybrid_operator.models import AgentFallback, HybridInference
 from hybrid_operator.placement import NodePlacement, decode_prediction_flags
-from hybrid_operator.render_common import DECODE, PREFILL, PREFILL_PORT, Manifest, child_name, metadata
+from hybrid_operator.render_common import (
+    DECODE,
+    KV_DATA_PORT,
+    PREFILL,
+    PREFILL_PORT,
+    Manifest,
+    child_name,
+    metadata,
+)
 from hybrid_operator.render_network import API_SUFFIX
 from hybrid_operator.render_workers import decode_flags
 
@@ -45,10 +55,11 @@ def operator_version() -> str:
 
 
 def assignment_flags(
-    cr: HybridInference, prefill: str, placement: NodePlacement | None = None
+    cr: HybridInference, prefill: str, placement: NodePlacement | None = None, data_port: int | None = None
 ) -> dict[str, object]:
-    """`hybrid-inference decode` flags for the agent: paths on its machine, the reachable prefill, and
-    (auto placement) the planner's prediction and threshold."""
+    """`hybrid-inference decode` flags for the agent: paths on its machine, the reachable prefill (and
+    `data_port`, the KV data port's NodePort on the same host), and (auto placement) the planner's
+    prediction and threshold."""
     target = cr.spec.decode.agent
     assert target is not None, "assignment_flags needs decode.agent"
     planned = decode_prediction_flags(cr, placement) if placement is not None else {}
@@ -56,13 +67,14 @@ def assignment_flags(
     flags = {k: v for k, v in rendered.items() if k not in AGENT_OWNED_FLAGS and v is not None}
     flags["--model"] = target.model_path or cr.spec.model.source
     flags["--prefill"] = prefill
+    flags["--prefill-data-port"] = data_port  # None: the address the prefill worker announces
     tls_dir = target.tls_dir.rstrip("/")
     flags.update({f"--tls-{key}": f"{tls_dir}/{file}" for key, file in TLS_FILES.items()})
     return {k: v for k, v in flags.items() if v is not None}
 
 
 def assignment_data(
-    cr: HybridInference, prefill: str, placement: NodePlacement | None = None
+    cr: HybridInference, prefill: str, placement: NodePlacement | None = None, data_port: int | None = None
 ) -> dict[str, str]:
     """The assignment ConfigMap's data (its digest is what the agent reports back)."""
     return {
@@ -70,7 +82,7 @@ def assignment_data(
         DATA_OPERATOR_VERSION: operator_version(),
         DATA_OWNER: f"{cr.namespace}/{cr.name}",
         DATA_PORT: str(cr.spec.serving.port),
-        DATA_FLAGS: json.dumps(assignment_flags(cr, prefill, placement), sort_keys=True),
+        DATA_FLAGS: json.dumps(assignment_flags(cr, prefill, placement, data_port), sort_keys=True),
     }
 
 
@@ -132,8 +144,9 @@ def adapt(manifests: Sequence[Manifest], cr: HybridInference, reading: LeaseRead
 
 
 def _admit(address: str) -> dict[str, Any]:
+    """The agent's address on both KV ports: gRPC and the data connection (both require mTLS)."""
     bits = 128 if ipaddress.ip_address(address).version == 6 else 32
     return {
         "from": [{"ipBlock": {"cidr": f"{address}/{bits}"}}],
-        "ports": [{"port": PREFILL_PORT, "protocol": "TCP"}],
+        "ports": [{"port": port, "protocol": "TCP"} for port in (PREFILL_PORT, KV_DATA_PORT)],
     }

@@ -36,14 +36,21 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     (validate, store nothing: answered with the request's object), validation failures (422 for
     any create/patch of an object named in `invalid`, as the API server answers an invalid child), and
     optimistic concurrency for Leases (every write gets a new `metadata.resourceVersion`; a write that
-    carries a stale one is refused with 409 Conflict), which leader election relies on."""
+    carries a stale one is refused with 409 Conflict), which leader election relies on. While
+    `stalled_leases` is True, Lease writes hang unanswered (an API server that stopped responding)."""
 
     invalid: dict[str, str] = {}  # noqa: RUF012 (set per instance in EmulatedCluster._serve)
     _versions = itertools.count(1)
     _lease_lock: asyncio.Lock | None = None
+    stalled_leases = False  # set from the test thread
+
+    async def _stall(self) -> None:
+        while self.stalled_leases:
+            await asyncio.sleep(0.05)
 
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
         if request.method in ("POST", "PATCH", "PUT") and str(request.url.path).startswith(LEASES):
+            await self._stall()
             if self._lease_lock is None:
                 self._lease_lock = asyncio.Lock()
             async with self._lease_lock:  # check and write as one step, as etcd does

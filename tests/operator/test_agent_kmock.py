@@ -26,7 +26,7 @@ from emulated_cluster import EmulatedCluster
 from emulated_cluster import wait_for as poll
 from hybrid_operator.models import parse
 from hybrid_operator.render_agent import assignment, assignment_data
-from hybrid_operator.render_common import PREFILL_PORT
+from hybrid_operator.render_common import KV_DATA_PORT, PREFILL_PORT
 from kopf.testing import KopfRunner
 from support.loopback import free_ports
 from support.pki import write_tls_dir
@@ -113,10 +113,18 @@ def operator(kubeconfig: Path) -> Iterator[KopfRunner]:
 
 
 @pytest.fixture(scope="module")
-def prefill(tiny_model_dir: Path, tls_dir: Path) -> Iterator[str]:
+def prefill_ports() -> tuple[int, int]:
+    """The prefill worker's gRPC and KV data ports."""
+    grpc_port, data_port = free_ports(2)
+    return grpc_port, data_port
+
+
+@pytest.fixture(scope="module")
+def prefill(tiny_model_dir: Path, tls_dir: Path, prefill_ports: tuple[int, int]) -> Iterator[str]:
     """A real prefill worker with mTLS, as the prefill pod would run it; yields HOST:PORT."""
-    (port,) = free_ports(1)
+    port, data_port = prefill_ports
     argv = [sys.executable, "-m", "hybrid_workers", "prefill", "--model", str(tiny_model_dir)]
+    argv += ["--kv-data-port", str(data_port)]  # a fixed port, as in the operator's pods
     argv += ["--device", "cpu", "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--tls-cert", str(tls_dir / "tls.crt"), "--tls-key", str(tls_dir / "tls.key")]
     argv += ["--tls-ca", str(tls_dir / "ca.crt"), "--metrics-port", "0"]  # 0: off (9090 may be taken)
@@ -137,8 +145,7 @@ def start_agent(
     argv += ["--tls-dir", str(tls_dir)]  # announced: auto placement's assignments use it
     argv += ["--kubeconfig", str(kubeconfig), "--address", "127.0.0.1", "--listen-host", "127.0.0.1"]
     argv += ["--device", "cpu", "--lease-seconds", "3", "--renew-seconds", "0.5", "--watch-seconds", "5"]
-    # What the planner weighs with placement.mode auto: this machine's kind (torch on a CPU; an Apple
-    # profile such as m3-ultra cannot run torch/cpu, and the planner would rightly refuse it).
+    # What the planner weighs with placement.mode auto: this machine's kind (torch on a CPU).
     argv += ["--device-profile", "generic-cpu"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([*argv, *extra], env=env, text=True, start_new_session=True, stderr=stderr)
@@ -198,9 +205,11 @@ def complete(base_url: str) -> dict[str, Any]:
     return answer
 
 
-def metric(base_url: str, name: str) -> float:
+def metric(base_url: str, name: str, label: str = "") -> float:
+    """Sum of the samples of `name` (with `label`, e.g. 'transport="tcp"', when given)."""
     text = urllib.request.urlopen(base_url + "/metrics", timeout=10).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+    lines = [line for line in text.splitlines() if line.startswith(name) and label in line]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
 
 def served_url(cluster: EmulatedCluster, name: str) -> str:
@@ -253,6 +262,8 @@ def test_agent_serves_restarts_fails_over_and_stops_its_worker(
     url = served_url(cluster, "macd")
     assert complete(url)["choices"][0]["text"]
     assert metric(url, "hybrid_inference_kv_transfer_bytes_total") > 0
+    # The KV came over the data connection (mTLS with the agent's certificate), not as gRPC frames.
+    assert metric(url, "hybrid_inference_kv_wire_seconds_count", 'transport="tcp"') > 0
     ready = wait_for(
         "phase Ready", lambda: status(cluster, "macd").get("phase") == "Ready" and status(cluster, "macd")
     )
@@ -484,6 +495,7 @@ def test_auto_placement_without_a_named_agent_assigns_decode_to_the_live_agent_w
     cluster: EmulatedCluster,
     agent: dict[str, subprocess.Popen[str]],
     prefill: str,
+    prefill_ports: tuple[int, int],
     tiny_model_dir: Path,
     tls_dir: Path,
 ) -> None:
@@ -493,26 +505,33 @@ def test_auto_placement_without_a_named_agent_assigns_decode_to_the_live_agent_w
     # Decode pods would need a GPU, which spark lacks: the live agent is the one decode candidate.
     body["decode"] = {"device": "auto", "gpus": 1}
     body["placement"] = {"mode": "auto"}
+    wait_for(
+        "the agent renewing its Lease", lambda: (cluster.get(LEASE) or {}).get("spec", {}).get("renewTime")
+    )
     cluster.create(HINF, resource("picked", body))
     mark_prefill_available(cluster, "picked")
+    seen: list[dict[str, Any]] = [{}]
 
     def on_agent() -> dict[str, Any] | None:
-        found = status(cluster, "picked")
-        return found if found.get("placement", {}).get("decodeNode") == f"agent:{AGENT}" else None
+        seen[0] = status(cluster, "picked")
+        return seen[0] if seen[0].get("placement", {}).get("decodeNode") == f"agent:{AGENT}" else None
 
-    placed = wait_for("decode on the agent", on_agent)
+    try:
+        placed = wait_for("decode on the agent", on_agent)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}; status: {seen[0]}; Lease: {cluster.get(LEASE)}") from None
     assert (
         placed["placement"]["prefillNode"] == "spark"
         and "agent device profile generic-cpu, engine torch/cpu" in (placed["placement"]["reason"])
     )
     # The API server's NodePort allocator (the emulator has none): spark's InternalIP is this machine,
-    # so the NodePort is the real prefill worker's port.
+    # so the NodePorts are the real prefill worker's ports (gRPC, and the KV data connection's).
     service = wait_for("NodePort prefill Service", lambda: (s := cluster.get(f"{SERVICES}/picked-prefill"))
                        and s["spec"].get("type") == "NodePort" and s)  # fmt: skip
-    prefill_port = int(prefill.rsplit(":", 1)[1])
+    prefill_port, data_port = prefill_ports
+    mapped = {PREFILL_PORT: prefill_port, KV_DATA_PORT: data_port}
     ports = [
-        p | ({"nodePort": prefill_port} if p["port"] == PREFILL_PORT else {})
-        for p in service["spec"]["ports"]
+        p | ({"nodePort": mapped[p["port"]]} if p["port"] in mapped else {}) for p in service["spec"]["ports"]
     ]
     cluster.patch(f"{SERVICES}/picked-prefill", {"spec": {"ports": ports}})
 
@@ -521,6 +540,7 @@ def test_auto_placement_without_a_named_agent_assigns_decode_to_the_live_agent_w
     pid = wait_for("worker started", lambda: report(cluster, "picked").get("pid"))
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert argv[argv.index(b"--prefill") + 1] == prefill.encode()
+    assert argv[argv.index(b"--prefill-data-port") + 1] == str(data_port).encode()
     assert argv[argv.index(b"--tls-ca") + 1] == str(tls_dir / "ca.crt").encode()
     cluster.delete(f"{HINF}/picked")
 

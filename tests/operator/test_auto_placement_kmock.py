@@ -202,7 +202,9 @@ def test_a_live_agent_faster_than_every_node_takes_decode_and_an_expired_faster_
     assigned = wait_for("assignment", lambda: cluster.get(f"{CONFIGMAPS}/chat-agent"))
     assert assigned["metadata"]["labels"]["hybridinference.dev/agent"] == "studio"
     flags = json.loads(assigned["data"]["flags.json"])
-    assert flags["--prefill"].startswith("10.0.0.5:300")
+    node_ports = {port["name"]: port["nodePort"] for port in ports}
+    assert flags["--prefill"] == f"10.0.0.5:{node_ports['grpc']}"
+    assert flags["--prefill-data-port"] == node_ports["kv-data"]  # the data connection's NodePort
     assert flags["--tls-ca"] == "/Users/ai/tls/ca.crt"
     assert float(flags["--predicted-decode-tokens-per-second"]) == pytest.approx(
         status["prediction"]["decodeTokensPerSecond"], rel=1e-3

@@ -117,6 +117,25 @@ async def test_a_leader_that_sees_another_holder_stops_leading(cluster: Emulated
     await close(leader)
 
 
+async def test_a_leader_whose_renewals_hang_gives_up_within_the_renew_deadline(
+    cluster: EmulatedCluster,
+) -> None:
+    info = kopf.ConnectionInfo(server=cluster.url, token="leader")
+    config = ElectionConfig(namespace="hung", identity="leader", retry_period_s=1, renew_deadline_s=2)
+    leader = Elector(KubeClient(info, "test", relogin=lambda: info), config)  # the real clock
+    await leader.acquire()
+    assert cluster.emulator is not None
+    cluster.emulator.stalled_leases = True  # renewals are sent and never answered
+    lost: list[str] = []
+    try:
+        # The client's own timeout is 30 s: without the elector's deadline this guard trips first.
+        await asyncio.wait_for(leader.hold(on_lost=lambda: lost.append("lost")), timeout=20)
+    finally:
+        cluster.emulator.stalled_leases = False
+    assert (lost, leader.leading, leader.holder) == (["lost"], False, "leader")
+    await close(leader)
+
+
 @pytest.mark.parametrize(("retry", "renew", "lease"), [(2, 10, 10), (0, 1, 2), (5, 4, 15)])
 def test_timings_must_leave_room_for_renewal(retry: int, renew: int, lease: int) -> None:
     with pytest.raises(ValueError, match="need 1 ≤ retry period < renew deadline < lease duration"):

@@ -128,6 +128,8 @@ def test_a_standby_takes_over_at_once_when_the_leader_stops_cleanly(
     create_resource(cluster, "two")
     assert f"/apis/apps/v1/namespaces/{NS}/deployments/two-decode" in cluster.paths_requested_with("op-b")
     assert wait_for("op-b's leader gauge", lambda: b.leader_gauge() == "1.0")
+    # The standby's own /healthz gave the port back: kopf's now answers there, with its CRD probe.
+    assert wait_for("kopf's /healthz on op-b", lambda: "serving hybridinferences" in b.healthz())
 
 
 def test_a_standby_takes_over_when_the_leaders_lease_expires(

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 import pytest
 from hybrid_operator.agent_contract import AgentLease, WorkerPhase, WorkerReport
 from hybrid_operator.agent_status import decode_role, with_agent
-from hybrid_operator.agent_world import AgentState, LeaseReading, judge, prefill_address
+from hybrid_operator.agent_world import AgentState, LeaseReading, data_node_port, judge, prefill_address
 from hybrid_operator.config import OperatorConfig
 from hybrid_operator.models import parse
 from hybrid_operator.placement import NodeFacts, NodePlacement, Prediction
 from hybrid_operator.placement.agent import plan_with_agent, predict_for_agent
 from hybrid_operator.render import render
-from hybrid_operator.render_agent import adapt, endpoint_slice
+from hybrid_operator.render_agent import adapt, assignment_data, endpoint_slice
 from hybrid_operator.status import RoleState, ready_status
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
@@ -78,10 +79,11 @@ def test_agent_makes_prefill_a_local_nodeport_admits_the_agent_and_drops_decode_
     found = children("none", reading())
     prefill = found["Service", "chat-prefill"]["spec"]
     assert (prefill["type"], prefill["externalTrafficPolicy"]) == ("NodePort", "Local")
+    assert {"grpc", "kv-data"} <= {port["name"] for port in prefill["ports"]}  # both KV ports get a NodePort
     ingress = found["NetworkPolicy", "chat-prefill"]["spec"]["ingress"]
     assert {
         "from": [{"ipBlock": {"cidr": "192.0.2.7/32"}}],
-        "ports": [{"port": 50051, "protocol": "TCP"}],
+        "ports": [{"port": 50051, "protocol": "TCP"}, {"port": 50052, "protocol": "TCP"}],
     } in ingress
     assert ("Deployment", "chat-decode") not in found
     assert "selector" not in found["Service", "chat-api"]["spec"]
@@ -120,6 +122,26 @@ def test_prefill_address_is_a_prefill_nodes_internal_ip_and_the_allocated_nodepo
     ]
     assert prefill_address(resource(), PLACEMENT, nodes, service) == "10.0.0.5:31051"
     assert prefill_address(resource(), PLACEMENT, nodes, {"spec": {"ports": [{"port": 50051}]}}) is None
+
+
+def test_the_data_connections_nodeport_reaches_the_agent_as_its_prefill_data_port() -> None:
+    service = {"spec": {"ports": [{"port": 50051, "nodePort": 31051}, {"port": 50052, "nodePort": 31052}]}}
+    cr = resource()
+    assert data_node_port(cr, service) == 31052
+    flags = json.loads(assignment_data(cr, "10.0.0.5:31051", None, data_node_port(cr, service))["flags.json"])
+    assert (flags["--prefill"], flags["--prefill-data-port"]) == ("10.0.0.5:31051", 31052)
+    assert {flags["--tls-cert"], flags["--tls-key"], flags["--tls-ca"]} == {  # mTLS on both KV ports
+        "/etc/hybrid-inference/tls/tls.crt",
+        "/etc/hybrid-inference/tls/tls.key",
+        "/etc/hybrid-inference/tls/ca.crt",
+    }
+    unallocated = {"spec": {"ports": [{"port": 50051, "nodePort": 31051}, {"port": 50052}]}}
+    assert data_node_port(cr, unallocated) is None
+    assert "--prefill-data-port" not in json.loads(assignment_data(cr, "10.0.0.5:31051")["flags.json"])
+    body = cr.model_dump(by_alias=True, exclude_none=True)
+    body["spec"]["decode"]["agent"]["prefillAddress"] = "prefill.lan:50051"
+    direct = parse(body)
+    assert data_node_port(direct, service) is None  # an address the user gives: the announced data port
 
 
 def test_lost_agent_makes_the_resource_degraded_with_the_reason_even_while_the_fallback_serves() -> None:

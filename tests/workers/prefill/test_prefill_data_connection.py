@@ -158,3 +158,15 @@ def test_heartbeats_keep_a_data_connection_transfer_alive_through_a_slow_layer(
         handle.remove()
     assert remote.timings.transport == "tcp"
     assert_matches_generate(tiny_lm, remote, prompt(20))
+
+
+def test_an_override_port_goes_to_the_dialled_host_not_the_private_address_announced(tiny_lm) -> None:
+    # A decode agent outside the cluster: the Header names a pod IP it cannot reach (127.0.0.2 here,
+    # where nothing listens); --prefill-data-port is the NodePort at the host it dialled for gRPC.
+    with (
+        serving(tiny_lm, data_host="127.0.0.2") as running,
+        PrefillClient(f"127.0.0.1:{running.port}", tiny_lm, data_port=running.data_port) as client,
+    ):
+        remote = client.prefill(prompt(20), GREEDY)
+    assert remote.timings.transport == "tcp"
+    assert_matches_generate(tiny_lm, remote, prompt(20))

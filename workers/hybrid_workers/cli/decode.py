@@ -143,8 +143,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--prefill-data-port",
         default=None,
         type=int,
-        help="port of the prefill worker's KV data connection as seen from here (a NAT or NodePort "
-        "mapping); default: the port its handshake offers (docs/kv-wire.md)",
+        help="port of the prefill worker's KV data connection at the --prefill host, as a NAT or NodePort "
+        "maps it (the address the prefill announces is then ignored); default: the announced address "
+        "(docs/kv-wire.md)",
     )
     add_option(
         parser, "--tls-cert", default=None, help="client certificate (PEM) for mTLS to the prefill worker"

@@ -3,7 +3,8 @@
 The prefill worker's handshake reply offers a data port (and the data version it speaks); the decode
 worker then asks for the data connection in each request, and the Header of the reply says where to
 open it: the replica's own address (`--kv-data-host`; "" means the gRPC target's host) and port -
-or `--prefill-data-port` on the decode side, when a NAT or a NodePort maps it elsewhere. It connects
+or, with `--prefill-data-port` on the decode side (a NAT or a NodePort maps it), the gRPC target's
+host at that port. It connects
 with the channel's TLS settings (the certificate is checked against the gRPC target's host name) and
 says hello with the transfer's id (kv/data_frame.py). Either side without the data connection (an
 older release, `--kv-data-port 0`, a port this side cannot reach) means gRPC frames: the negotiated
@@ -54,8 +55,12 @@ def offered(target: str, data_version: int, data_port: int, override_port: int |
 
 
 def announced(target: str, host: str, port: int, override_port: int | None) -> DataAddress:
-    """Where a transfer's Header says to open its data connection (`override_port` replaces the port)."""
-    return DataAddress(host or target_host(target), override_port or port)
+    """Where a transfer's Header says to open its data connection. `override_port` (a NAT or NodePort
+    mapping, which exists at the address this worker dials) means the gRPC target's host at that port:
+    the replica address the Header names is then a private one (a pod IP) this side cannot reach."""
+    if override_port:
+        return DataAddress(target_host(target), override_port)
+    return DataAddress(host or target_host(target), port)
 
 
 def reachable(address: DataAddress, timeout_s: float) -> str | None:
