@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 from hybrid_operator.agent_contract import AgentLease
 from hybrid_operator.models import HybridInference, PlacementMode, Toleration
-from hybrid_operator.placement.auto import DEFAULT_LINK, DEFAULT_SHAPE, HOSTNAME_LABEL, planner_request
+from hybrid_operator.placement.auto import HOSTNAME_LABEL, plan_for_spec
 from hybrid_operator.placement.nodes import AGENT_NODE_PREFIX, NodeFacts, NodePlacement, Prediction, fits
-from hybrid_operator.planner import PlannerError, link_profile, model_shape
-from hybrid_operator.planner.auto_placement import NoPlacementError, plan_placement
+from hybrid_operator.planner import PlannerError
+from hybrid_operator.planner.auto_placement import NoPlacementError
 from hybrid_operator.planner.hardware import DeviceProfile
 from hybrid_operator.planner.nodes import (
     DEVICE_LABEL,
@@ -91,15 +91,7 @@ def plan_with_agent(cr: HybridInference, nodes: Sequence[NodeFacts], lease: Agen
     roles = {node.name: {"prefill"} if fits(spec.prefill, node) else set() for node in nodes}
     roles[agent.name] = {"decode"}
     try:
-        shape = model_shape(spec.model.source or DEFAULT_SHAPE)
-        plan = plan_placement(
-            [*nodes, agent],
-            shape,
-            planner_request(spec, shape.max_context),
-            link_profile(spec.placement.link or DEFAULT_LINK),
-            spec.kv_transfer.mode.value,
-            roles=roles,
-        )
+        plan = plan_for_spec(spec, [*nodes, agent], roles)
     except (NoPlacementError, PlannerError) as exc:
         problem = f"placement.mode auto with decode.agent {lease.name}: {exc}"
         return NodePlacement((), (), reason=problem, problems=(problem,))

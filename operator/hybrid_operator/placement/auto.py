@@ -13,6 +13,7 @@ from hybrid_operator.models import HybridInference, HybridInferenceSpec
 from hybrid_operator.placement.nodes import NodeFacts, NodePlacement, Prediction, fits
 from hybrid_operator.planner import PlannerError, Request, link_profile, model_shape
 from hybrid_operator.planner.auto_placement import NoPlacementError, PlacementPlan, plan_placement
+from hybrid_operator.planner.nodes import NodeLike
 
 # What auto placement optimises for unless spec.placement says otherwise: a long prompt (where
 # disaggregation matters) and a medium answer, over 10 GbE.
@@ -66,19 +67,26 @@ def _placement(plan: PlacementPlan, nodes: Sequence[NodeFacts]) -> NodePlacement
     )
 
 
+def plan_for_spec(
+    spec: HybridInferenceSpec, candidates: Sequence[NodeLike], roles: dict[str, set[str]]
+) -> PlacementPlan:
+    """The planner's fastest pair among `candidates` for `spec` (its model shape, request lengths, link
+    and transfer mode); raises NoPlacementError or PlannerError when it cannot plan."""
+    shape = model_shape(spec.model.source or DEFAULT_SHAPE)
+    return plan_placement(
+        candidates,
+        shape,
+        planner_request(spec, shape.max_context),
+        link_profile(spec.placement.link or DEFAULT_LINK),
+        spec.kv_transfer.mode.value,
+        roles=roles,
+    )
+
+
 def resolve_auto(spec: HybridInferenceSpec, nodes: Sequence[NodeFacts]) -> NodePlacement:
     """The nodes the planner chose; a NodePlacement with `problems` when it cannot choose."""
     try:
-        shape = model_shape(spec.model.source or DEFAULT_SHAPE)
-        link = link_profile(spec.placement.link or DEFAULT_LINK)
-        plan = plan_placement(
-            nodes,
-            shape,
-            planner_request(spec, shape.max_context),
-            link,
-            spec.kv_transfer.mode.value,
-            roles=_roles(spec, nodes),
-        )
+        plan = plan_for_spec(spec, nodes, _roles(spec, nodes))
     except NoPlacementError as exc:
         problem = f"placement.mode auto: {exc}"
         return NodePlacement((), (), reason=problem, problems=(problem,))

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from hybrid_operator.agent_contract import AgentLease
 from hybrid_operator.models import HybridInference
 from hybrid_operator.placement.agent import agent_node
-from hybrid_operator.placement.auto import DEFAULT_LINK, DEFAULT_SHAPE, HOSTNAME_LABEL, planner_request
+from hybrid_operator.placement.auto import HOSTNAME_LABEL, plan_for_spec
 from hybrid_operator.placement.nodes import AGENT_NODE_PREFIX, NodeFacts, NodePlacement, Prediction, fits
-from hybrid_operator.planner import PlannerError, link_profile, model_shape
-from hybrid_operator.planner.auto_placement import NoPlacementError, plan_placement
+from hybrid_operator.planner import PlannerError
+from hybrid_operator.planner.auto_placement import NoPlacementError
 from hybrid_operator.planner.nodes import NodeLike, ProfiledNode, profile_node
 
 CLOCK_SKEW_S = 120.0  # first sight: how far the agent's clock may be behind ours
@@ -110,15 +110,7 @@ def choose(
     roles |= {name: {"decode"} for name in agents}
     left_out = "; ".join(f"{name}: {why}" for name, why in sorted(excluded.items()))
     try:
-        shape = model_shape(spec.model.source or DEFAULT_SHAPE)
-        plan = plan_placement(
-            [*nodes, *agent_nodes],
-            shape,
-            planner_request(spec, shape.max_context),
-            link_profile(spec.placement.link or DEFAULT_LINK),
-            spec.kv_transfer.mode.value,
-            roles=roles,
-        )
+        plan = plan_for_spec(spec, [*nodes, *agent_nodes], roles)
     except (NoPlacementError, PlannerError) as exc:
         problem = (
             f"placement.mode auto: no Node or agent can serve: {exc}; candidates: "
