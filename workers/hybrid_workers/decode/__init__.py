@@ -33,4 +33,5 @@ Module map:
 - engines.py     --engine torch|mlx|auto: choosing, loading, the DecodeEngine of a model, scoring
 - prefill_client.py / receiver*.py   the gRPC client of the KV stream, Handshake
 - transfer_watch.py  cancels a remote prefill whose client left or whose transfer stalled
+- transfer_clock.py  a remote prefill's receipt times and the TransferTimings (wire time, goodput) they give
 """

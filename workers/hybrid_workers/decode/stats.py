@@ -17,7 +17,7 @@ from hybrid_workers import metrics
 from hybrid_workers.metrics import PrefillSite, RequestOutcome
 
 if TYPE_CHECKING:
-    from hybrid_workers.decode.prefill_client import TransferTimings
+    from hybrid_workers.decode.transfer_clock import TransferTimings
 
 log = logging.getLogger("hybrid_inference.decode")
 
