@@ -51,7 +51,15 @@ def socket_goodput(sizes: list[int], repeats: int, tls_dir: Path | None = None) 
     buffer = bytearray(total)
     rates: list[float] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        argv = ["taskset", "-c", str(IO_CPU), sys.executable, __file__, "send", str(listener.getsockname()[1])]
+        argv = [
+            "taskset",
+            "-c",
+            str(IO_CPU),
+            sys.executable,
+            __file__,
+            "send",
+            str(listener.getsockname()[1]),
+        ]
         argv += [str(repeats), str(tls_dir or ""), *map(str, sizes)]
         sender = subprocess.Popen(argv)
         try:
@@ -147,7 +155,11 @@ def loopback_transport(lm, model: str, prompt: list[int], repeats: int, tls_dir:
     os.sched_setaffinity(0, {IO_CPU})  # the decode side: receiver and client
     results: dict[str, dict] = {}
     try:
-        for name, tls, checksum in (("plain", False, "on"), ("plain_no_checksum", False, "off"), ("tls", True, "auto")):
+        for name, tls, checksum in (
+            ("plain", False, "on"),
+            ("plain_no_checksum", False, "off"),
+            ("tls", True, "auto"),
+        ):
             with prefill_process(model, tls_dir if tls else None) as target:
                 client_tls = TLSConfig(ca=tls_dir / "ca.crt") if tls else None
                 results[name] = kv_goodput(target, lm, prompt, repeats, client_tls, checksum)
