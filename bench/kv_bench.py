@@ -163,7 +163,7 @@ def _bench_dir() -> Path:
     return demo_model_dir("bench")
 
 
-def on_loopback(lm, repeats: int) -> dict:
+def on_loopback(lm, model: str | None, repeats: int) -> dict:
     """The data connection's goodput ÷ a plain socket, and over TLS ÷ a TLS socket (kv_transport.py)."""
     import tempfile
 
@@ -173,7 +173,8 @@ def on_loopback(lm, repeats: int) -> dict:
     from support.pki import write_tls_dir
 
     with tempfile.TemporaryDirectory() as folder:
-        return loopback_transport(lm, prompt(lm), repeats, write_tls_dir(Path(folder)))
+        tls_dir = write_tls_dir(Path(folder))
+        return loopback_transport(lm, model or str(_bench_dir()), prompt(lm), repeats, tls_dir)
 
 
 def extras(lm, repeats: int) -> dict:
@@ -317,7 +318,7 @@ def main() -> None:
     results: dict = {"prompt_tokens": PROMPT_TOKENS, "loadavg_at_start": Path("/proc/loadavg").read_text()}
     results["link"] = {"skipped": "--skip-link"} if args.skip_link else over_link(args)
     lm = load(args.model)
-    results["loopback"] = on_loopback(lm, args.repeats)
+    results["loopback"] = on_loopback(lm, args.model, args.repeats)
     if args.extras:
         results["extras"] = extras(lm, args.repeats)
     if "runs" in results["link"] and args.plot is not None:

@@ -1,88 +1,135 @@
 """Loopback KV goodput of the data connection against plain and TLS sockets (used by kv_bench.py).
 
-Each baseline moves the same tensor sizes between two threads pinned to the same CPUs as the KV
-path's sender and receiver: the sender `sendall`s each tensor from its memory, the receiver
-`recv_into`s a preallocated buffer; goodput = bytes ÷ (sender start → last byte received). The KV
-path runs real bulk transfers through a prefill worker (compute pinned to CPU 0) and a PrefillClient
-on the data connection; its goodput is reported two ways, and the ratios use the lower one:
-bytes ÷ first→last byte on the decode clock (`stream`), and `TransferTimings.goodput_bytes_per_s`
-(bytes ÷ time on the wire, the metric the decode worker exports).
+Placed as in a deployment: the prefill worker is its own process (`hybrid-inference prefill
+--compute-cpus 0`, OMP_NUM_THREADS=1, allowed CPUs 0,1: compute on CPU 0, its gRPC and data
+connection threads on CPU 1), the decode side (this process: a PrefillClient receiving into its
+buffers) on CPU 1. Each baseline moves the same tensor sizes between two processes on CPU 1, the
+same structure: a sender process `sendall`s each tensor from its memory, this process `recv_into`s a
+preallocated buffer; goodput = bytes ÷ (go signal sent → last byte received). The KV path runs real
+bulk transfers; its goodput is reported two ways, and the ratios use the lower one: bytes ÷ first→last
+byte on the decode clock (`stream`), and `TransferTimings.goodput_bytes_per_s` (bytes ÷ time on the
+wire, the metric the decode worker exports).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
 import statistics
-import threading
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-
-def _pin(cpus: set[int] | None) -> None:
-    if cpus:
-        os.sched_setaffinity(0, cpus)
+IO_CPU, COMPUTE_CPU = 1, 0
 
 
-def socket_goodput(sizes: list[int], cpus: set[int] | None = None, tls_dir: Path | None = None) -> float:
-    """Bytes/s of one TCP (or TLS, certificates in `tls_dir`) connection on loopback moving `sizes`."""
-    payload = [np.random.default_rng(i).integers(0, 255, n, dtype=np.uint8) for i, n in enumerate(sizes)]
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _contexts(tls_dir: Path | None) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    if tls_dir is None:
+        return None, None
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tls_dir / "tls.crt", tls_dir / "tls.key")
+    return server, ssl.create_default_context(cafile=tls_dir / "ca.crt")
+
+
+def socket_goodput(sizes: list[int], repeats: int, tls_dir: Path | None = None) -> list[float]:
+    """Bytes/s of `repeats` rounds of `sizes` over one TCP (or TLS) loopback connection from a sender
+    process on IO_CPU to this process (which must already run on IO_CPU)."""
     total = sum(sizes)
-    server_ctx = client_ctx = None
-    if tls_dir is not None:
-        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        server_ctx.load_cert_chain(tls_dir / "tls.crt", tls_dir / "tls.key")
-        client_ctx = ssl.create_default_context(cafile=tls_dir / "ca.crt")
+    server_ctx, _ = _contexts(tls_dir)
     buffer = bytearray(total)
+    rates: list[float] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        accepted: list[socket.socket] = []
-        ready = threading.Event()
-
-        def receive() -> None:
-            _pin(cpus)
+        argv = [
+            "taskset",
+            "-c",
+            str(IO_CPU),
+            sys.executable,
+            __file__,
+            "send",
+            str(listener.getsockname()[1]),
+        ]
+        argv += [str(repeats), str(tls_dir or ""), *map(str, sizes)]
+        sender = subprocess.Popen(argv)
+        try:
+            listener.settimeout(60)
             conn, _ = listener.accept()
+            conn.settimeout(None)
             conn = server_ctx.wrap_socket(conn, server_side=True) if server_ctx else conn
-            accepted.append(conn)
-            ready.set()
-            view, got = memoryview(buffer), 0
-            while got < total:
-                got += conn.recv_into(view[got:])
+            with conn:
+                for _ in range(repeats):
+                    view, got = memoryview(buffer), 0
+                    start = time.perf_counter()
+                    conn.sendall(b"g")  # go: the sender starts now
+                    while got < total:
+                        got += conn.recv_into(view[got:])
+                    rates.append(total / (time.perf_counter() - start))
+        finally:
+            sender.wait(timeout=60)
+    return rates
 
-        receiver = threading.Thread(target=receive)
-        receiver.start()
-        result: list[float] = []
 
-        def send() -> None:
-            _pin(cpus)
-            sock = socket.create_connection(listener.getsockname())
-            sock = client_ctx.wrap_socket(sock, server_hostname="127.0.0.1") if client_ctx else sock
-            ready.wait()
-            start = time.perf_counter()
+def _send_role(port: int, repeats: int, tls_dir: str, sizes: list[int]) -> None:
+    """The baseline's sender process: connect, then per go byte sendall every tensor."""
+    payload = [np.random.default_rng(i).integers(0, 255, n, dtype=np.uint8) for i, n in enumerate(sizes)]
+    _, client_ctx = _contexts(Path(tls_dir) if tls_dir else None)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock = client_ctx.wrap_socket(sock, server_hostname="127.0.0.1") if client_ctx else sock
+    with sock:
+        for _ in range(repeats):
+            sock.recv(1)
             for piece in payload:
                 sock.sendall(piece.data)
-            receiver.join()
-            result.append(total / (time.perf_counter() - start))
-            sock.close()
 
-        sender = threading.Thread(target=send)
-        sender.start()
-        sender.join()
-        for conn in accepted:
-            conn.close()
-    return result[0]
+
+@contextlib.contextmanager
+def prefill_process(model: str, tls_dir: Path | None) -> Iterator[str]:
+    """A `hybrid-inference prefill` process on loopback, compute on COMPUTE_CPU; yields its gRPC target."""
+    from hybrid_workers.decode.prefill_client import PrefillClient  # noqa: F401  (import cost paid here)
+
+    port = _free_port()
+    argv = ["taskset", "-c", f"{COMPUTE_CPU},{IO_CPU}", sys.executable, "-m", "hybrid_workers", "prefill"]
+    argv += ["--model", model, "--device", "cpu", "--dtype", "float32", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--metrics-port", "0", "--compute-cpus", str(COMPUTE_CPU)]
+    if tls_dir is not None:
+        argv += ["--tls-cert", str(tls_dir / "tls.crt"), "--tls-key", str(tls_dir / "tls.key")]
+    worker = subprocess.Popen(argv, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
+    try:
+        yield f"localhost:{port}"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
 
 
 def kv_goodput(target: str, lm, prompt: list[int], repeats: int, tls=None, checksum: str = "auto") -> dict:
     """Medians of bulk transfers on the data connection: stream and wire goodput, bytes, transport."""
     from hybrid_workers.decode.prefill_client import PrefillClient
     from hybrid_workers.engine import SamplingParams
+    from hybrid_workers.kv import KVProtocolError
 
     greedy = SamplingParams(max_tokens=1, temperature=0)
     stream, wire, transports = [], [], set()
-    with PrefillClient(target, lm, mode="bulk", timeout_s=300, tls=tls, data_checksum=checksum) as client:
+    with PrefillClient(target, lm, mode="bulk", timeout_s=600, tls=tls, data_checksum=checksum) as client:
+        deadline = time.monotonic() + 120
+        while True:  # the worker process loads its model first
+            try:
+                client.probe()
+                break
+            except KVProtocolError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         client.prefill(prompt, greedy)  # warm-up
         for _ in range(repeats):
             timings = client.prefill(prompt, greedy).timings
@@ -99,36 +146,35 @@ def kv_goodput(target: str, lm, prompt: list[int], repeats: int, tls=None, check
     }
 
 
-def loopback_transport(lm, prompt: list[int], repeats: int, tls_dir: Path) -> dict:
-    """Data connection vs plain socket (crc32 on, the plaintext default, and off), and over TLS (no crc32:
-    the TLS record MAC authenticates) vs a TLS socket; compute on CPU 0, sender and receiver on CPU 1."""
+def loopback_transport(lm, model: str, prompt: list[int], repeats: int, tls_dir: Path) -> dict:
+    """Data connection vs plain socket (checksum on, the plaintext default, and off), and over TLS (no
+    checksum: the TLS record MAC authenticates) vs a TLS socket; compute on CPU 0, I/O on CPU 1."""
     from hybrid_workers.kv.tls import TLSConfig
-    from hybrid_workers.prefill.config import PrefillServerConfig
-    from hybrid_workers.prefill.server import start_server
 
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {IO_CPU})  # the decode side: receiver and client
     results: dict[str, dict] = {}
-    for name, tls, checksum in (
-        ("plain", None, "on"),
-        ("plain_no_checksum", None, "off"),
-        ("tls", TLSConfig(tls_dir / "tls.crt", tls_dir / "tls.key"), "auto"),
-    ):
-        config = PrefillServerConfig(host="127.0.0.1", port=0, tls=tls, compute_cpus=(0,))
-        allowed = os.sched_getaffinity(0)
-        running = start_server(lm, config)  # this thread (and the client) now on the other CPUs
-        try:
-            client_tls = TLSConfig(ca=tls_dir / "ca.crt") if tls else None
-            target = f"localhost:{running.port}"
-            results[name] = kv_goodput(target, lm, prompt, repeats, client_tls, checksum)
-        finally:
-            running.stop(grace_s=0)
-            os.sched_setaffinity(0, allowed)
-        tensor = results[name]["bytes"] // (2 * lm.num_layers)
-        sizes = [tensor] * (2 * lm.num_layers)
-        baseline = [socket_goodput(sizes, {1}, tls_dir if tls else None) for _ in range(repeats)]
-        kv = min(results[name]["stream_bytes_per_s"], results[name]["wire_bytes_per_s"])
-        results[name] |= {
-            "socket_bytes_per_s": statistics.median(baseline),
-            "socket_spread": [min(baseline), max(baseline)],
-            "kv_over_socket": kv / statistics.median(baseline),
-        }
+    try:
+        for name, tls, checksum in (
+            ("plain", False, "on"),
+            ("plain_no_checksum", False, "off"),
+            ("tls", True, "auto"),
+        ):
+            with prefill_process(model, tls_dir if tls else None) as target:
+                client_tls = TLSConfig(ca=tls_dir / "ca.crt") if tls else None
+                results[name] = kv_goodput(target, lm, prompt, repeats, client_tls, checksum)
+            tensor = results[name]["bytes"] // (2 * lm.num_layers)
+            baseline = socket_goodput([tensor] * (2 * lm.num_layers), repeats, tls_dir if tls else None)
+            kv = min(results[name]["stream_bytes_per_s"], results[name]["wire_bytes_per_s"])
+            results[name] |= {
+                "socket_bytes_per_s": statistics.median(baseline),
+                "socket_spread": [min(baseline), max(baseline)],
+                "kv_over_socket": kv / statistics.median(baseline),
+            }
+    finally:
+        os.sched_setaffinity(0, allowed)
     return results
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "send":
+    _send_role(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], [int(n) for n in sys.argv[5:]])

@@ -17,16 +17,19 @@ from hybrid_workers.engine.kv_slot import TorchKVSlot
 from hybrid_workers.enums import WireEncoding
 from hybrid_workers.kv.compression import EncodedTensor, encode
 from hybrid_workers.kv.data_frame import (
+    DATA_VERSION,
     HELLO,
     LAYER,
     hello,
     layer_header,
+    negotiate,
     parse_hello,
-    send_all,
+    payload_checksum,
     send_layer,
     transfer_ref,
 )
 from hybrid_workers.kv.data_receiver import receive_layers
+from hybrid_workers.kv.data_socket import receive_blocking, send_all
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import Header
 from hybrid_workers.kv.receiver import KVReceiver
@@ -47,13 +50,16 @@ def _stream(prompt_tokens: int = 5, encoding: WireEncoding = WireEncoding.NONE) 
     return stream
 
 
-def _run(stream: Stream, write: Callable[[socket.socket], None], destination=None) -> tuple[KVReceiver, dict]:
-    """Feed the header, let `write` play the prefill side on one end, receive on the other."""
+def _run(
+    stream: Stream, write: Callable[[socket.socket], None], destination=None, version: int = DATA_VERSION
+) -> tuple[KVReceiver, dict]:
+    """Feed the header, let `write` play the prefill side on one end, receive on the other (set up as
+    the decode worker's data connection: blocking, kernel receive timeout, whole-tensor receives)."""
     handed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     receiver = KVReceiver(MODEL, stream.request, lambda i, k, v: handed.__setitem__(i, (k, v)), destination)
     receiver.feed(stream.frames[0])
     near, far = socket.socketpair()
-    near.settimeout(0.05)
+    receive_blocking(near, 0.05)
 
     def play() -> None:
         with far, contextlib.suppress(OSError):  # the receiver may hang up first (it refused the stream)
@@ -70,7 +76,7 @@ def _run(stream: Stream, write: Callable[[socket.socket], None], destination=Non
             raise AssertionError("receive_layers did not finish")
 
     try:
-        receive_layers(near, receiver, REF, poll)
+        receive_layers(near, receiver, REF, poll, version)
     finally:
         near.close()
         writer.join(timeout=30)
@@ -220,11 +226,51 @@ def test_a_layer_chunk_on_the_grpc_stream_after_a_data_header_is_out_of_order() 
 
 
 def test_the_hello_round_trips_and_refuses_strangers() -> None:
-    assert parse_hello(hello(TRANSFER_ID)) == TRANSFER_ID
+    assert parse_hello(hello(TRANSFER_ID)) == (TRANSFER_ID, DATA_VERSION)
+    assert parse_hello(hello(TRANSFER_ID, 1)) == (TRANSFER_ID, 1)  # an older decode worker's hello
     with pytest.raises(ValueError, match="not a KV data connection"):
         parse_hello(b"GET / HTTP/1.1\r\n\r\n\0\0\0\0\0\0")
-    with pytest.raises(ValueError, match="version 9"):
-        parse_hello(HELLO.pack(b"HIKD", 9, TRANSFER_ID))
+    for version in (0, 9):
+        with pytest.raises(ValueError, match=f"version {version}, this worker speaks 1..2"):
+            parse_hello(HELLO.pack(b"HIKD", version, TRANSFER_ID))
+
+
+def test_the_data_version_is_the_highest_both_sides_speak() -> None:
+    assert negotiate(DATA_VERSION) == DATA_VERSION == 2
+    assert negotiate(1) == 1  # an older peer: CRC-32
+    assert negotiate(7) == DATA_VERSION  # a newer peer speaks ours
+    assert negotiate(0) == 0  # no data connection at all
+
+
+def test_each_data_version_checks_its_own_checksum() -> None:
+    parts = (b"", b"", b"123456789", b"")  # the standard check input of both CRCs
+    assert payload_checksum(1)(parts) == zlib.crc32(b"123456789") == 0xCBF43926
+    assert payload_checksum(2)(parts) == 0xE3069283  # CRC-32C's check value
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_layers_of_either_data_version_arrive_bit_exact(version: int) -> None:
+    stream = _stream(LONG_PROMPT)
+
+    def write(sock: socket.socket) -> None:
+        for index in range(MODEL.num_layers):
+            send_layer(sock, REF, index, *_encoded(stream, index), payload_checksum(version))
+
+    _receiver, handed = _run(stream, write, version=version)
+    for index, (keys, values) in enumerate(stream.layers):
+        assert torch.equal(handed[index][0], keys) and torch.equal(handed[index][1], values)
+
+
+def test_a_frame_checksummed_for_the_other_data_version_is_refused() -> None:
+    stream = _stream(LONG_PROMPT)
+
+    def write(sock: socket.socket) -> None:  # an old (CRC-32) sender on a connection that said version 2
+        for index in range(MODEL.num_layers):
+            send_layer(sock, REF, index, *_encoded(stream, index), payload_checksum(1))
+
+    with pytest.raises(KVProtocolError, match="crc32c mismatch") as raised:
+        _run(stream, write, version=2)
+    assert raised.value.reason is Reason.CHECKSUM
 
 
 @st.composite

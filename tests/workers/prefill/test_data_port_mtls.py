@@ -49,7 +49,7 @@ def test_a_client_certificate_signed_by_the_ca_is_claimed(listener: DataListener
         sock.sendall(hello(TRANSFER))
         claimed = listener.claim(TRANSFER, wait_s=10)
         assert claimed is not None
-        claimed.close()
+        claimed.close()  # a DataConnection: the socket and the hello's data version
 
 
 def test_tls_without_a_client_certificate_is_refused(listener: DataListener, tls: TLSConfig) -> None:

@@ -20,7 +20,8 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from hybrid_workers.kv.data_frame import DATA_VERSION, hello
+from hybrid_workers.kv.data_frame import DATA_VERSION, hello, negotiate
+from hybrid_workers.kv.data_socket import receive_blocking
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.tls import TLSConfig, client_context
 
@@ -49,8 +50,8 @@ def target_host(target: str) -> str:
 
 def offered(target: str, data_version: int, data_port: int, override_port: int | None) -> DataAddress | None:
     """The data address a handshake reply offers (None: gRPC frames); `override_port` replaces the port."""
-    if data_version != DATA_VERSION or not data_port:
-        return None  # an older worker, another framing, or its data port is off
+    if not negotiate(data_version) or not data_port:
+        return None  # an older worker without a data connection, or its data port is off
     return DataAddress(target_host(target), override_port or data_port)
 
 
@@ -73,9 +74,15 @@ def reachable(address: DataAddress, timeout_s: float) -> str | None:
 
 
 def open_data(
-    address: DataAddress, transfer_id: bytes, tls: TLSConfig | None, timeout_s: float, server_name: str
+    address: DataAddress,
+    transfer_id: bytes,
+    tls: TLSConfig | None,
+    timeout_s: float,
+    server_name: str,
+    version: int = DATA_VERSION,
 ) -> socket.socket:
-    """A data connection to `address` that said hello for `transfer_id`; KVProtocolError(TRANSPORT)."""
+    """A data connection to `address` that said hello for `transfer_id` in data version `version`, ready
+    for kv.data_socket.recv_exact (receive timeout POLL_S); KVProtocolError(TRANSPORT)."""
     try:
         sock = socket.create_connection((address.host, address.port), timeout=timeout_s)
     except OSError as exc:
@@ -89,13 +96,13 @@ def open_data(
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
             sock = client_context(tls).wrap_socket(sock, server_hostname=server_name)  # as gRPC checks it
-        sock.sendall(hello(transfer_id))
+        sock.sendall(hello(transfer_id, version))
     except OSError as exc:  # ssl.SSLError is an OSError
         sock.close()
         raise KVProtocolError(
             Reason.TRANSPORT, f"data connection to {address}: TLS or hello failed ({exc})"
         ) from None
-    sock.settimeout(POLL_S)
+    receive_blocking(sock, POLL_S)
     return sock
 
 

@@ -47,7 +47,7 @@ from hybrid_workers.errors import closed_choice
 from hybrid_workers.kv import handshake, wire
 from hybrid_workers.kv.checks import ReceiverModel
 from hybrid_workers.kv.convert import request_to_pb
-from hybrid_workers.kv.data_frame import TRANSFER_ID_BYTES, transfer_ref
+from hybrid_workers.kv.data_frame import DATA_VERSION, TRANSFER_ID_BYTES, negotiate, transfer_ref
 from hybrid_workers.kv.data_receiver import receive_layers
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import (
@@ -125,6 +125,7 @@ class PrefillClient:
         checksum = closed_choice("--kv-data-checksum", DataChecksum, data_checksum)
         self.data_checksum = checksum is DataChecksum.ON or (checksum is DataChecksum.AUTO and tls is None)
         self._data_ok = False  # the last handshake offered a data connection that opens from here
+        self._data_version = DATA_VERSION  # the data version both sides speak (the last handshake's)
         self._negotiated = False
         self.lm = lm
         self.timeout_s = timeout_s
@@ -197,7 +198,8 @@ class PrefillClient:
                 if isinstance(frame, Header) and frame.data_connection:  # (asked for: check_header)
                     sock = self._open_data(frame, transfer_id)
                     stream = StreamDrain(stream, watch.progress)  # heartbeats count while layers arrive
-                    receiving = receive_layers(sock, receiver, transfer_ref(transfer_id), poll)
+                    ref, version = transfer_ref(transfer_id), self._data_version
+                    receiving = receive_layers(sock, receiver, ref, poll, version)
                     clock.receive_seconds = receiving
             trailer = receiver.finish()
         except grpc.RpcError as exc:
@@ -255,9 +257,12 @@ class PrefillClient:
                     problem,
                 )
                 ok = False
-        if ok != self._data_ok:
-            log.info("prefill worker %s: KV over %s", self.target, address if ok else "gRPC frames")
+        version = negotiate(reply.data_version)
+        if ok != self._data_ok or (ok and version != self._data_version):
+            where = f"{address} (data version {version})" if ok else "gRPC frames"
+            log.info("prefill worker %s: KV over %s", self.target, where)
         self._data_ok, self._negotiated = ok, True
+        self._data_version = version or DATA_VERSION
 
     def _data_wanted(self) -> bool:
         """Whether to ask for a data connection (the first call handshakes once to find out)."""
@@ -272,7 +277,8 @@ class PrefillClient:
         """The data connection the header announced; on failure, gRPC frames until the next handshake."""
         address = announced(self.target, header.data_host, header.data_port, self.data_port)
         try:
-            return open_data(address, transfer_id, self.tls, self.stall_s, target_host(self.target))
+            host = target_host(self.target)
+            return open_data(address, transfer_id, self.tls, self.stall_s, host, self._data_version)
         except KVProtocolError:
             self._data_ok = False
             log.warning("prefill worker %s: KV over gRPC frames until the next handshake", self.target)

@@ -4,7 +4,8 @@ After the gRPC stream's Header announced the data connection, `receive_layers` r
 layer (kv/data_frame.py) in order: the 32-byte header is checked against the transfer and the
 receiver's position (transfer ref, layer index, kind, sizes), the tensor bytes are received with
 `recv_into` into `KVReceiver.layer_buffers()` (the slot's own memory for `none`; staging for
-fp8/int8), the crc32 is checked (unless the request turned it off), and the layer is committed -
+fp8/int8), the payload checksum of the connection's data version is checked (unless the request
+turned it off), and the layer is committed -
 usable as soon as it arrived. Any violation raises KVProtocolError with the same reasons as the gRPC
 frames (docs/kv-wire.md).
 """
@@ -13,23 +14,36 @@ from __future__ import annotations
 
 import socket
 import time
-import zlib
 from collections.abc import Callable
 
 from hybrid_workers.enums import WireEncoding
-from hybrid_workers.kv.data_frame import KIND_KEYS_VALUES, LAYER, LayerFrame, parse_layer_header, recv_exact
+from hybrid_workers.kv.data_frame import (
+    DATA_VERSION,
+    KIND_KEYS_VALUES,
+    LAYER,
+    LayerFrame,
+    parse_layer_header,
+    payload_checksum,
+)
+from hybrid_workers.kv.data_socket import recv_exact
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.receiver import KVReceiver
 
 
 def receive_layers(
-    sock: socket.socket, receiver: KVReceiver, ref: int, poll: Callable[[int], None]
+    sock: socket.socket,
+    receiver: KVReceiver,
+    ref: int,
+    poll: Callable[[int], None],
+    version: int = DATA_VERSION,
 ) -> list[float]:
     """Receive every remaining layer; per layer, the seconds from its header to its last byte.
 
-    `poll(count)` is called after every receive (0: a socket timeout) and raises to give up.
+    `poll(count)` is called after every receive (0: a socket timeout) and raises to give up;
+    `version` is the connection's data version (its payload checksum).
     """
     assert receiver.header is not None
+    checksum = payload_checksum(version) if receiver.request.data_checksum else None
     encoding = receiver.header.encoding
     scale_bytes = 0 if encoding is WireEncoding.NONE else 4 * receiver.model.num_kv_heads
     seconds: list[float] = []
@@ -46,11 +60,10 @@ def receive_layers(
             recv_exact(sock, memoryview(scales), poll, f"{what}'s scales")
         recv_exact(sock, keys.data, poll, f"{what}'s keys")  # straight into the KV slot (none)
         recv_exact(sock, values.data, poll, f"{what}'s values")
-        if receiver.request.data_checksum and frame.crc32 != zlib.crc32(
-            values.data, zlib.crc32(keys.data, zlib.crc32(scales))
-        ):
+        if checksum is not None and frame.crc32 != checksum((scales, keys.data, values.data)):
             receiver.release()
-            raise KVProtocolError(Reason.CHECKSUM, f"{what} on the data connection: crc32 mismatch")
+            name = "crc32" if version == 1 else "crc32c"
+            raise KVProtocolError(Reason.CHECKSUM, f"{what} on the data connection: {name} mismatch")
         receiver.complete_layer(keys, values, bytes(scales[:scale_bytes]), bytes(scales[scale_bytes:]))
         seconds.append(time.perf_counter() - started)
     return seconds

@@ -1,9 +1,10 @@
 """The prefill worker's KV data port: accepts data connections and hands each to the Prefill call it names.
 
 A decode worker opens one data connection per transfer (TLS/mTLS with the gRPC port's certificates
-when those are set) and sends a hello with the transfer's 16-byte id; the Prefill call carrying that id
-`claim`s it. Connections nobody claims within `unclaimed_s` are closed, as are those whose hello is
-wrong or late (`hello_timeout_s`); at most `max_pending` wait at once (the oldest is dropped).
+when those are set) and sends a hello with the transfer's 16-byte id and the data version it chose;
+the Prefill call carrying that id `claim`s it (with that version: its payload checksum).
+Connections nobody claims within `unclaimed_s` are closed, as are those whose hello is wrong or late
+(`hello_timeout_s`); at most `max_pending` wait at once (the oldest is dropped).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from hybrid_workers.errors import UserError
 from hybrid_workers.kv.data_frame import HELLO, parse_hello
@@ -21,6 +23,17 @@ from hybrid_workers.kv.tls import TLSConfig, server_context
 
 log = logging.getLogger("hybrid_inference.prefill")
 _ACCEPT_POLL_S = 0.2  # how often the accept loop checks for close()
+
+
+@dataclass(frozen=True)
+class DataConnection:
+    """A claimed data connection and the data version its hello named."""
+
+    sock: socket.socket
+    version: int
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class DataListener:
@@ -40,7 +53,7 @@ class DataListener:
         self._hello_timeout_s = hello_timeout_s
         self._unclaimed_s = unclaimed_s
         self._max_pending = max_pending
-        self._pending: OrderedDict[bytes, tuple[socket.socket, float]] = OrderedDict()
+        self._pending: OrderedDict[bytes, tuple[DataConnection, float]] = OrderedDict()
         self._cond = threading.Condition()
         self._closed = threading.Event()
         try:
@@ -55,7 +68,7 @@ class DataListener:
         self._thread = threading.Thread(target=self._accept_loop, name="kv-data-accept", daemon=True)
         self._thread.start()
 
-    def claim(self, transfer_id: bytes, wait_s: float) -> socket.socket | None:
+    def claim(self, transfer_id: bytes, wait_s: float) -> DataConnection | None:
         """The connection that said hello with `transfer_id`, waiting up to `wait_s`; None if none yet."""
         deadline = time.monotonic() + wait_s
         with self._cond:
@@ -64,9 +77,9 @@ class DataListener:
                 if left <= 0 or self._closed.is_set():
                     return None
                 self._cond.wait(left)
-            sock, _ = self._pending.pop(transfer_id)
-        sock.settimeout(None)  # the sender blocks in sendmsg; a cancelled call shuts the socket down
-        return sock
+            conn, _ = self._pending.pop(transfer_id)
+        conn.sock.settimeout(None)  # the sender blocks in sendmsg; a cancelled call shuts the socket down
+        return conn
 
     def close(self) -> None:
         """Stop accepting and close every unclaimed connection."""
@@ -74,8 +87,8 @@ class DataListener:
         self._thread.join(timeout=2 * _ACCEPT_POLL_S + 1)
         self._sock.close()
         with self._cond:
-            for sock, _ in self._pending.values():
-                sock.close()
+            for conn, _ in self._pending.values():
+                conn.close()
             self._pending.clear()
             self._cond.notify_all()
 
@@ -107,7 +120,7 @@ class DataListener:
                 if count == 0:
                     raise ValueError(f"closed after {got} bytes of the hello")
                 got += count
-            transfer_id = parse_hello(bytes(raw))
+            transfer_id, version = parse_hello(bytes(raw))
         except (OSError, ssl.SSLError, ValueError) as exc:
             log.warning("data connection from %s refused: %s", peer, exc)
             conn.close()
@@ -116,10 +129,10 @@ class DataListener:
             old = self._pending.pop(transfer_id, None)
             if old is not None:
                 old[0].close()  # a reconnect for the same transfer: the newest wins
-            self._pending[transfer_id] = (conn, time.monotonic())
+            self._pending[transfer_id] = (DataConnection(conn, version), time.monotonic())
             while len(self._pending) > self._max_pending:
-                _, (sock, _) = self._pending.popitem(last=False)
-                sock.close()
+                _, (oldest, _) = self._pending.popitem(last=False)
+                oldest.close()
             self._cond.notify_all()
 
     def _expire(self) -> None:

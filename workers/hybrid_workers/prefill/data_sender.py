@@ -17,7 +17,7 @@ import grpc
 
 from hybrid_workers import metrics
 from hybrid_workers.kv.compression import encode
-from hybrid_workers.kv.data_frame import send_layer, transfer_ref
+from hybrid_workers.kv.data_frame import PayloadChecksum, payload_checksum, send_layer, transfer_ref
 from hybrid_workers.kv.errors import REASON_METADATA, Reason
 from hybrid_workers.kv.frames import Heartbeat, KVRequest
 from hybrid_workers.prefill.data_listener import DataListener
@@ -35,14 +35,17 @@ class DataSender:
         self.context = context
         self.model = model  # the metrics' label
         self.sock: socket.socket | None = None
+        self.checksum: PayloadChecksum | None = None  # the claimed connection's, unless turned off
         context.add_callback(self.close)  # the call ended (client gone, deadline): unblock a sendmsg
 
     def connect(self, timeout_s: float, beat_s: float) -> Iterator[Heartbeat]:
         """Wait for the data connection (heartbeats meanwhile); abort the call when it never comes."""
         deadline = time.monotonic() + timeout_s
         while self.sock is None:
-            self.sock = self.listener.claim(self.request.transfer_id, min(beat_s, timeout_s))
-            if self.sock is not None:
+            conn = self.listener.claim(self.request.transfer_id, min(beat_s, timeout_s))
+            if conn is not None:
+                self.sock = conn.sock
+                self.checksum = payload_checksum(conn.version) if self.request.data_checksum else None
                 return
             if time.monotonic() >= deadline:
                 self.context.set_trailing_metadata(((REASON_METADATA, Reason.TRANSPORT.value),))
@@ -61,7 +64,7 @@ class DataSender:
         started = time.perf_counter()
         try:
             ref = transfer_ref(self.request.transfer_id)
-            sent = send_layer(self.sock, ref, item.index, keys, values, self.request.data_checksum)
+            sent = send_layer(self.sock, ref, item.index, keys, values, self.checksum)
         except OSError as exc:
             raise Cancelled() from exc  # the decode side went away (its call ends too)
         seconds = time.perf_counter() - started

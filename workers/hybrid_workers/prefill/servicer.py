@@ -20,7 +20,7 @@ from hybrid_workers.errors import UserError
 from hybrid_workers.kv import handshake, wire
 from hybrid_workers.kv.chunker import build_header, layer_chunks
 from hybrid_workers.kv.convert import request_from_pb
-from hybrid_workers.kv.data_frame import DATA_VERSION, TRANSFER_ID_BYTES
+from hybrid_workers.kv.data_frame import DATA_VERSION, TRANSFER_ID_BYTES, negotiate
 from hybrid_workers.kv.errors import REASON_METADATA, KVProtocolError, Reason
 from hybrid_workers.kv.frames import (
     PROTOCOL_VERSION,
@@ -91,7 +91,9 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
         ours = handshake.Side.of(self.lm)
         reply = handshake.reply_pb(ours, handshake.side_from_request(request), self.lm.num_layers)
         if self.data is not None:
-            reply.data_version, reply.data_port = DATA_VERSION, self.data.port
+            # the caller's version when older (a release that compares for equality keeps working)
+            reply.data_version = negotiate(request.data_version) or DATA_VERSION
+            reply.data_port = self.data.port
         if not reply.compatible:
             log.warning("handshake refused (%s): %s", reply.reason, reply.detail)
         return reply

@@ -1,0 +1,75 @@
+"""Socket I/O of the KV data connection: whole gather writes out, whole tensors in, few system calls.
+
+Both ends keep the socket blocking, so every call goes straight to the kernel with the interpreter
+lock released (a socket with a Python timeout costs a poll() per call and wakes per segment):
+- `send_all`: one `sendmsg` of the header and every tensor part (TLS: one `sendall` per part).
+- `receive_blocking` + `recv_exact`: a plain socket gets SO_RCVTIMEO (the hang guard: the receive
+  returns what it has after `poll_s`) and each tensor is one `recv_into(..., MSG_WAITALL)` - one call
+  and one lock reacquire per tensor instead of one per segment. TLS sockets cannot take flags and
+  OpenSSL retries a timed-out read inside the call, so they keep a Python timeout of `poll_s`.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+from collections.abc import Callable, Sequence
+
+from hybrid_workers.kv.errors import KVProtocolError, Reason
+
+_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+
+
+def send_all(sock: socket.socket, buffers: Sequence[bytes | memoryview]) -> None:
+    """Send every byte of `buffers` in order: sendmsg (gather) on a plain socket, sendall per part on TLS."""
+    if isinstance(sock, ssl.SSLSocket):
+        for buffer in buffers:
+            sock.sendall(buffer)
+        return
+    pending = [memoryview(b).cast("B") for b in buffers]
+    while pending:
+        sent = sock.sendmsg(pending)
+        while pending and sent >= pending[0].nbytes:  # drop what went out (partial sends are rare)
+            sent -= pending[0].nbytes
+            pending.pop(0)
+        if pending and sent:
+            pending[0] = pending[0][sent:]
+
+
+def receive_blocking(sock: socket.socket, poll_s: float) -> None:
+    """Prepare a connected socket for `recv_exact`: blocking with a kernel receive timeout of `poll_s`
+    (plain), or a Python timeout of `poll_s` (TLS)."""
+    if isinstance(sock, ssl.SSLSocket) or not _WAITALL:
+        sock.settimeout(poll_s)
+        return
+    sock.settimeout(None)
+    seconds, micros = int(poll_s), max(1, round((poll_s - int(poll_s)) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", seconds, micros))
+
+
+def recv_exact(sock: socket.socket, view: memoryview, poll: Callable[[int], None], what: str) -> None:
+    """Fill `view` from `sock` (recv_into, no copy); KVProtocolError(TRUNCATED_CHUNK) at end of stream.
+
+    `poll(count)` runs after each receive with the bytes it got, and with 0 after each receive
+    timeout (the caller's poll interval): it raises to give up (the caller's stall watch or
+    cancellation).
+    """
+    got, total = 0, view.nbytes
+    flags = 0 if isinstance(sock, ssl.SSLSocket) else _WAITALL
+    while got < total:
+        try:
+            count = sock.recv_into(view[got:], total - got, flags)
+        except (TimeoutError, BlockingIOError):  # Python timeout, or SO_RCVTIMEO with nothing new
+            poll(0)
+            continue
+        except OSError as exc:  # reset, or TLS broken: the peer is gone
+            raise KVProtocolError(
+                Reason.TRANSPORT, f"data connection lost after {got} of {total} bytes of {what}: {exc}"
+            ) from None
+        if count == 0:
+            raise KVProtocolError(
+                Reason.TRUNCATED_CHUNK, f"data connection closed after {got} of {total} bytes of {what}"
+            )
+        got += count
+        poll(count)
