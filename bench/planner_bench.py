@@ -2,9 +2,11 @@
 `plan`, and compare with what `hybrid-inference generate` measures (docs/benchmarks.md, "Planner vs
 measured"); also what the uncalibrated built-in `generic-cpu` profile (torch/cpu engine) predicts.
 
-Usage: python bench/planner_bench.py [--model DIR] [--prompt-words N] [--max-tokens N] [--rounds N]
-       [--threads N]
-Without --model it uses the cached `bench` demo model (written on first use, ~1 minute).
+Usage: python bench/planner_bench.py [--model DIR] [--prompt-words N[,N...]] [--max-tokens N] [--rounds N]
+       [--threads N] [--budget-seconds S]
+Without --model it uses the cached `bench` demo model (written on first use, ~1 minute). Each round
+calibrates once, then generates and plans once per prompt length (`--prompt-words 300,1000`: the
+calibrated profile is checked at the calibrated length and away from it).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ GENERATED = re.compile(
 )
 
 
-def calibrate(out: Path, model: str) -> dict:
-    """Run `calibrate` (float32, the dtype `generate` uses on CPU; decode on `model`'s matrix shapes)."""
+def calibrate(out: Path, model: str, budget: float) -> dict:
+    """Run `calibrate` (float32, the dtype `generate` uses on CPU; `model`'s decoder layers)."""
     command = [
         *CLI,
         "calibrate",
@@ -39,6 +41,8 @@ def calibrate(out: Path, model: str) -> dict:
         str(out),
         "--shape",
         model,
+        "--budget-seconds",
+        str(budget),
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=ENV)
     return dict(json.loads(out.read_text()))
@@ -69,14 +73,19 @@ def plan(model: str, profile: Path | str, prompt_tokens: int, output_tokens: int
     return dict(json.loads(result.stdout)["best"])
 
 
+def _prompt(words: int) -> str:
+    return " ".join(f"the {w} river runs past the old mill" for w in range(words // 8))
+
+
 def main() -> int:
     """Alternate calibrate and generate `--rounds` times; print each pair and the medians."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model folder (default: the bench demo model)")
-    parser.add_argument("--prompt-words", type=int, default=300)
+    parser.add_argument("--prompt-words", default="300", help="prompt length(s) in words, comma-separated")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads in every child process")
+    parser.add_argument("--budget-seconds", type=float, default=1.0, help="calibrate's time per measurement")
     args = parser.parse_args()
     if args.threads is not None:
         ENV["OMP_NUM_THREADS"] = str(args.threads)
@@ -84,35 +93,52 @@ def main() -> int:
         from hybrid_workers.engine import demo_model_dir
 
         args.model = str(demo_model_dir("bench"))
-    prompt = " ".join(f"the {w} river runs past the old mill" for w in range(args.prompt_words // 8))
-    rows = []
+    lengths = [int(words) for words in args.prompt_words.split(",")]
+    rows: dict[int, list[tuple[float, float, float, float]]] = {words: [] for words in lengths}
+    tokens: dict[int, tuple[int, int]] = {}
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(args.rounds):
             profile = Path(folder) / f"profile-{round_}.json"
-            measured = calibrate(profile, args.model)
-            n_prompt, n_out, ttft, tps = generate(args.model, prompt, args.max_tokens)
-            predicted = plan(args.model, profile, n_prompt, max(1, n_out - 1))
-            rows.append((ttft, predicted["ttft_seconds"], tps, predicted["decode_tokens_per_second"]))
+            measured = calibrate(profile, args.model, args.budget_seconds)
             gflops = measured["sustained_tflops"]["float32"] * 1000
-            gemv, overhead = measured["decode_gbps"]["float32"], measured["layer_overhead_seconds"] * 1e6
+            gbps, overhead = measured["decode_gbps"]["float32"], measured["layer_overhead_seconds"] * 1e6
             print(
-                f"round {round_}: calibrated {gflops:.0f} GFLOP/s, GEMV {gemv:.1f} GB/s, "
-                f"{overhead:.0f} us/layer overhead"
-                f" | prompt {n_prompt}, {n_out} tokens"
-                f" | TTFT measured {ttft:.3f} s, planned {predicted['ttft_seconds']:.3f} s"
-                f" | TPS measured {tps:.1f}, planned {predicted['decode_tokens_per_second']:.1f}",
+                f"round {round_}: calibrated prefill {gflops:.0f} GFLOP/s, decode {gbps:.1f} GB/s, "
+                f"{overhead:.0f} us/layer overhead, largest spread {max(measured['spread'].values()):.0%}",
                 flush=True,
             )
+            for words in lengths:
+                n_prompt, n_out, ttft, tps = generate(args.model, _prompt(words), args.max_tokens)
+                tokens[words] = (n_prompt, n_out)
+                predicted = plan(args.model, profile, n_prompt, max(1, n_out - 1))
+                p_ttft, p_tps = predicted["ttft_seconds"], predicted["decode_tokens_per_second"]
+                rows[words].append((ttft, p_ttft, tps, p_tps))
+                print(
+                    f"  prompt {n_prompt}, {n_out} tokens | TTFT measured {ttft:.3f} s, planned "
+                    f"{p_ttft:.3f} s ({p_ttft / ttft - 1:+.0%}) | TPS measured {tps:.1f}, planned "
+                    f"{p_tps:.1f} ({p_tps / tps - 1:+.0%})",
+                    flush=True,
+                )
+    for words in lengths:
+        _summarise(args.model, tokens[words], rows[words])
+    return 0
+
+
+def _summarise(model: str, tokens: tuple[int, int], rows: list[tuple[float, float, float, float]]) -> None:
+    """Medians of measured and planned for one prompt length, and the uncalibrated generic-cpu plan."""
+    n_prompt, n_out = tokens
     ttft_m, ttft_p, tps_m, tps_p = (statistics.median(column) for column in zip(*rows, strict=True))
-    print(f"median: TTFT measured {ttft_m:.3f} s vs planned {ttft_p:.3f} s ({ttft_p / ttft_m - 1:+.0%}); "
-          f"TPS measured {tps_m:.1f} vs planned {tps_p:.1f} ({tps_p / tps_m - 1:+.0%})")  # fmt: skip
-    generic = plan(args.model, "generic-cpu", n_prompt, max(1, n_out - 1))
+    ttft_range = f"{min(r[0] for r in rows):.3f}-{max(r[0] for r in rows):.3f}"
+    tps_range = f"{min(r[2] for r in rows):.1f}-{max(r[2] for r in rows):.1f}"
+    print(f"prompt {n_prompt} tokens, median of {len(rows)}: TTFT measured {ttft_m:.3f} s ({ttft_range}) vs "
+          f"planned {ttft_p:.3f} s ({ttft_p / ttft_m - 1:+.0%}); TPS measured {tps_m:.1f} ({tps_range}) vs "
+          f"planned {tps_p:.1f} ({tps_p / tps_m - 1:+.0%})")  # fmt: skip
+    generic = plan(model, "generic-cpu", n_prompt, max(1, n_out - 1))
     g_ttft, g_tps = generic["ttft_seconds"], generic["decode_tokens_per_second"]
     print(
-        f"uncalibrated generic-cpu ({generic['prefill_engine']}): TTFT planned {g_ttft:.3f} s "
+        f"  uncalibrated generic-cpu ({generic['prefill_engine']}): TTFT planned {g_ttft:.3f} s "
         f"(x{g_ttft / ttft_m:.2f} of measured), TPS planned {g_tps:.1f} (x{g_tps / tps_m:.2f})"
     )
-    return 0
 
 
 if __name__ == "__main__":

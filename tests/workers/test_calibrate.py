@@ -26,14 +26,14 @@ def prefill_server(tiny_lm) -> Iterator:  # -> RunningServer
 
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The profile file of one calibrate run (float32 and float16, 2 repeats) and its stderr."""
+    """The profile file of one calibrate run (float32 and float16, 2 repeats, 128-token layers) and its
+    stderr."""
     out = tmp_path_factory.mktemp("calibrate") / "box.json"
-    args = ["calibrate", "--out", str(out), "--device", "cpu", "--dtypes", "float32,float16"]
+    args = ["calibrate", "--out", str(out), "--device", "cpu", "--dtypes", "float32,float16", "--id", "box"]
+    args += ["--shape", "demo-bench", "--budget-seconds", "0.05", "--repeats", "2", "--prefill-tokens", "128"]
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
-        code = main(
-            [*args, "--shape", "demo-bench", "--budget-seconds", "0.05", "--id", "box", "--repeats", "2"]
-        )
+        code = main(args)
     assert code == 0
     return out, stderr.getvalue()
 
@@ -47,11 +47,11 @@ def test_calibrate_reports_progress_and_the_spread_of_its_repeats(calibration: t
     path, stderr = calibration
     data = json.loads(path.read_text())
     assert data["repeats"] == 2
-    assert set(data["spread"]) >= {"matmul float32", "decode GEMVs float16", "layer overhead"}
+    assert set(data["spread"]) >= {"matmul float32", "prefill layers float16", "decode layers float32"}
     assert all(value >= 0 for value in data["spread"].values())
     # One progress line per measurement, counted, with both repeats' values.
     lines = [line for line in stderr.splitlines() if line.startswith("calibrate [")]
-    assert len(lines) == 3 * 2 + 3 and lines[-1].startswith("calibrate [9/9] KV")
+    assert len(lines) == 5 * 2 + 3 and lines[-1].startswith("calibrate [13/13] KV")
     assert "largest spread over 2 repeats" in stderr
 
 
@@ -128,17 +128,37 @@ def test_an_unreachable_peer_is_named(capsys: pytest.CaptureFixture[str]) -> Non
     assert "--peer 127.0.0.1:1: prefill worker not reachable" in capsys.readouterr().err
 
 
-def test_decode_bandwidth_is_measured_on_the_given_shape(profile_file: Path) -> None:
+def test_the_rates_come_from_the_given_shapes_decoder_layers(profile_file: Path) -> None:
     data = json.loads(profile_file.read_text())
-    assert "prefill GEMMs (512 rows) and decode GEMVs on demo-bench's matrix shapes" in data["source"]
+    assert (
+        "prefill (128 tokens) and decode (128 cached) through demo-bench's decoder layers" in data["source"]
+    )
     assert data["peak_tflops"]["float32"] >= data["sustained_tflops"]["float32"]
+    layers = data["decoder_layers"]
+    assert layers["shape"] == "demo-bench" and layers["prefill_tokens"] == layers["decode_context"] == 128
+    # demo-bench's 45 MB float32 layers: 6 of them stream the 256 MiB a CPU pass reads (calibration.SIZES);
+    # float16 (22.5 MB layers) streams 64 MiB on CPUs (converted element by element: kept short)
+    assert layers["stack_layers"] == {"float32": 6, "float16": 3}
+    for dtype in ("float32", "float16"):
+        assert layers["prefill_seconds"][dtype] > 0 and layers["decode_seconds"][dtype] > 0
 
 
-def test_layer_matrices_are_a_decoder_layers_projections() -> None:
-    from hybrid_workers.calibration import layer_matrices
+def test_plan_charges_attention_at_the_measured_rate(profile_file: Path) -> None:
+    data = json.loads(profile_file.read_text())
+    box = device_profile(str(profile_file))
+    assert box.attention_flops_per_second("float32") == pytest.approx(
+        data["attention_tflops"]["float32"] * 1e12
+    )
 
-    shape = model_shape("llama-3.1-8b")
-    assert layer_matrices(shape) == [
-        (4096, 4096), (1024, 4096), (1024, 4096), (4096, 4096), (14336, 4096), (14336, 4096), (4096, 14336)
-    ]  # fmt: skip
-    assert sum(o * i for o, i in layer_matrices(shape)) == shape.linear_params_per_layer
+
+def test_a_layer_stack_is_the_shapes_decoder_layers_with_sdpa() -> None:
+    import torch
+    from hybrid_workers.layer_calibration import layer_stack
+
+    shape = model_shape("demo-bench")
+    stack = layer_stack(shape, torch.float32, torch.device("cpu"))
+    attention = stack.layers[0].self_attn
+    assert stack.config._attn_implementation == "sdpa" and len(stack.layers) == 6
+    assert (attention.q_proj.out_features, attention.k_proj.out_features) == (1024, 256)
+    assert stack.layers[0].mlp.gate_proj.out_features == shape.intermediate
+    layer_stack.cache_clear()

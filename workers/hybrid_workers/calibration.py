@@ -1,10 +1,8 @@
-"""Measure this machine for the planner: dense matmul rate, memory read bandwidth, per-layer overhead.
+"""Measurements of this machine for the planner: matmul peak, read bandwidth, lm_head read, overheads.
 
 Each measurement repeats its operation for a time budget and keeps the median call, so a brief
-disturbance does not set the number; the whole set runs `repeats` times and the profile keeps each
-number's median with its spread ((max - min) / median), so a run on a busy machine shows itself. The
-result is a device profile in the planner's JSON shape (`hybrid_operator.planner.hardware.device_from_dict`
-reads it back).
+disturbance does not set the number. The decoder-layer timings are in layer_calibration.py; the
+profile that puts them together, repeated with spreads, in calibration_profile.py.
 """
 
 from __future__ import annotations
@@ -15,14 +13,10 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
 from hybrid_operator.planner.model_shape import ModelShape
-
-from hybrid_workers.enums import DType
-from hybrid_workers.torch_dtypes import TORCH_DTYPES
 
 
 @dataclass(frozen=True)
@@ -51,7 +45,7 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _sizes(device: torch.device, dtype: torch.dtype | None = None) -> Sizes:
+def sizes(device: torch.device, dtype: torch.dtype | None = None) -> Sizes:
     if device.type == "cpu" and dtype == torch.float16:
         return SIZES["cpu-float16"]
     return SIZES[device.type]
@@ -82,7 +76,7 @@ def median_seconds(
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, budget: float) -> float:
     """Dense matmul TFLOP/s at a prefill-like shape (2·m·k·n FLOPs per call)."""
-    m, k, n = _sizes(device, dtype).gemm
+    m, k, n = sizes(device, dtype).gemm
     a = torch.randn(m, k, device=device).to(dtype)  # [m, k] activations
     b = torch.randn(k, n, device=device).to(dtype)  # [k, n] weights
     with torch.no_grad():
@@ -90,41 +84,12 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, budget: float) -> fl
     return 2 * m * k * n / seconds / 1e12
 
 
-def prefill_tflops(
-    device: torch.device, dtype: torch.dtype, budget: float, shape: ModelShape, rows: int
-) -> float:
-    """TFLOP/s of `rows`-token F.linear passes over one decoder layer's matrices of `shape` (a prefill's
-    GEMMs: their shapes, not a square benchmark's, set the rate)."""
-    matrices = layer_matrices(shape)
-    weights = [torch.full(m, 0.01, device=device, dtype=dtype) for m in matrices]  # [out, in]
-    inputs = {inp: torch.randn(rows, inp, device=device).to(dtype) for _, inp in matrices}  # [rows, in]
-
-    def one_layer() -> None:
-        for weight in weights:
-            torch.nn.functional.linear(inputs[weight.shape[1]], weight)  # [rows, out]
-
-    with torch.no_grad():
-        seconds = median_seconds(one_layer, device, budget)
-    return 2 * rows * sum(out * inp for out, inp in matrices) / seconds / 1e12
-
-
-def layer_matrices(shape: ModelShape) -> list[tuple[int, int]]:
-    """[out, in] of one decoder layer's projections: q, k, v, o, gate, up, down."""
-    h, q, kv, i = (
-        shape.hidden,
-        shape.heads * shape.head_dim,
-        shape.kv_heads * shape.head_dim,
-        shape.intermediate,
-    )
-    return [(q, h), (kv, h), (kv, h), (h, q), (i, h), (i, h), (h, i)]
-
-
 def _stream_rate(
     device: torch.device, dtype: torch.dtype, budget: float, matrices: list[tuple[int, int]]
 ) -> float:
     """Bytes/s of one-token F.linear passes over copies of `matrices` (enough to leave the caches)."""
     once = sum(out * inp for out, inp in matrices) * torch.empty((), dtype=dtype).element_size()
-    copies = max(1, -(-_sizes(device, dtype).stream_bytes // once))
+    copies = max(1, -(-sizes(device, dtype).stream_bytes // once))
     # Filled with a constant, not empty: untouched or denormal memory would flatter or slow the pass.
     weights = [torch.full(m, 0.01, device=device, dtype=dtype) for _ in range(copies) for m in matrices]
     inputs = {inp: torch.full((1, inp), 0.01, device=device, dtype=dtype) for _, inp in matrices}  # [1, in]
@@ -138,14 +103,10 @@ def _stream_rate(
     return once * copies / seconds
 
 
-def decode_gbps(device: torch.device, dtype: torch.dtype, budget: float, shape: ModelShape) -> float:
-    """GB/s of weights a batch-1 decode step streams through `shape`'s own matrix shapes: the layers'
-    projections and the lm_head, weighted by their bytes in one step (small matrices stream slower)."""
-    layer_rate = _stream_rate(device, dtype, budget / 2, layer_matrices(shape))
-    head_rate = _stream_rate(device, dtype, budget / 2, [(shape.vocab, shape.hidden)])
-    layers = shape.layers * shape.linear_params_per_layer
-    head = shape.embedding_params
-    return (layers + head) / (layers / layer_rate + head / head_rate) / 1e9  # parameter counts: bytes cancel
+def head_gbps(device: torch.device, dtype: torch.dtype, budget: float, shape: ModelShape) -> float:
+    """GB/s of one-token F.linear passes over `shape`'s lm_head (vocab x hidden): the read a decode step
+    ends with, outside its decoder layers."""
+    return _stream_rate(device, dtype, budget, [(shape.vocab, shape.hidden)]) / 1e9
 
 
 def read_gbps(device: torch.device, budget: float) -> float:
@@ -172,18 +133,23 @@ def _tiny_llama(layers: int, device: torch.device) -> Any:
 
 
 def _decode_step_seconds(layers: int, device: torch.device, budget: float, context: int = 16) -> float:
-    """Median time of one decode forward (transformers eager path, DynamicCache) of the calibration
-    model with `context` tokens cached."""
+    """Median time of one decode forward (transformers eager path) of the calibration model with
+    `context` tokens cached in a cache that grows in place, as the workers' decode loop keeps it."""
+    from hybrid_workers.engine.growing_cache import reserve
+
     model = _tiny_llama(layers, device)
     with torch.no_grad():
         prompt = (torch.arange(context, device=device) % 100)[None]  # [1, context]
         cache = model(input_ids=prompt, use_cache=True).cache
+        reserve(cache, context + 1)
         token = torch.tensor([[1]], device=device)  # [1, 1]
         position = torch.tensor([[context]], device=device)  # [1, 1]
 
         def step() -> None:
             model(input_ids=token, position_ids=position, cache=cache, use_cache=True)
-            cache.crop(-1)  # back to `context` tokens: every call sees the same cache
+            cache.crop(
+                -1
+            )  # back to `context` tokens (still in the reserved buffers): the same cache each call
 
         return median_seconds(step, device, budget, min_calls=10)
 
@@ -200,11 +166,10 @@ def layer_overhead_seconds(device: torch.device, budget: float) -> float:
 
 
 def kv_gbps(device: torch.device, budget: float, long: int = 2048, short: int = 16) -> float:
-    """Bytes of cached K/V per second a decode step gets through (cache append + attention), from the
-    step-time difference between `long` and `short` cached tokens over 4 layers.
-
-    Runtimes that copy the cache on append (transformers' DynamicCache) touch each cached byte more
-    than once per step; this rate is what the planner divides the KV bytes of a step by.
+    """Bytes of cached K/V per second a decode step gets through (attention over the cache, the
+    one-token append in place), from the step-time difference between `long` and `short` cached tokens
+    over 4 layers: the rate the planner divides the KV bytes of a step by. (transformers' plain
+    DynamicCache, which copies the whole cache on every append, measured about half of this.)
     """
     layers = 4
     extra = _decode_step_seconds(layers, device, budget / 2, long) - _decode_step_seconds(
@@ -228,90 +193,3 @@ def device_name(device: torch.device) -> str:
         return str(torch.cuda.get_device_name(device))
     threads = torch.get_num_threads()
     return f"{platform.processor() or platform.machine()} ({device.type}, {threads} torch threads)"
-
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    """Progress sink that prints nothing."""
-
-
-@dataclass
-class _Runs:
-    """Repeats of each measurement: median and spread by name, progress lines as they finish."""
-
-    repeats: int
-    progress: Progress
-    total: int  # measurements per repeat, for the [i/n] counter
-    done: int = 0
-    spread: dict[str, float] | None = None
-
-    def take(self, name: str, measure: Callable[[], float], unit: str) -> float:
-        """Run `measure` `repeats` times; report and return the median (spread kept under `name`)."""
-        values = [measure() for _ in range(self.repeats)]
-        middle = statistics.median(values)
-        spread = (max(values) - min(values)) / middle if middle > 0 and middle != float("inf") else 0.0
-        self.spread = {**(self.spread or {}), name: round(spread, 4)}
-        self.done += 1
-        shown = ", ".join(f"{v:.4g}" for v in values)
-        self.progress(f"calibrate [{self.done}/{self.total}] {name}: {middle:.4g} {unit} ({shown})")
-        return middle
-
-
-def measure_profile(
-    device: torch.device,
-    dtypes: list[str],
-    budget: float,
-    name: str,
-    shape: ModelShape,
-    rows: int = 512,
-    repeats: int = 1,
-    progress: Progress = _quiet,
-) -> dict[str, Any]:
-    """A device profile (planner JSON) measured on `device`; `budget` seconds per measurement, each
-    measurement `repeats` times (median kept, spread recorded). Peak: a square-ish GEMM; sustained
-    prefill and decode rates: on `shape`'s matrices (`rows` prompt tokens). `progress` gets one line per
-    finished measurement."""
-    runs = _Runs(repeats, progress, total=3 * len(dtypes) + 3)
-    peak, tflops, decode = {}, {}, {}
-    for d in dtypes:
-        dtype = TORCH_DTYPES[DType(d)]
-        peak[d] = runs.take(f"matmul {d}", partial(matmul_tflops, device, dtype, budget), "TFLOP/s")
-    for d in dtypes:
-        measure = partial(prefill_tflops, device, TORCH_DTYPES[DType(d)], budget, shape, rows)
-        tflops[d] = runs.take(f"prefill GEMMs {d}", measure, "TFLOP/s")
-    for d in dtypes:
-        decode[d] = runs.take(
-            f"decode GEMVs {d}", partial(decode_gbps, device, TORCH_DTYPES[DType(d)], budget, shape), "GB/s"
-        )
-    read = runs.take("read", partial(read_gbps, device, budget), "GB/s")
-    overhead = runs.take("layer overhead", partial(layer_overhead_seconds, device, 2 * budget), "s")
-    kv = runs.take("KV", partial(kv_gbps, device, 2 * budget), "GB/s")
-    rounded = {dtype: round(rate, 5) for dtype, rate in tflops.items()}
-    when = time.strftime("%Y-%m-%d %H:%M:%S")
-    return {
-        "kind_of_profile": "device",
-        "id": name,
-        "name": device_name(device),
-        "kind": {"cuda": "gpu", "mps": "apple"}.get(device.type, "cpu"),
-        "memory_gb": round(memory_gb(device), 2),
-        # The plain read is the bandwidth "peak"; the GEMV rate is what a decode step streams.
-        "memory_gbps": round(max(read, *decode.values()), 3),
-        "peak_tflops": {dtype: round(max(rate, tflops[dtype]), 5) for dtype, rate in peak.items()},
-        "sustained_tflops": rounded,
-        "sustained_memory_gbps": round(max(decode.values()), 3),
-        "decode_gbps": {dtype: round(rate, 3) for dtype, rate in decode.items()},
-        "layer_overhead_seconds": round(overhead, 7),
-        **({"kv_gbps": round(kv, 3)} if kv != float("inf") else {}),
-        "measured": True,
-        "measured_with": f"torch/{device.type}",  # the engine whose rates these are (engines.py)
-        "repeats": repeats,
-        "spread": runs.spread or {},
-        "source": (
-            f"hybrid-inference calibrate on {platform.node()} at {when}: torch {torch.__version__} "
-            f"peak: matmul {SIZES[device.type].gemm}; prefill GEMMs ({rows} rows) and decode GEMVs on "
-            f"{shape.name}'s matrix shapes; "
-            f"sum-reduction read {read:.1f} GB/s, median of {repeats} repeats"
-        ),
-    }

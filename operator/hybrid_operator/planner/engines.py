@@ -125,7 +125,9 @@ def with_engine(profile: DeviceProfile, engine: str = "auto", device: str | None
 
     Built-in profiles: sustained rates = peak x the engine's efficiencies, overheads the engine's.
     Measured profiles (`calibrate`, torch): their rates scaled by this engine's efficiency relative to
-    the engine they were measured or last resolved with; the measured per-layer overhead is kept.
+    the engine they were measured or last resolved with (attention: its measured rate where the file
+    has one, else the GEMM rate x the engine's attention/GEMM ratio); the measured per-layer overhead
+    is kept.
     """
     if device is not None and device not in KIND_DEVICES.get(profile.kind, (device,)):
         offered = ", ".join(KIND_DEVICES[profile.kind])
@@ -148,13 +150,17 @@ def with_engine(profile: DeviceProfile, engine: str = "auto", device: str | None
     current = engine_profile(*(profile.engine or profile.measured_with).split("/"))
     compute = target.compute_efficiency / current.compute_efficiency
     bandwidth = target.bandwidth_efficiency / current.bandwidth_efficiency
+    attention = target.attention_efficiency / current.attention_efficiency
     gemm = {k: rate * compute for k, rate in profile.sustained_tflops.items()}
     return dataclasses.replace(
         profile,
         engine=target.key,
         sustained_tflops=gemm,
         attention_tflops={
-            k: r * target.attention_efficiency / target.compute_efficiency for k, r in gemm.items()
+            k: profile.attention_tflops[k] * attention
+            if k in profile.attention_tflops
+            else r * target.attention_efficiency / target.compute_efficiency
+            for k, r in gemm.items()
         },
         quantised_tflops={
             k: r * target.quantised_efficiency / target.compute_efficiency for k, r in gemm.items()

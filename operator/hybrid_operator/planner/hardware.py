@@ -101,6 +101,7 @@ class DeviceProfile:
         return {
             "measured_with": self.measured_with,
             "sustained_tflops": dict(self.sustained_tflops),
+            "attention_tflops": dict(self.attention_tflops),
             "sustained_memory_gbps": self.sustained_memory_gbps,
             "layer_overhead_seconds": self.layer_overhead_seconds,
             "decode_gbps": dict(self.decode_gbps),
@@ -198,6 +199,10 @@ def device_from_dict(data: Mapping[str, Any], engine: str | None = None) -> Devi
         source=str(data.get("source", "unknown")),
         layer_overhead_seconds=float(data.get("layer_overhead_seconds", 0.0)) if measured_with else 0.0,
         decode_gbps=_rates(data, "decode_gbps", where) if measured_with and data.get("decode_gbps") else {},
+        # Measured attention rates (calibrate since issue 19; older files have none: derived from GEMMs).
+        attention_tflops=_rates(data, "attention_tflops", where)
+        if measured_with and data.get("attention_tflops")
+        else {},
         kv_gbps=_positive(data, "kv_gbps", where)
         if measured_with and data.get("kv_gbps") is not None
         else None,

@@ -145,3 +145,22 @@ def test_an_engine_without_a_profile_on_the_device_is_refused_naming_the_ones_th
         device_profile("h100", "mlx")
     with pytest.raises(PlannerError, match="engine 'mlx' on device 'cuda': no profile; known: "):
         engine_profile("mlx", "cuda")
+
+
+def test_a_measured_attention_rate_is_used_and_scaled_for_another_engine() -> None:
+    box = device_from_dict({**MEASURED_CPU, "attention_tflops": {"float32": 0.04}})
+    assert box.attention_flops_per_second("float32") == pytest.approx(0.04e12)
+    mlx = with_engine(box, "mlx")
+    torch_cpu, mlx_cpu = engine_profile("torch", "cpu"), engine_profile("mlx", "cpu")
+    ratio = mlx_cpu.attention_efficiency / torch_cpu.attention_efficiency
+    assert mlx.attention_tflops["float32"] == pytest.approx(0.04 * ratio)
+    assert with_engine(mlx, "torch").attention_tflops["float32"] == pytest.approx(0.04)
+
+
+def test_a_profile_written_before_attention_was_measured_still_loads() -> None:
+    """Files from earlier `calibrate` versions have no attention_tflops: attention runs at the GEMM rate
+    times the engine's attention/GEMM ratio, as before."""
+    box = device_from_dict(MEASURED_CPU)
+    torch_cpu = engine_profile("torch", "cpu")
+    expected = 0.1 * torch_cpu.attention_efficiency / torch_cpu.compute_efficiency
+    assert box.attention_tflops["float32"] == pytest.approx(expected)

@@ -17,10 +17,12 @@ def register(subparsers: Any) -> None:
     """Add the `calibrate` command."""
     parser = subparsers.add_parser(
         "calibrate",
-        help="measure this machine's matmul rate and memory bandwidth for `plan`",
-        description="Measures dense matmul TFLOP/s per dtype, memory read and matrix-vector bandwidth, "
-        "and the per-layer decode overhead with torch, and writes a device profile that `plan "
-        "--prefill-device FILE` and the operator (as the hybridinference.dev/profile annotation) use.",
+        help="measure this machine's prefill and decode rates for `plan`",
+        description="Times real decoder layers of --shape (a prefill of --prefill-tokens tokens and a "
+        "decode step with as many cached) per dtype with torch, plus the matmul peak, attention, the "
+        "lm_head read, memory read bandwidth, the per-layer overhead and the KV rate, and writes a "
+        "device profile whose rates make `plan` reproduce those times; `plan --prefill-device FILE` and "
+        "the operator (as the hybridinference.dev/profile annotation) use it.",
     )
     add_option(parser, "--out", default=None, help="write the profile JSON here (default: stdout only)")
     add_option(parser, "--device", default=Device.AUTO, choices=Device, help="device to measure")
@@ -42,9 +44,15 @@ def register(subparsers: Any) -> None:
         parser,
         "--shape",
         default="llama-3.1-8b",
-        help="model shape whose matrices the decode bandwidth is measured on (built-in name or config.json)",
+        help="model whose decoder layers are timed (built-in name or config.json): the one you will plan",
     )
-    add_option(parser, "--prefill-tokens", default=512, type=int, help="prompt rows of the prefill GEMM test")
+    add_option(
+        parser,
+        "--prefill-tokens",
+        default=512,
+        type=int,
+        help="prompt tokens of the timed prefill (and cached tokens of the timed decode step)",
+    )
     add_option(parser, "--budget-seconds", default=1.0, type=float, help="time spent per measurement")
     add_option(parser, "--threads", default=None, type=int, help="torch threads (default: torch's choice)")
     add_option(
@@ -99,7 +107,7 @@ def _summary(profile: dict[str, Any]) -> str:
     )
     decode = ", ".join(f"{dtype} {rate:.1f} GB/s" for dtype, rate in profile["decode_gbps"].items())
     return (
-        f"{profile['name']}: matmul {rates}; read {profile['memory_gbps']:.1f} GB/s; GEMV {decode}; "
+        f"{profile['name']}: prefill {rates}; read {profile['memory_gbps']:.1f} GB/s; decode {decode}; "
         f"KV {profile.get('kv_gbps', float('nan')):.1f} GB/s; "
         f"decode overhead {profile['layer_overhead_seconds'] * 1e6:.0f} us/layer; "
         f"memory {profile['memory_gb']} GB; largest spread over {profile['repeats']} repeats "
@@ -143,7 +151,7 @@ def _device(args: argparse.Namespace, dtypes: list[str]) -> None:
     import torch
     from hybrid_operator.planner import PlannerError, model_shape
 
-    from hybrid_workers.calibration import measure_profile
+    from hybrid_workers.calibration_profile import measure_profile
     from hybrid_workers.engine.loading import resolve_device
 
     try:

@@ -1,0 +1,56 @@
+"""Turn timed decoder layers into the rates `plan` divides its counts by, so its formulas give the times back.
+
+The planner charges a prefill layer of `n` tokens `linear FLOPs / P + attention FLOPs / P_att +
+overhead` and a decode step `weight bytes / B + cached bytes / B_kv + layers · overhead` (roofline.py).
+`calibrate` measures what one real decoder layer takes for a `rows`-token prefill and for a decode step
+with `rows` cached tokens (layer_calibration.py), the attention rate `P_att` on its own, the lm_head's
+read rate, the per-layer overhead and `B_kv`. The effective `P` and `B` here are the ones for which the
+planner's formulas reproduce those measured times: the work besides the matrix products (norms, rotary
+embeddings, activations, residual adds) is charged at the rate of the products it comes with, so it
+scales with the prompt as they do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hybrid_operator.planner.model_shape import ModelShape, dtype_bytes
+
+# A measured layer time left with less than this share after the overhead and attention are taken
+# out means the parts were measured under different load; the remainder is floored there.
+MIN_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class LayerTimes:
+    """What `calibrate` measured for one dtype, in seconds and rates per second."""
+
+    rows: int  # prompt tokens of the timed prefill = cached tokens of the timed decode step
+    prefill_seconds: float  # one decoder layer of a `rows`-token prefill
+    decode_seconds: float  # one decoder layer of a decode step with `rows` cached tokens
+    attention_flops_per_second: float  # causal attention (sdpa), FLOPs as the planner counts them
+    head_bytes_per_second: float  # lm_head matrix-vector read rate (bytes/s)
+    layer_overhead_seconds: float  # fixed cost per layer per forward, which plan adds on top
+    kv_bytes_per_second: float  # rate plan charges cached K/V bytes at (inf: not measured)
+
+
+def prefill_flops_per_second(shape: ModelShape, times: LayerTimes) -> float:
+    """Effective matmul FLOP/s `P`: layer_linear_flops(rows) / P + layer_attention_flops(rows) / P_att
+    + overhead = the measured prefill layer time."""
+    attention = shape.layer_attention_flops(times.rows) / times.attention_flops_per_second
+    rest = times.prefill_seconds - times.layer_overhead_seconds - attention
+    return shape.layer_linear_flops(times.rows) / max(rest, MIN_SHARE * times.prefill_seconds)
+
+
+def decode_bytes_per_second(shape: ModelShape, dtype: str, times: LayerTimes) -> float:
+    """Effective decode bandwidth `B`: decode_read_bytes / B + rows cached tokens / B_kv + layers ·
+    overhead = layers · the measured decode layer time + the lm_head read."""
+    element = dtype_bytes(dtype)
+    cache = times.rows * shape.kv_bytes_per_token_per_layer(dtype) / times.kv_bytes_per_second
+    rest = times.decode_seconds - times.layer_overhead_seconds - cache
+    layer = max(rest, MIN_SHARE * times.decode_seconds)
+    head_bytes = (
+        shape.decode_read_bytes(dtype)
+        - shape.layers * (shape.linear_params_per_layer + 2 * shape.hidden) * element
+    )
+    return shape.decode_read_bytes(dtype) / (shape.layers * layer + head_bytes / times.head_bytes_per_second)

@@ -1,0 +1,109 @@
+"""Time real decoder layers of a model shape: what one layer of a prefill and of a decode step costs.
+
+A benchmark of a layer's matrix products alone misses the rest of a decoder layer — the RMSNorms,
+rotary embeddings, the attention softmax and products over the prompt, SiLU and the gate product, the
+residual adds, the cache append — which on a CPU is a large share of a small model's layer. So
+`calibrate` builds a stack of transformers `LlamaDecoderLayer`s of the model's shape (random weights,
+the measured dtype, this process's torch threads, sdpa attention as the workers run it) and times it
+the way the workers run a model: a `rows`-token prefill with rotary embeddings and a causal mask into
+a fresh cache, and one-token decode steps on a cache of `rows` tokens that grows in place (the
+workers' `reserve`). The stack holds enough layers to stream `Sizes.stream_bytes` of weights per pass
+(at most the model's own layer count), so its weights are not reused from cache more than a whole
+model's would be. `calibration.measure_profile` turns the times into the rates `plan` uses.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import torch
+from hybrid_operator.planner.model_shape import ModelShape
+
+from hybrid_workers.calibration import median_seconds, sizes
+
+MAX_DEPTH = 16  # layers in a timed stack at most (small shapes: 16 layers leave the caches enough)
+
+
+def stack_depth(shape: ModelShape, dtype: torch.dtype, device: torch.device) -> int:
+    """Layers in the timed stack: enough to stream `stream_bytes` of weights, at most the model's."""
+    layer_bytes = shape.linear_params_per_layer * torch.empty((), dtype=dtype).element_size()
+    wanted = -(-sizes(device, dtype).stream_bytes // layer_bytes)
+    return max(1, min(wanted, shape.layers, MAX_DEPTH))
+
+
+@lru_cache(maxsize=1)  # one stack at a time: repeats of one dtype reuse it; the next dtype replaces it
+def layer_stack(shape: ModelShape, dtype: torch.dtype, device: torch.device) -> Any:
+    """A transformers LlamaModel of `stack_depth` decoder layers of `shape` (random weights, sdpa), whose
+    token embedding is never used (the timed passes feed hidden states)."""
+    from transformers import LlamaConfig, LlamaModel
+
+    config = LlamaConfig(
+        hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+        num_hidden_layers=stack_depth(shape, dtype, device), num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim, vocab_size=16,
+        max_position_embeddings=max(shape.max_context or 0, 131072),
+    )  # fmt: skip
+    config._attn_implementation = "sdpa"  # what the workers' models run (loading.py keeps the default)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaModel(config)
+    return model.eval().to(dtype)
+
+
+def prefill_layer_seconds(
+    device: torch.device, dtype: torch.dtype, budget: float, shape: ModelShape, rows: int
+) -> float:
+    """One decoder layer's share of a `rows`-token prefill (median pass over the stack / its depth)."""
+    from transformers import DynamicCache
+
+    model = layer_stack(shape, dtype, device)
+    hidden = torch.randn(1, rows, shape.hidden, device=device).to(dtype)  # [1, rows, hidden]
+
+    def prefill() -> None:
+        model(inputs_embeds=hidden, cache=DynamicCache(config=model.config), use_cache=True)
+
+    with torch.no_grad():
+        return median_seconds(prefill, device, budget) / model.config.num_hidden_layers
+
+
+def decode_layer_seconds(
+    device: torch.device, dtype: torch.dtype, budget: float, shape: ModelShape, context: int
+) -> float:
+    """One decoder layer's share of a one-token decode step with `context` tokens cached (the cache
+    grows in place, as in the workers' decode loop, and is cut back to `context` after each step)."""
+    from transformers import DynamicCache
+
+    from hybrid_workers.engine.growing_cache import reserve
+
+    model = layer_stack(shape, dtype, device)
+    cache = DynamicCache(config=model.config)
+    token = torch.randn(1, 1, shape.hidden, device=device).to(dtype)  # [1, 1, hidden]
+    position = torch.tensor([[context]], device=device)  # [1, 1]
+    with torch.no_grad():
+        model(inputs_embeds=torch.randn(1, context, shape.hidden, device=device).to(dtype), cache=cache)
+        reserve(cache, context + 1)
+
+        def step() -> None:
+            model(inputs_embeds=token, position_ids=position, cache=cache, use_cache=True)
+            cache.crop(-1)  # back to `context` tokens, still inside the reserved buffers
+
+        return median_seconds(step, device, budget, min_calls=10) / model.config.num_hidden_layers
+
+
+def attention_tflops(
+    device: torch.device, dtype: torch.dtype, budget: float, shape: ModelShape, tokens: int
+) -> float:
+    """TFLOP/s of one layer's causal attention over a `tokens`-token prompt (QK^T, softmax, AV through
+    transformers' sdpa function, grouped KV heads), counted as the planner counts it."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    module = layer_stack(shape, dtype, device).layers[0].self_attn
+    query = torch.randn(1, shape.heads, tokens, shape.head_dim, device=device).to(dtype)  # [1, H, n, d]
+    key = torch.randn(1, shape.kv_heads, tokens, shape.head_dim, device=device).to(dtype)  # [1, KV, n, d]
+    attend = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    with torch.no_grad():
+        seconds = median_seconds(
+            lambda: attend(module, query, key, key, None, dropout=0.0, scaling=module.scaling), device, budget
+        )
+    return shape.layer_attention_flops(tokens) / seconds / 1e12
