@@ -51,7 +51,7 @@ def test_calibrate_reports_progress_and_the_spread_of_its_repeats(calibration: t
     assert all(value >= 0 for value in data["spread"].values())
     # One progress line per measurement, counted, with both repeats' values.
     lines = [line for line in stderr.splitlines() if line.startswith("calibrate [")]
-    assert len(lines) == 5 * 2 + 3 and lines[-1].startswith("calibrate [13/13] KV")
+    assert len(lines) == 6 * 2 + 2 and lines[-1].startswith("calibrate [14/14] layer overhead")
     assert "largest spread over 2 repeats" in stderr
 
 
@@ -131,7 +131,8 @@ def test_an_unreachable_peer_is_named(capsys: pytest.CaptureFixture[str]) -> Non
 def test_the_rates_come_from_the_given_shapes_decoder_layers(profile_file: Path) -> None:
     data = json.loads(profile_file.read_text())
     assert (
-        "prefill (128 tokens) and decode (128 cached) through demo-bench's decoder layers" in data["source"]
+        "prefill (128 tokens) and decode (128 and 512 cached) through demo-bench's decoder layers"
+        in data["source"]
     )
     assert data["peak_tflops"]["float32"] >= data["sustained_tflops"]["float32"]
     layers = data["decoder_layers"]
@@ -139,8 +140,10 @@ def test_the_rates_come_from_the_given_shapes_decoder_layers(profile_file: Path)
     # demo-bench's 45 MB float32 layers: 6 of them stream the 256 MiB a CPU pass reads (calibration.SIZES);
     # float16 (22.5 MB layers) streams 64 MiB on CPUs (converted element by element: kept short)
     assert layers["stack_layers"] == {"float32": 6, "float16": 3}
+    assert layers["long_decode_context"] == 512
     for dtype in ("float32", "float16"):
         assert layers["prefill_seconds"][dtype] > 0 and layers["decode_seconds"][dtype] > 0
+        assert layers["long_decode_seconds"][dtype] > 0
 
 
 def test_plan_charges_attention_at_the_measured_rate(profile_file: Path) -> None:

@@ -10,6 +10,7 @@ from hybrid_workers.calibrated_rates import (
     MIN_SHARE,
     LayerTimes,
     decode_bytes_per_second,
+    kv_bytes_per_second,
     prefill_flops_per_second,
 )
 
@@ -79,3 +80,23 @@ def test_inconsistent_parts_floor_the_remainder_instead_of_going_negative() -> N
     rate = prefill_flops_per_second(shape, times)
     assert rate == pytest.approx(shape.layer_linear_flops(446) / (MIN_SHARE * 0.001))
     assert 0 < decode_bytes_per_second(shape, "float32", times) < float("inf")
+
+
+def test_decode_steps_at_two_contexts_give_a_kv_rate_that_reproduces_both() -> None:
+    """B from the short context and B_kv from the slope: plan's decode step is affine in the context,
+    so it passes through both measured steps."""
+    shape = model_shape("demo-bench")
+    long_seconds = 0.0052  # one layer's step with 4 x 446 cached tokens
+    kv = kv_bytes_per_second(shape, "float32", (446, TIMES.decode_seconds), (4 * 446, long_seconds))
+    assert kv == pytest.approx(3 * 446 * 2048 / (long_seconds - TIMES.decode_seconds))  # 2 KiB per token
+    times = LayerTimes(**{**TIMES.__dict__, "kv_bytes_per_second": kv})
+    box = _profile("demo-bench", times)
+    head = (shape.hidden + shape.embedding_params) * 4 / TIMES.head_bytes_per_second
+    for context, seconds in ((446, TIMES.decode_seconds), (4 * 446, long_seconds)):
+        step = decode_step_seconds(shape, box, "float32", context=context)
+        assert step == pytest.approx(shape.layers * seconds + head, rel=1e-9)
+
+
+def test_a_longer_cache_measured_no_slower_gives_no_kv_rate() -> None:
+    shape = model_shape("demo-bench")
+    assert kv_bytes_per_second(shape, "float32", (446, 0.004), (1784, 0.0039)) == float("inf")

@@ -2,12 +2,13 @@
 
 The planner charges a prefill layer of `n` tokens `linear FLOPs / P + attention FLOPs / P_att +
 overhead` and a decode step `weight bytes / B + cached bytes / B_kv + layers · overhead` (roofline.py).
-`calibrate` measures what one real decoder layer takes for a `rows`-token prefill and for a decode step
-with `rows` cached tokens (layer_calibration.py), the attention rate `P_att` on its own, the lm_head's
-read rate, the per-layer overhead and `B_kv`. The effective `P` and `B` here are the ones for which the
-planner's formulas reproduce those measured times: the work besides the matrix products (norms, rotary
-embeddings, activations, residual adds) is charged at the rate of the products it comes with, so it
-scales with the prompt as they do.
+`calibrate` measures what one real decoder layer takes for a `rows`-token prefill and for a decode
+step with `rows` and with more cached tokens (layer_calibration.py), the attention rate `P_att` on
+its own, the lm_head's read rate and the per-layer overhead. `B_kv` is the slope between the two
+decode steps; the effective `P` and `B` are the ones for which the planner's formulas reproduce the
+measured times at `rows`: the work besides the matrix products (norms, rotary embeddings,
+activations, residual adds) is charged at the rate of the products it comes with, so it scales with
+the prompt as they do.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ def prefill_flops_per_second(shape: ModelShape, times: LayerTimes) -> float:
     attention = shape.layer_attention_flops(times.rows) / times.attention_flops_per_second
     rest = times.prefill_seconds - times.layer_overhead_seconds - attention
     return shape.layer_linear_flops(times.rows) / max(rest, MIN_SHARE * times.prefill_seconds)
+
+
+def kv_bytes_per_second(
+    shape: ModelShape, dtype: str, short: tuple[int, float], long: tuple[int, float]
+) -> float:
+    """Cached K/V bytes per second a decode step gets through (attention over them, the append), from
+    one layer's decode step time at two (context, seconds) points; inf when the longer cache was
+    measured no slower (noise: the planner then reads K/V at the weights' rate)."""
+    extra = long[1] - short[1]
+    if extra <= 0 or long[0] <= short[0]:
+        return float("inf")
+    return (long[0] - short[0]) * shape.kv_bytes_per_token_per_layer(dtype) / extra
 
 
 def decode_bytes_per_second(shape: ModelShape, dtype: str, times: LayerTimes) -> float:

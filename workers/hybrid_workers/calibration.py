@@ -116,11 +116,7 @@ def read_gbps(device: torch.device, budget: float) -> float:
     return data.numel() * 4 / seconds / 1e9
 
 
-# The calibration model: small weights (so a step is all framework cost) but a real cache layout:
-# 2 KV heads x head_dim 64 in float32 = 1 KiB of K+V per token per layer.
-TINY_KV_BYTES = 2 * 2 * 64 * 4  # per token per layer
-
-
+# The overhead model: small weights, so a step is all framework cost (dispatch per layer).
 def _tiny_llama(layers: int, device: torch.device) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -163,21 +159,6 @@ def layer_overhead_seconds(device: torch.device, budget: float) -> float:
     one = _decode_step_seconds(1, device, budget / 2)
     nine = _decode_step_seconds(9, device, budget / 2)
     return max(0.0, (nine - one) / 8)
-
-
-def kv_gbps(device: torch.device, budget: float, long: int = 2048, short: int = 16) -> float:
-    """Bytes of cached K/V per second a decode step gets through (attention over the cache, the
-    one-token append in place), from the step-time difference between `long` and `short` cached tokens
-    over 4 layers: the rate the planner divides the KV bytes of a step by. (transformers' plain
-    DynamicCache, which copies the whole cache on every append, measured about half of this.)
-    """
-    layers = 4
-    extra = _decode_step_seconds(layers, device, budget / 2, long) - _decode_step_seconds(
-        layers, device, budget / 2, short
-    )
-    if extra <= 0:
-        return float("inf")
-    return layers * (long - short) * TINY_KV_BYTES / extra / 1e9
 
 
 def memory_gb(device: torch.device) -> float:

@@ -21,12 +21,16 @@ import torch
 from hybrid_operator.planner.model_shape import ModelShape
 
 from hybrid_workers import layer_calibration as layers
-from hybrid_workers.calibrated_rates import LayerTimes, decode_bytes_per_second, prefill_flops_per_second
+from hybrid_workers.calibrated_rates import (
+    LayerTimes,
+    decode_bytes_per_second,
+    kv_bytes_per_second,
+    prefill_flops_per_second,
+)
 from hybrid_workers.calibration import (
     SIZES,
     device_name,
     head_gbps,
-    kv_gbps,
     layer_overhead_seconds,
     matmul_tflops,
     memory_gb,
@@ -36,8 +40,11 @@ from hybrid_workers.enums import DType
 from hybrid_workers.torch_dtypes import TORCH_DTYPES
 
 Progress = Callable[[str], None]
-PER_DTYPE = 5  # measurements per dtype: matmul, attention, prefill layers, decode layers, lm_head
-SHARED = 3  # measurements once: read, layer overhead, KV
+# Measurements per dtype: matmul, attention, prefill layers, decode layers at `rows` and at
+# LONG_CONTEXT x `rows` cached tokens, lm_head; once: read, layer overhead.
+PER_DTYPE = 6
+SHARED = 2
+LONG_CONTEXT = 4
 
 
 def _quiet(_: str) -> None:
@@ -73,7 +80,8 @@ class _DtypeRuns:
     peak_tflops: float
     attention_tflops: float
     prefill_seconds: float
-    decode_seconds: float
+    decode_seconds: float  # at `rows` cached tokens
+    decode_long_seconds: float  # at LONG_CONTEXT x `rows` cached tokens
     head_gbps: float
 
 
@@ -91,8 +99,14 @@ def _per_dtype(
     decode = runs.take(
         f"decode layers {d}", partial(layers.decode_layer_seconds, device, dtype, budget, shape, rows), "s"
     )
+    long = LONG_CONTEXT * rows
+    decode_long = runs.take(
+        f"decode layers {d} at {long}",
+        partial(layers.decode_layer_seconds, device, dtype, budget, shape, long),
+        "s",
+    )
     head = runs.take(f"lm_head {d}", partial(head_gbps, device, dtype, budget, shape), "GB/s")
-    return _DtypeRuns(peak, attention, prefill, decode, head)
+    return _DtypeRuns(peak, attention, prefill, decode, decode_long, head)
 
 
 def measure_profile(
@@ -107,14 +121,22 @@ def measure_profile(
 ) -> dict[str, Any]:
     """A device profile (planner JSON) measured on `device`; `budget` seconds per measurement, each
     measurement `repeats` times (median kept, spread recorded). Peak: a square-ish GEMM; sustained
-    prefill and decode rates: from decoder layers of `shape` (a `rows`-token prefill, a decode step
-    with `rows` cached tokens). `progress` gets one line per finished measurement."""
+    prefill and decode rates: from decoder layers of `shape` (a `rows`-token prefill, decode steps
+    with `rows` and LONG_CONTEXT x `rows` cached tokens). `progress` gets one line per finished
+    measurement."""
     runs = _Runs(repeats, progress, total=PER_DTYPE * len(dtypes) + SHARED)
     measured = {d: _per_dtype(runs, device, d, budget, shape, rows) for d in dtypes}
     layers.layer_stack.cache_clear()  # the last stack's weights are not needed any more
     read = runs.take("read", partial(read_gbps, device, budget), "GB/s")
     overhead = runs.take("layer overhead", partial(layer_overhead_seconds, device, 2 * budget), "s")
-    kv = runs.take("KV", partial(kv_gbps, device, 2 * budget), "GB/s")
+    kv_rates = {
+        d: kv_bytes_per_second(
+            shape, d, (rows, m.decode_seconds), (LONG_CONTEXT * rows, m.decode_long_seconds)
+        )
+        for d, m in measured.items()
+    }
+    finite = [rate for rate in kv_rates.values() if rate != float("inf")]
+    kv = statistics.median(finite) / 1e9 if finite else float("inf")  # one rate for all dtypes
     times = {
         d: LayerTimes(
             rows=rows,
@@ -146,15 +168,16 @@ def measure_profile(
         "decode_gbps": {d: round(rate, 3) for d, rate in decode.items()},
         "layer_overhead_seconds": round(overhead, 7),
         **({"kv_gbps": round(kv, 3)} if kv != float("inf") else {}),
-        "decoder_layers": _layer_record(shape, rows, measured, head, device),
+        "decoder_layers": _layer_record(shape, rows, measured, head, kv_rates, device),
         "measured": True,
         "measured_with": f"torch/{device.type}",  # the engine whose rates these are (engines.py)
         "repeats": repeats,
         "spread": runs.spread or {},
         "source": (
             f"hybrid-inference calibrate on {platform.node()} at {when}: torch {torch.__version__} "
-            f"peak: matmul {SIZES[device.type].gemm}; prefill ({rows} tokens) and decode ({rows} cached) "
-            f"through {shape.name}'s decoder layers; attention over {2 * rows} tokens; "
+            f"peak: matmul {SIZES[device.type].gemm}; prefill ({rows} tokens) and decode ({rows} and "
+            f"{LONG_CONTEXT * rows} cached) through {shape.name}'s decoder layers; attention over "
+            f"{2 * rows} tokens; "
             f"sum-reduction read {read:.1f} GB/s, median of {repeats} repeats"
         ),
     }
@@ -165,6 +188,7 @@ def _layer_record(
     rows: int,
     measured: dict[str, _DtypeRuns],
     head: dict[str, float],
+    kv_rates: dict[str, float],
     device: torch.device,
 ) -> dict[str, Any]:
     """The raw decoder-layer measurements the rates come from (informational; `plan` reads the rates)."""
@@ -173,8 +197,12 @@ def _layer_record(
         "stack_layers": {d: layers.stack_depth(shape, TORCH_DTYPES[DType(d)], device) for d in measured},
         "prefill_tokens": rows,
         "decode_context": rows,
+        "long_decode_context": LONG_CONTEXT * rows,
         "attention_tokens": 2 * rows,
         "prefill_seconds": {d: round(m.prefill_seconds, 7) for d, m in measured.items()},
         "decode_seconds": {d: round(m.decode_seconds, 7) for d, m in measured.items()},
+        "long_decode_seconds": {d: round(m.decode_long_seconds, 7) for d, m in measured.items()},
         "head_gbps": {d: round(rate, 3) for d, rate in head.items()},
+        # per dtype; the profile's kv_gbps is their median (absent: no longer cache measured slower)
+        "kv_gbps": {d: round(rate / 1e9, 3) for d, rate in kv_rates.items() if rate != float("inf")},
     }

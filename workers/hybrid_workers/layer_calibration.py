@@ -6,10 +6,11 @@ residual adds, the cache append — which on a CPU is a large share of a small m
 `calibrate` builds a stack of transformers `LlamaDecoderLayer`s of the model's shape (random weights,
 the measured dtype, this process's torch threads, sdpa attention as the workers run it) and times it
 the way the workers run a model: a `rows`-token prefill with rotary embeddings and a causal mask into
-a fresh cache, and one-token decode steps on a cache of `rows` tokens that grows in place (the
-workers' `reserve`). The stack holds enough layers to stream `Sizes.stream_bytes` of weights per pass
-(at most the model's own layer count), so its weights are not reused from cache more than a whole
-model's would be. `calibration.measure_profile` turns the times into the rates `plan` uses.
+a fresh cache, and one-token decode steps on caches that grow in place (the workers' `reserve`) at
+two context lengths, whose difference is the cost of the cached K/V. The stack holds enough layers to
+stream `Sizes.stream_bytes` of weights per pass (at most the model's own layer count), so its weights
+are not reused from cache more than a whole model's would be. `calibration_profile.measure_profile`
+turns the times into the rates `plan` uses (calibrated_rates.py).
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def prefill_layer_seconds(
 def decode_layer_seconds(
     device: torch.device, dtype: torch.dtype, budget: float, shape: ModelShape, context: int
 ) -> float:
-    """One decoder layer's share of a one-token decode step with `context` tokens cached (the cache
-    grows in place, as in the workers' decode loop, and is cut back to `context` after each step)."""
+    """One decoder layer's share of a one-token decode step with `context` tokens cached (random K/V
+    in a cache that grows in place, as in the workers' decode loop; cut back to `context` after each
+    step)."""
     from transformers import DynamicCache
 
     from hybrid_workers.engine.growing_cache import reserve
@@ -80,14 +82,19 @@ def decode_layer_seconds(
     cache = DynamicCache(config=model.config)
     token = torch.randn(1, 1, shape.hidden, device=device).to(dtype)  # [1, 1, hidden]
     position = torch.tensor([[context]], device=device)  # [1, 1]
+    for index in range(model.config.num_hidden_layers):
+        keys, values = (
+            torch.randn(1, shape.kv_heads, context, shape.head_dim, device=device).to(dtype)  # [1, KV, n, d]
+            for _ in range(2)
+        )
+        cache.update(keys, values, index)
+    reserve(cache, context + 1)
+
+    def step() -> None:
+        model(inputs_embeds=token, position_ids=position, cache=cache, use_cache=True)
+        cache.crop(-1)  # back to `context` tokens, still inside the reserved buffers
+
     with torch.no_grad():
-        model(inputs_embeds=torch.randn(1, context, shape.hidden, device=device).to(dtype), cache=cache)
-        reserve(cache, context + 1)
-
-        def step() -> None:
-            model(inputs_embeds=token, position_ids=position, cache=cache, use_cache=True)
-            cache.crop(-1)  # back to `context` tokens, still inside the reserved buffers
-
         return median_seconds(step, device, budget, min_calls=10) / model.config.num_hidden_layers
 
 
