@@ -7,7 +7,7 @@ through `write_positions`; decode steps append one position at a time in place.
 
 On the CPU `layer_target` hands out the storage itself: a layer's prompt region is one contiguous
 row of bytes per KV head (rows `capacity` positions apart), which a receiver fills in place (one
-`recvmsg_into` per tensor on the data connection) - no staging, no copy at the commit. On a GPU it
+`recvmsg_into` per layer on the data connection) - no staging, no copy at the commit. On a GPU it
 hands out a contiguous pinned staging pair that `commit_layer` copies in with one `copy_` per tensor.
 """
 

@@ -4,9 +4,9 @@ Both ends keep the socket blocking, so every call goes straight to the kernel wi
 lock released (a socket with a Python timeout costs a poll() per call and wakes per segment):
 - `send_all`: one `sendmsg` of the header and every tensor part (TLS: one `sendall` per part).
 - `receive_blocking` + `recv_exact`: a plain socket gets SO_RCVTIMEO (the hang guard: the receive
-  returns what it has after `poll_s`) and each tensor is one `recv_into` / `recvmsg_into` (scatter:
-  a KV slot's per-head rows) with MSG_WAITALL - one call and one lock reacquire per tensor instead
-  of one per segment. TLS sockets cannot take flags and
+  returns what it has after `poll_s`) and a layer's payload is one `recvmsg_into` (scatter: scales,
+  then a KV slot's per-head rows of keys and values) with MSG_WAITALL - one call and one lock
+  reacquire per layer instead of one per segment. TLS sockets cannot take flags and
   OpenSSL retries a timed-out read inside the call, so they keep a Python timeout of `poll_s`.
 """
 
