@@ -61,3 +61,15 @@ def test_a_stream_that_ends_early_is_a_truncated_chunk() -> None:
         recv_exact(near, buffers, lambda _count: None, "a test tensor")
     writer.join()
     assert raised.value.reason is Reason.TRUNCATED_CHUNK
+
+
+def test_more_buffers_than_one_scatter_receive_takes_are_filled_in_turns() -> None:
+    near, far = socket.socketpair()
+    receive_blocking(near, 0.02)
+    data = bytes(i % 251 for i in range(1300))
+    writer = _trickle(far, data, pieces=1, idle=None)
+    buffers = [memoryview(bytearray(1)) for _ in range(1300)]  # more than IOV_MAX (1024 on Linux)
+    with near:
+        recv_exact(near, buffers, lambda _count: None, "many rows")
+    writer.join()
+    assert b"".join(bytes(b) for b in buffers) == data

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
+_MAX_PARTS = 512  # buffers per scatter receive, well under every platform's IOV_MAX (1024 on Linux)
 
 
 def send_all(sock: socket.socket, buffers: Sequence[bytes | memoryview]) -> None:
@@ -74,7 +75,7 @@ def recv_exact(
             elif len(pending) == 1:
                 count = sock.recv_into(pending[0], pending[0].nbytes, _WAITALL)
             else:
-                count = sock.recvmsg_into(pending, 0, _WAITALL)[0]
+                count = sock.recvmsg_into(pending[:_MAX_PARTS], 0, _WAITALL)[0]
         except (TimeoutError, BlockingIOError):  # Python timeout, or SO_RCVTIMEO with nothing new
             poll(0)
             continue
