@@ -147,7 +147,8 @@ def kv_goodput(
         client.prefill(prompt, greedy)  # warm-up
         connect = connect_seconds(client, repeats)
         for _ in range(repeats):
-            destination = engine.new_slot(len(prompt), 32) if engine is not None else None
+            room = min(32, lm.max_context - len(prompt))  # a prompt at the context: no room to decode
+            destination = engine.new_slot(len(prompt), room) if engine is not None else None
             timings = client.prefill(prompt, greedy, slot=destination).timings
             if destination is not None:
                 destination.release()

@@ -103,6 +103,11 @@ class KVSlot(Protocol):
         of range or a layer already committed.
         """
 
+    def prefault(self) -> None:
+        """A transfer into this slot started (its header arrived; the prefill computes): touch the
+        storage `layer_target` will hand out, so first-write page faults happen now, not inside the
+        receives. May do nothing (staging, a GPU, MLX)."""
+
     def commit_layer(self, layer: int) -> None:
         """Layer `layer`'s buffers are fully written: make them the sequence's K/V for that layer.
 

@@ -110,6 +110,10 @@ class SlotBase(ABC):
         self._write_arrays(layer, keys, values)
         self._committed[layer] = True
 
+    def prefault(self) -> None:
+        """Touch the storage a receiver will write (called when a transfer's header arrived, while the
+        prefill computes), so first-write page faults do not land inside the receives. Default: no-op."""
+
     def mark_prefilled(self) -> None:
         """The engine wrote the whole prompt itself (local prefill): every layer counts as committed."""
         self._committed = [True] * self._num_layers

@@ -67,6 +67,12 @@ class TorchKVSlot(SlotBase):
         """True after release()."""
         return self.keys is None
 
+    def prefault(self) -> None:
+        """On the CPU: write every page of the storage once now (fresh allocations fault on first write)."""
+        if self.device.type == "cpu" and self.keys is not None and self.values is not None:
+            self.keys.zero_()
+            self.values.zero_()
+
     # ---- storage (SlotBase) ----------------------------------------------------------------------
     def _direct_bytes(self, layer: int) -> tuple[np.ndarray, np.ndarray] | None:
         if self.device.type != "cpu" or self.keys is None or self.values is None:

@@ -59,6 +59,8 @@ class KVReceiver:
         self.wire_bytes = 0  # tensor + scale bytes received
         self._keys: torch.Tensor | None = None  # this layer's keys, once complete
         self._buffer: _TensorBuffer | None = None
+        self._arena: np.ndarray | None = None  # every layer's receive buffers (no destination)
+        self._arena_used = 0
 
     def feed(self, frame: Frame) -> int | None:
         """Validate and take one frame; returns the index of a layer it completed, else None."""
@@ -98,6 +100,7 @@ class KVReceiver:
         if self.header is not None:
             raise KVProtocolError(Reason.ORDER, "a second header")
         check_header(header, self.request, self.model)
+        self._prefault(header)
         self.header = header
 
     def _take_trailer(self, trailer: Trailer) -> None:
@@ -256,6 +259,9 @@ class KVReceiver:
                     Reason.BAD_HEADER,
                     f"layer {self.layer}: {nbytes} wire bytes, destination holds {data.nbytes}",
                 )
+        elif self._arena is not None and self._arena_used + nbytes <= self._arena.nbytes:
+            data = self._arena[self._arena_used : self._arena_used + nbytes]
+            self._arena_used += nbytes
         else:
             data = _aligned_empty(nbytes)
         self._buffer = _TensorBuffer(kind=kind, data=data)
@@ -285,6 +291,19 @@ class KVReceiver:
             for buffer, tensor in ((target.keys, keys), (target.values, values)):
                 buffer[...] = tensor.contiguous().view(torch.uint8).numpy().reshape(buffer.shape)
         self.destination.commit_layer(index)
+
+    def _prefault(self, header: Header) -> None:
+        """Touch the memory the layers will land in now, while the prefill computes: fresh pages fault
+        (and the kernel zeroes them) on first write, which would otherwise happen inside every
+        receive, on the decode worker's critical path. Into the destination's storage, or one arena
+        of receive buffers for all layers."""
+        if self.destination is not None:
+            self.destination.prefault()
+            return
+        shape = self.model.layer_shape(header.prompt_tokens)
+        nbytes = compression.wire_nbytes(shape, TORCH_DTYPES[DType(header.dtype)], header.encoding)
+        self._arena = _aligned_empty(2 * self.model.num_layers * nbytes)
+        self._arena.fill(0)
 
     def _position(self) -> str:
         if self.header is None:
