@@ -112,7 +112,9 @@ class SlotBase(ABC):
 
     def prefault(self) -> None:
         """Touch the storage a receiver will write (called when a transfer's header arrived, while the
-        prefill computes), so first-write page faults do not land inside the receives. Default: no-op."""
+        prefill computes), so first-write page faults do not land inside the receives. Default: none
+        (staging memory, a GPU, MLX's own arrays)."""
+        return None
 
     def mark_prefilled(self) -> None:
         """The engine wrote the whole prompt itself (local prefill): every layer counts as committed."""
