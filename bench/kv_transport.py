@@ -8,7 +8,9 @@ same structure: a sender process `sendall`s each tensor from its memory, this pr
 preallocated buffer; goodput = bytes ÷ (go signal sent → last byte received). The KV path runs real
 bulk transfers; its goodput is reported two ways, and the ratios use the lower one: bytes ÷ first→last
 byte on the decode clock (`stream`), and `TransferTimings.goodput_bytes_per_s` (bytes ÷ time on the
-wire, the metric the decode worker exports).
+wire, the metric the decode worker exports). Rows: plaintext with the checksum (the default), the
+same into a new TorchKVSlot per transfer (the decode worker's destination), checksum off, and TLS;
+each also reports `connect_s`, what opening one data connection costs (what a pool would save).
 """
 
 from __future__ import annotations
