@@ -12,7 +12,8 @@ the receivers on CPU 1. In one run it measures:
    (bulk), TTFT remote − colocated in layer-times, compute while streaming ÷ without, TTFT
    layerwise ÷ bulk next to its ideal bound;
 2. on loopback: the data connection's goodput ÷ a plain socket with recv_into, and over TLS ÷ a TLS
-   socket (bench/kv_transport.py);
+   socket (bench/kv_transport.py; prefill worker in its own process, as deployed), for the 512-token
+   prompt and, with --large-tokens N, an N-token one (a bigger transfer per layer);
 3. with --extras: decode tokens/s after a remote vs a local prefill, compression, and the gRPC chunk
    serialization A/B (bench/kv_wire_paths.py);
 and plots one request's timeline per mode (per-layer compute vs per-layer transfer).
@@ -42,9 +43,9 @@ TRANSPORTS = ("tcp", "grpc")
 MODES = ("bulk", "layerwise")
 
 
-def prompt(lm) -> list[int]:  # -> token ids: BOS, then deterministic ids clear of special tokens
+def prompt(lm, tokens: int = PROMPT_TOKENS) -> list[int]:  # -> ids: BOS, then deterministic non-special
     rng = np.random.default_rng(0)
-    return [1, *rng.integers(8, lm.vocab_size, PROMPT_TOKENS - 1).tolist()]
+    return [1, *rng.integers(8, lm.vocab_size, tokens - 1).tolist()]
 
 
 def load(model: str | None):  # -> LoadedModel
@@ -163,8 +164,9 @@ def _bench_dir() -> Path:
     return demo_model_dir("bench")
 
 
-def on_loopback(lm, model: str | None, repeats: int) -> dict:
-    """The data connection's goodput ÷ a plain socket, and over TLS ÷ a TLS socket (kv_transport.py)."""
+def on_loopback(lm, model: str | None, repeats: int, tokens: int = PROMPT_TOKENS) -> dict:
+    """The data connection's goodput ÷ a plain socket, and over TLS ÷ a TLS socket (kv_transport.py),
+    for a `tokens`-token prompt."""
     import tempfile
 
     from kv_transport import loopback_transport  # next to this script
@@ -174,7 +176,8 @@ def on_loopback(lm, model: str | None, repeats: int) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         tls_dir = write_tls_dir(Path(folder))
-        return loopback_transport(lm, model or str(_bench_dir()), prompt(lm), repeats, tls_dir)
+        results = loopback_transport(lm, model or str(_bench_dir()), prompt(lm, tokens), repeats, tls_dir)
+    return {"prompt_tokens": tokens, **results}
 
 
 def extras(lm, repeats: int) -> dict:
@@ -307,6 +310,13 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None, help="write the timeline PNG here (none: no plot)")
     parser.add_argument("--extras", action="store_true", help="also decode TPS, compression, gRPC paths")
     parser.add_argument("--skip-link", action="store_true", help="loopback only (no root needed)")
+    parser.add_argument(
+        "--large-tokens",
+        type=int,
+        default=0,
+        help="also measure loopback with a prompt of this many tokens (the bench model's context: 2048 = "
+        "4 MiB per layer, 48 MiB of KV), beside the 512-token row",
+    )
     args = parser.parse_args()
     if args.role == "client":
         client_role(args)
@@ -319,6 +329,8 @@ def main() -> None:
     results["link"] = {"skipped": "--skip-link"} if args.skip_link else over_link(args)
     lm = load(args.model)
     results["loopback"] = on_loopback(lm, args.model, args.repeats)
+    if args.large_tokens:
+        results["loopback_large"] = on_loopback(lm, args.model, args.repeats, args.large_tokens)
     if args.extras:
         results["extras"] = extras(lm, args.repeats)
     if "runs" in results["link"] and args.plot is not None:

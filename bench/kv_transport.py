@@ -27,6 +27,13 @@ from pathlib import Path
 import numpy as np
 
 IO_CPU, COMPUTE_CPU = 1, 0
+# name, TLS, --kv-data-checksum, into a new TorchKVSlot (the decode worker's destination) or not
+ROWS = (
+    ("plain", False, "on", False),
+    ("plain_into_slot", False, "on", True),
+    ("plain_no_checksum", False, "off", False),
+    ("tls", True, "auto", False),
+)
 
 
 def _free_port() -> int:
@@ -112,11 +119,18 @@ def prefill_process(model: str, tls_dir: Path | None) -> Iterator[str]:
         worker.wait(timeout=30)
 
 
-def kv_goodput(target: str, lm, prompt: list[int], repeats: int, tls=None, checksum: str = "auto") -> dict:
-    """Medians of bulk transfers on the data connection: stream and wire goodput, bytes, transport."""
+def kv_goodput(
+    target: str, lm, prompt: list[int], repeats: int, tls=None, checksum: str = "auto", slot: bool = False
+) -> dict:
+    """Medians of bulk transfers on the data connection: stream and wire goodput, bytes, transport.
+    `slot`: each transfer lands in a new TorchKVSlot (room for 32 more tokens), as in the decode
+    worker, instead of the receiver's own buffers."""
     from hybrid_workers.decode.prefill_client import PrefillClient
     from hybrid_workers.engine import SamplingParams
+    from hybrid_workers.engine.batched import TorchDecodeEngine
     from hybrid_workers.kv import KVProtocolError
+
+    engine = TorchDecodeEngine(lm) if slot else None
 
     greedy = SamplingParams(max_tokens=1, temperature=0)
     stream, wire, transports = [], [], set()
@@ -131,8 +145,12 @@ def kv_goodput(target: str, lm, prompt: list[int], repeats: int, tls=None, check
                     raise
                 time.sleep(0.5)
         client.prefill(prompt, greedy)  # warm-up
+        connect = connect_seconds(client, repeats)
         for _ in range(repeats):
-            timings = client.prefill(prompt, greedy).timings
+            destination = engine.new_slot(len(prompt), 32) if engine is not None else None
+            timings = client.prefill(prompt, greedy, slot=destination).timings
+            if destination is not None:
+                destination.release()
             stream.append(timings.bytes / timings.transfer_s)
             wire.append(timings.goodput_bytes_per_s)
             transports.add(timings.transport)
@@ -143,7 +161,27 @@ def kv_goodput(target: str, lm, prompt: list[int], repeats: int, tls=None, check
         "wire_spread": [min(wire), max(wire)],
         "bytes": timings.bytes,
         "transport": sorted(transports),
+        "connect_s": statistics.median(connect),
+        "connect_spread_s": [min(connect), max(connect)],
     }
+
+
+def connect_seconds(client, repeats: int) -> list[float]:
+    """What opening one data connection costs (TCP connect, TLS handshake, hello; the prefill worker
+    drops these unclaimed ones): the per-transfer price a connection pool would save."""
+    from hybrid_workers.decode.data_link import DataAddress, open_data, target_host
+    from hybrid_workers.kv import handshake
+    from hybrid_workers.kv.proto import kv_pb2_grpc
+
+    reply = kv_pb2_grpc.PrefillWorkerStub(client._channel).Handshake(handshake.request_pb(client.side))
+    address = DataAddress(target_host(client.target), reply.data_port)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sock = open_data(address, os.urandom(16), client.tls, 10.0, target_host(client.target))
+        seconds.append(time.perf_counter() - start)
+        sock.close()
+    return seconds
 
 
 def loopback_transport(lm, model: str, prompt: list[int], repeats: int, tls_dir: Path) -> dict:
@@ -155,14 +193,10 @@ def loopback_transport(lm, model: str, prompt: list[int], repeats: int, tls_dir:
     os.sched_setaffinity(0, {IO_CPU})  # the decode side: receiver and client
     results: dict[str, dict] = {}
     try:
-        for name, tls, checksum in (
-            ("plain", False, "on"),
-            ("plain_no_checksum", False, "off"),
-            ("tls", True, "auto"),
-        ):
+        for name, tls, checksum, slot in ROWS:
             with prefill_process(model, tls_dir if tls else None) as target:
                 client_tls = TLSConfig(ca=tls_dir / "ca.crt") if tls else None
-                results[name] = kv_goodput(target, lm, prompt, repeats, client_tls, checksum)
+                results[name] = kv_goodput(target, lm, prompt, repeats, client_tls, checksum, slot)
             tensor = results[name]["bytes"] // (2 * lm.num_layers)
             baseline = socket_goodput([tensor] * (2 * lm.num_layers), repeats, tls_dir if tls else None)
             kv = min(results[name]["stream_bytes_per_s"], results[name]["wire_bytes_per_s"])

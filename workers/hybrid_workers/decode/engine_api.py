@@ -41,18 +41,21 @@ if TYPE_CHECKING:  # a frozen dataclass without torch; imported for types only (
 
 @dataclass(frozen=True)
 class LayerTarget:
-    """Where one layer of a prompt's K/V is written: two writable, C-contiguous raw byte buffers.
+    """Where one layer of a prompt's K/V is written: two writable raw byte buffers.
 
-    `keys` and `values` are numpy uint8 arrays of `nbytes` each (they support the buffer protocol:
-    `sock.recv_into(memoryview(target.keys)[offset:])` works). Their bytes are the layer's
-    [kv_heads, prompt_len, head_dim] elements in row-major order, in `dtype` (the model's KV dtype,
-    e.g. "bfloat16"): exactly the wire's `none` encoding of the layer, so uncompressed wire chunks are
-    copied in at their byte offset; fp8/int8 chunks are staged elsewhere and decoded into them.
+    `keys` and `values` are numpy uint8 arrays of `nbytes` each, either flat ([nbytes], C-contiguous:
+    staging memory) or [kv_heads, prompt_len * head_dim * itemsize] with each row contiguous but rows
+    strided (the storage itself, whose rows are `capacity` positions apart); kv.layer_bytes reads and
+    writes both forms (`byte_parts`: the contiguous pieces in order, which one `recvmsg_into` fills).
+    Their bytes are the layer's [kv_heads, prompt_len, head_dim] elements in row-major order, in
+    `dtype` (the model's KV dtype, e.g. "bfloat16"): exactly the wire's `none` encoding of the layer,
+    so uncompressed wire bytes are written in at their byte offset; fp8/int8 bytes are staged
+    elsewhere and decoded into them.
     """
 
     layer: int
-    keys: np.ndarray  # [nbytes] uint8, writable
-    values: np.ndarray  # [nbytes] uint8, writable
+    keys: np.ndarray  # [nbytes] or [kv_heads, row bytes] uint8, writable
+    values: np.ndarray  # same shape as keys
     shape: tuple[int, int, int]  # (kv_heads, prompt_len, head_dim)
     dtype: str  # element type of the bytes: float32 | bfloat16 | float16
 
@@ -92,8 +95,10 @@ class KVSlot(Protocol):
     def layer_target(self, layer: int) -> LayerTarget:
         """Writable buffers for layer `layer`'s prompt K/V; valid until `commit_layer(layer)`.
 
-        May return staging memory that `commit_layer` copies into the real storage (on a GPU, or when
-        the storage is not contiguous per layer), so bytes written after the commit are lost. May be
+        On the CPU the torch engine returns its storage itself (row-strided: see LayerTarget), so the
+        bytes land where decode reads them; elsewhere (a GPU, MLX's own arrays) staging memory that
+        `commit_layer` copies in, so bytes written after the commit are lost. Until the commit the
+        layer is not part of the sequence (it never decodes from an uncommitted layer). May be
         called again for the same uncommitted layer (same buffers). Raises ValueError for an index out
         of range or a layer already committed.
         """

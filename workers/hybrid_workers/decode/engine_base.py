@@ -1,6 +1,6 @@
 """The bookkeeping every engine shares behind decode/engine_api: slot state and request checks.
 
-`SlotBase` keeps a KVSlot's facts and per-layer state machine (staged -> committed, released) and
+`SlotBase` keeps a KVSlot's facts and per-layer state machine (targeted -> committed, released) and
 validates every call, so an engine's slot only says how its storage is allocated, written and freed.
 `EngineBase` sizes KV per token and checks `new_slot`/`prefill_chunk` arguments against the model's
 geometry. Neither imports torch or mlx: the torch engine (engine/) and the MLX engine (mlx_engine/)
@@ -21,9 +21,11 @@ from hybrid_workers.decode.engine_api import KVSlot, LayerTarget
 class SlotBase(ABC):
     """A KVSlot's state and checks (see decode/engine_api.KVSlot for the contract of every method).
 
-    A subclass provides the storage: `_new_staging` (a writable pair for one layer), `_staging_bytes`
-    (its raw bytes as numpy uint8), `_commit_staged` (copy a staged pair in), `_as_array` and
-    `_write_arrays` (copy a whole layer given as arrays in), `_drop_storage`, `released` and `nbytes`.
+    A subclass provides the storage: `_direct_bytes` (the storage's own bytes of one layer, when a
+    receiver may write there: nothing to copy at the commit), else `_new_staging` (a writable pair for
+    one layer), `_staging_bytes` (its raw bytes as numpy uint8), `_commit_staged` (copy a staged pair
+    in); `_as_array` and `_write_arrays` (copy a whole layer given as arrays in), `_drop_storage`,
+    `released` and `nbytes`.
     """
 
     def __init__(self, num_layers: int, layer_shape: tuple[int, int, int], capacity: int, dtype: str) -> None:
@@ -34,6 +36,7 @@ class SlotBase(ABC):
         self._layer_shape = layer_shape  # (kv_heads, prompt_len, head_dim)
         self._dtype_name = dtype  # float32 | bfloat16 | float16: the bytes' element type
         self._staging: dict[int, tuple[Any, Any]] = {}
+        self._direct: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # targets in the storage itself
         self._committed = [False] * num_layers
 
     # ---- facts -----------------------------------------------------------------------------------
@@ -66,18 +69,29 @@ class SlotBase(ABC):
     # ---- the prompt, from a receiver -------------------------------------------------------------
     def layer_target(self, layer: int) -> LayerTarget:
         self._check_open(layer)
-        staging = self._staging.get(layer)
-        if staging is None:
-            staging = self._staging[layer] = self._new_staging()
-        keys, values = (self._staging_bytes(part) for part in staging)
+        direct = self._direct.get(layer)
+        if direct is None and layer not in self._staging:
+            direct = self._direct_bytes(layer)
+            if direct is not None:
+                self._direct[layer] = direct
+        if direct is not None:
+            keys, values = direct
+        else:
+            staging = self._staging.get(layer)
+            if staging is None:
+                staging = self._staging[layer] = self._new_staging()
+            keys, values = (self._staging_bytes(part) for part in staging)
         return LayerTarget(layer, keys, values, self._layer_shape, self._dtype_name)
 
     def commit_layer(self, layer: int) -> None:
         self._check_open(layer)
-        staging = self._staging.pop(layer, None)
-        if staging is None:
-            raise ValueError(f"layer {layer}: commit without layer_target({layer}); write the layer first")
-        self._commit_staged(layer, *staging)
+        if self._direct.pop(layer, None) is None:
+            staging = self._staging.pop(layer, None)
+            if staging is None:
+                raise ValueError(
+                    f"layer {layer}: commit without layer_target({layer}); write the layer first"
+                )
+            self._commit_staged(layer, *staging)
         self._committed[layer] = True
 
     def write_layer(self, layer: int, keys: Any, values: Any) -> None:
@@ -92,6 +106,7 @@ class SlotBase(ABC):
                     "[kv_heads, prompt_len, head_dim] (optionally with a leading batch of 1)"
                 )
         self._staging.pop(layer, None)
+        self._direct.pop(layer, None)
         self._write_arrays(layer, keys, values)
         self._committed[layer] = True
 
@@ -102,6 +117,7 @@ class SlotBase(ABC):
     def release(self) -> None:
         self._drop_storage()
         self._staging.clear()
+        self._direct.clear()
 
     def _check_open(self, layer: int) -> None:
         if self.released:
@@ -112,6 +128,11 @@ class SlotBase(ABC):
             raise ValueError(f"layer {layer}: already committed")
 
     # ---- the engine's storage --------------------------------------------------------------------
+    def _direct_bytes(self, layer: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Layer `layer`'s prompt region of the storage as writable uint8 arrays (LayerTarget's flat or
+        row-strided form), or None when a receiver must not write there (then: staging)."""
+        return None
+
     @abstractmethod
     def _new_staging(self) -> tuple[Any, Any]:
         """A fresh writable (keys, values) pair for one layer's prompt K/V."""

@@ -5,9 +5,10 @@ sequence is admitted (capacity = prompt + max_tokens), never grown. The prompt a
 layer through `layer_target`/`commit_layer` (a receiver) or is written by the engine's local prefill
 through `write_positions`; decode steps append one position at a time in place.
 
-A layer's prompt region inside the storage is strided (capacity > prompt_len), so `layer_target`
-hands out a contiguous staging pair for that layer (pinned on CUDA) and `commit_layer` copies it in
-with one `copy_` per tensor; the staging memory is dropped at the commit.
+On the CPU `layer_target` hands out the storage itself: a layer's prompt region is one contiguous
+row of bytes per KV head (rows `capacity` positions apart), which a receiver fills in place (one
+`recvmsg_into` per layer on the data connection) - no staging, no copy at the commit. On a GPU it
+hands out a contiguous pinned staging pair that `commit_layer` copies in with one `copy_` per tensor.
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ class TorchKVSlot(SlotBase):
         return self.keys is None
 
     # ---- storage (SlotBase) ----------------------------------------------------------------------
+    def _direct_bytes(self, layer: int) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.device.type != "cpu" or self.keys is None or self.values is None:
+            return None
+        kv_heads = self._layer_shape[0]
+        return tuple(  # type: ignore[return-value]  # two arrays
+            # [kv_heads, prompt, head_dim] strided view -> bytes [kv_heads, prompt * head_dim * itemsize]
+            storage[layer, :, : self._prompt_len].view(torch.uint8).view(kv_heads, -1).numpy()
+            for storage in (self.keys, self.values)
+        )
+
     def _new_staging(self) -> tuple[torch.Tensor, torch.Tensor]:
         pin = self.device.type == "cuda"
         keys = torch.empty(self._layer_shape, dtype=self.dtype, pin_memory=pin)  # [kv_heads, prompt, dim]

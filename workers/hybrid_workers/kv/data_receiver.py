@@ -27,6 +27,7 @@ from hybrid_workers.kv.data_frame import (
 )
 from hybrid_workers.kv.data_socket import recv_exact
 from hybrid_workers.kv.errors import KVProtocolError, Reason
+from hybrid_workers.kv.layer_bytes import byte_parts
 from hybrid_workers.kv.receiver import KVReceiver
 
 
@@ -56,11 +57,11 @@ def receive_layers(
         _check_frame(frame, receiver, ref, scale_bytes, keys.nbytes)
         scales = bytearray(2 * scale_bytes)
         what = f"layer {frame.layer}"
-        if scales:
-            recv_exact(sock, memoryview(scales), poll, f"{what}'s scales")
-        recv_exact(sock, keys.data, poll, f"{what}'s keys")  # straight into the KV slot (none)
-        recv_exact(sock, values.data, poll, f"{what}'s values")
-        if checksum is not None and frame.crc32 != checksum((scales, keys.data, values.data)):
+        # the whole payload in one scatter receive: scales (fp8/int8), then keys and values straight
+        # into the KV slot (`none`: the slot's rows, or flat buffers)
+        parts = [memoryview(scales), *byte_parts(keys), *byte_parts(values)]
+        recv_exact(sock, parts, poll, f"{what}'s payload")
+        if checksum is not None and frame.crc32 != checksum(parts):
             receiver.release()
             name = "crc32" if version == 1 else "crc32c"
             raise KVProtocolError(Reason.CHECKSUM, f"{what} on the data connection: {name} mismatch")

@@ -4,8 +4,9 @@ Both ends keep the socket blocking, so every call goes straight to the kernel wi
 lock released (a socket with a Python timeout costs a poll() per call and wakes per segment):
 - `send_all`: one `sendmsg` of the header and every tensor part (TLS: one `sendall` per part).
 - `receive_blocking` + `recv_exact`: a plain socket gets SO_RCVTIMEO (the hang guard: the receive
-  returns what it has after `poll_s`) and each tensor is one `recv_into(..., MSG_WAITALL)` - one call
-  and one lock reacquire per tensor instead of one per segment. TLS sockets cannot take flags and
+  returns what it has after `poll_s`) and a layer's payload is one `recvmsg_into` (scatter: scales,
+  then a KV slot's per-head rows of keys and values) with MSG_WAITALL - one call and one lock
+  reacquire per layer instead of one per segment. TLS sockets cannot take flags and
   OpenSSL retries a timed-out read inside the call, so they keep a Python timeout of `poll_s`.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
+_MAX_PARTS = 512  # buffers per scatter receive, well under every platform's IOV_MAX (1024 on Linux)
 
 
 def send_all(sock: socket.socket, buffers: Sequence[bytes | memoryview]) -> None:
@@ -48,18 +50,32 @@ def receive_blocking(sock: socket.socket, poll_s: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", seconds, micros))
 
 
-def recv_exact(sock: socket.socket, view: memoryview, poll: Callable[[int], None], what: str) -> None:
-    """Fill `view` from `sock` (recv_into, no copy); KVProtocolError(TRUNCATED_CHUNK) at end of stream.
+def recv_exact(
+    sock: socket.socket,
+    buffers: memoryview | Sequence[memoryview],
+    poll: Callable[[int], None],
+    what: str,
+) -> None:
+    """Fill `buffers` (one view, or several filled in order) from `sock` with no copy in Python;
+    KVProtocolError(TRUNCATED_CHUNK) at end of stream, (TRANSPORT) when the connection breaks.
 
-    `poll(count)` runs after each receive with the bytes it got, and with 0 after each receive
-    timeout (the caller's poll interval): it raises to give up (the caller's stall watch or
-    cancellation).
+    A plain socket fills them all with `recvmsg_into(..., MSG_WAITALL)` (a scatter read: the rows of a
+    KV slot's layer in one call); TLS with `recv_into` per record. `poll(count)` runs after each
+    receive with the bytes it got, and with 0 after each receive timeout (the caller's poll
+    interval): it raises to give up (the caller's stall watch or cancellation).
     """
-    got, total = 0, view.nbytes
-    flags = 0 if isinstance(sock, ssl.SSLSocket) else _WAITALL
-    while got < total:
+    views = [buffers] if isinstance(buffers, memoryview) else list(buffers)
+    pending = [view.cast("B") for view in views if view.nbytes]
+    got, total = 0, sum(view.nbytes for view in pending)
+    tls = isinstance(sock, ssl.SSLSocket)
+    while pending:
         try:
-            count = sock.recv_into(view[got:], total - got, flags)
+            if tls:
+                count = sock.recv_into(pending[0])
+            elif len(pending) == 1:
+                count = sock.recv_into(pending[0], pending[0].nbytes, _WAITALL)
+            else:
+                count = sock.recvmsg_into(pending[:_MAX_PARTS], 0, _WAITALL)[0]
         except (TimeoutError, BlockingIOError):  # Python timeout, or SO_RCVTIMEO with nothing new
             poll(0)
             continue
@@ -73,3 +89,8 @@ def recv_exact(sock: socket.socket, view: memoryview, poll: Callable[[int], None
             )
         got += count
         poll(count)
+        while pending and count >= pending[0].nbytes:  # drop the filled views
+            count -= pending[0].nbytes
+            pending.pop(0)
+        if pending and count:
+            pending[0] = pending[0][count:]

@@ -23,6 +23,7 @@ from hybrid_workers.kv import compression
 from hybrid_workers.kv.checks import ReceiverModel, check_header, check_trailer
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import Frame, Header, KVRequest, LayerChunk, TensorKind, Trailer, checksum
+from hybrid_workers.kv.layer_bytes import write_at
 from hybrid_workers.torch_dtypes import TORCH_DTYPES
 
 # Called with (layer index, keys, values) as soon as a layer is complete; tensors are
@@ -36,7 +37,7 @@ class _TensorBuffer:
     """The tensor being received: its bytes so far and its scales."""
 
     kind: TensorKind
-    data: np.ndarray  # [nbytes] uint8, filled in order
+    data: np.ndarray  # [nbytes] or [kv_heads, row bytes] uint8 (decode/engine_api.LayerTarget), in order
     filled: int = 0
     scales: np.ndarray | None = None  # [kv_heads] float32
 
@@ -140,7 +141,7 @@ class KVReceiver:
                 self.model.dtype,
                 header.encoding,
             )
-            buffer = _TensorBuffer(TensorKind.VALUES, values, len(values))
+            buffer = _TensorBuffer(TensorKind.VALUES, values, values.nbytes)
             buffer.scales = self._scales(f"{where} values", values_scales, header.encoding)
             self.wire_bytes += keys.nbytes + values.nbytes + len(keys_scales) + len(values_scales)
             index = self._complete_tensor(buffer, header)
@@ -177,10 +178,10 @@ class KVReceiver:
             raise KVProtocolError(
                 Reason.BAD_SCALES, f"layer {chunk.layer} {chunk.kind}: scales after offset 0"
             )
-        buffer.data[buffer.filled : buffer.filled + len(chunk.data)] = np.frombuffer(chunk.data, np.uint8)
+        write_at(buffer.data, buffer.filled, chunk.data)
         buffer.filled += len(chunk.data)
         self.wire_bytes += len(chunk.data) + len(chunk.scales)
-        return self._complete_tensor(buffer, header) if buffer.filled == len(buffer.data) else None
+        return self._complete_tensor(buffer, header) if buffer.filled == buffer.data.nbytes else None
 
     def _check_place(self, chunk: LayerChunk) -> None:
         """The chunk must be for the current layer, tensor and offset."""
@@ -207,7 +208,7 @@ class KVReceiver:
             raise KVProtocolError(Reason.ORDER, f"{where}: expected offset {filled}")
 
     def _check_size(self, chunk: LayerChunk, buffer: _TensorBuffer, chunk_bytes: int) -> None:
-        expected = min(chunk_bytes, len(buffer.data) - buffer.filled)
+        expected = min(chunk_bytes, buffer.data.nbytes - buffer.filled)
         where = f"layer {chunk.layer} {chunk.kind} chunk at offset {chunk.offset}"
         if len(chunk.data) > chunk_bytes:
             raise KVProtocolError(
@@ -216,7 +217,7 @@ class KVReceiver:
         if len(chunk.data) > expected:
             raise KVProtocolError(
                 Reason.OVERSIZE_FRAME,
-                f"{where} holds {len(chunk.data)} bytes, past the tensor's end ({len(buffer.data)} bytes)",
+                f"{where} holds {len(chunk.data)} bytes, past the tensor's end ({buffer.data.nbytes} bytes)",
             )
         if len(chunk.data) < expected:
             raise KVProtocolError(
@@ -282,7 +283,7 @@ class KVReceiver:
         if encoding is not WireEncoding.NONE:
             target = self.destination.layer_target(index)
             for buffer, tensor in ((target.keys, keys), (target.values, values)):
-                buffer[:] = tensor.contiguous().view(torch.uint8).reshape(-1).numpy()
+                buffer[...] = tensor.contiguous().view(torch.uint8).numpy().reshape(buffer.shape)
         self.destination.commit_layer(index)
 
     def _position(self) -> str:
@@ -291,7 +292,7 @@ class KVReceiver:
         if self.layer >= self.model.num_layers:
             return "all layers received, waiting for the trailer"
         if self._buffer is not None:
-            total = len(self._buffer.data)
+            total = self._buffer.data.nbytes
             return f"in layer {self.layer} {self._buffer.kind} ({self._buffer.filled} of {total} bytes)"
         kind = TensorKind.VALUES if self._keys is not None else TensorKind.KEYS
         return f"waiting for layer {self.layer} {kind}"
