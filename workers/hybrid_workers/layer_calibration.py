@@ -23,7 +23,7 @@ from hybrid_operator.planner.model_shape import ModelShape
 
 from hybrid_workers.calibration import median_seconds, sizes
 
-MAX_DEPTH = 16  # layers in a timed stack at most (small shapes: 16 layers leave the caches enough)
+MAX_DEPTH = 16  # layers in a timed stack at most (small shapes: a model's worth of dispatch, built quickly)
 
 
 def stack_depth(shape: ModelShape, dtype: torch.dtype, device: torch.device) -> int:

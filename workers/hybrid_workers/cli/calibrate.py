@@ -18,9 +18,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "calibrate",
         help="measure this machine's prefill and decode rates for `plan`",
-        description="Times real decoder layers of --shape (a prefill of --prefill-tokens tokens and a "
-        "decode step with as many cached) per dtype with torch, plus the matmul peak, attention, the "
-        "lm_head read, memory read bandwidth, the per-layer overhead and the KV rate, and writes a "
+        description="Times real decoder layers of --shape (a prefill of --prefill-tokens tokens, decode "
+        "steps with as many and with 4x as many cached) per dtype with torch, plus the matmul peak, "
+        "attention, the lm_head read, memory read bandwidth and the per-layer overhead, and writes a "
         "device profile whose rates make `plan` reproduce those times; `plan --prefill-device FILE` and "
         "the operator (as the hybridinference.dev/profile annotation) use it.",
     )
