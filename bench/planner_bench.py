@@ -6,7 +6,10 @@ Usage: python bench/planner_bench.py [--model DIR] [--prompt-words N[,N...]] [--
        [--threads N] [--budget-seconds S]
 Without --model it uses the cached `bench` demo model (written on first use, ~1 minute). Each round
 calibrates once, then generates and plans once per prompt length (`--prompt-words 300,1000`: the
-calibrated profile is checked at the calibrated length and away from it).
+calibrated profile is checked at the calibrated length and away from it). `plan` predicts a running
+worker's request, so the comparison is with a warm one: a child process loads the model, completes the
+prompt once, then times a second completion of it (`generate`'s own figures, the first forward of a
+fresh process, are printed beside it as "cold").
 """
 
 from __future__ import annotations
@@ -62,6 +65,35 @@ def generate(model: str, prompt: str, max_tokens: int) -> tuple[int, int, float,
     return int(prompt_tokens), int(tokens), float(ttft_ms) / 1000, float(tps)
 
 
+WARM = """
+import sys, time
+import torch
+from hybrid_workers.engine import SamplingParams, encode_prompt, load_model, stream_completion
+model, prompt, max_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lm = load_model(model, device="cpu", dtype="float32", progress=False)
+params = SamplingParams(max_tokens=max_tokens, temperature=0)
+ids = encode_prompt(lm, prompt, max_tokens)
+for _ in stream_completion(lm, ids, params):  # warm-up: first-call costs of a fresh process
+    pass
+start, times = time.perf_counter(), []
+for _ in stream_completion(lm, ids, params):
+    times.append(time.perf_counter() - start)
+tps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+print(len(ids), len(times), times[0], tps)
+"""
+
+
+def generate_warm(model: str, prompt: str, max_tokens: int) -> tuple[int, int, float, float]:
+    """(prompt tokens, completion tokens, TTFT s, decode tok/s) of the second greedy completion of
+    `prompt` in one process: what a running worker serves."""
+    result = subprocess.run(
+        [sys.executable, "-c", WARM, model, prompt, str(max_tokens)],
+        check=True, capture_output=True, text=True, env=ENV,
+    )  # fmt: skip
+    prompt_tokens, tokens, ttft, tps = result.stdout.split()
+    return int(prompt_tokens), int(tokens), float(ttft), float(tps)
+
+
 def plan(model: str, profile: Path | str, prompt_tokens: int, output_tokens: int) -> dict:
     """The single-node placement `plan` predicts on `profile` (a calibrated file or a built-in id)."""
     result = subprocess.run(
@@ -108,7 +140,8 @@ def main() -> int:
                 flush=True,
             )
             for words in lengths:
-                n_prompt, n_out, ttft, tps = generate(args.model, _prompt(words), args.max_tokens)
+                _, _, cold_ttft, cold_tps = generate(args.model, _prompt(words), args.max_tokens)
+                n_prompt, n_out, ttft, tps = generate_warm(args.model, _prompt(words), args.max_tokens)
                 tokens[words] = (n_prompt, n_out)
                 predicted = plan(args.model, profile, n_prompt, max(1, n_out - 1))
                 p_ttft, p_tps = predicted["ttft_seconds"], predicted["decode_tokens_per_second"]
@@ -116,7 +149,8 @@ def main() -> int:
                 print(
                     f"  prompt {n_prompt}, {n_out} tokens | TTFT measured {ttft:.3f} s, planned "
                     f"{p_ttft:.3f} s ({p_ttft / ttft - 1:+.0%}) | TPS measured {tps:.1f}, planned "
-                    f"{p_tps:.1f} ({p_tps / tps - 1:+.0%})",
+                    f"{p_tps:.1f} ({p_tps / tps - 1:+.0%}) | cold generate: TTFT {cold_ttft:.3f} s, "
+                    f"TPS {cold_tps:.1f}",
                     flush=True,
                 )
     for words in lengths:

@@ -165,3 +165,15 @@ def test_a_layer_stack_is_the_shapes_decoder_layers_with_sdpa() -> None:
     assert (attention.q_proj.out_features, attention.k_proj.out_features) == (1024, 256)
     assert stack.layers[0].mlp.gate_proj.out_features == shape.intermediate
     layer_stack.cache_clear()
+
+
+def test_the_summary_says_why_a_profile_has_no_kv_rate(profile_file: Path) -> None:
+    from hybrid_workers.cli.calibrate import _summary
+
+    profile = json.loads(profile_file.read_text())
+    profile.pop("kv_gbps", None)  # the longer cache measured no slower: calibrate leaves it out
+    line = _summary(profile)
+    assert "nan" not in line
+    assert "KV not separated" in line
+    profile["kv_gbps"] = 6.25
+    assert "KV 6.2 GB/s" in _summary(profile) or "KV 6.3 GB/s" in _summary(profile)
