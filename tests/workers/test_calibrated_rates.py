@@ -9,6 +9,7 @@ from hybrid_operator.planner.roofline import decode_step_seconds, prefill_layer_
 from hybrid_workers.calibrated_rates import (
     MIN_SHARE,
     LayerTimes,
+    bounded_overhead,
     decode_bytes_per_second,
     kv_bytes_per_second,
     prefill_flops_per_second,
@@ -100,3 +101,24 @@ def test_decode_steps_at_two_contexts_give_a_kv_rate_that_reproduces_both() -> N
 def test_a_longer_cache_measured_no_slower_gives_no_kv_rate() -> None:
     shape = model_shape("demo-bench")
     assert kv_bytes_per_second(shape, "float32", (446, 0.004), (1784, 0.0039)) == float("inf")
+
+
+def test_the_overhead_is_bounded_by_the_planned_shapes_own_decode_layer() -> None:
+    """demo-tiny's decode layer (0.36 ms) is faster than the calibration layer's dispatch (0.6 ms): the
+    plan charges as overhead at most what leaves MIN_SHARE of the layer for its reads, and its decode
+    step still comes back."""
+    shape = model_shape("demo-tiny")
+    times = LayerTimes(
+        446, 0.0018, 0.00036, 65e9, 16e9, layer_overhead_seconds=0.0006, kv_bytes_per_second=6e9
+    )
+    big = LayerTimes(**{**times.__dict__, "decode_seconds": 0.0044})
+    assert bounded_overhead(0.0006, shape, "float32", big) == 0.0006  # a bigger layer: the calibration figure
+    bounded = bounded_overhead(0.0006, shape, "float32", times)
+    cache = 446 * shape.kv_bytes_per_token_per_layer("float32") / 6e9
+    assert bounded == pytest.approx((1 - MIN_SHARE) * 0.00036 - cache)
+    fitted = LayerTimes(**{**times.__dict__, "layer_overhead_seconds": bounded})
+    head = (shape.hidden + shape.embedding_params) * 4 / times.head_bytes_per_second
+    step = decode_step_seconds(shape, _profile("demo-tiny", fitted), "float32", context=446)
+    assert step == pytest.approx(shape.layers * 0.00036 + head, rel=1e-9)
+    too_slow = decode_step_seconds(shape, _profile("demo-tiny", times), "float32", context=446)
+    assert too_slow > 1.5 * step  # what the plan said before the bound

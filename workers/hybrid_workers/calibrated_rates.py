@@ -35,6 +35,16 @@ class LayerTimes:
     kv_bytes_per_second: float  # rate plan charges cached K/V bytes at (inf: not measured)
 
 
+def bounded_overhead(overhead: float, shape: ModelShape, dtype: str, times: LayerTimes) -> float:
+    """The per-layer overhead plan charges: the calibration model's (what a layer costs regardless of
+    its size), but no more than leaves MIN_SHARE of the planned shape's measured decode layer for its
+    weight and cache reads. A small model's layer can take less than the calibration layer's dispatch
+    (demo-tiny's 64-wide decode layer: 0.36 ms against 0.6 ms); charging the larger figure would plan
+    it slower than it runs."""
+    cache = times.rows * shape.kv_bytes_per_token_per_layer(dtype) / times.kv_bytes_per_second
+    return max(0.0, min(overhead, (1 - MIN_SHARE) * times.decode_seconds - cache))
+
+
 def prefill_flops_per_second(shape: ModelShape, times: LayerTimes) -> float:
     """Effective matmul FLOP/s `P`: layer_linear_flops(rows) / P + layer_attention_flops(rows) / P_att
     + overhead = the measured prefill layer time."""

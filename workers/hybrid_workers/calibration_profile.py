@@ -13,7 +13,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -23,6 +23,7 @@ from hybrid_operator.planner.model_shape import ModelShape
 from hybrid_workers import layer_calibration as layers
 from hybrid_workers.calibrated_rates import (
     LayerTimes,
+    bounded_overhead,
     decode_bytes_per_second,
     kv_bytes_per_second,
     prefill_flops_per_second,
@@ -128,7 +129,9 @@ def measure_profile(
     measured = {d: _per_dtype(runs, device, d, budget, shape, rows) for d in dtypes}
     layers.layer_stack.cache_clear()  # the last stack's weights are not needed any more
     read = runs.take("read", partial(read_gbps, device, budget), "GB/s")
-    overhead = runs.take("layer overhead", partial(layer_overhead_seconds, device, 2 * budget), "s")
+    calibration_overhead = runs.take(
+        "layer overhead", partial(layer_overhead_seconds, device, 2 * budget), "s"
+    )
     kv_rates = {
         d: kv_bytes_per_second(
             shape, d, (rows, m.decode_seconds), (LONG_CONTEXT * rows, m.decode_long_seconds)
@@ -144,11 +147,14 @@ def measure_profile(
             decode_seconds=m.decode_seconds,
             attention_flops_per_second=m.attention_tflops * 1e12,
             head_bytes_per_second=m.head_gbps * 1e9,
-            layer_overhead_seconds=overhead,
+            layer_overhead_seconds=calibration_overhead,
             kv_bytes_per_second=kv * 1e9,
         )
         for d, m in measured.items()
     }
+    # one overhead for all dtypes: the calibration model's, bounded by the shape's own decode layers
+    overhead = min(bounded_overhead(calibration_overhead, shape, d, t) for d, t in times.items())
+    times = {d: replace(t, layer_overhead_seconds=overhead) for d, t in times.items()}
     tflops = {d: prefill_flops_per_second(shape, t) / 1e12 for d, t in times.items()}
     decode = {d: decode_bytes_per_second(shape, d, t) / 1e9 for d, t in times.items()}
     head = {d: m.head_gbps for d, m in measured.items()}
@@ -168,7 +174,11 @@ def measure_profile(
         "decode_gbps": {d: round(rate, 3) for d, rate in decode.items()},
         "layer_overhead_seconds": round(overhead, 7),
         **({"kv_gbps": round(kv, 3)} if kv != float("inf") else {}),
-        "decoder_layers": _layer_record(shape, rows, measured, head, kv_rates, device),
+        "decoder_layers": {
+            **_layer_record(shape, rows, measured, head, kv_rates, device),
+            # the calibration model's per-layer cost, before the bound by the shape's decode layer
+            "calibration_layer_overhead_seconds": round(calibration_overhead, 7),
+        },
         "measured": True,
         "measured_with": f"torch/{device.type}",  # the engine whose rates these are (engines.py)
         "repeats": repeats,
