@@ -8,8 +8,8 @@ Without --model it uses the cached `bench` demo model (written on first use, ~1 
 calibrates once, then generates and plans once per prompt length (`--prompt-words 300,1000`: the
 calibrated profile is checked at the calibrated length and away from it). `plan` predicts a running
 worker's request, so the comparison is with a warm one: a child process loads the model, completes the
-prompt once, then times a second completion of it (`generate`'s own figures, the first forward of a
-fresh process, are printed beside it as "cold").
+prompt once, then times three more completions of it (medians). `generate`'s own figures, the first
+forward of a fresh process, are printed beside them as "cold".
 """
 
 from __future__ import annotations
@@ -69,25 +69,29 @@ WARM = """
 import sys, time
 import torch
 from hybrid_workers.engine import SamplingParams, encode_prompt, load_model, stream_completion
-model, prompt, max_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model, prompt, max_tokens, REPEATS = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 lm = load_model(model, device="cpu", dtype="float32", progress=False)
 params = SamplingParams(max_tokens=max_tokens, temperature=0)
 ids = encode_prompt(lm, prompt, max_tokens)
 for _ in stream_completion(lm, ids, params):  # warm-up: first-call costs of a fresh process
     pass
-start, times = time.perf_counter(), []
-for _ in stream_completion(lm, ids, params):
-    times.append(time.perf_counter() - start)
-tps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
-print(len(ids), len(times), times[0], tps)
+ttfts, rates = [], []
+for _ in range(REPEATS):
+    start, times = time.perf_counter(), []
+    for _ in stream_completion(lm, ids, params):
+        times.append(time.perf_counter() - start)
+    ttfts.append(times[0])
+    rates.append((len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0)
+print(len(ids), len(times), sorted(ttfts)[len(ttfts) // 2], sorted(rates)[len(rates) // 2])
 """
+WARM_REPEATS = 3  # timed completions after the warm-up; the median of each figure
 
 
 def generate_warm(model: str, prompt: str, max_tokens: int) -> tuple[int, int, float, float]:
-    """(prompt tokens, completion tokens, TTFT s, decode tok/s) of the second greedy completion of
-    `prompt` in one process: what a running worker serves."""
+    """(prompt tokens, completion tokens, TTFT s, decode tok/s) of greedy completions of `prompt` in one
+    process after a warm-up (medians of WARM_REPEATS): what a running worker serves."""
     result = subprocess.run(
-        [sys.executable, "-c", WARM, model, prompt, str(max_tokens)],
+        [sys.executable, "-c", WARM, model, prompt, str(max_tokens), str(WARM_REPEATS)],
         check=True, capture_output=True, text=True, env=ENV,
     )  # fmt: skip
     prompt_tokens, tokens, ttft, tps = result.stdout.split()
