@@ -262,6 +262,12 @@ class RecordingEngine:
         return rows
 
 
+# Logits of SmolLM2 reach |20|: float32 rounding of the batched products scales with them (one CI run
+# saw 1.06e-4 at a logit of ~7 after 18 steps). A wrong position, mask or cache row moves logits by
+# 0.1 or more, far outside 1e-4 + 5e-5 x |logit|.
+LOGITS_RTOL = 5e-5
+
+
 @pytest.mark.slow
 def test_trained_model_eight_sequences_remote_and_local_match_solo_logits(trained_lm: Any) -> None:
     """SmolLM2-135M, float32: 8 mixed-length prompts, half prefilled by a real prefill worker."""
@@ -303,8 +309,10 @@ def test_trained_model_eight_sequences_remote_and_local_match_solo_logits(traine
             rows if index % 2 == 0 else [None, *rows]
         )  # remote: step 0's logits stayed on the prefill worker
         for step, (row, want) in enumerate(zip(rows, logits, strict=True)):
-            if row is not None:
-                assert float((row - want).abs().max()) < 1e-4, f"prompt {index} step {step}"
+            if row is not None:  # batched products round differently; 30 layers and 40 steps compound it
+                error = (row - want).abs()
+                excess = error - (1e-4 + LOGITS_RTOL * want.abs())
+                assert float(excess.max()) <= 0, f"prompt {index} step {step}: {float(error.max())}"
 
 
 @pytest.mark.slow
