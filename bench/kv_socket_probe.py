@@ -2,8 +2,9 @@
 32-byte frame header + one MSG_WAITALL scatter receive per layer, cost goodput against a reused
 connection read with a plain recv_into loop?
 
-Usage: python bench/kv_socket_probe.py [ROUNDS]  (default 25; the first round of each case is left out)
-Both ends on CPU 1, as bench/kv_transport.py places the decode side and the prefill worker's sender.
+Usage: python bench/kv_socket_probe.py [ROUNDS] [SENDER_CPU]  (default 25 rounds, the first of each case
+left out; the sender on CPU 1). By default both ends are on CPU 1, as bench/kv_transport.py places the
+decode side and the prefill worker's sender; SENDER_CPU 0 puts the sender on its own core.
 The payload is the bench model's 512-token KV (12 layers x keys and values of 512 KiB). Prints, per
 case, the median goodput (GB/s) with its range and the slowest layer of each round (framed cases).
 Numbers: docs/benchmarks.md ("KV transfer").
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 LAYERS, TENSOR, HEADER = 12, 512 * 1024, 32
-CPU = 1
+CPU = 1  # the receiver's (and by default the sender's) core
 
 
 def _send_gather(sock: socket.socket, parts: list[bytes]) -> None:
@@ -34,8 +35,8 @@ def _send_gather(sock: socket.socket, parts: list[bytes]) -> None:
             views[0] = views[0][sent:]
 
 
-def _sender(port: int, rounds: int, fresh: bool, framed: bool) -> None:
-    os.sched_setaffinity(0, {CPU})
+def _sender(port: int, rounds: int, fresh: bool, framed: bool, cpu: int) -> None:
+    os.sched_setaffinity(0, {cpu})
     payload = [os.urandom(TENSOR) for _ in range(2 * LAYERS)]
     sock: socket.socket | None = None
     for _ in range(rounds):
@@ -55,14 +56,14 @@ def _sender(port: int, rounds: int, fresh: bool, framed: bool) -> None:
         sock.close()
 
 
-def _receive(fresh: bool, framed: bool, rounds: int) -> tuple[list[float], list[float]]:
+def _receive(fresh: bool, framed: bool, rounds: int, sender_cpu: int) -> tuple[list[float], list[float]]:
     """Per round: goodput (GB/s) and the slowest layer (ms; 0 when not framed)."""
     os.sched_setaffinity(0, {CPU})
     buffer, head = bytearray(2 * LAYERS * TENSOR), bytearray(HEADER)
     view = memoryview(buffer)
     listener = socket.create_server(("127.0.0.1", 0))
     argv = [sys.executable, __file__, "send", str(listener.getsockname()[1]), str(rounds)]
-    sender = subprocess.Popen([*argv, str(int(fresh)), str(int(framed))])
+    sender = subprocess.Popen([*argv, str(int(fresh)), str(int(framed)), str(sender_cpu)])
     conn: socket.socket | None = None
     rates, slowest = [], []
     for _ in range(rounds):
@@ -95,10 +96,13 @@ def _receive(fresh: bool, framed: bool, rounds: int) -> tuple[list[float], list[
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 25
-    print(f"load average at the start: {Path('/proc/loadavg').read_text().strip()}")
+    sender_cpu = int(sys.argv[2]) if len(sys.argv) > 2 else CPU
+    print(
+        f"load average at the start: {Path('/proc/loadavg').read_text().strip()}; sender on CPU {sender_cpu}"
+    )
     for fresh in (False, True):
         for framed in (False, True):
-            rates, slowest = _receive(fresh, framed, rounds)
+            rates, slowest = _receive(fresh, framed, rounds, sender_cpu)
             print(
                 f"{'fresh' if fresh else 'reused'} connection, {'framed' if framed else 'recv_into loop'}: "
                 f"{statistics.median(rates):.2f} GB/s ({min(rates):.2f}-{max(rates):.2f}); slowest layer "
@@ -109,6 +113,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "send":
-        _sender(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5] == "1")
+        _sender(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5] == "1", int(sys.argv[6]))
     else:
         main()
