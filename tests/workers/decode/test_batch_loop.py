@@ -263,7 +263,7 @@ class RecordingEngine:
 
 
 # Logits of SmolLM2 reach |20|: float32 rounding of the batched products scales with them (one CI run
-# saw 1.06e-4 at a logit of ~7 after 18 steps). A wrong position, mask or cache row moves logits by
+# saw 1.06e-4 after 18 steps). A wrong position, mask or cache row moves logits by
 # 0.1 or more, far outside 1e-4 + 5e-5 x |logit|.
 LOGITS_RTOL = 5e-5
 
