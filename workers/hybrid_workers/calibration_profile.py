@@ -174,11 +174,7 @@ def measure_profile(
         "decode_gbps": {d: round(rate, 3) for d, rate in decode.items()},
         "layer_overhead_seconds": round(overhead, 7),
         **({"kv_gbps": round(kv, 3)} if kv != float("inf") else {}),
-        "decoder_layers": {
-            **_layer_record(shape, rows, measured, head, kv_rates, device),
-            # the calibration model's per-layer cost, before the bound by the shape's decode layer
-            "calibration_layer_overhead_seconds": round(calibration_overhead, 7),
-        },
+        "decoder_layers": _layer_record(shape, rows, measured, head, kv_rates, calibration_overhead, device),
         "measured": True,
         "measured_with": f"torch/{device.type}",  # the engine whose rates these are (engines.py)
         "repeats": repeats,
@@ -199,6 +195,7 @@ def _layer_record(
     measured: dict[str, _DtypeRuns],
     head: dict[str, float],
     kv_rates: dict[str, float],
+    calibration_overhead: float,
     device: torch.device,
 ) -> dict[str, Any]:
     """The raw decoder-layer measurements the rates come from (informational; `plan` reads the rates)."""
@@ -215,4 +212,6 @@ def _layer_record(
         "head_gbps": {d: round(rate, 3) for d, rate in head.items()},
         # per dtype; the profile's kv_gbps is their median (absent: no longer cache measured slower)
         "kv_gbps": {d: round(rate / 1e9, 3) for d, rate in kv_rates.items() if rate != float("inf")},
+        # the calibration model's per-layer cost, before the bound by the shape's decode layer
+        "calibration_layer_overhead_seconds": round(calibration_overhead, 7),
     }

@@ -56,18 +56,20 @@ def negotiate(theirs: int) -> int:
 PayloadChecksum = Callable[[Iterable[bytes | bytearray | memoryview]], int]
 
 
-def _crc32(parts: Iterable[bytes | bytearray | memoryview]) -> int:
-    crc = 0
-    for part in parts:
-        crc = zlib.crc32(part, crc)  # releases the interpreter lock on large buffers
-    return crc
+def _chained(update: Callable[[bytes | bytearray | memoryview, int], int]) -> PayloadChecksum:
+    """A payload checksum that runs `update(part, crc)` over the parts in order."""
+
+    def checksum(parts: Iterable[bytes | bytearray | memoryview]) -> int:
+        crc = 0
+        for part in parts:
+            crc = update(part, crc)  # both release the interpreter lock on large buffers
+        return crc
+
+    return checksum
 
 
-def _crc32c(parts: Iterable[bytes | bytearray | memoryview]) -> int:
-    crc = 0
-    for part in parts:
-        crc = crc32c.crc32c(part, crc)  # hardware CRC; releases the interpreter lock on large buffers
-    return crc
+_crc32 = _chained(zlib.crc32)  # software CRC-32 (data version 1)
+_crc32c = _chained(crc32c.crc32c)  # hardware CRC-32C (data version 2)
 
 
 def payload_checksum(version: int) -> PayloadChecksum:
