@@ -13,7 +13,8 @@ the receivers on CPU 1. In one run it measures:
    layerwise ÷ bulk next to its ideal bound;
 2. on loopback: the data connection's goodput ÷ a plain socket with recv_into, and over TLS ÷ a TLS
    socket (bench/kv_transport.py; prefill worker in its own process, as deployed), for the 512-token
-   prompt and, with --large-tokens N, an N-token one (a bigger transfer per layer);
+   prompt and, with --large-tokens N, an N-token one (a bigger transfer per layer); `--sender-cpu 0`
+   gives the sending side (the prefill worker process, the baseline's sender) CPU 0 to itself there;
 3. with --extras: decode tokens/s after a remote vs a local prefill, compression, and the gRPC chunk
    serialization A/B (bench/kv_wire_paths.py);
 and plots one request's timeline per mode (per-layer compute vs per-layer transfer).
@@ -164,9 +165,11 @@ def _bench_dir() -> Path:
     return demo_model_dir("bench")
 
 
-def on_loopback(lm, model: str | None, repeats: int, tokens: int = PROMPT_TOKENS) -> dict:
+def on_loopback(
+    lm, model: str | None, repeats: int, tokens: int = PROMPT_TOKENS, sender_cpu: int = 1
+) -> dict:
     """The data connection's goodput ÷ a plain socket, and over TLS ÷ a TLS socket (kv_transport.py),
-    for a `tokens`-token prompt."""
+    for a `tokens`-token prompt, the sending side on `sender_cpu`."""
     import tempfile
 
     from kv_transport import loopback_transport  # next to this script
@@ -176,7 +179,8 @@ def on_loopback(lm, model: str | None, repeats: int, tokens: int = PROMPT_TOKENS
 
     with tempfile.TemporaryDirectory() as folder:
         tls_dir = write_tls_dir(Path(folder))
-        results = loopback_transport(lm, model or str(_bench_dir()), prompt(lm, tokens), repeats, tls_dir)
+        ids = prompt(lm, tokens)
+        results = loopback_transport(lm, model or str(_bench_dir()), ids, repeats, tls_dir, sender_cpu)
     return {"prompt_tokens": tokens, **results}
 
 
@@ -317,6 +321,14 @@ def main() -> None:
         help="also measure loopback with a prompt of this many tokens (the bench model's context: 2048 = "
         "4 MiB per layer, 48 MiB of KV), beside the 512-token row",
     )
+    parser.add_argument(
+        "--sender-cpu",
+        type=int,
+        choices=[0, 1],
+        default=1,
+        help="loopback: the CPU of the sending side (the prefill worker's gRPC and data threads, the "
+        "baseline's sender); 1 (default) shares CPU 1 with the receiver, 0 gives it its own core",
+    )
     args = parser.parse_args()
     if args.role == "client":
         client_role(args)
@@ -328,9 +340,11 @@ def main() -> None:
     results: dict = {"prompt_tokens": PROMPT_TOKENS, "loadavg_at_start": Path("/proc/loadavg").read_text()}
     results["link"] = {"skipped": "--skip-link"} if args.skip_link else over_link(args)
     lm = load(args.model)
-    results["loopback"] = on_loopback(lm, args.model, args.repeats)
+    results["loopback"] = on_loopback(lm, args.model, args.repeats, sender_cpu=args.sender_cpu)
     if args.large_tokens:
-        results["loopback_large"] = on_loopback(lm, args.model, args.repeats, args.large_tokens)
+        results["loopback_large"] = on_loopback(
+            lm, args.model, args.repeats, args.large_tokens, args.sender_cpu
+        )
     if args.extras:
         results["extras"] = extras(lm, args.repeats)
     if "runs" in results["link"] and args.plot is not None:

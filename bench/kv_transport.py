@@ -11,6 +11,11 @@ byte on the decode clock (`stream`), and `TransferTimings.goodput_bytes_per_s` (
 wire, the metric the decode worker exports). Rows: plaintext with the checksum (the default), the
 same into a new TorchKVSlot per transfer (the decode worker's destination), checksum off, and TLS;
 each also reports `connect_s`, what opening one data connection costs (what a pool would save).
+
+`sender_cpu=0` (kv_bench.py --sender-cpu 0) gives the sending side its own core instead: the whole
+prefill worker process (compute, gRPC, data connection) and the baseline's sender on CPU 0, the
+decode side and the baseline's receiver on CPU 1 - the bulk transfer starts after the compute, so the
+sender has CPU 0 to itself, as the spare cores of a GPU node and a separate Mac give it.
 """
 
 from __future__ import annotations
@@ -52,9 +57,11 @@ def _contexts(tls_dir: Path | None) -> tuple[ssl.SSLContext | None, ssl.SSLConte
     return server, ssl.create_default_context(cafile=tls_dir / "ca.crt")
 
 
-def socket_goodput(sizes: list[int], repeats: int, tls_dir: Path | None = None) -> list[float]:
+def socket_goodput(
+    sizes: list[int], repeats: int, tls_dir: Path | None = None, sender_cpu: int = IO_CPU
+) -> list[float]:
     """Bytes/s of `repeats` rounds of `sizes` over one TCP (or TLS) loopback connection from a sender
-    process on IO_CPU to this process (which must already run on IO_CPU)."""
+    process on `sender_cpu` to this process (which must already run on IO_CPU)."""
     total = sum(sizes)
     server_ctx, _ = _contexts(tls_dir)
     buffer = bytearray(total)
@@ -63,7 +70,7 @@ def socket_goodput(sizes: list[int], repeats: int, tls_dir: Path | None = None) 
         argv = [
             "taskset",
             "-c",
-            str(IO_CPU),
+            str(sender_cpu),
             sys.executable,
             __file__,
             "send",
@@ -103,14 +110,18 @@ def _send_role(port: int, repeats: int, tls_dir: str, sizes: list[int]) -> None:
 
 
 @contextlib.contextmanager
-def prefill_process(model: str, tls_dir: Path | None) -> Iterator[str]:
-    """A `hybrid-inference prefill` process on loopback, compute on COMPUTE_CPU; yields its gRPC target."""
+def prefill_process(model: str, tls_dir: Path | None, sender_cpu: int = IO_CPU) -> Iterator[str]:
+    """A `hybrid-inference prefill` process on loopback, compute on COMPUTE_CPU (its other threads on
+    `sender_cpu`); yields its gRPC target."""
     from hybrid_workers.decode.prefill_client import PrefillClient  # noqa: F401  (import cost paid here)
 
     port = _free_port()
-    argv = ["taskset", "-c", f"{COMPUTE_CPU},{IO_CPU}", sys.executable, "-m", "hybrid_workers", "prefill"]
+    cpus = sorted({COMPUTE_CPU, sender_cpu})
+    argv = ["taskset", "-c", ",".join(map(str, cpus)), sys.executable, "-m", "hybrid_workers", "prefill"]
     argv += ["--model", model, "--device", "cpu", "--dtype", "float32", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--metrics-port", "0", "--compute-cpus", str(COMPUTE_CPU)]
+    argv += ["--port", str(port), "--metrics-port", "0"]
+    if len(cpus) > 1:  # split: compute on COMPUTE_CPU, the rest on sender_cpu
+        argv += ["--compute-cpus", str(COMPUTE_CPU)]
     if tls_dir is not None:
         argv += ["--tls-cert", str(tls_dir / "tls.crt"), "--tls-key", str(tls_dir / "tls.key")]
     worker = subprocess.Popen(argv, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
@@ -187,21 +198,26 @@ def connect_seconds(client, repeats: int) -> list[float]:
     return seconds
 
 
-def loopback_transport(lm, model: str, prompt: list[int], repeats: int, tls_dir: Path) -> dict:
+def loopback_transport(
+    lm, model: str, prompt: list[int], repeats: int, tls_dir: Path, sender_cpu: int = IO_CPU
+) -> dict:
     """Data connection vs plain socket (checksum on, the plaintext default, and off), and over TLS (no
-    checksum: the TLS record MAC authenticates) vs a TLS socket; compute on CPU 0, I/O on CPU 1."""
+    checksum: the TLS record MAC authenticates) vs a TLS socket; compute on CPU 0, the receiving side
+    on CPU 1, the sending side on `sender_cpu`."""
     from hybrid_workers.kv.tls import TLSConfig
 
     allowed = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {IO_CPU})  # the decode side: receiver and client
-    results: dict[str, dict] = {}
+    placement = {"compute": COMPUTE_CPU, "sender": sender_cpu, "receiver": IO_CPU}
+    results: dict[str, dict] = {"placement": placement}
     try:
         for name, tls, checksum, slot in ROWS:
-            with prefill_process(model, tls_dir if tls else None) as target:
+            with prefill_process(model, tls_dir if tls else None, sender_cpu) as target:
                 client_tls = TLSConfig(ca=tls_dir / "ca.crt") if tls else None
                 results[name] = kv_goodput(target, lm, prompt, repeats, client_tls, checksum, slot)
             tensor = results[name]["bytes"] // (2 * lm.num_layers)
-            baseline = socket_goodput([tensor] * (2 * lm.num_layers), repeats, tls_dir if tls else None)
+            sizes = [tensor] * (2 * lm.num_layers)
+            baseline = socket_goodput(sizes, repeats, tls_dir if tls else None, sender_cpu)
             kv = min(results[name]["stream_bytes_per_s"], results[name]["wire_bytes_per_s"])
             results[name] |= {
                 "socket_bytes_per_s": statistics.median(baseline),

@@ -51,7 +51,7 @@ def test_calibrate_reports_progress_and_the_spread_of_its_repeats(calibration: t
     assert all(value >= 0 for value in data["spread"].values())
     # One progress line per measurement, counted, with both repeats' values.
     lines = [line for line in stderr.splitlines() if line.startswith("calibrate [")]
-    assert len(lines) == 6 * 2 + 2 and lines[-1].startswith("calibrate [14/14] layer overhead")
+    assert len(lines) == 6 * 2 + 3 and lines[-1].startswith("calibrate [15/15] step overhead")
     assert "largest spread over 2 repeats" in stderr
 
 
@@ -67,7 +67,7 @@ def test_the_profile_holds_positive_measured_rates(profile_file: Path) -> None:
     # Measured on a machine that may be busy: only signs and the profile's own relations, no speed bound.
     assert data["sustained_tflops"]["float32"] > 0 and data["decode_gbps"]["float32"] > 0
     assert data["memory_gbps"] >= data["sustained_memory_gbps"]
-    assert data["layer_overhead_seconds"] >= 0
+    assert data["layer_overhead_seconds"] >= 0 and data["step_overhead_seconds"] >= 0
     assert data.get("kv_gbps", 1.0) > 0  # absent only when a longer cache measured no slower
     assert "calibrate" in data["source"]
 
@@ -77,9 +77,11 @@ def test_plan_uses_the_measured_profile(profile_file: Path) -> None:
     plan = make_plan(model_shape("demo-bench"), [box], link_profile("loopback"), Request(64, 8, "float32"))
     assert plan.best.prefill == "box"
     # a decode step of the bench model reads ~0.67 GB of weights at the measured GEMV rate, 64 to 71
-    # cached tokens (24 KiB each) at the measured KV rate, plus the per-layer overhead
+    # cached tokens (24 KiB each) at the measured KV rate, plus the per-layer and per-step overheads
+    assert box.step_overhead_seconds == json.loads(profile_file.read_text())["step_overhead_seconds"]
     kv = 67.5 * 24576 / box.kv_bytes_per_second("float32")
     step = 672_239_616 / (box.decode_gbps["float32"] * 1e9) + kv + 12 * box.layer_overhead_seconds
+    step += box.step_overhead_seconds
     assert plan.best.decode_tokens_per_second == pytest.approx(1 / step, rel=0.05)
 
 
@@ -167,6 +169,29 @@ def test_a_layer_stack_is_the_shapes_decoder_layers_with_sdpa() -> None:
     layer_stack.cache_clear()
 
 
+def test_the_step_overhead_is_timed_through_the_engines_decode_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step overhead runs the workers' own decode loop (its sampling included) on a model of the
+    shape's width with no decoder layers, and counts it once: never negative."""
+    import importlib
+
+    import torch
+    from hybrid_workers import layer_calibration
+
+    decode_module = importlib.import_module("hybrid_workers.engine.decode")  # the package exports `decode()`
+
+    sampled: list[int] = []
+    real_sample = decode_module.sample
+
+    def counting(logits: torch.Tensor, params: object, step: int) -> tuple[int, float]:
+        sampled.append(logits.shape[-1])
+        return real_sample(logits, params, step)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decode_module, "sample", counting)
+    seconds = layer_calibration.step_overhead_seconds(torch.device("cpu"), 0.02, model_shape("demo-bench"))
+    assert seconds >= 0
+    assert len(sampled) >= 10 and set(sampled) == {16}  # min_calls steps, each sampling 16 logits
+
+
 def test_the_summary_says_why_a_profile_has_no_kv_rate(profile_file: Path) -> None:
     from hybrid_workers.cli.calibrate import _summary
 
@@ -177,3 +202,5 @@ def test_the_summary_says_why_a_profile_has_no_kv_rate(profile_file: Path) -> No
     assert "KV not separated" in line
     profile["kv_gbps"] = 6.4
     assert "KV 6.4 GB/s" in _summary(profile)
+    profile["step_overhead_seconds"] = 0.000123
+    assert "123 us/step" in _summary(profile)

@@ -42,9 +42,9 @@ from hybrid_workers.torch_dtypes import TORCH_DTYPES
 
 Progress = Callable[[str], None]
 # Measurements per dtype: matmul, attention, prefill layers, decode layers at `rows` and at
-# LONG_CONTEXT x `rows` cached tokens, lm_head; once: read, layer overhead.
+# LONG_CONTEXT x `rows` cached tokens, lm_head; once: read, layer overhead, step overhead.
 PER_DTYPE = 6
-SHARED = 2
+SHARED = 3
 LONG_CONTEXT = 4
 
 
@@ -123,8 +123,8 @@ def measure_profile(
     """A device profile (planner JSON) measured on `device`; `budget` seconds per measurement, each
     measurement `repeats` times (median kept, spread recorded). Peak: a square-ish GEMM; sustained
     prefill and decode rates: from decoder layers of `shape` (a `rows`-token prefill, decode steps
-    with `rows` and LONG_CONTEXT x `rows` cached tokens). `progress` gets one line per finished
-    measurement."""
+    with `rows` and LONG_CONTEXT x `rows` cached tokens; the decode loop's own cost per step outside
+    them). `progress` gets one line per finished measurement."""
     runs = _Runs(repeats, progress, total=PER_DTYPE * len(dtypes) + SHARED)
     measured = {d: _per_dtype(runs, device, d, budget, shape, rows) for d in dtypes}
     layers.layer_stack.cache_clear()  # the last stack's weights are not needed any more
@@ -132,6 +132,7 @@ def measure_profile(
     calibration_overhead = runs.take(
         "layer overhead", partial(layer_overhead_seconds, device, 2 * budget), "s"
     )
+    step = runs.take("step overhead", partial(layers.step_overhead_seconds, device, budget, shape), "s")
     kv_rates = {
         d: kv_bytes_per_second(
             shape, d, (rows, m.decode_seconds), (LONG_CONTEXT * rows, m.decode_long_seconds)
@@ -173,6 +174,7 @@ def measure_profile(
         "sustained_memory_gbps": round(max(decode.values()), 3),
         "decode_gbps": {d: round(rate, 3) for d, rate in decode.items()},
         "layer_overhead_seconds": round(overhead, 7),
+        "step_overhead_seconds": round(step, 7),
         **({"kv_gbps": round(kv, 3)} if kv != float("inf") else {}),
         "decoder_layers": _layer_record(shape, rows, measured, head, kv_rates, calibration_overhead, device),
         "measured": True,

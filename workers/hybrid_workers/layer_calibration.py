@@ -114,3 +114,47 @@ def attention_tflops(
             lambda: attend(module, query, key, key, None, dropout=0.0, scaling=module.scaling), device, budget
         )
     return shape.layer_attention_flops(tokens) / seconds / 1e12
+
+
+def step_overhead_seconds(device: torch.device, budget: float, shape: ModelShape) -> float:
+    """What the workers' decode step costs besides its decoder layers and lm_head read: the token
+    embedding, the logits' slice and cast, sampling (log_softmax, argmax) and the step's Python, taken
+    through the engine's own loop (`engine.decode.decode`) on a model of `shape`'s width with no
+    decoder layers and a 16-token vocabulary (so the lm_head reads nothing). The per-forward work the
+    timed layer stack already holds (rotary embeddings, the mask, the final norm: its per-layer times
+    include their share) is timed on the same model's LlamaModel and taken out, so plan counts it
+    once."""
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+    from hybrid_workers.engine.decode import decode
+    from hybrid_workers.engine.loading import LoadedModel
+    from hybrid_workers.engine.sampling import SamplingParams
+
+    context = 1 << 30  # positions only grow with the calls: never the loop's end
+    config = LlamaConfig(
+        hidden_size=shape.hidden, intermediate_size=shape.intermediate, num_hidden_layers=0,
+        num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim,
+        vocab_size=16, max_position_embeddings=context,
+    )  # fmt: skip
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).eval()
+    lm = LoadedModel(
+        model=model, tokenizer=None, name="calibration", device=device, dtype=torch.float32,
+        fingerprint="", num_layers=0, num_kv_heads=shape.kv_heads, head_dim=shape.head_dim,
+        max_context=context, eos_token_ids=frozenset(), vocab_size=16,
+    )  # fmt: skip
+    steps = decode(lm, DynamicCache(config=config), 1, 0, SamplingParams(max_tokens=1, temperature=0))
+    engine = median_seconds(lambda: next(steps), device, budget / 2, min_calls=10)
+    token = torch.randn(1, 1, shape.hidden, device=device)  # [1, 1, hidden]
+    position = torch.tensor([[0]], device=device)  # [1, 1]
+    cache = DynamicCache(config=config)
+    with torch.no_grad():
+        stack = median_seconds(
+            lambda: model.model(inputs_embeds=token, position_ids=position, cache=cache, use_cache=True),
+            device,
+            budget / 2,
+            min_calls=10,
+        )
+    return max(0.0, engine - stack)

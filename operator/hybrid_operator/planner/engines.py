@@ -127,7 +127,7 @@ def with_engine(profile: DeviceProfile, engine: str = "auto", device: str | None
     Measured profiles (`calibrate`, torch): their rates scaled by this engine's efficiency relative to
     the engine they were measured or last resolved with (attention: its measured rate where the file
     has one, else the GEMM rate x the engine's attention/GEMM ratio); the measured per-layer overhead
-    is kept.
+    and per-step overheads are kept (what this machine's dispatch and decode loop cost).
     """
     if device is not None and device not in KIND_DEVICES.get(profile.kind, (device,)):
         offered = ", ".join(KIND_DEVICES[profile.kind])
@@ -168,5 +168,4 @@ def with_engine(profile: DeviceProfile, engine: str = "auto", device: str | None
         sustained_memory_gbps=profile.sustained_memory_gbps * bandwidth,
         decode_gbps={k: gbps * bandwidth for k, gbps in profile.decode_gbps.items()},
         kv_gbps=profile.kv_gbps * bandwidth if profile.kv_gbps is not None else None,
-        step_overhead_seconds=target.step_overhead_seconds,
     )

@@ -51,7 +51,9 @@ class DeviceProfile:
     # Fixed cost per decoder layer per forward (kernel launches, Python dispatch): the engine's, or
     # measured by `calibrate`.
     layer_overhead_seconds: float = 0.0
-    step_overhead_seconds: float = 0.0  # fixed cost per forward (sampling, sync): the engine's
+    # Fixed cost per forward outside the decoder layers (embedding, logits, sampling, sync): the
+    # engine's, or measured by `calibrate` for the engine it measured with.
+    step_overhead_seconds: float = 0.0
     # dtype -> FLOP/s of attention's score and mix products (not GEMM-efficient); absent: sustained.
     attention_tflops: Mapping[str, float] = field(default_factory=dict)
     # dtype -> FLOP/s of prefill matmuls on dequantise-on-the-fly weights (GGUF, MLX quants).
@@ -104,6 +106,7 @@ class DeviceProfile:
             "attention_tflops": dict(self.attention_tflops),
             "sustained_memory_gbps": self.sustained_memory_gbps,
             "layer_overhead_seconds": self.layer_overhead_seconds,
+            "step_overhead_seconds": self.step_overhead_seconds,
             "decode_gbps": dict(self.decode_gbps),
             "kv_gbps": self.kv_gbps,
         }
@@ -145,6 +148,19 @@ def _positive(data: Mapping[str, Any], key: str, where: str) -> float:
         raise PlannerError(f"{where}: field {key!r} = {data[key]!r} is not a number") from None
     if not value > 0:
         raise PlannerError(f"{where}: field {key!r} = {value} must be > 0")
+    return value
+
+
+def _seconds(data: Mapping[str, Any], key: str, where: str) -> float:
+    """An optional overhead field: 0 when absent, PlannerError unless a number >= 0."""
+    if key not in data:
+        return 0.0
+    try:
+        value = float(data[key])
+    except (TypeError, ValueError):
+        raise PlannerError(f"{where}: field {key!r} = {data[key]!r} is not a number") from None
+    if not value >= 0:
+        raise PlannerError(f"{where}: field {key!r} = {value} must be >= 0")
     return value
 
 
@@ -197,7 +213,9 @@ def device_from_dict(data: Mapping[str, Any], engine: str | None = None) -> Devi
         sustained_tflops=sustained,
         sustained_memory_gbps=sustained_gbps,
         source=str(data.get("source", "unknown")),
-        layer_overhead_seconds=float(data.get("layer_overhead_seconds", 0.0)) if measured_with else 0.0,
+        layer_overhead_seconds=_seconds(data, "layer_overhead_seconds", where) if measured_with else 0.0,
+        # measured since issue 19's step-overhead calibration; older files have none (0)
+        step_overhead_seconds=_seconds(data, "step_overhead_seconds", where) if measured_with else 0.0,
         decode_gbps=_rates(data, "decode_gbps", where) if measured_with and data.get("decode_gbps") else {},
         # Measured attention rates (calibrate since issue 19; older files have none: derived from GEMMs).
         attention_tflops=_rates(data, "attention_tflops", where)

@@ -137,6 +137,24 @@ def test_a_step_overhead_is_paid_once_per_decode_step_and_once_per_prefill() -> 
     )
 
 
+def test_a_measured_step_overhead_is_kept_like_the_layer_overhead() -> None:
+    box = device_from_dict({**MEASURED_CPU, "step_overhead_seconds": 0.0003})
+    assert box.step_overhead_seconds == 0.0003  # measured, not torch/cpu's 0
+    mlx = with_engine(box, "mlx")
+    assert (mlx.step_overhead_seconds, mlx.layer_overhead_seconds) == (0.0003, 0.0004)
+    assert with_engine(mlx, "torch").step_overhead_seconds == 0.0003
+    assert device_from_dict(box.to_dict()).step_overhead_seconds == 0.0003
+    assert device_from_dict(MEASURED_CPU).step_overhead_seconds == 0.0  # files from before the field
+
+
+@pytest.mark.parametrize("field", ["step_overhead_seconds", "layer_overhead_seconds"])
+def test_a_negative_or_non_numeric_overhead_is_refused_naming_the_field(field: str) -> None:
+    with pytest.raises(PlannerError, match=rf"device profile 'box': field '{field}' = -0.001 must be >= 0"):
+        device_from_dict({**MEASURED_CPU, field: -0.001})
+    with pytest.raises(PlannerError, match=rf"field '{field}' = 'fast' is not a number"):
+        device_from_dict({**MEASURED_CPU, field: "fast"})
+
+
 def test_an_engine_without_a_profile_on_the_device_is_refused_naming_the_ones_there() -> None:
     with pytest.raises(
         PlannerError,

@@ -20,7 +20,8 @@ def register(subparsers: Any) -> None:
         help="measure this machine's prefill and decode rates for `plan`",
         description="Times real decoder layers of --shape (a prefill of --prefill-tokens tokens, decode "
         "steps with as many and with 4x as many cached) per dtype with torch, plus the matmul peak, "
-        "attention, the lm_head read, memory read bandwidth and the per-layer overhead, and writes a "
+        "attention, the lm_head read, memory read bandwidth, the per-layer overhead and the decode loop's "
+        "own cost per step (sampling, logits), and writes a "
         "device profile whose rates make `plan` reproduce those times; `plan --prefill-device FILE` and "
         "the operator (as the hybridinference.dev/profile annotation) use it.",
     )
@@ -109,7 +110,8 @@ def _summary(profile: dict[str, Any]) -> str:
     return (
         f"{profile['name']}: prefill {rates}; read {profile['memory_gbps']:.1f} GB/s; decode {decode}; "
         f"{_kv(profile)}; "
-        f"decode overhead {profile['layer_overhead_seconds'] * 1e6:.0f} us/layer; "
+        f"decode overhead {profile['layer_overhead_seconds'] * 1e6:.0f} us/layer + "
+        f"{profile.get('step_overhead_seconds', 0.0) * 1e6:.0f} us/step; "
         f"memory {profile['memory_gb']} GB; largest spread over {profile['repeats']} repeats "
         f"{max(profile['spread'].values(), default=0.0):.0%} ({_widest(profile['spread'])})"
     )
