@@ -11,6 +11,8 @@ byte on the decode clock (`stream`), and `TransferTimings.goodput_bytes_per_s` (
 wire, the metric the decode worker exports). Rows: plaintext with the checksum (the default), the
 same into a new TorchKVSlot per transfer (the decode worker's destination), checksum off, and TLS;
 each also reports `connect_s`, what opening one data connection costs (what a pool would save).
+Each baseline runs twice: with the same cache-hot buffers every round, and `cold` (both ends' memory
+evicted before each round, a fresh destination each round), the state a real transfer's bytes are in.
 
 `sender_cpu=0` (kv_bench.py --sender-cpu 0) gives the sending side its own core instead: the whole
 prefill worker process (compute, gRPC, data connection) and the baseline's sender on CPU 0, the
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 IO_CPU, COMPUTE_CPU = 1, 0
+EVICT_BYTES = 384 << 20  # written by each end before a cold baseline round: several times any L3 here
 # name, TLS, --kv-data-checksum, into a new TorchKVSlot (the decode worker's destination) or not
 ROWS = (
     ("plain", False, "on", False),
@@ -58,13 +61,24 @@ def _contexts(tls_dir: Path | None) -> tuple[ssl.SSLContext | None, ssl.SSLConte
 
 
 def socket_goodput(
-    sizes: list[int], repeats: int, tls_dir: Path | None = None, sender_cpu: int = IO_CPU
+    sizes: list[int],
+    repeats: int,
+    tls_dir: Path | None = None,
+    sender_cpu: int = IO_CPU,
+    cold: bool = False,
 ) -> list[float]:
     """Bytes/s of `repeats` rounds of `sizes` over one TCP (or TLS) loopback connection from a sender
-    process on `sender_cpu` to this process (which must already run on IO_CPU)."""
+    process on `sender_cpu` to this process (which must already run on IO_CPU).
+
+    `cold`: each round moves memory no cache holds, as a KV transfer does (the prefill streamed the
+    model's weights through the caches after computing the early layers, and the decode side receives
+    into a fresh KV slot): both ends write EVICT_BYTES of scratch before the round, and the receiver
+    takes a new buffer each round, its pages touched before the eviction (the data connection
+    prefaults its destination when the Header arrives). Otherwise the same buffers every round."""
     total = sum(sizes)
     server_ctx, _ = _contexts(tls_dir)
     buffer = bytearray(total)
+    scratch = np.zeros(EVICT_BYTES if cold else 0, dtype=np.uint8)
     rates: list[float] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
         argv = [
@@ -76,7 +90,7 @@ def socket_goodput(
             "send",
             str(listener.getsockname()[1]),
         ]
-        argv += [str(repeats), str(tls_dir or ""), *map(str, sizes)]
+        argv += [str(repeats), str(tls_dir or ""), "cold" if cold else "hot", *map(str, sizes)]
         sender = subprocess.Popen(argv)
         try:
             listener.settimeout(60)
@@ -85,7 +99,15 @@ def socket_goodput(
             conn = server_ctx.wrap_socket(conn, server_side=True) if server_ctx else conn
             with conn:
                 for _ in range(repeats):
-                    view, got = memoryview(buffer), 0
+                    conn.recv(1)  # the sender is ready (its scratch written, when cold)
+                    if cold:
+                        fresh = np.empty(total, dtype=np.uint8)
+                        fresh[::4096] = 0  # prefaulted, as the data connection's destination
+                        scratch += 1  # then out of every cache
+                        view = memoryview(fresh).cast("B")
+                    else:
+                        view = memoryview(buffer)
+                    got = 0
                     start = time.perf_counter()
                     conn.sendall(b"g")  # go: the sender starts now
                     while got < total:
@@ -96,14 +118,18 @@ def socket_goodput(
     return rates
 
 
-def _send_role(port: int, repeats: int, tls_dir: str, sizes: list[int]) -> None:
-    """The baseline's sender process: connect, then per go byte sendall every tensor."""
+def _send_role(port: int, repeats: int, tls_dir: str, cold: bool, sizes: list[int]) -> None:
+    """The baseline's sender process: connect, then per round (evict the caches when `cold`) say ready,
+    and at the go byte sendall every tensor."""
     payload = [np.random.default_rng(i).integers(0, 255, n, dtype=np.uint8) for i, n in enumerate(sizes)]
+    scratch = np.zeros(EVICT_BYTES if cold else 0, dtype=np.uint8)
     _, client_ctx = _contexts(Path(tls_dir) if tls_dir else None)
     sock = socket.create_connection(("127.0.0.1", port))
     sock = client_ctx.wrap_socket(sock, server_hostname="127.0.0.1") if client_ctx else sock
     with sock:
         for _ in range(repeats):
+            scratch += 1  # cold: the payload leaves the caches (a no-op when hot)
+            sock.sendall(b"r")
             sock.recv(1)
             for piece in payload:
                 sock.sendall(piece.data)
@@ -218,11 +244,15 @@ def loopback_transport(
             tensor = results[name]["bytes"] // (2 * lm.num_layers)
             sizes = [tensor] * (2 * lm.num_layers)
             baseline = socket_goodput(sizes, repeats, tls_dir if tls else None, sender_cpu)
+            cold = socket_goodput(sizes, repeats, tls_dir if tls else None, sender_cpu, cold=True)
             kv = min(results[name]["stream_bytes_per_s"], results[name]["wire_bytes_per_s"])
             results[name] |= {
                 "socket_bytes_per_s": statistics.median(baseline),
                 "socket_spread": [min(baseline), max(baseline)],
                 "kv_over_socket": kv / statistics.median(baseline),
+                "cold_socket_bytes_per_s": statistics.median(cold),
+                "cold_socket_spread": [min(cold), max(cold)],
+                "kv_over_cold_socket": kv / statistics.median(cold),
             }
     finally:
         os.sched_setaffinity(0, allowed)
@@ -230,4 +260,6 @@ def loopback_transport(
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "send":
-    _send_role(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], [int(n) for n in sys.argv[5:]])
+    _send_role(
+        int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "cold", [int(n) for n in sys.argv[6:]]
+    )

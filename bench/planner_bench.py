@@ -3,13 +3,19 @@
 measured"); also what the uncalibrated built-in `generic-cpu` profile (torch/cpu engine) predicts.
 
 Usage: python bench/planner_bench.py [--model DIR] [--prompt-words N[,N...]] [--max-tokens N] [--rounds N]
-       [--threads N] [--budget-seconds S]
+       [--threads N] [--budget-seconds S] [--paired]
 Without --model it uses the cached `bench` demo model (written on first use, ~1 minute). Each round
 calibrates once, then generates and plans once per prompt length (`--prompt-words 300,1000`: the
 calibrated profile is checked at the calibrated length and away from it). `plan` predicts a running
 worker's request, so the comparison is with a warm one: a child process loads the model, completes the
 prompt once, then times three more completions of it (medians). `generate`'s own figures, the first
 forward of a fresh process, are printed beside them as "cold".
+
+`--paired`: for a model whose requests take milliseconds (demo-tiny), the machine's speed can move by
+more than the tolerance between a calibration and a measurement a minute later. Paired rounds run in
+one process, back to back: calibrate (`measure_profile`, one repeat of `--budget-seconds` per
+measurement), plan from that profile, then three warm completions per prompt length; each round's
+plan is compared with the completions right after it, and the medians of those ratios are reported.
 """
 
 from __future__ import annotations
@@ -109,6 +115,70 @@ def plan(model: str, profile: Path | str, prompt_tokens: int, output_tokens: int
     return dict(json.loads(result.stdout)["best"])
 
 
+PAIRED = """
+import json, statistics, sys, time
+import torch
+from hybrid_operator.planner import Request, link_profile, make_plan, model_shape
+from hybrid_operator.planner.hardware import device_from_dict
+from hybrid_workers.calibration_profile import measure_profile
+from hybrid_workers.engine import SamplingParams, encode_prompt, load_model, stream_completion
+model, prompts = sys.argv[1], sys.argv[5:]
+rounds, budget, max_tokens = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+lm = load_model(model, device="cpu", dtype="float32", progress=False)
+shape, params = model_shape(model), SamplingParams(max_tokens=max_tokens, temperature=0)
+prompt_ids = [encode_prompt(lm, prompt, max_tokens) for prompt in prompts]
+def completion(ids):
+    start, times = time.perf_counter(), []
+    for _ in stream_completion(lm, ids, params):
+        times.append(time.perf_counter() - start)
+    return times[0], (len(times) - 1) / (times[-1] - times[0]), len(times)
+for ids in prompt_ids:
+    completion(ids)  # warm-up
+for round_ in range(rounds):
+    box = device_from_dict(measure_profile(torch.device("cpu"), ["float32"], budget, "paired", shape))
+    for ids in prompt_ids:
+        runs = [completion(ids) for _ in range(3)]
+        request = Request(len(ids), max(1, runs[0][2] - 1), "float32")
+        best = make_plan(shape, [box, box], link_profile("loopback"), request).best
+        print(json.dumps({"round": round_, "prompt": len(ids), "ttft": statistics.median(r[0] for r in runs),
+                          "tps": statistics.median(r[1] for r in runs), "plan_ttft": best.ttft_seconds,
+                          "plan_tps": best.decode_tokens_per_second}), flush=True)
+"""
+
+
+def paired(model: str, prompts: list[str], rounds: int, budget: float, max_tokens: int) -> None:
+    """Calibrate, plan and measure back to back in one process (PAIRED); print each round and the
+    medians of the rounds' planned ÷ measured per prompt length."""
+    command = [sys.executable, "-c", PAIRED, model, str(rounds), str(budget), str(max_tokens), *prompts]
+    rows: dict[int, list[dict]] = {}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=ENV) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            row = json.loads(line)
+            rows.setdefault(row["prompt"], []).append(row)
+            ttft, plan_ttft, tps, plan_tps = row["ttft"], row["plan_ttft"], row["tps"], row["plan_tps"]
+            print(
+                f"round {row['round']} prompt {row['prompt']}: TTFT measured {ttft * 1000:.2f} ms, planned "
+                f"{plan_ttft * 1000:.2f} ms ({plan_ttft / ttft - 1:+.0%}) | TPS measured {tps:.1f}, planned "
+                f"{plan_tps:.1f} ({plan_tps / tps - 1:+.0%})",
+                flush=True,
+            )
+    if child.returncode:
+        raise SystemExit(f"the paired child failed with exit code {child.returncode}")
+    for tokens, runs in rows.items():
+        ttft = _ratios([r["plan_ttft"] / r["ttft"] for r in runs])
+        tps = _ratios([r["plan_tps"] / r["tps"] for r in runs])
+        print(
+            f"prompt {tokens} tokens, {len(runs)} paired rounds, planned / measured - 1: "
+            f"TTFT {ttft}, TPS {tps}"
+        )
+
+
+def _ratios(ratios: list[float]) -> str:
+    """`median (min .. max)` of planned / measured - 1."""
+    return f"{statistics.median(ratios) - 1:+.0%} ({min(ratios) - 1:+.0%} .. {max(ratios) - 1:+.0%})"
+
+
 def _prompt(words: int) -> str:
     return " ".join(f"the {w} river runs past the old mill" for w in range(words // 8))
 
@@ -122,6 +192,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads in every child process")
     parser.add_argument("--budget-seconds", type=float, default=1.0, help="calibrate's time per measurement")
+    parser.add_argument(
+        "--paired", action="store_true", help="calibrate, plan and measure back to back in one process"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         ENV["OMP_NUM_THREADS"] = str(args.threads)
@@ -130,6 +203,15 @@ def main() -> int:
 
         args.model = str(demo_model_dir("bench"))
     lengths = [int(words) for words in args.prompt_words.split(",")]
+    if args.paired:
+        paired(
+            args.model,
+            [_prompt(words) for words in lengths],
+            args.rounds,
+            args.budget_seconds,
+            args.max_tokens,
+        )
+        return 0
     rows: dict[int, list[tuple[float, float, float, float]]] = {words: [] for words in lengths}
     tokens: dict[int, tuple[int, int]] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -171,6 +253,10 @@ def _summarise(model: str, tokens: tuple[int, int], rows: list[tuple[float, floa
     print(f"prompt {n_prompt} tokens, median of {len(rows)}: TTFT measured {ttft_m:.3f} s ({ttft_range}) vs "
           f"planned {ttft_p:.3f} s ({ttft_p / ttft_m - 1:+.0%}); TPS measured {tps_m:.1f} ({tps_range}) vs "
           f"planned {tps_p:.1f} ({tps_p / tps_m - 1:+.0%})")  # fmt: skip
+    # each round's plan against the measurement right after its calibration (drift between rounds cancels)
+    ttft_r = statistics.median(r[1] / r[0] for r in rows) - 1
+    tps_r = statistics.median(r[3] / r[2] for r in rows) - 1
+    print(f"  median of the rounds' own ratios: TTFT {ttft_r:+.0%}, TPS {tps_r:+.0%}")
     generic = plan(model, "generic-cpu", n_prompt, max(1, n_out - 1))
     g_ttft, g_tps = generic["ttft_seconds"], generic["decode_tokens_per_second"]
     print(

@@ -54,6 +54,9 @@ class EngineProfile:
     quantised_prefill: str  # precision GGUF/MLX-quantised weights are multiplied at (QUANTISED_PRECISIONS)
     quantised_efficiency: float  # that matmul's FLOP/s / the precision's peak
     source: str  # where each number comes from
+    # Narrowest hidden size at which prefill matmuls reach compute_efficiency; narrower layers get
+    # proportionally less (0: no such limit).
+    full_width: int = 0
 
     @property
     def key(self) -> str:
@@ -70,6 +73,8 @@ def _profile(raw: dict[str, Any]) -> EngineProfile:
     for name in _FRACTIONS:
         if not 0 < float(raw[name]) <= 1:
             raise PlannerError(f"{where}: {name} = {raw[name]} must be in (0, 1]")
+    if int(raw.get("full_width", 0)) < 0:
+        raise PlannerError(f"{where}: full_width = {raw['full_width']} must be >= 0")
     if raw["quantised_prefill"] not in QUANTISED_PRECISIONS:
         raise PlannerError(f"{where}: quantised_prefill must be one of {', '.join(QUANTISED_PRECISIONS)}")
     return EngineProfile(**raw)
@@ -146,6 +151,7 @@ def with_engine(profile: DeviceProfile, engine: str = "auto", device: str | None
             sustained_memory_gbps=profile.memory_gbps * target.bandwidth_efficiency,
             step_overhead_seconds=target.step_overhead_seconds,
             layer_overhead_seconds=target.layer_overhead_seconds,
+            full_width=target.full_width,
         )
     current = engine_profile(*(profile.engine or profile.measured_with).split("/"))
     compute = target.compute_efficiency / current.compute_efficiency

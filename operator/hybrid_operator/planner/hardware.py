@@ -71,6 +71,9 @@ class DeviceProfile:
     gpu_products: tuple[str, ...] = field(default=())  # token sequences of nvidia.com/gpu.product
     measured: bool = False  # True when the sustained numbers were measured on the machine
     memory_reserve: float = 0.10  # share of memory_gb not available to weights + KV (see MEMORY_RESERVE)
+    # The engine's narrowest full-rate hidden size (engines.py); 0 for measured profiles, whose rates
+    # come from the planned shape's own layers.
+    full_width: int = 0
 
     @property
     def usable_memory_gb(self) -> float:

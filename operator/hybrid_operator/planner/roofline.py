@@ -55,12 +55,14 @@ def matmul_flops_per_second(device: DeviceProfile, request: Request) -> float:
 
 def prefill_layer_seconds(model: ModelShape, device: DeviceProfile, request: Request) -> float:
     """Time one decoder layer takes to prefill the prompt on `device` (all layers are alike): its
-    projections at the matmul rate plus its attention at the attention rate, or the weight read when
-    that is longer (short prompts), plus the engine's per-layer dispatch cost."""
+    projections at the matmul rate (slower in proportion for a layer narrower than the engine's
+    `full_width`) plus its attention at the attention rate, or the weight read when that is longer
+    (short prompts), plus the engine's per-layer dispatch cost."""
     if request.prompt_tokens == 0:
         return 0.0
     n = request.prompt_tokens
-    compute = model.layer_linear_flops(n) / matmul_flops_per_second(
+    narrow = max(1.0, device.full_width / model.hidden)  # layers narrower than the engine's full rate
+    compute = narrow * model.layer_linear_flops(n) / matmul_flops_per_second(
         device, request
     ) + model.layer_attention_flops(n) / device.attention_flops_per_second(request.dtype)
     weight_bytes = model.linear_params_per_layer * bytes_per_weight(request.dtype, request.weights)

@@ -12,6 +12,7 @@ from hybrid_operator.planner.hardware import device_from_dict
 from hybrid_operator.planner.roofline import (
     decode_step_seconds,
     matmul_flops_per_second,
+    prefill_layer_seconds,
     prefill_seconds,
 )
 from hybrid_workers.enums import ComputeDevice, RuntimeEngine
@@ -139,7 +140,7 @@ def test_a_step_overhead_is_paid_once_per_decode_step_and_once_per_prefill() -> 
 
 def test_a_measured_step_overhead_is_kept_like_the_layer_overhead() -> None:
     box = device_from_dict({**MEASURED_CPU, "step_overhead_seconds": 0.0003})
-    assert box.step_overhead_seconds == 0.0003  # measured, not torch/cpu's 0
+    assert box.step_overhead_seconds == 0.0003  # measured, not torch/cpu's 0.0002
     mlx = with_engine(box, "mlx")
     assert (mlx.step_overhead_seconds, mlx.layer_overhead_seconds) == (0.0003, 0.0004)
     assert with_engine(mlx, "torch").step_overhead_seconds == 0.0003
@@ -153,6 +154,24 @@ def test_a_negative_or_non_numeric_overhead_is_refused_naming_the_field(field: s
         device_from_dict({**MEASURED_CPU, field: -0.001})
     with pytest.raises(PlannerError, match=rf"field '{field}' = 'fast' is not a number"):
         device_from_dict({**MEASURED_CPU, field: "fast"})
+
+
+def test_a_layer_narrower_than_the_engines_full_width_prefills_proportionally_slower() -> None:
+    """torch/cpu reaches its compute share from 576-wide layers on; demo-tiny's 64-wide ones get 64/576
+    of it (their linear work takes 9x as long), wider models and other engines are unchanged."""
+    cpu = device_profile("generic-cpu")
+    assert cpu.engine == "torch/cpu" and cpu.full_width == 576
+    unlimited = dataclasses.replace(cpu, full_width=0)
+    request = Request(418, 0, "float32")
+    tiny = model_shape("demo-tiny")
+    extra = prefill_layer_seconds(tiny, cpu, request) - prefill_layer_seconds(tiny, unlimited, request)
+    linear = tiny.layer_linear_flops(418) / cpu.flops_per_second("float32")
+    assert extra == pytest.approx((576 / 64 - 1) * linear)
+    for wide in ("smollm2-135m-instruct", "demo-bench"):
+        shape = model_shape(wide)
+        assert prefill_layer_seconds(shape, cpu, request) == prefill_layer_seconds(shape, unlimited, request)
+    assert {p.key for p in engine_profiles().values() if p.full_width} == {"torch/cpu"}
+    assert device_from_dict(MEASURED_CPU).full_width == 0  # measured on the planned shape's own layers
 
 
 def test_an_engine_without_a_profile_on_the_device_is_refused_naming_the_ones_there() -> None:
