@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from decode_servers import wait_for
 from hybrid_workers.decode.prefill_client import PrefillClient
+from hybrid_workers.kv import KVProtocolError
 from hybrid_workers.metrics import sample_value
 from hybrid_workers.prefill.config import PrefillServerConfig
 from hybrid_workers.prefill.server import start_server
@@ -83,6 +84,25 @@ def test_remote_and_local_prefill_give_identical_tokens(decode_server, prefill_w
     assert metric("prompt_tokens_total", model=remote.name, prefill="local") == 0
     assert metric("kv_transfer_bytes_total", model=remote.name) > bytes_before
     assert metric("time_to_first_token_seconds_count", model=remote.name, prefill="remote") == 2
+
+
+def test_a_new_client_of_a_restarted_worker_connects_at_once(prefill_lm: Any, tiny_lm: Any) -> None:
+    """A prefill worker back on the same host and port is usable by a new client right away: the client
+    does not inherit another channel's failed connection to that address and its backoff (gRPC shares
+    connections per address across channels unless told not to; the suite once failed on a recycled
+    port this way)."""
+    first = start_server(prefill_lm, PrefillServerConfig(host="127.0.0.1", port=0))
+    target = f"127.0.0.1:{first.port}"
+    first.stop(0)
+    with PrefillClient(target, tiny_lm, timeout_s=5.0) as stale:  # still open, as another test's was
+        with pytest.raises(KVProtocolError):
+            stale.probe()  # a refused connection to the dead address, then gRPC's reconnect backoff
+        again = start_server(prefill_lm, PrefillServerConfig(host="127.0.0.1", port=first.port))
+        try:
+            with PrefillClient(target, tiny_lm, timeout_s=5.0) as fresh:
+                assert fresh.probe().problem is None
+        finally:
+            again.stop(0)
 
 
 def test_prompts_below_the_threshold_prefill_locally(decode_server, prefill_worker, tiny_lm) -> None:

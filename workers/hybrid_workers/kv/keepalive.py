@@ -5,7 +5,11 @@ unanswered, and retries a lost connection after at most MAX_RECONNECT_BACKOFF_MS
 gRPC's default of two minutes; the prefill server accepts those pings. Both also carry the message
 size limits of kv.frames.GRPC_OPTIONS. The channel balances round-robin over every address its target
 resolves to (the operator's headless `<name>-kv` Service: one per ready prefill pod); gRPC's default,
-pick_first, would pin each decode worker to one prefill replica.
+pick_first, would pin each decode worker to one prefill replica. Each channel keeps its own
+subchannels (`grpc.use_local_subchannel_pool`): gRPC otherwise shares one connection per address
+across the process's channels, so a new client of a restarted prefill worker (same host and port)
+inherited the dead server's failed connection and its backoff, and failed its first calls with
+"connection refused" while the new server was already listening.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.initial_reconnect_backoff_ms", INITIAL_RECONNECT_BACKOFF_MS),
     ("grpc.min_reconnect_backoff_ms", INITIAL_RECONNECT_BACKOFF_MS),
     ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
