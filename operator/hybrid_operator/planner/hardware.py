@@ -52,7 +52,7 @@ class DeviceProfile:
     # measured by `calibrate`.
     layer_overhead_seconds: float = 0.0
     # Fixed cost per forward outside the decoder layers (embedding, logits, sampling, sync): the
-    # engine's, or measured by `calibrate` for the engine it measured with.
+    # engine's, or measured by `calibrate` (then kept for any engine, like the per-layer one).
     step_overhead_seconds: float = 0.0
     # dtype -> FLOP/s of attention's score and mix products (not GEMM-efficient); absent: sustained.
     attention_tflops: Mapping[str, float] = field(default_factory=dict)
