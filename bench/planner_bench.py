@@ -71,26 +71,32 @@ def generate(model: str, prompt: str, max_tokens: int) -> tuple[int, int, float,
     return int(prompt_tokens), int(tokens), float(ttft_ms) / 1000, float(tps)
 
 
-WARM = """
-import sys, time
+WARM_REPEATS = 3  # timed completions after the warm-up; the median of each figure
+# Both child scripts start with this: the model loaded, and one timed greedy completion.
+COMPLETION = """
+import json, statistics, sys, time
 import torch
 from hybrid_workers.engine import SamplingParams, encode_prompt, load_model, stream_completion
-model, prompt, max_tokens, REPEATS = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-lm = load_model(model, device="cpu", dtype="float32", progress=False)
-params = SamplingParams(max_tokens=max_tokens, temperature=0)
-ids = encode_prompt(lm, prompt, max_tokens)
-for _ in stream_completion(lm, ids, params):  # warm-up: first-call costs of a fresh process
-    pass
-ttfts, rates = [], []
-for _ in range(REPEATS):
+lm = load_model(sys.argv[1], device="cpu", dtype="float32", progress=False)
+def completion(ids, params):  # (TTFT s, decode tok/s, tokens) of one completion of `ids`
     start, times = time.perf_counter(), []
     for _ in stream_completion(lm, ids, params):
         times.append(time.perf_counter() - start)
-    ttfts.append(times[0])
-    rates.append((len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0)
-print(len(ids), len(times), sorted(ttfts)[len(ttfts) // 2], sorted(rates)[len(rates) // 2])
+    rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    return times[0], rate, len(times)
 """
-WARM_REPEATS = 3  # timed completions after the warm-up; the median of each figure
+WARM = (
+    COMPLETION
+    + """
+prompt, max_tokens, repeats = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+params = SamplingParams(max_tokens=max_tokens, temperature=0)
+ids = encode_prompt(lm, prompt, max_tokens)
+completion(ids, params)  # warm-up: first-call costs of a fresh process
+runs = [completion(ids, params) for _ in range(repeats)]
+ttft, tps = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+print(len(ids), runs[-1][2], ttft, tps)
+"""
+)
 
 
 def generate_warm(model: str, prompt: str, max_tokens: int) -> tuple[int, int, float, float]:
@@ -115,35 +121,28 @@ def plan(model: str, profile: Path | str, prompt_tokens: int, output_tokens: int
     return dict(json.loads(result.stdout)["best"])
 
 
-PAIRED = """
-import json, statistics, sys, time
-import torch
+PAIRED = (
+    COMPLETION
+    + """
 from hybrid_operator.planner import Request, link_profile, make_plan, model_shape
 from hybrid_operator.planner.hardware import device_from_dict
 from hybrid_workers.calibration_profile import measure_profile
-from hybrid_workers.engine import SamplingParams, encode_prompt, load_model, stream_completion
-model, prompts = sys.argv[1], sys.argv[5:]
-rounds, budget, max_tokens = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-lm = load_model(model, device="cpu", dtype="float32", progress=False)
-shape, params = model_shape(model), SamplingParams(max_tokens=max_tokens, temperature=0)
+rounds, budget, max_tokens, prompts = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+shape, params = model_shape(sys.argv[1]), SamplingParams(max_tokens=max_tokens, temperature=0)
 prompt_ids = [encode_prompt(lm, prompt, max_tokens) for prompt in prompts]
-def completion(ids):
-    start, times = time.perf_counter(), []
-    for _ in stream_completion(lm, ids, params):
-        times.append(time.perf_counter() - start)
-    return times[0], (len(times) - 1) / (times[-1] - times[0]), len(times)
 for ids in prompt_ids:
-    completion(ids)  # warm-up
+    completion(ids, params)  # warm-up
 for round_ in range(rounds):
     box = device_from_dict(measure_profile(torch.device("cpu"), ["float32"], budget, "paired", shape))
     for ids in prompt_ids:
-        runs = [completion(ids) for _ in range(3)]
+        runs = [completion(ids, params) for _ in range(WARM_REPEATS)]
         request = Request(len(ids), max(1, runs[0][2] - 1), "float32")
         best = make_plan(shape, [box, box], link_profile("loopback"), request).best
         print(json.dumps({"round": round_, "prompt": len(ids), "ttft": statistics.median(r[0] for r in runs),
                           "tps": statistics.median(r[1] for r in runs), "plan_ttft": best.ttft_seconds,
                           "plan_tps": best.decode_tokens_per_second}), flush=True)
-"""
+""".replace("WARM_REPEATS", str(WARM_REPEATS))
+)
 
 
 def paired(model: str, prompts: list[str], rounds: int, budget: float, max_tokens: int) -> None:

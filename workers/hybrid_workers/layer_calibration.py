@@ -37,19 +37,28 @@ def stack_depth(shape: ModelShape, dtype: torch.dtype, device: torch.device) -> 
 def layer_stack(shape: ModelShape, dtype: torch.dtype, device: torch.device) -> Any:
     """A transformers LlamaModel of `stack_depth` decoder layers of `shape` (random weights, sdpa), whose
     token embedding is never used (the timed passes feed hidden states)."""
-    from transformers import LlamaConfig, LlamaModel
+    from transformers import LlamaModel
 
-    config = LlamaConfig(
-        hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=stack_depth(shape, dtype, device), num_attention_heads=shape.heads,
-        num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim, vocab_size=16,
-        max_position_embeddings=max(shape.max_context or 0, 131072),
-    )  # fmt: skip
-    config._attn_implementation = "sdpa"  # what the workers' models run (loading.py keeps the default)
+    config = _config(shape, stack_depth(shape, dtype, device), max(shape.max_context or 0, 131072))
     torch.manual_seed(0)
     with torch.device(device):
         model = LlamaModel(config)
     return model.eval().to(dtype)
+
+
+def _config(shape: ModelShape, layers: int, positions: int) -> Any:
+    """A LlamaConfig of `shape`'s widths with `layers` decoder layers, a 16-token vocabulary (the timed
+    passes read no real lm_head) and sdpa attention, as the workers' models run (loading.py keeps the
+    default)."""
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(
+        hidden_size=shape.hidden, intermediate_size=shape.intermediate, num_hidden_layers=layers,
+        num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim,
+        vocab_size=16, max_position_embeddings=positions,
+    )  # fmt: skip
+    config._attn_implementation = "sdpa"
+    return config
 
 
 def prefill_layer_seconds(
@@ -124,19 +133,14 @@ def step_overhead_seconds(device: torch.device, budget: float, shape: ModelShape
     timed layer stack already holds (rotary embeddings, the mask, the final norm: its per-layer times
     include their share) is timed on the same model's LlamaModel and taken out, so plan counts it
     once."""
-    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+    from transformers import DynamicCache, LlamaForCausalLM
 
     from hybrid_workers.engine.decode import decode
     from hybrid_workers.engine.loading import LoadedModel
     from hybrid_workers.engine.sampling import SamplingParams
 
     context = 1 << 30  # positions only grow with the calls: never the loop's end
-    config = LlamaConfig(
-        hidden_size=shape.hidden, intermediate_size=shape.intermediate, num_hidden_layers=0,
-        num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads, head_dim=shape.head_dim,
-        vocab_size=16, max_position_embeddings=context,
-    )  # fmt: skip
-    config._attn_implementation = "sdpa"
+    config = _config(shape, 0, context)
     torch.manual_seed(0)
     with torch.device(device):
         model = LlamaForCausalLM(config).eval()
