@@ -20,12 +20,14 @@ from hybrid_workers.kv.data_frame import (
     DATA_VERSION,
     HELLO,
     LAYER,
+    frame_parts,
     hello,
     layer_header,
     negotiate,
     parse_hello,
     payload_checksum,
     send_layer,
+    send_layers,
     transfer_ref,
 )
 from hybrid_workers.kv.data_receiver import receive_layers
@@ -231,12 +233,13 @@ def test_the_hello_round_trips_and_refuses_strangers() -> None:
     with pytest.raises(ValueError, match="not a KV data connection"):
         parse_hello(b"GET / HTTP/1.1\r\n\r\n\0\0\0\0\0\0")
     for version in (0, 9):
-        with pytest.raises(ValueError, match=f"version {version}, this worker speaks 1..2"):
+        with pytest.raises(ValueError, match=f"version {version}, this worker speaks 1..3"):
             parse_hello(HELLO.pack(b"HIKD", version, TRANSFER_ID))
 
 
 def test_the_data_version_is_the_highest_both_sides_speak() -> None:
-    assert negotiate(DATA_VERSION) == DATA_VERSION == 2
+    assert negotiate(DATA_VERSION) == DATA_VERSION == 3
+    assert negotiate(2) == 2  # a peer of the previous release: CRC-32C
     assert negotiate(1) == 1  # an older peer: CRC-32
     assert negotiate(7) == DATA_VERSION  # a newer peer speaks ours
     assert negotiate(0) == 0  # no data connection at all
@@ -246,9 +249,12 @@ def test_each_data_version_checks_its_own_checksum() -> None:
     parts = (b"", b"", b"123456789", b"")  # the standard check input of both CRCs
     assert payload_checksum(1)(parts) == zlib.crc32(b"123456789") == 0xCBF43926
     assert payload_checksum(2)(parts) == 0xE3069283  # CRC-32C's check value
+    assert payload_checksum(3)(parts) == 0xCBF43926  # CRC-32 again, through zlib-ng
+    chained = (b"scales", b"", bytes(range(256)) * 4099, b"values")  # zlib-ng's folded path: long input
+    assert payload_checksum(3)(chained) == zlib.crc32(b"".join(chained)) == payload_checksum(1)(chained)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_layers_of_either_data_version_arrive_bit_exact(version: int) -> None:
     stream = _stream(LONG_PROMPT)
 
@@ -261,16 +267,70 @@ def test_layers_of_either_data_version_arrive_bit_exact(version: int) -> None:
         assert torch.equal(handed[index][0], keys) and torch.equal(handed[index][1], values)
 
 
-def test_a_frame_checksummed_for_the_other_data_version_is_refused() -> None:
+@pytest.mark.parametrize(("sent", "said", "name"), [(1, 2, "crc32c"), (3, 2, "crc32c"), (2, 3, "crc32")])
+def test_a_frame_checksummed_for_the_other_data_version_is_refused(sent: int, said: int, name: str) -> None:
     stream = _stream(LONG_PROMPT)
 
-    def write(sock: socket.socket) -> None:  # an old (CRC-32) sender on a connection that said version 2
+    def write(sock: socket.socket) -> None:  # checksums as `sent` on a connection that said `said`
         for index in range(MODEL.num_layers):
-            send_layer(sock, REF, index, *_encoded(stream, index), payload_checksum(1))
+            send_layer(sock, REF, index, *_encoded(stream, index), payload_checksum(sent))
 
-    with pytest.raises(KVProtocolError, match="crc32c mismatch") as raised:
-        _run(stream, write, version=2)
+    with pytest.raises(KVProtocolError, match=f"{name} mismatch") as raised:
+        _run(stream, write, version=said)
     assert raised.value.reason is Reason.CHECKSUM
+
+
+def test_data_versions_1_and_3_put_the_same_bytes_on_the_wire() -> None:
+    stream = _stream(LONG_PROMPT)
+    layers = [(index, *_encoded(stream, index)) for index in range(MODEL.num_layers)]
+    frames = {
+        version: b"".join(
+            bytes(part) for layer in layers for part in frame_parts(REF, *layer, payload_checksum(version))
+        )
+        for version in (1, 3)
+    }
+    assert frames[1] == frames[3]  # version 3 only promises the peer computes CRC-32 fast
+
+
+def test_layers_final_together_go_out_in_one_gather_write() -> None:
+    stream = _stream(LONG_PROMPT)
+    calls: list[int] = []
+
+    class Counting:  # the real socket, its gather writes counted
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock = sock
+
+        def sendmsg(self, buffers) -> int:
+            calls.append(len(buffers))
+            return self.sock.sendmsg(buffers)
+
+    def write(sock: socket.socket) -> None:
+        layers = [(index, *_encoded(stream, index)) for index in range(MODEL.num_layers)]
+        sizes = send_layers(Counting(sock), REF, layers)  # type: ignore[arg-type]  # duck-typed socket
+        assert sizes == [2 * _encoded(stream, 0)[0].data.nbytes] * MODEL.num_layers
+
+    _receiver, handed = _run(stream, write)
+    for index, (keys, values) in enumerate(stream.layers):
+        assert torch.equal(handed[index][0], keys) and torch.equal(handed[index][1], values)
+    assert len(calls) == 1 and calls[0] == 3 * MODEL.num_layers  # header, keys, values per layer
+
+
+def test_a_gather_write_longer_than_the_iovec_limit_is_split() -> None:
+    left, right = socket.socketpair()
+    pieces = [bytes([index % 251]) * (index % 7 + 1) for index in range(1300)]  # 1300 buffers > IOV_MAX
+    calls: list[int] = []
+
+    class Counting:
+        def sendmsg(self, buffers) -> int:
+            calls.append(len(buffers))
+            return left.sendmsg(buffers)
+
+    with left, right:
+        send_all(Counting(), pieces)  # type: ignore[arg-type]  # duck-typed socket
+        left.shutdown(socket.SHUT_WR)
+        received = b"".join(iter(lambda: right.recv(65536), b""))
+    assert received == b"".join(pieces)
+    assert max(calls) <= 512 and len(calls) >= 3
 
 
 @st.composite

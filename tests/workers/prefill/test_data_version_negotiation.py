@@ -1,5 +1,6 @@
 """The data version between real workers: the highest both speak, so a peer at data version 1 (CRC-32
-payload checksums) keeps the data connection with a newer one, in both directions, bit-exact."""
+payload checksums) or 2 (CRC-32C) keeps the data connection with a newer one, in both directions,
+bit-exact."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ def _same_as_grpc_frames(tiny_lm, target: str) -> None:
         assert torch.equal(k1, k2) and torch.equal(v1, v2)
 
 
-@pytest.mark.parametrize(("caller", "offered"), [(1, 1), (2, 2), (9, DATA_VERSION), (0, DATA_VERSION)])
+@pytest.mark.parametrize(
+    ("caller", "offered"), [(1, 1), (2, 2), (3, 3), (9, DATA_VERSION), (0, DATA_VERSION)]
+)
 def test_the_handshake_offers_the_callers_data_version_when_older(
     tiny_lm, prefill_server, caller: int, offered: int
 ) -> None:
@@ -59,9 +62,9 @@ def test_the_handshake_offers_the_callers_data_version_when_older(
     assert reply.data_version == offered  # a release comparing for equality (1) still sees its own
 
 
-def test_current_workers_speak_data_version_2_crc32c(tiny_lm, prefill_server, sender_versions) -> None:
+def test_current_workers_speak_data_version_3(tiny_lm, prefill_server, sender_versions) -> None:
     _same_as_grpc_frames(tiny_lm, f"127.0.0.1:{prefill_server.port}")
-    assert sender_versions == [DATA_VERSION] == [2]
+    assert sender_versions == [DATA_VERSION] == [3]
 
 
 def test_a_prefill_worker_at_data_version_1_gets_a_crc32_connection(
@@ -72,9 +75,10 @@ def test_a_prefill_worker_at_data_version_1_gets_a_crc32_connection(
     assert sender_versions == [1]
 
 
-def test_a_decode_worker_at_data_version_1_is_served_crc32(
-    tiny_lm, prefill_server, sender_versions, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_decode_worker_is_served_its_own_data_version(
+    tiny_lm, prefill_server, sender_versions, monkeypatch: pytest.MonkeyPatch, version: int
 ) -> None:
-    monkeypatch.setattr(handshake, "DATA_VERSION", 1)  # its handshake says 1
+    monkeypatch.setattr(handshake, "DATA_VERSION", version)  # its handshake says 1 (CRC-32) or 2 (CRC-32C)
     _same_as_grpc_frames(tiny_lm, f"127.0.0.1:{prefill_server.port}")
-    assert sender_versions == [1]
+    assert sender_versions == [version]

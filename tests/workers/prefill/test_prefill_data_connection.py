@@ -1,5 +1,6 @@
 """The KV data connection between real workers: exact like gRPC frames, negotiated, and failing one
-request cleanly (never stalling others) when the connection never arrives or names another transfer."""
+request cleanly (never stalling others) when the connection never arrives or names another transfer;
+layers final together share one gather write."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from hybrid_workers.kv.data_frame import hello
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import KVRequest
 from hybrid_workers.kv.proto import kv_pb2_grpc
+from hybrid_workers.prefill import servicer
+from hybrid_workers.prefill.data_sender import DataSender
+from hybrid_workers.prefill.pipe import LayerPipe
 from kv_transfer_helpers import assert_matches_generate, prompt
 from support.prefill import prefill_server as serving
 
@@ -170,3 +174,66 @@ def test_an_override_port_goes_to_the_dialled_host_not_the_private_address_annou
         remote = client.prefill(prompt(20), GREEDY)
     assert remote.timings.transport == "tcp"
     assert_matches_generate(tiny_lm, remote, prompt(20))
+
+
+@pytest.fixture
+def send_batches(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The layer indices of every gather write the prefill worker's data senders made."""
+    batches: list[list[int]] = []
+    real = DataSender.send
+
+    def spy(self, items):  # -> list[float]
+        batches.append([item.index for item in items])
+        return real(self, items)
+
+    monkeypatch.setattr(DataSender, "send", spy)
+    return batches
+
+
+class _PipeUntil(LayerPipe):
+    """A LayerPipe whose first get waits until `count` items were put (a hook: no timing involved)."""
+
+    count = 0
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self._put = threading.Semaphore(0)
+        self._waited = False
+
+    def put(self, item) -> None:
+        super().put(item)
+        self._put.release()
+
+    def get(self, wait_s=None):  # -> Item | None
+        if not self._waited:
+            self._waited = True
+            for _ in range(self.count):
+                assert self._put.acquire(timeout=60), "the prefill never put its items"
+        return super().get(wait_s)
+
+
+def test_a_bulk_transfer_goes_out_in_one_gather_write(
+    tiny_lm, prefill_server, send_batches, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the sender looks only once every layer and the trailer are in the pipe
+    monkeypatch.setattr(servicer, "LayerPipe", type("Held", (_PipeUntil,), {"count": tiny_lm.num_layers + 1}))
+    ids = prompt(33, seed=4)
+    with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm, mode="bulk") as client:
+        remote = client.prefill(ids, GREEDY)
+    assert send_batches == [list(range(tiny_lm.num_layers))]
+    assert remote.timings.transport == "tcp"
+    assert len(remote.trailer.layer_send_seconds) == tiny_lm.num_layers
+    assert_matches_generate(tiny_lm, remote, ids)
+
+
+def test_layerwise_layers_that_piled_up_share_a_write_and_each_arrives_once(
+    tiny_lm, prefill_server, send_batches, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the sender starts only once the pipe is full (pipe_layers = 3): those go out together
+    monkeypatch.setattr(servicer, "LayerPipe", type("Held", (_PipeUntil,), {"count": 3}))
+    ids = prompt(33, seed=4)
+    with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm, mode="layerwise") as client:
+        remote = client.prefill(ids, GREEDY)
+    assert send_batches[0] == [0, 1, 2]
+    assert [index for batch in send_batches for index in batch] == list(range(tiny_lm.num_layers))
+    assert_matches_generate(tiny_lm, remote, ids)

@@ -135,8 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--kv-data-checksum",
         default=DEFAULTS["kv_data_checksum"],
         choices=DataChecksum,
-        help="checksum (CRC-32C) of each layer on the KV data connection: auto (on for plaintext; off "
-        "under TLS, whose record MAC already authenticates every byte), on, or off (a trusted link)",
+        help="checksum (CRC-32; CRC-32C with older peers) of each layer on the KV data connection: auto "
+        "(on for plaintext; off under TLS, whose record MAC already authenticates every byte), on, or off "
+        "(a trusted link)",
     )
     add_option(
         parser,

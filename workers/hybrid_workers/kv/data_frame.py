@@ -14,9 +14,12 @@ All integers little-endian. The transfer ref is the transfer id's first four byt
 a frame that names another transfer is refused. Tensor bytes are the wire encoding of
 kv/compression.py, exactly as in a LayerChunk; the payload checksum chains over the four parts in
 order (0, unchecked, when the request turned the data checksum off: under TLS, or on a trusted link).
-It is the one thing the data versions differ in: version 1 uses CRC-32 (zlib, ~2 GB/s in software),
-version 2 CRC-32C (Castagnoli, SSE4.2 / ARMv8 CRC instructions, ~18 GB/s). The decode worker speaks
-the highest version both sides know (`negotiate`) and names it in its hello.
+It is the one thing the data versions differ in: version 1 uses CRC-32, version 2 CRC-32C (Castagnoli,
+SSE4.2 / ARMv8 CRC instructions, ~28 GB/s here), version 3 CRC-32 again - the same bytes on the wire as
+version 1, but a version-3 peer promises zlib-ng's folded CRC-32 (PCLMULQDQ / ARMv8 PMULL, ~56 GB/s
+here, twice CRC-32C), where a version-1 peer may compute it with the standard library's zlib (~4 GB/s).
+This side computes CRC-32 with zlib-ng for either version. The decode worker speaks the highest version
+both sides know (`negotiate`) and names it in its hello.
 """
 
 from __future__ import annotations
@@ -24,17 +27,19 @@ from __future__ import annotations
 import socket
 import struct
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import crc32c
+from zlib_ng import zlib_ng
 
 from hybrid_workers.kv.compression import EncodedTensor
 from hybrid_workers.kv.data_socket import send_all
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 
-DATA_VERSION = 2  # the newest framing below; the handshake's data_version fields carry it
+DATA_VERSION = 3  # the newest framing below; the handshake's data_version fields carry it
 OLDEST_DATA_VERSION = 1  # CRC-32 payload checksums; still spoken to older peers
+CRC32C_VERSION = 2  # the one data version whose payload checksum is CRC-32C (1 and 3: CRC-32)
 TRANSFER_ID_BYTES = 16
 HELLO = struct.Struct("<4sI16s")
 LAYER = struct.Struct("<4sIIHHQII")
@@ -68,13 +73,18 @@ def _chained(update: Callable[[bytes | bytearray | memoryview, int], int]) -> Pa
     return checksum
 
 
-_crc32 = _chained(zlib.crc32)  # software CRC-32 (data version 1)
-_crc32c = _chained(crc32c.crc32c)  # hardware CRC-32C (data version 2)
+_crc32 = _chained(zlib_ng.crc32)  # CRC-32, carry-less multiply (data versions 1 and 3)
+_crc32c = _chained(crc32c.crc32c)  # CRC-32C, CRC instructions (data version 2)
 
 
 def payload_checksum(version: int) -> PayloadChecksum:
-    """The payload checksum of data version `version`: CRC-32 (1) or CRC-32C (2)."""
-    return _crc32 if version == 1 else _crc32c
+    """The payload checksum of data version `version`: CRC-32C (2) or CRC-32 (1, 3)."""
+    return _crc32c if version == CRC32C_VERSION else _crc32
+
+
+def checksum_name(version: int) -> str:
+    """What the payload checksum of data version `version` is called in errors and logs."""
+    return "crc32c" if version == CRC32C_VERSION else "crc32"
 
 
 def hello(transfer_id: bytes, version: int = DATA_VERSION) -> bytes:
@@ -118,7 +128,7 @@ def layer_header(
     layer: int,
     keys: EncodedTensor,
     values: EncodedTensor,
-    checksum: PayloadChecksum | None = _crc32c,
+    checksum: PayloadChecksum | None = _crc32,
 ) -> bytes:
     """The 32-byte header of one layer's frame (the payload checksum computed here; 0 without one)."""
     crc = 0
@@ -142,20 +152,51 @@ def parse_layer_header(raw: bytes | bytearray | memoryview) -> LayerFrame:
     return LayerFrame(ref, layer, kind, scale_bytes, tensor_bytes, crc)
 
 
+def frame_parts(
+    ref: int,
+    layer: int,
+    keys: EncodedTensor,
+    values: EncodedTensor,
+    checksum: PayloadChecksum | None = _crc32,
+) -> list[bytes | memoryview]:
+    """One layer's frame as the buffers to write: its header, then the payload parts from the
+    tensors' own memory (scales only for fp8/int8)."""
+    views = (memoryview(keys.scales), memoryview(values.scales), keys.data.data, values.data.data)
+    parts = [view.cast("B") for view in views if view.nbytes]
+    return [layer_header(ref, layer, keys, values, checksum), *parts]
+
+
+def send_layers(
+    sock: socket.socket,
+    ref: int,
+    layers: Sequence[tuple[int, EncodedTensor, EncodedTensor]],
+    checksum: PayloadChecksum | None = _crc32,
+) -> list[int]:
+    """Write the frames of `layers` ((index, keys, values), in order) from the tensors' own memory;
+    the payload bytes of each (scales included).
+
+    A plain socket gets every header and part in as few `sendmsg` calls as the platform's iovec limit
+    allows (one for up to 100 layers: a gather write, interpreter lock released); TLS sockets cannot
+    gather, so each part is one `sendall` (SSL_write, lock released). Layers that are final together
+    (a bulk transfer, or a sender that fell behind its compute) thus cost one system call, not one each.
+    """
+    buffers: list[bytes | memoryview] = []
+    sizes = []
+    for index, keys, values in layers:
+        frame = frame_parts(ref, index, keys, values, checksum)
+        buffers += frame
+        sizes.append(sum(memoryview(part).nbytes for part in frame[1:]))
+    send_all(sock, buffers)
+    return sizes
+
+
 def send_layer(
     sock: socket.socket,
     ref: int,
     layer: int,
     keys: EncodedTensor,
     values: EncodedTensor,
-    checksum: PayloadChecksum | None = _crc32c,
+    checksum: PayloadChecksum | None = _crc32,
 ) -> int:
-    """Write one layer's frame from the tensors' own memory; returns the payload bytes (scales included).
-
-    A plain socket gets the header and all parts in one `sendmsg` (gather write, interpreter lock
-    released); TLS sockets cannot gather, so each part is one `sendall` (SSL_write, lock released).
-    """
-    views = (memoryview(keys.scales), memoryview(values.scales), keys.data.data, values.data.data)
-    parts = [view.cast("B") for view in views if view.nbytes]
-    send_all(sock, [layer_header(ref, layer, keys, values, checksum), *parts])
-    return sum(part.nbytes for part in parts)
+    """Write one layer's frame (send_layers of one); returns its payload bytes (scales included)."""
+    return send_layers(sock, ref, [(layer, keys, values)], checksum)[0]

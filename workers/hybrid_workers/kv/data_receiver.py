@@ -22,6 +22,7 @@ from hybrid_workers.kv.data_frame import (
     KIND_KEYS_VALUES,
     LAYER,
     LayerFrame,
+    checksum_name,
     parse_layer_header,
     payload_checksum,
 )
@@ -63,7 +64,7 @@ def receive_layers(
         recv_exact(sock, parts, poll, f"{what}'s payload")
         if checksum is not None and frame.crc32 != checksum(parts):
             receiver.release()
-            name = "crc32" if version == 1 else "crc32c"
+            name = checksum_name(version)
             raise KVProtocolError(Reason.CHECKSUM, f"{what} on the data connection: {name} mismatch")
         receiver.complete_layer(keys, values, bytes(scales[:scale_bytes]), bytes(scales[scale_bytes:]))
         seconds.append(time.perf_counter() - started)

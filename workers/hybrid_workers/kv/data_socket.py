@@ -2,7 +2,8 @@
 
 Both ends keep the socket blocking, so every call goes straight to the kernel with the interpreter
 lock released (a socket with a Python timeout costs a poll() per call and wakes per segment):
-- `send_all`: one `sendmsg` of the header and every tensor part (TLS: one `sendall` per part).
+- `send_all`: one `sendmsg` of the headers and every tensor part, up to 512 buffers per call (TLS:
+  one `sendall` per part).
 - `receive_blocking` + `recv_exact`: a plain socket gets SO_RCVTIMEO (the hang guard: the receive
   returns what it has after `poll_s`) and a layer's payload is one `recvmsg_into` (scatter: scales,
   then a KV slot's per-head rows of keys and values) with MSG_WAITALL - one call and one lock
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
-_MAX_PARTS = 512  # buffers per scatter receive, well under every platform's IOV_MAX (1024 on Linux)
+_MAX_PARTS = 512  # buffers per gather write or scatter receive, under every platform's IOV_MAX (Linux 1024)
 
 
 def send_all(sock: socket.socket, buffers: Sequence[bytes | memoryview]) -> None:
@@ -29,14 +30,15 @@ def send_all(sock: socket.socket, buffers: Sequence[bytes | memoryview]) -> None
         for buffer in buffers:
             sock.sendall(buffer)
         return
-    pending = [memoryview(b).cast("B") for b in buffers]
-    while pending:
-        sent = sock.sendmsg(pending)
-        while pending and sent >= pending[0].nbytes:  # drop what went out (partial sends are rare)
-            sent -= pending[0].nbytes
-            pending.pop(0)
-        if pending and sent:
-            pending[0] = pending[0][sent:]
+    pending = [view for view in (memoryview(b).cast("B") for b in buffers) if view.nbytes]
+    first = 0  # pending[first:] has not gone out yet
+    while first < len(pending):
+        sent = sock.sendmsg(pending[first : first + _MAX_PARTS])
+        while first < len(pending) and sent >= pending[first].nbytes:  # what went out (all, but for a signal)
+            sent -= pending[first].nbytes
+            first += 1
+        if sent:
+            pending[first] = pending[first][sent:]
 
 
 def receive_blocking(sock: socket.socket, poll_s: float) -> None:

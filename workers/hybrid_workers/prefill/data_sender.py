@@ -1,9 +1,10 @@
 """The sending end of one Prefill call's KV data connection (docs/kv-wire.md "Data connection").
 
 The call's gRPC handler thread claims the connection when its first layer is ready (sending
-heartbeats while it waits), then writes each layer as one frame: header and tensor bytes in one
-gather write straight from the tensors' memory (kv/data_frame.py), the interpreter lock released
-while the kernel copies, so the compute thread keeps its core.
+heartbeats while it waits), then writes each layer as one frame: header and tensor bytes straight
+from the tensors' memory (kv/data_frame.py), the interpreter lock released while the kernel copies,
+so the compute thread keeps its core. Layers that are final together - all of them in bulk mode,
+or those that piled up while a layerwise send waited for the network - go out in one gather write.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import grpc
 
 from hybrid_workers import metrics
 from hybrid_workers.kv.compression import encode
-from hybrid_workers.kv.data_frame import PayloadChecksum, payload_checksum, send_layer, transfer_ref
+from hybrid_workers.kv.data_frame import PayloadChecksum, payload_checksum, send_layers, transfer_ref
 from hybrid_workers.kv.errors import REASON_METADATA, Reason
 from hybrid_workers.kv.frames import Heartbeat, KVRequest
 from hybrid_workers.prefill.data_listener import DataListener
@@ -57,20 +58,22 @@ class DataSender:
                 )
             yield Heartbeat()
 
-    def send(self, item: LayerReady) -> float:
-        """Send one layer on the data connection; the seconds the send took (sender's clock)."""
+    def send(self, items: Sequence[LayerReady]) -> list[float]:
+        """Send layers that are final (in order) on the data connection, all in one gather write; per
+        layer, the seconds its send took (sender's clock: the write's time shared out by bytes)."""
         assert self.sock is not None
-        keys, values = encode(item.keys, self.request.encoding), encode(item.values, self.request.encoding)
+        encoding = self.request.encoding
+        layers = [(item.index, encode(item.keys, encoding), encode(item.values, encoding)) for item in items]
         started = time.perf_counter()
         try:
-            ref = transfer_ref(self.request.transfer_id)
-            sent = send_layer(self.sock, ref, item.index, keys, values, self.checksum)
+            sent = send_layers(self.sock, transfer_ref(self.request.transfer_id), layers, self.checksum)
         except OSError as exc:
             raise Cancelled() from exc  # the decode side went away (its call ends too)
         seconds = time.perf_counter() - started
-        metrics.kv_frames_sent_total.labels(self.model).inc()
-        metrics.kv_send_bytes_total.labels(self.model).inc(sent)
-        return seconds
+        total = sum(sent)
+        metrics.kv_frames_sent_total.labels(self.model).inc(len(sent))
+        metrics.kv_send_bytes_total.labels(self.model).inc(total)
+        return [seconds * size / total if total else seconds / len(sent) for size in sent]
 
     def close(self) -> None:
         """Shut the connection down (idempotent, any thread): a blocked send returns at once."""

@@ -75,6 +75,16 @@ class LayerPipe:
                 continue
         raise Cancelled()
 
+    def ready(self) -> list[Item]:
+        """Every item already in the pipe, in order, without waiting (none once cancelled)."""
+        items: list[Item] = []
+        while not self._cancelled.is_set():
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
     def get(self, wait_s: float | None = None) -> Item | None:
         """The next item, waiting for it (at most `wait_s`, then None); Cancelled once the request left."""
         deadline = None if wait_s is None else time.monotonic() + wait_s

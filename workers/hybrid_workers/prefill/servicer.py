@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,7 +35,7 @@ from hybrid_workers.prefill.config import PrefillServerConfig
 from hybrid_workers.prefill.data_listener import DataListener
 from hybrid_workers.prefill.data_sender import DataSender
 from hybrid_workers.prefill.job import PrefillJob
-from hybrid_workers.prefill.pipe import Cancelled, LayerPipe, LayerReady, PrefillDone
+from hybrid_workers.prefill.pipe import Cancelled, Item, LayerPipe, LayerReady, PrefillDone
 from hybrid_workers.torch_dtypes import dtype_name
 
 log = logging.getLogger("hybrid_inference.prefill")
@@ -197,14 +198,19 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
         metrics.kv_frames_sent_total.labels(model).inc()
         beat_s = max(request.heartbeat_ms, MIN_HEARTBEAT_MS) / 1000 if request.heartbeat_ms else None
         send_s: list[float] = []  # per layer: first byte handed over -> last byte accepted
+        backlog: deque[Item] = deque()  # taken from the pipe, not yet handled
         try:
             while True:
-                item = pipe.get(beat_s)
+                item = backlog.popleft() if backlog else pipe.get(beat_s)
                 if item is None:  # nothing to send for a while: a sign of life instead
                     yield Heartbeat(queued_ahead=max(0, self._pending - 1))
                 elif isinstance(item, LayerReady) and data is not None:
                     yield from data.connect(self.config.data_connect_timeout_s, beat_s or 1.0)
-                    send_s.append(data.send(item))
+                    backlog.extend(pipe.ready())  # every layer final by now goes in the same write
+                    batch = [item]
+                    while backlog and isinstance(backlog[0], LayerReady):
+                        batch.append(backlog.popleft())  # type: ignore[arg-type]  # checked just above
+                    send_s.extend(data.send(batch))
                 elif isinstance(item, LayerReady):
                     started = time.perf_counter()
                     yield from self._layer_frames(item, request)
