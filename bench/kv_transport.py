@@ -13,6 +13,9 @@ same into a new TorchKVSlot per transfer (the decode worker's destination), chec
 each also reports `connect_s`, what opening one data connection costs (what a pool would save).
 Each baseline runs twice: with the same cache-hot buffers every round, and `cold` (both ends' memory
 evicted before each round, a fresh destination each round), the state a real transfer's bytes are in.
+The baselines' rounds are interleaved with the KV transfers (after each transfer, one hot round -
+right after an untimed one - and one cold round), so the box's drift between minutes cancels; besides
+the ratio of medians, `kv_over_*_per_round` gives each transfer ÷ the round right after it.
 
 `sender_cpu=0` (kv_bench.py --sender-cpu 0) gives the sending side its own core instead: the whole
 prefill worker process (compute, gRPC, data connection) and the baseline's sender on CPU 0, the
@@ -30,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -60,77 +63,90 @@ def _contexts(tls_dir: Path | None) -> tuple[ssl.SSLContext | None, ssl.SSLConte
     return server, ssl.create_default_context(cafile=tls_dir / "ca.crt")
 
 
-def socket_goodput(
-    sizes: list[int],
-    repeats: int,
-    tls_dir: Path | None = None,
-    sender_cpu: int = IO_CPU,
-    cold: bool = False,
-) -> list[float]:
-    """Bytes/s of `repeats` rounds of `sizes` over one TCP (or TLS) loopback connection from a sender
-    process on `sender_cpu` to this process (which must already run on IO_CPU).
+class SocketBaseline:
+    """A plain (or TLS) socket baseline, one round at a time: a sender process on `sender_cpu`
+    connected to this process (which must already run on IO_CPU), so its rounds can be interleaved
+    with the KV transfers they are compared with (the box's speed drifts between minutes).
 
     `cold`: each round moves memory no cache holds, as a KV transfer does (the prefill streamed the
     model's weights through the caches after computing the early layers, and the decode side receives
     into a fresh KV slot): both ends write EVICT_BYTES of scratch before the round, and the receiver
     takes a new buffer each round, its pages touched before the eviction (the data connection
-    prefaults its destination when the Header arrives). Otherwise the same buffers every round."""
-    total = sum(sizes)
-    server_ctx, _ = _contexts(tls_dir)
-    buffer = bytearray(total)
-    scratch = np.zeros(EVICT_BYTES if cold else 0, dtype=np.uint8)
-    rates: list[float] = []
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        argv = [
-            "taskset",
-            "-c",
-            str(sender_cpu),
-            sys.executable,
-            __file__,
-            "send",
+    prefaults its destination when the Header arrives). Otherwise the same buffers every round, each
+    timed round right after an untimed one, so they are as cache-hot as a back-to-back loop leaves
+    them."""
+
+    def __init__(self, sizes: list[int], tls_dir: Path | None, sender_cpu: int, cold: bool) -> None:
+        self.total, self.cold = sum(sizes), cold
+        self._buffer = bytearray(0 if cold else self.total)
+        self._scratch = np.zeros(EVICT_BYTES if cold else 0, dtype=np.uint8)
+        self._stack = contextlib.ExitStack()
+        server_ctx, _ = _contexts(tls_dir)
+        listener = self._stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+        argv = ["taskset", "-c", str(sender_cpu), sys.executable, __file__, "send"]
+        argv += [
             str(listener.getsockname()[1]),
+            str(tls_dir or ""),
+            "cold" if cold else "hot",
+            *map(str, sizes),
         ]
-        argv += [str(repeats), str(tls_dir or ""), "cold" if cold else "hot", *map(str, sizes)]
         sender = subprocess.Popen(argv)
-        try:
-            listener.settimeout(60)
-            conn, _ = listener.accept()
-            conn.settimeout(None)
-            conn = server_ctx.wrap_socket(conn, server_side=True) if server_ctx else conn
-            with conn:
-                for _ in range(repeats):
-                    conn.recv(1)  # the sender is ready (its scratch written, when cold)
-                    if cold:
-                        fresh = np.empty(total, dtype=np.uint8)
-                        fresh[::4096] = 0  # prefaulted, as the data connection's destination
-                        scratch += 1  # then out of every cache
-                        view = memoryview(fresh).cast("B")
-                    else:
-                        view = memoryview(buffer)
-                    got = 0
-                    start = time.perf_counter()
-                    conn.sendall(b"g")  # go: the sender starts now
-                    while got < total:
-                        got += conn.recv_into(view[got:])
-                    rates.append(total / (time.perf_counter() - start))
-        finally:
-            sender.wait(timeout=60)
-    return rates
+        self._stack.callback(sender.wait, timeout=60)  # after the connection closed: the sender's end
+        listener.settimeout(60)
+        conn, _ = listener.accept()
+        conn.settimeout(None)
+        self._conn = self._stack.enter_context(
+            server_ctx.wrap_socket(conn, server_side=True) if server_ctx else conn
+        )
+        self._conn.recv(1)  # the sender is ready (its scratch written, when cold)
+
+    def __enter__(self) -> SocketBaseline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def round(self) -> float:
+        """One timed round (hot: after an untimed one); bytes/s from the go byte to the last byte."""
+        if not self.cold:
+            self._move()
+        return self._move()
+
+    def _move(self) -> float:
+        if self.cold:
+            fresh = np.empty(self.total, dtype=np.uint8)
+            fresh[::4096] = 0  # prefaulted, as the data connection's destination
+            self._scratch += 1  # then out of every cache
+            view = memoryview(fresh).cast("B")
+        else:
+            view = memoryview(self._buffer)
+        got = 0
+        start = time.perf_counter()
+        self._conn.sendall(b"g")  # go: the sender starts now
+        while got < self.total:
+            got += self._conn.recv_into(view[got:])
+        rate = self.total / (time.perf_counter() - start)
+        self._conn.recv(1)  # ready again: its eviction for the next round must not overlap what runs next
+        return rate
 
 
-def _send_role(port: int, repeats: int, tls_dir: str, cold: bool, sizes: list[int]) -> None:
+def _send_role(port: int, tls_dir: str, cold: bool, sizes: list[int]) -> None:
     """The baseline's sender process: connect, then per round (evict the caches when `cold`) say ready,
-    and at the go byte sendall every tensor."""
+    and at the go byte sendall every tensor; done when the receiver closes the connection."""
     payload = [np.random.default_rng(i).integers(0, 255, n, dtype=np.uint8) for i, n in enumerate(sizes)]
     scratch = np.zeros(EVICT_BYTES if cold else 0, dtype=np.uint8)
     _, client_ctx = _contexts(Path(tls_dir) if tls_dir else None)
     sock = socket.create_connection(("127.0.0.1", port))
     sock = client_ctx.wrap_socket(sock, server_hostname="127.0.0.1") if client_ctx else sock
     with sock:
-        for _ in range(repeats):
+        while True:
             scratch += 1  # cold: the payload leaves the caches (a no-op when hot)
-            sock.sendall(b"r")
-            sock.recv(1)
+            try:
+                sock.sendall(b"r")
+                if not sock.recv(1):
+                    return
+            except (ConnectionError, ssl.SSLError):
+                return
             for piece in payload:
                 sock.sendall(piece.data)
 
@@ -159,11 +175,19 @@ def prefill_process(model: str, tls_dir: Path | None, sender_cpu: int = IO_CPU) 
 
 
 def kv_goodput(
-    target: str, lm, prompt: list[int], repeats: int, tls=None, checksum: str = "auto", slot: bool = False
+    target: str,
+    lm,
+    prompt: list[int],
+    repeats: int,
+    tls=None,
+    checksum: str = "auto",
+    slot: bool = False,
+    between: Callable[[], None] | None = None,
 ) -> dict:
     """Medians of bulk transfers on the data connection: stream and wire goodput, bytes, transport.
     `slot`: each transfer lands in a new TorchKVSlot (room for 32 more tokens), as in the decode
-    worker, instead of the receiver's own buffers."""
+    worker, instead of the receiver's own buffers. `between()` runs after each timed transfer (the
+    baselines' rounds, interleaved); `rounds` lists each transfer's goodput (the lower of the two)."""
     from hybrid_workers.decode.prefill_client import PrefillClient
     from hybrid_workers.engine import SamplingParams
     from hybrid_workers.engine.batched import TorchDecodeEngine
@@ -194,6 +218,8 @@ def kv_goodput(
             stream.append(timings.bytes / timings.transfer_s)
             wire.append(timings.goodput_bytes_per_s)
             transports.add(timings.transport)
+            if between is not None:
+                between()
     return {
         "stream_bytes_per_s": statistics.median(stream),
         "stream_spread": [min(stream), max(stream)],
@@ -203,6 +229,7 @@ def kv_goodput(
         "transport": sorted(transports),
         "connect_s": statistics.median(connect),
         "connect_spread_s": [min(connect), max(connect)],
+        "rounds": [min(pair) for pair in zip(stream, wire, strict=True)],
     }
 
 
@@ -237,29 +264,61 @@ def loopback_transport(
     placement = {"compute": COMPUTE_CPU, "sender": sender_cpu, "receiver": IO_CPU}
     results: dict[str, dict] = {"placement": placement}
     try:
+        tensor = len(prompt) * lm.num_kv_heads * lm.head_dim * lm.dtype.itemsize
+        sizes = [tensor] * (2 * lm.num_layers)  # keys and values of every layer, as the KV path moves
         for name, tls, checksum, slot in ROWS:
-            with prefill_process(model, tls_dir if tls else None, sender_cpu) as target:
-                client_tls = TLSConfig(ca=tls_dir / "ca.crt") if tls else None
-                results[name] = kv_goodput(target, lm, prompt, repeats, client_tls, checksum, slot)
-            tensor = results[name]["bytes"] // (2 * lm.num_layers)
-            sizes = [tensor] * (2 * lm.num_layers)
-            baseline = socket_goodput(sizes, repeats, tls_dir if tls else None, sender_cpu)
-            cold = socket_goodput(sizes, repeats, tls_dir if tls else None, sender_cpu, cold=True)
-            kv = min(results[name]["stream_bytes_per_s"], results[name]["wire_bytes_per_s"])
-            results[name] |= {
-                "socket_bytes_per_s": statistics.median(baseline),
-                "socket_spread": [min(baseline), max(baseline)],
-                "kv_over_socket": kv / statistics.median(baseline),
-                "cold_socket_bytes_per_s": statistics.median(cold),
-                "cold_socket_spread": [min(cold), max(cold)],
-                "kv_over_cold_socket": kv / statistics.median(cold),
-            }
+            client_tls = TLSConfig(ca=tls_dir / "ca.crt") if tls else None
+            row = (model, lm, prompt, repeats, sender_cpu, sizes)
+            results[name] = _row(*row, tls_dir if tls else None, client_tls, checksum, slot)
     finally:
         os.sched_setaffinity(0, allowed)
     return results
 
 
+def _row(
+    model: str,
+    lm,
+    prompt: list[int],
+    repeats: int,
+    sender_cpu: int,
+    sizes: list[int],
+    tls_dir: Path | None,
+    client_tls,
+    checksum: str,
+    slot: bool,
+) -> dict:
+    """One row: its own prefill worker, KV transfers each followed by a hot and a cold socket round."""
+    hot: list[float] = []
+    cold: list[float] = []
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(prefill_process(model, tls_dir, sender_cpu))
+        hot_socket = stack.enter_context(SocketBaseline(sizes, tls_dir, sender_cpu, cold=False))
+        cold_socket = stack.enter_context(SocketBaseline(sizes, tls_dir, sender_cpu, cold=True))
+
+        def baselines() -> None:  # one round of each right after each KV transfer
+            hot.append(hot_socket.round())
+            cold.append(cold_socket.round())
+
+        row = kv_goodput(target, lm, prompt, repeats, client_tls, checksum, slot, baselines)
+    assert row["bytes"] == sum(sizes), (row["bytes"], sum(sizes))
+    kv = min(row["stream_bytes_per_s"], row["wire_bytes_per_s"])
+    return row | {
+        "socket_bytes_per_s": statistics.median(hot),
+        "socket_spread": [min(hot), max(hot)],
+        "kv_over_socket": kv / statistics.median(hot),
+        "kv_over_socket_per_round": _round_ratios(row["rounds"], hot),
+        "cold_socket_bytes_per_s": statistics.median(cold),
+        "cold_socket_spread": [min(cold), max(cold)],
+        "kv_over_cold_socket": kv / statistics.median(cold),
+        "kv_over_cold_socket_per_round": _round_ratios(row["rounds"], cold),
+    }
+
+
+def _round_ratios(kv: list[float], socket_rates: list[float]) -> dict:
+    """Each KV transfer ÷ the baseline round right after it: the median and range of those ratios."""
+    ratios = [k / s for k, s in zip(kv, socket_rates, strict=True)]
+    return {"median": statistics.median(ratios), "spread": [min(ratios), max(ratios)]}
+
+
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "send":
-    _send_role(
-        int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "cold", [int(n) for n in sys.argv[6:]]
-    )
+    _send_role(int(sys.argv[2]), sys.argv[3], sys.argv[4] == "cold", [int(n) for n in sys.argv[5:]])
