@@ -28,7 +28,6 @@ from hybrid_workers.kv.data_frame import (
     payload_checksum,
     send_layer,
     send_layers,
-    tensors_crc32,
     transfer_ref,
 )
 from hybrid_workers.kv.data_receiver import receive_layers
@@ -291,21 +290,6 @@ def test_data_versions_1_and_3_put_the_same_bytes_on_the_wire() -> None:
         for version in (1, 3)
     }
     assert frames[1] == frames[3]  # version 3 only promises the peer computes CRC-32 fast
-
-
-def test_a_layers_crc32_taken_from_its_tensors_is_the_frames_payload_checksum() -> None:
-    keys = torch.randn(1, 2, 9, 8)
-    values = torch.randn(1, 2, 9, 8)
-    encoded = (encode(keys, WireEncoding.NONE), encode(values, WireEncoding.NONE))
-    for version in (1, 3):  # the CRC-32 versions; a precomputed one stands in for the sender's
-        assert (
-            tensors_crc32(keys, values)
-            == LAYER.unpack(layer_header(REF, 0, *encoded, payload_checksum(version)))[6]
-        )
-    known = layer_header(REF, 0, *encoded, payload_checksum(3), known=0x1234)
-    assert LAYER.unpack(known)[6] == 0x1234  # used as given, not recomputed
-    assert LAYER.unpack(layer_header(REF, 0, *encoded, None, known=0x1234))[6] == 0  # checksum off: 0
-    assert tensors_crc32(keys.transpose(2, 3), values) is None  # not contiguous: the sender computes it
 
 
 def test_layers_final_together_go_out_in_one_gather_write() -> None:

@@ -1,7 +1,6 @@
 """The KV data connection between real workers: exact like gRPC frames, negotiated, and failing one
 request cleanly (never stalling others) when the connection never arrives or names another transfer;
-layers final together share one gather write; the compute thread's CRC-32 of each layer is what the
-frames carry."""
+layers final together share one gather write."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import os
 import socket
 import threading
 import time
-import zlib
 
 import grpc
 import pytest
@@ -17,13 +15,12 @@ import torch
 from hybrid_workers.decode.prefill_client import PrefillClient
 from hybrid_workers.engine import SamplingParams
 from hybrid_workers.errors import UserError
-from hybrid_workers.kv import handshake
 from hybrid_workers.kv.convert import request_to_pb
 from hybrid_workers.kv.data_frame import hello
 from hybrid_workers.kv.errors import KVProtocolError, Reason
 from hybrid_workers.kv.frames import KVRequest
 from hybrid_workers.kv.proto import kv_pb2_grpc
-from hybrid_workers.prefill import job, servicer
+from hybrid_workers.prefill import servicer
 from hybrid_workers.prefill.data_sender import DataSender
 from hybrid_workers.prefill.pipe import LayerPipe
 from kv_transfer_helpers import assert_matches_generate, prompt
@@ -240,60 +237,3 @@ def test_layerwise_layers_that_piled_up_share_a_write_and_each_arrives_once(
     assert send_batches[0] == [0, 1, 2]
     assert [index for batch in send_batches for index in batch] == list(range(tiny_lm.num_layers))
     assert_matches_generate(tiny_lm, remote, ids)
-
-
-@pytest.fixture
-def sent_items(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Every LayerReady the prefill worker's data senders wrote (in order)."""
-    items: list = []
-    real = DataSender.send
-
-    def spy(self, batch):  # -> list[float]
-        items.extend(batch)
-        return real(self, batch)
-
-    monkeypatch.setattr(DataSender, "send", spy)
-    return items
-
-
-def _crc32_of(*tensors: torch.Tensor) -> int:
-    crc = 0
-    for tensor in tensors:
-        crc = zlib.crc32(tensor.contiguous().view(torch.uint8).numpy().tobytes(), crc)
-    return crc
-
-
-@pytest.mark.parametrize(
-    ("checksum", "encoding", "taken"), [("on", "none", True), ("off", "none", False), ("on", "fp8", False)]
-)
-def test_the_compute_thread_takes_each_layers_crc32_only_where_the_wire_uses_it(
-    tiny_lm, prefill_server, sent_items, checksum: str, encoding: str, taken: bool
-) -> None:
-    ids = prompt(29, seed=6)
-    target = f"127.0.0.1:{prefill_server.port}"
-    with PrefillClient(target, tiny_lm, mode="bulk", data_checksum=checksum, encoding=encoding) as client:
-        remote = client.prefill(ids, GREEDY)
-    assert remote.timings.transport == "tcp"
-    assert [item.index for item in sent_items] == list(range(tiny_lm.num_layers))
-    for item in sent_items:  # CRC-32 of the keys' bytes, then the values': the `none` payload's checksum
-        assert item.crc32 == (_crc32_of(item.keys, item.values) if taken else None)
-
-
-@pytest.mark.parametrize(("version", "refused"), [(3, True), (1, True), (2, False)])
-def test_the_frames_carry_the_compute_threads_crc32_in_data_versions_1_and_3(
-    tiny_lm, prefill_server, monkeypatch: pytest.MonkeyPatch, version: int, refused: bool
-) -> None:
-    # a compute thread whose CRC-32 is off by one bit: the decode side must see that very value
-    # (versions 1 and 3: refused), while a CRC-32C connection (version 2) checksums at the send
-    monkeypatch.setattr(job, "tensors_crc32", lambda *tensors: _crc32_of(*tensors) ^ 1)
-    monkeypatch.setattr(handshake, "DATA_VERSION", version)  # the decode side's handshake
-    ids = prompt(31, seed=7)
-    with PrefillClient(f"127.0.0.1:{prefill_server.port}", tiny_lm, mode="bulk") as client:
-        if refused:
-            with pytest.raises(KVProtocolError, match="crc32 mismatch") as caught:
-                client.prefill(ids, GREEDY)
-            assert caught.value.reason is Reason.CHECKSUM
-        else:
-            remote = client.prefill(ids, GREEDY)
-            assert remote.timings.transport == "tcp"
-            assert_matches_generate(tiny_lm, remote, ids)

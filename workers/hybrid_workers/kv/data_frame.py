@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import crc32c
-import torch
 from zlib_ng import zlib_ng
 
 from hybrid_workers.kv.compression import EncodedTensor
@@ -76,15 +75,6 @@ def _chained(update: Callable[[bytes | bytearray | memoryview, int], int]) -> Pa
 
 _crc32 = _chained(zlib_ng.crc32)  # CRC-32, carry-less multiply (data versions 1 and 3)
 _crc32c = _chained(crc32c.crc32c)  # CRC-32C, CRC instructions (data version 2)
-crc32_payload = _crc32  # what payload_checksum(1 or 3) returns: the one a precomputed CRC-32 may stand in for
-
-
-def tensors_crc32(*tensors: torch.Tensor) -> int | None:
-    """CRC-32 of the tensors' bytes, chained in order - a `none`-encoded layer's payload checksum in
-    data versions 1 and 3 (keys, then values) - or None when one is not a contiguous CPU tensor."""
-    if any(t.device.type != "cpu" or not t.is_contiguous() for t in tensors):
-        return None
-    return _crc32(t.reshape(-1).view(torch.uint8).numpy() for t in tensors)  # type: ignore[misc]
 
 
 def payload_checksum(version: int) -> PayloadChecksum:
@@ -139,17 +129,11 @@ def layer_header(
     keys: EncodedTensor,
     values: EncodedTensor,
     checksum: PayloadChecksum | None = _crc32,
-    known: int | None = None,
 ) -> bytes:
-    """The 32-byte header of one layer's frame: the payload checksum `known` (computed earlier, by
-    the same function as `checksum`), else computed here; 0 without a checksum."""
+    """The 32-byte header of one layer's frame (the payload checksum computed here; 0 without one)."""
     crc = 0
     if checksum is not None:
-        crc = (
-            known
-            if known is not None
-            else checksum((keys.scales, values.scales, keys.data.data, values.data.data))
-        )
+        crc = checksum((keys.scales, values.scales, keys.data.data, values.data.data))
     head = struct.pack(
         "<4sIIHHQI", LAYER_MAGIC, ref, layer, KIND_KEYS_VALUES, len(keys.scales), keys.data.nbytes, crc
     )
@@ -174,13 +158,12 @@ def frame_parts(
     keys: EncodedTensor,
     values: EncodedTensor,
     checksum: PayloadChecksum | None = _crc32,
-    known: int | None = None,
 ) -> list[bytes | memoryview]:
-    """One layer's frame as the buffers to write: its header (`known`: see layer_header), then the
-    payload parts from the tensors' own memory (scales only for fp8/int8)."""
+    """One layer's frame as the buffers to write: its header, then the payload parts from the
+    tensors' own memory (scales only for fp8/int8)."""
     views = (memoryview(keys.scales), memoryview(values.scales), keys.data.data, values.data.data)
     parts = [view.cast("B") for view in views if view.nbytes]
-    return [layer_header(ref, layer, keys, values, checksum, known), *parts]
+    return [layer_header(ref, layer, keys, values, checksum), *parts]
 
 
 def send_layers(
@@ -188,12 +171,9 @@ def send_layers(
     ref: int,
     layers: Sequence[tuple[int, EncodedTensor, EncodedTensor]],
     checksum: PayloadChecksum | None = _crc32,
-    known: Sequence[int | None] | None = None,
 ) -> list[int]:
     """Write the frames of `layers` ((index, keys, values), in order) from the tensors' own memory;
-    the payload bytes of each (scales included). `known[i]`: layer i's payload checksum computed
-    earlier by `checksum` (the prefill's compute thread takes it while the bytes are in its cache),
-    None to compute it here.
+    the payload bytes of each (scales included).
 
     A plain socket gets every header and part in as few `sendmsg` calls as the platform's iovec limit
     allows (one for up to 100 layers: a gather write, interpreter lock released); TLS sockets cannot
@@ -202,8 +182,8 @@ def send_layers(
     """
     buffers: list[bytes | memoryview] = []
     sizes = []
-    for position, (index, keys, values) in enumerate(layers):
-        frame = frame_parts(ref, index, keys, values, checksum, known[position] if known else None)
+    for index, keys, values in layers:
+        frame = frame_parts(ref, index, keys, values, checksum)
         buffers += frame
         sizes.append(sum(memoryview(part).nbytes for part in frame[1:]))
     send_all(sock, buffers)

@@ -18,13 +18,7 @@ import grpc
 
 from hybrid_workers import metrics
 from hybrid_workers.kv.compression import encode
-from hybrid_workers.kv.data_frame import (
-    PayloadChecksum,
-    crc32_payload,
-    payload_checksum,
-    send_layers,
-    transfer_ref,
-)
+from hybrid_workers.kv.data_frame import PayloadChecksum, payload_checksum, send_layers, transfer_ref
 from hybrid_workers.kv.errors import REASON_METADATA, Reason
 from hybrid_workers.kv.frames import Heartbeat, KVRequest
 from hybrid_workers.prefill.data_listener import DataListener
@@ -70,12 +64,9 @@ class DataSender:
         assert self.sock is not None
         encoding = self.request.encoding
         layers = [(item.index, encode(item.keys, encoding), encode(item.values, encoding)) for item in items]
-        # CRC-32 taken on the compute thread (PrefillJob.checksum_layers) serves data versions 1 and 3
-        known = [item.crc32 for item in items] if self.checksum is crc32_payload else None
         started = time.perf_counter()
         try:
-            ref = transfer_ref(self.request.transfer_id)
-            sent = send_layers(self.sock, ref, layers, self.checksum, known)
+            sent = send_layers(self.sock, transfer_ref(self.request.transfer_id), layers, self.checksum)
         except OSError as exc:
             raise Cancelled() from exc  # the decode side went away (its call ends too)
         seconds = time.perf_counter() - started

@@ -9,7 +9,6 @@ import torch
 
 from hybrid_workers.engine import LoadedModel, SamplingParams, prefill, sample
 from hybrid_workers.enums import TransferMode
-from hybrid_workers.kv.data_frame import tensors_crc32
 from hybrid_workers.kv.frames import KVRequest, Trailer
 from hybrid_workers.prefill.pipe import Cancelled, LayerPipe, LayerReady, PrefillDone, PrefillFailed
 
@@ -23,9 +22,6 @@ class PrefillJob:
     params: SamplingParams
     pipe: LayerPipe
     arrival: float  # perf_counter() when the request arrived
-    # data connection, checksum on, `none` encoding: each layer's CRC-32 taken here, right after the
-    # layer, while its bytes are in this core's cache (the sender would read them back from memory)
-    checksum_layers: bool = False
 
     def run(self) -> None:
         """Prefill, hand over layers (now, or all after the forward in bulk mode), then PrefillDone.
@@ -57,8 +53,7 @@ class PrefillJob:
             if self.pipe.cancelled:
                 raise Cancelled()  # aborts the forward pass; the cache is dropped with it
             done_at.append(time.perf_counter())
-            crc = tensors_crc32(keys, values) if self.checksum_layers else None
-            item = LayerReady(index, keys, values, crc)
+            item = LayerReady(index, keys, values)
             if self.request.mode is TransferMode.BULK:
                 held.append(item)
             else:

@@ -24,13 +24,11 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class LayerReady:
-    """Layer `index` is final: keys/values [1, kv_heads, seq, head_dim] as stored in the cache;
-    `crc32`: CRC-32 of their bytes (keys, then values), taken on the compute thread when asked for."""
+    """Layer `index` is final: keys/values [1, kv_heads, seq, head_dim] as stored in the cache."""
 
     index: int
     keys: torch.Tensor
     values: torch.Tensor
-    crc32: int | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import grpc
 from hybrid_workers import metrics
 from hybrid_workers.engine import LoadedModel, SamplingParams
 from hybrid_workers.engine.prefill import check_token_ids
-from hybrid_workers.enums import TransferMode, WireEncoding
+from hybrid_workers.enums import TransferMode
 from hybrid_workers.errors import UserError
 from hybrid_workers.kv import handshake, wire
 from hybrid_workers.kv.chunker import build_header, layer_chunks
@@ -71,14 +71,7 @@ class PrefillServicer(kv_pb2_grpc.PrefillWorkerServicer):
         pipe = LayerPipe(0 if kv_request.mode is TransferMode.BULK else self.config.pipe_layers)
         context.add_callback(pipe.cancel)  # fires when the RPC ends for any reason, e.g. the client left
         try:
-            checksum_layers = bool(
-                kv_request.transfer_id
-                and self.data
-                and kv_request.data_checksum
-                and kv_request.encoding is WireEncoding.NONE
-            )
-            job = PrefillJob(self.lm, kv_request, params, pipe, arrival, checksum_layers)
-            self._lane.submit(job.run)
+            self._lane.submit(PrefillJob(self.lm, kv_request, params, pipe, arrival).run)
             yield from self._stream(kv_request, pipe, context)
         except Cancelled:
             log.info("request %s: client went away, prefill stopped", kv_request.request_id or "-")
