@@ -268,8 +268,10 @@ def loopback_transport(
         sizes = [tensor] * (2 * lm.num_layers)  # keys and values of every layer, as the KV path moves
         for name, tls, checksum, slot in ROWS:
             client_tls = TLSConfig(ca=tls_dir / "ca.crt") if tls else None
-            row = (model, lm, prompt, repeats, sender_cpu, sizes)
-            results[name] = _row(*row, tls_dir if tls else None, client_tls, checksum, slot)
+            tls_here = tls_dir if tls else None
+            results[name] = _row(
+                model, lm, prompt, repeats, sender_cpu, sizes, tls_here, client_tls, checksum, slot
+            )
     finally:
         os.sched_setaffinity(0, allowed)
     return results

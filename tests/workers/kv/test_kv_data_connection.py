@@ -26,7 +26,6 @@ from hybrid_workers.kv.data_frame import (
     negotiate,
     parse_hello,
     payload_checksum,
-    send_layer,
     send_layers,
     transfer_ref,
 )
@@ -93,7 +92,7 @@ def _encoded(stream: Stream, index: int) -> tuple[EncodedTensor, EncodedTensor]:
 def _valid(stream: Stream) -> Callable[[socket.socket], None]:
     def write(sock: socket.socket) -> None:
         for index in range(MODEL.num_layers):
-            send_layer(sock, REF, index, *_encoded(stream, index))
+            send_layers(sock, REF, [(index, *_encoded(stream, index))])
 
     return write
 
@@ -260,7 +259,7 @@ def test_layers_of_either_data_version_arrive_bit_exact(version: int) -> None:
 
     def write(sock: socket.socket) -> None:
         for index in range(MODEL.num_layers):
-            send_layer(sock, REF, index, *_encoded(stream, index), payload_checksum(version))
+            send_layers(sock, REF, [(index, *_encoded(stream, index))], payload_checksum(version))
 
     _receiver, handed = _run(stream, write, version=version)
     for index, (keys, values) in enumerate(stream.layers):
@@ -273,7 +272,7 @@ def test_a_frame_checksummed_for_the_other_data_version_is_refused(sent: int, sa
 
     def write(sock: socket.socket) -> None:  # checksums as `sent` on a connection that said `said`
         for index in range(MODEL.num_layers):
-            send_layer(sock, REF, index, *_encoded(stream, index), payload_checksum(sent))
+            send_layers(sock, REF, [(index, *_encoded(stream, index))], payload_checksum(sent))
 
     with pytest.raises(KVProtocolError, match=f"{name} mismatch") as raised:
         _run(stream, write, version=said)

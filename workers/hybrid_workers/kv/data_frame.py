@@ -188,15 +188,3 @@ def send_layers(
         sizes.append(sum(memoryview(part).nbytes for part in frame[1:]))
     send_all(sock, buffers)
     return sizes
-
-
-def send_layer(
-    sock: socket.socket,
-    ref: int,
-    layer: int,
-    keys: EncodedTensor,
-    values: EncodedTensor,
-    checksum: PayloadChecksum | None = _crc32,
-) -> int:
-    """Write one layer's frame (send_layers of one); returns its payload bytes (scales included)."""
-    return send_layers(sock, ref, [(layer, keys, values)], checksum)[0]
