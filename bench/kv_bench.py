@@ -1,20 +1,25 @@
 """KV transfer benchmark: the data connection vs gRPC frames over a 100 Mbit/s netns link and loopback.
 
 Run as root from a source checkout: `python bench/kv_bench.py [--model DIR] [--repeats N]
-[--out results.json] [--plot docs/img/kv_timeline.png] [--extras]` (default model: the cached `bench`
-demo model, float32; prompt 512 tokens). Placement, as on a GPU node whose compute does not share
-cores with the network: the prefill worker's compute thread on CPU 0 with one torch thread
-(`--compute-cpus 0`, OMP_NUM_THREADS=1), its gRPC and data-connection threads, the decode client and
-the receivers on CPU 1. In one run it measures:
+[--out results.json] [--plot docs/img/kv_timeline.png] [--extras] [--skip-link | --skip-loopback]`
+(default model: the cached `bench` demo model, float32; prompt 512 tokens). Placement, as on a GPU
+node whose compute does not share cores with the network: the prefill worker's compute thread on
+CPU 0 with one torch thread (`--compute-cpus 0`, OMP_NUM_THREADS=1), its gRPC and data-connection
+threads, the decode client and the receivers on CPU 1. In one run it measures:
 1. over two network namespaces joined by a veth pair capped with `tc tbf` at 100 Mbit/s (prefill
    worker process in one, this script's client role in the other), per transport (`tcp`: the data
    connection, `grpc`: frames) and mode, interleaved: TTFT, prefill compute, goodput ÷ the cap
    (bulk), TTFT remote − colocated in layer-times, compute while streaming ÷ without, TTFT
-   layerwise ÷ bulk next to its ideal bound;
+   layerwise ÷ bulk next to its ideal bound; the two compute-dependent goals also per round (each
+   layerwise request against its round's bulk one) and TTFT − colocated split into what the stream
+   adds after the request's own compute plus the compute slowdown; and the compute lane thread's
+   CPU time, CPU wait and CPU 0's steal per request (LaneClock), so a slower compute can be told
+   apart from a compute that lost its CPU;
 2. on loopback: the data connection's goodput ÷ a plain socket with recv_into, and over TLS ÷ a TLS
    socket (bench/kv_transport.py; prefill worker in its own process, as deployed), for the 512-token
-   prompt and, with --large-tokens N, an N-token one (a bigger transfer per layer); `--sender-cpu 0`
-   gives the sending side (the prefill worker process, the baseline's sender) CPU 0 to itself there;
+   prompt and, with --large-tokens N, an N-token one (a bigger transfer per layer), bulk rows and a
+   layerwise one (wire goodput); `--sender-cpu 0` gives the sending side (the prefill worker process,
+   the baseline's sender) CPU 0 to itself there;
 3. with --extras: decode tokens/s after a remote vs a local prefill, compression, and the gRPC chunk
    serialization A/B (bench/kv_wire_paths.py);
 and plots one request's timeline per mode (per-layer compute vs per-layer transfer).
@@ -68,15 +73,57 @@ def remote_runs(target: str, lm, repeats: int) -> dict[str, dict[str, list[dict]
         for m in MODES
     }
     for client in clients.values():
-        client.prefill(prompt(lm), greedy)  # warm-up: allocator, connection, kernels
+        client.prefill(prompt(lm), greedy)  # warm-up: allocator, connection, kernels (and the lane thread)
+    lane = LaneClock(target.rsplit(":", 1)[0])
     for _ in range(repeats):
         for (transport, mode), client in clients.items():
+            before = lane.read()
             timings = client.prefill(prompt(lm), greedy).timings
+            after = lane.read()
             assert timings.transport == transport, (timings.transport, transport)
-            runs[transport][mode].append(dataclasses.asdict(timings))
+            lane_use = {key: after[key] - before[key] for key in after}
+            runs[transport][mode].append(dataclasses.asdict(timings) | lane_use)
     for client in clients.values():
         client.close()
     return runs
+
+
+class LaneClock:
+    """What the prefill worker's compute lane got from its CPU, read from /proc (the worker runs in
+    another network namespace, not another PID namespace): the lane thread's time on the CPU and time
+    waiting for it (`/proc/PID/task/TID/schedstat`, nanoseconds; the kernel leaves the hypervisor's
+    steal out of both), and the time the hypervisor took from CPU 0 (`/proc/stat` steal, ticks of
+    1/100 s). The lane is the worker's only thread pinned to CPU 0 alone (`--compute-cpus 0`)."""
+
+    def __init__(self, host: str) -> None:
+        worker = next(
+            pid
+            for pid in os.listdir("/proc")
+            if pid.isdigit() and _is_prefill_worker(Path("/proc", pid, "cmdline"), host)
+        )
+        tasks = Path("/proc", worker, "task")
+        self._schedstat = next(
+            task / "schedstat"
+            for task in tasks.iterdir()
+            if "Cpus_allowed_list:\t0\n" in (task / "status").read_text()
+        )
+
+    def read(self) -> dict[str, float]:
+        on_cpu, waiting, _ = (int(n) for n in self._schedstat.read_text().split())
+        cpu0 = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("cpu0 "))
+        return {
+            "lane_cpu_s": on_cpu / 1e9,
+            "lane_wait_s": waiting / 1e9,
+            "cpu0_steal_s": int(cpu0.split()[8]) / 100,
+        }
+
+
+def _is_prefill_worker(cmdline: Path, host: str) -> bool:
+    try:
+        argv = cmdline.read_bytes().split(b"\0")
+    except OSError:  # gone meanwhile
+        return False
+    return b"hybrid_workers" in argv and b"prefill" in argv and host.encode() in argv
 
 
 def client_role(args: argparse.Namespace) -> None:
@@ -123,9 +170,66 @@ def summarize_link(runs: dict[str, list[dict]], num_layers: int) -> dict:
         "wire_goodput_over_cap": _median(r["goodput_bytes_per_s"] for r in bulk) * 8 / LINK_BITS_PER_S,
         "ttft_remote_minus_colocated_layer_times": (ttft["layerwise"] - colocated) / layer_time,
         "compute_streaming_over_without": compute_bulk / compute_layerwise,
+        **paired_rounds(bulk, layerwise, layer_time),
+        **lane_figures(bulk, layerwise),
         "ttft_layerwise_over_bulk": ttft["layerwise"] / ttft["bulk"],
         "ttft_layerwise_over_bulk_ideal": ideal,
         "exposed_transfer_s": {m: _median(r["exposed_transfer_s"] for r in rs) for m, rs in runs.items()},
+    }
+
+
+def paired_rounds(bulk: list[dict], layerwise: list[dict], layer_time: float) -> dict:
+    """The two compute-dependent goals per round (each layerwise request against the bulk request of
+    its round, which ran just before it), and TTFT remote − colocated split in two: what the stream
+    adds after the request's own compute (layerwise TTFT − its compute: the tail and the hand-off, one
+    request, no noise from another's compute) plus the compute slowdown (layerwise compute − bulk)."""
+
+    def median_spread(values: list[float]) -> dict:
+        return {"median": _median(values), "spread": _spread(values)}
+
+    pairs = list(zip(bulk, layerwise, strict=True))
+    return {
+        "per_round": {
+            "ttft_remote_minus_colocated_layer_times": median_spread(
+                [(w["total_s"] - b["prefill_compute_s"]) / layer_time for b, w in pairs]
+            ),
+            "compute_streaming_over_without": median_spread(
+                [b["prefill_compute_s"] / w["prefill_compute_s"] for b, w in pairs]
+            ),
+        },
+        "ttft_after_own_compute_layer_times": median_spread(
+            [(w["total_s"] - w["prefill_compute_s"]) / layer_time for w in layerwise]
+        ),
+        "compute_slowdown_layer_times": median_spread(
+            [(w["prefill_compute_s"] - b["prefill_compute_s"]) / layer_time for b, w in pairs]
+        ),
+    }
+
+
+def lane_figures(bulk: list[dict], layerwise: list[dict]) -> dict:
+    """Compute while streaming ÷ without on the lane thread's CPU time (what the sender could take from
+    it: shared caches, memory bandwidth, interrupts on its core), and where the wall time went besides:
+    waiting for the CPU, the hypervisor's steal."""
+    if "lane_cpu_s" not in bulk[0]:
+        return {}
+
+    def per(key: str) -> dict:
+        return {
+            mode: {"median": _median(r[key] for r in rs), "spread": _spread(r[key] for r in rs)}
+            for mode, rs in (("bulk", bulk), ("layerwise", layerwise))
+        }
+
+    ratios = [b["lane_cpu_s"] / w["lane_cpu_s"] for b, w in zip(bulk, layerwise, strict=True)]
+    return {
+        "lane_cpu_s": per("lane_cpu_s"),
+        "lane_wait_s": per("lane_wait_s"),
+        "cpu0_steal_s": per("cpu0_steal_s"),
+        "compute_cpu_streaming_over_without": _median(r["lane_cpu_s"] for r in bulk)
+        / _median(r["lane_cpu_s"] for r in layerwise),
+        "compute_cpu_streaming_over_without_per_round": {
+            "median": _median(ratios),
+            "spread": _spread(ratios),
+        },
     }
 
 
@@ -314,6 +418,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None, help="write the timeline PNG here (none: no plot)")
     parser.add_argument("--extras", action="store_true", help="also decode TPS, compression, gRPC paths")
     parser.add_argument("--skip-link", action="store_true", help="loopback only (no root needed)")
+    parser.add_argument("--skip-loopback", action="store_true", help="the shaped link only")
     parser.add_argument(
         "--large-tokens",
         type=int,
@@ -340,8 +445,9 @@ def main() -> None:
     results: dict = {"prompt_tokens": PROMPT_TOKENS, "loadavg_at_start": Path("/proc/loadavg").read_text()}
     results["link"] = {"skipped": "--skip-link"} if args.skip_link else over_link(args)
     lm = load(args.model)
-    results["loopback"] = on_loopback(lm, args.model, args.repeats, sender_cpu=args.sender_cpu)
-    if args.large_tokens:
+    if not args.skip_loopback:
+        results["loopback"] = on_loopback(lm, args.model, args.repeats, sender_cpu=args.sender_cpu)
+    if args.large_tokens and not args.skip_loopback:
         results["loopback_large"] = on_loopback(
             lm, args.model, args.repeats, args.large_tokens, args.sender_cpu
         )

@@ -9,7 +9,8 @@ preallocated buffer; goodput = bytes ÷ (go signal sent → last byte received).
 bulk transfers; its goodput is reported two ways, and the ratios use the lower one: bytes ÷ first→last
 byte on the decode clock (`stream`), and `TransferTimings.goodput_bytes_per_s` (bytes ÷ time on the
 wire, the metric the decode worker exports). Rows: plaintext with the checksum (the default), the
-same into a new TorchKVSlot per transfer (the decode worker's destination), checksum off, and TLS;
+same into a new TorchKVSlot per transfer (the decode worker's destination), checksum off, TLS, and
+layerwise into a slot (the deployment's default: each layer sent as it becomes final; wire goodput);
 each also reports `connect_s`, what opening one data connection costs (what a pool would save).
 Each baseline runs twice: with the same cache-hot buffers every round, and `cold` (both ends' memory
 evicted before each round, a fresh destination each round), the state a real transfer's bytes are in.
@@ -40,12 +41,13 @@ import numpy as np
 
 IO_CPU, COMPUTE_CPU = 1, 0
 EVICT_BYTES = 384 << 20  # written by each end before a cold baseline round: several times any L3 here
-# name, TLS, --kv-data-checksum, into a new TorchKVSlot (the decode worker's destination) or not
+# name, TLS, --kv-data-checksum, into a new TorchKVSlot (the decode worker's destination) or not, mode
 ROWS = (
-    ("plain", False, "on", False),
-    ("plain_into_slot", False, "on", True),
-    ("plain_no_checksum", False, "off", False),
-    ("tls", True, "auto", False),
+    ("plain", False, "on", False, "bulk"),
+    ("plain_into_slot", False, "on", True, "bulk"),
+    ("plain_no_checksum", False, "off", False, "bulk"),
+    ("tls", True, "auto", False, "bulk"),
+    ("plain_layerwise", False, "on", True, "layerwise"),
 )
 
 
@@ -183,11 +185,15 @@ def kv_goodput(
     checksum: str = "auto",
     slot: bool = False,
     between: Callable[[], None] | None = None,
+    mode: str = "bulk",
 ) -> dict:
-    """Medians of bulk transfers on the data connection: stream and wire goodput, bytes, transport.
+    """Medians of transfers on the data connection: stream and wire goodput, bytes, transport.
     `slot`: each transfer lands in a new TorchKVSlot (room for 32 more tokens), as in the decode
     worker, instead of the receiver's own buffers. `between()` runs after each timed transfer (the
-    baselines' rounds, interleaved); `rounds` lists each transfer's goodput (the lower of the two)."""
+    baselines' rounds, interleaved); `rounds` lists each transfer's goodput (the lower of the two).
+    `mode` layerwise (a deployment's default): each layer leaves as soon as it is final, while its bytes
+    are fresh in the caches, and the stream spans the compute, so only the wire goodput (bytes ÷ the
+    layers' summed time on the wire) counts: `rounds` and `goodput_bytes_per_s` are that one."""
     from hybrid_workers.decode.prefill_client import PrefillClient
     from hybrid_workers.engine import SamplingParams
     from hybrid_workers.engine.batched import TorchDecodeEngine
@@ -197,7 +203,7 @@ def kv_goodput(
 
     greedy = SamplingParams(max_tokens=1, temperature=0)
     stream, wire, transports = [], [], set()
-    with PrefillClient(target, lm, mode="bulk", timeout_s=600, tls=tls, data_checksum=checksum) as client:
+    with PrefillClient(target, lm, mode=mode, timeout_s=600, tls=tls, data_checksum=checksum) as client:
         deadline = time.monotonic() + 120
         while True:  # the worker process loads its model first
             try:
@@ -229,7 +235,11 @@ def kv_goodput(
         "transport": sorted(transports),
         "connect_s": statistics.median(connect),
         "connect_spread_s": [min(connect), max(connect)],
-        "rounds": [min(pair) for pair in zip(stream, wire, strict=True)],
+        "mode": mode,
+        "rounds": wire if mode == "layerwise" else [min(pair) for pair in zip(stream, wire, strict=True)],
+        "goodput_bytes_per_s": statistics.median(wire)
+        if mode == "layerwise"
+        else min(statistics.median(stream), statistics.median(wire)),
     }
 
 
@@ -266,11 +276,11 @@ def loopback_transport(
     try:
         tensor = len(prompt) * lm.num_kv_heads * lm.head_dim * lm.dtype.itemsize
         sizes = [tensor] * (2 * lm.num_layers)  # keys and values of every layer, as the KV path moves
-        for name, tls, checksum, slot in ROWS:
+        for name, tls, checksum, slot, mode in ROWS:
             client_tls = TLSConfig(ca=tls_dir / "ca.crt") if tls else None
             tls_here = tls_dir if tls else None
             results[name] = _row(
-                model, lm, prompt, repeats, sender_cpu, sizes, tls_here, client_tls, checksum, slot
+                model, lm, prompt, repeats, sender_cpu, sizes, tls_here, client_tls, checksum, slot, mode
             )
     finally:
         os.sched_setaffinity(0, allowed)
@@ -288,6 +298,7 @@ def _row(
     client_tls,
     checksum: str,
     slot: bool,
+    mode: str,
 ) -> dict:
     """One row: its own prefill worker, KV transfers each followed by a hot and a cold socket round."""
     hot: list[float] = []
@@ -301,9 +312,9 @@ def _row(
             hot.append(hot_socket.round())
             cold.append(cold_socket.round())
 
-        row = kv_goodput(target, lm, prompt, repeats, client_tls, checksum, slot, baselines)
+        row = kv_goodput(target, lm, prompt, repeats, client_tls, checksum, slot, baselines, mode)
     assert row["bytes"] == sum(sizes), (row["bytes"], sum(sizes))
-    kv = min(row["stream_bytes_per_s"], row["wire_bytes_per_s"])
+    kv = row["goodput_bytes_per_s"]
     return row | {
         "socket_bytes_per_s": statistics.median(hot),
         "socket_spread": [min(hot), max(hot)],
