@@ -96,17 +96,22 @@ class LaneClock:
     1/100 s). The lane is the worker's only thread pinned to CPU 0 alone (`--compute-cpus 0`)."""
 
     def __init__(self, host: str) -> None:
-        worker = next(
-            pid
-            for pid in os.listdir("/proc")
-            if pid.isdigit() and _is_prefill_worker(Path("/proc", pid, "cmdline"), host)
-        )
-        tasks = Path("/proc", worker, "task")
-        self._schedstat = next(
+        workers = [
+            p
+            for p in os.listdir("/proc")
+            if p.isdigit() and _is_prefill_worker(Path("/proc", p, "cmdline"), host)
+        ]
+        lanes = [
             task / "schedstat"
-            for task in tasks.iterdir()
+            for worker in workers
+            for task in Path("/proc", worker, "task").iterdir()
             if "Cpus_allowed_list:\t0\n" in (task / "status").read_text()
-        )
+        ]
+        if len(lanes) != 1:
+            raise RuntimeError(
+                f"{len(lanes)} threads pinned to CPU 0 alone in prefill workers at {host}: expected the lane"
+            )
+        self._schedstat = lanes[0]
 
     def read(self) -> dict[str, float]:
         on_cpu, waiting, _ = (int(n) for n in self._schedstat.read_text().split())
