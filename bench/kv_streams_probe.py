@@ -2,13 +2,14 @@
 TCP connection, or several, if measured to pay")
 
 Two processes, as the data connection: a sender holding a bulk transfer's layers (12 layers x keys and
-values, framed like the data connection: a 32-byte header, then keys and values in one gather write)
-and a receiver that takes each layer into its place in one buffer with one MSG_WAITALL scatter
-receive per layer. With N connections, layer i travels on connection i % N; each connection has its
-own thread at both ends (sendmsg and recvmsg_into release the interpreter lock), all started by one
-go byte on a control connection. Goodput = bytes ÷ (go sent → every layer received), receiver's
-clock. The cases (N = 1, 2, 4 by default) take turns round by round, so the box's drift between
-minutes falls on all of them alike; the first round of each is left out.
+values, framed like the data connection: a 32-byte header, then keys and values, one gather write
+per connection with the data connection's own `kv.data_socket.send_all`) and a receiver that takes
+each layer into its place in one buffer with one MSG_WAITALL scatter receive per layer. With N
+connections, layer i travels on connection i % N; each connection has its own thread at both ends
+(sendmsg and recvmsg_into release the interpreter lock), all started by one go byte on a control
+connection. Goodput = bytes ÷ (go sent → every layer received), receiver's clock. The cases (N = 1,
+2, 4 by default) take turns round by round, so the box's drift between minutes falls on all of them
+alike; the first round of each is left out.
 
 Usage (root for --link):
   python bench/kv_streams_probe.py [--rounds 15] [--tensor-kib 512] [--streams 1 2 4]
@@ -34,19 +35,10 @@ import threading
 import time
 from pathlib import Path
 
+from hybrid_workers.kv.data_socket import send_all
+
 LAYERS, HEADER = 12, 32
 CPUS = {"shared": ({1}, {1}), "split": ({0}, {1}), "free": ({0, 1}, {0, 1})}  # sender, receiver
-
-
-def _send_gather(sock: socket.socket, parts: list) -> None:
-    views = [memoryview(part).cast("B") for part in parts]
-    while views:
-        sent = sock.sendmsg(views)
-        while views and sent >= views[0].nbytes:
-            sent -= views[0].nbytes
-            views.pop(0)
-        if views and sent:
-            views[0] = views[0][sent:]
 
 
 def _layers_of(index: int, streams: int) -> list[int]:
@@ -79,7 +71,7 @@ def sender(host: str, port: int, tensor: int, cases: list[int], cpus: set[int]) 
 
             def run(sock: socket.socket = sock, todo: queue.Queue = todo, parts: list = parts) -> None:
                 while todo.get():
-                    _send_gather(sock, parts)
+                    send_all(sock, parts)  # the data connection's gather write
                 sock.close()
 
             threading.Thread(target=run, daemon=True).start()
