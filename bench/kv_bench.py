@@ -183,15 +183,15 @@ def summarize_link(runs: dict[str, list[dict]], num_layers: int) -> dict:
     }
 
 
+def median_spread(values: list[float]) -> dict:
+    return {"median": _median(values), "spread": _spread(values)}
+
+
 def paired_rounds(bulk: list[dict], layerwise: list[dict], layer_time: float) -> dict:
     """The two compute-dependent goals per round (each layerwise request against the bulk request of
     its round, which ran just before it), and TTFT remote − colocated split in two: what the stream
     adds after the request's own compute (layerwise TTFT − its compute: the tail and the hand-off, one
     request, no noise from another's compute) plus the compute slowdown (layerwise compute − bulk)."""
-
-    def median_spread(values: list[float]) -> dict:
-        return {"median": _median(values), "spread": _spread(values)}
-
     pairs = list(zip(bulk, layerwise, strict=True))
     return {
         "per_round": {
@@ -220,7 +220,7 @@ def lane_figures(bulk: list[dict], layerwise: list[dict]) -> dict:
 
     def per(key: str) -> dict:
         return {
-            mode: {"median": _median(r[key] for r in rs), "spread": _spread(r[key] for r in rs)}
+            mode: median_spread([r[key] for r in rs])
             for mode, rs in (("bulk", bulk), ("layerwise", layerwise))
         }
 
@@ -231,10 +231,7 @@ def lane_figures(bulk: list[dict], layerwise: list[dict]) -> dict:
         "cpu0_steal_s": per("cpu0_steal_s"),
         "compute_cpu_streaming_over_without": _median(r["lane_cpu_s"] for r in bulk)
         / _median(r["lane_cpu_s"] for r in layerwise),
-        "compute_cpu_streaming_over_without_per_round": {
-            "median": _median(ratios),
-            "spread": _spread(ratios),
-        },
+        "compute_cpu_streaming_over_without_per_round": median_spread(ratios),
     }
 
 
