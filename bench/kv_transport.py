@@ -226,6 +226,7 @@ def kv_goodput(
             transports.add(timings.transport)
             if between is not None:
                 between()
+    layerwise = mode == "layerwise"  # the stream spans the compute: the wire goodput alone
     return {
         "stream_bytes_per_s": statistics.median(stream),
         "stream_spread": [min(stream), max(stream)],
@@ -236,9 +237,9 @@ def kv_goodput(
         "connect_s": statistics.median(connect),
         "connect_spread_s": [min(connect), max(connect)],
         "mode": mode,
-        "rounds": wire if mode == "layerwise" else [min(pair) for pair in zip(stream, wire, strict=True)],
+        "rounds": wire if layerwise else [min(pair) for pair in zip(stream, wire, strict=True)],
         "goodput_bytes_per_s": statistics.median(wire)
-        if mode == "layerwise"
+        if layerwise
         else min(statistics.median(stream), statistics.median(wire)),
     }
 
