@@ -191,18 +191,29 @@ def send_batches(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
 
 
 class _PipeUntil(LayerPipe):
-    """A LayerPipe whose first get waits until `count` items were put (a hook: no timing involved)."""
+    """A LayerPipe whose first get waits until `count` items were put, and whose later puts wait until
+    the sender took what was ready after that get (hooks: no timing involved)."""
 
     count = 0
 
     def __init__(self, maxsize: int) -> None:
         super().__init__(maxsize)
         self._put = threading.Semaphore(0)
+        self._puts = 0
         self._waited = False
+        self._drained = threading.Event()
 
     def put(self, item) -> None:
+        if self._puts >= self.count:  # only the compute thread puts: no race on the count
+            assert self._drained.wait(timeout=60), "the sender never took the layers that piled up"
+        self._puts += 1
         super().put(item)
         self._put.release()
+
+    def ready(self):  # -> list[Item]
+        items = super().ready()
+        self._drained.set()
+        return items
 
     def get(self, wait_s=None):  # -> Item | None
         if not self._waited:
